@@ -1,0 +1,682 @@
+//! The SMTP client, split by protocol phase, each phase with its own timeout.
+//!
+//! Generic over the stream so that tests can drive it over any duplex pipe and TLS can wrap a
+//! TCP stream. A rejected recipient or message is a value ([`Transaction::Rejected`]), not an
+//! error: the connection stays usable (after `RSET`) for the next message. Errors
+//! ([`ClientError`]) mean the connection itself is gone or unusable.
+
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+
+use super::command::Command;
+use super::data::DataPayload;
+use super::reply::{Reply, ReplyError, parse_reply};
+
+/// Per-phase timeouts. Defaults are RFC 5321 §4.5.3.2's minimums, except connect (Postfix's 30 s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// Waiting for the 220 greeting (RFC: 5 min).
+    pub greeting: Duration,
+    /// EHLO/HELO/STARTTLS/RSET/NOOP/QUIT replies (RFC 5321 gives 5 min for MAIL; we use it here).
+    pub command: Duration,
+    /// MAIL FROM reply (5 min).
+    pub mail: Duration,
+    /// RCPT TO reply (5 min).
+    pub rcpt: Duration,
+    /// DATA → 354 (2 min).
+    pub data_init: Duration,
+    /// Writing each block of the message (3 min).
+    pub data_block: Duration,
+    /// Reply to the final "." (10 min).
+    pub data_end: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let min = |m: u64| Duration::from_secs(60 * m);
+        Self {
+            connect: Duration::from_secs(30),
+            greeting: min(5),
+            command: min(5),
+            mail: min(5),
+            rcpt: min(5),
+            data_init: min(2),
+            data_block: min(3),
+            data_end: min(10),
+        }
+    }
+}
+
+impl Timeouts {
+    /// Every phase bounded by the same duration (tests, and `--timeout` style overrides).
+    pub fn uniform(d: Duration) -> Self {
+        Self {
+            connect: d,
+            greeting: d,
+            command: d,
+            mail: d,
+            rcpt: d,
+            data_init: d,
+            data_block: d,
+            data_end: d,
+        }
+    }
+}
+
+/// The step of the SMTP dialogue; outcomes and errors record which one failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// TCP connect.
+    Connect,
+    /// 220 greeting.
+    Greeting,
+    /// EHLO (or the HELO fallback).
+    Ehlo,
+    /// STARTTLS and the TLS handshake.
+    StartTls,
+    /// MAIL FROM.
+    MailFrom,
+    /// RCPT TO.
+    RcptTo,
+    /// DATA up to the 354.
+    Data,
+    /// Sending the message and the reply to the final ".".
+    DataEnd,
+    /// RSET between transactions.
+    Rset,
+    /// QUIT.
+    Quit,
+}
+
+impl Phase {
+    /// Lower-case name used in the results CSV.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Connect => "connect",
+            Phase::Greeting => "greeting",
+            Phase::Ehlo => "ehlo",
+            Phase::StartTls => "starttls",
+            Phase::MailFrom => "mail",
+            Phase::RcptTo => "rcpt",
+            Phase::Data => "data",
+            Phase::DataEnd => "data-end",
+            Phase::Rset => "rset",
+            Phase::Quit => "quit",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The connection failed or became unusable.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// No reply (or write) within the phase's timeout.
+    #[error("timed out after {after:?} during {phase}")]
+    Timeout {
+        /// Phase that timed out.
+        phase: Phase,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// Socket error.
+    #[error("network error during {phase}: {source}")]
+    Io {
+        /// Phase in progress.
+        phase: Phase,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server closed the connection.
+    #[error("connection closed by server during {phase}")]
+    Closed {
+        /// Phase in progress.
+        phase: Phase,
+    },
+    /// The server sent something that is not an SMTP reply.
+    #[error("protocol error during {phase}: {source}")]
+    Protocol {
+        /// Phase in progress.
+        phase: Phase,
+        /// What was wrong with the bytes.
+        #[source]
+        source: ReplyError,
+    },
+}
+
+impl ClientError {
+    /// The phase in which the connection failed.
+    pub fn phase(&self) -> Phase {
+        match self {
+            ClientError::Timeout { phase, .. }
+            | ClientError::Io { phase, .. }
+            | ClientError::Closed { phase }
+            | ClientError::Protocol { phase, .. } => *phase,
+        }
+    }
+}
+
+/// What the server advertised in its EHLO reply (RFC 5321 §4.1.1.1 and extensions).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// True when the session was opened with EHLO (false after a HELO fallback).
+    pub esmtp: bool,
+    /// RFC 2920.
+    pub pipelining: bool,
+    /// RFC 1870; `Some(0)` means "no fixed limit".
+    pub size: Option<u64>,
+    /// RFC 6152.
+    pub eight_bit_mime: bool,
+    /// RFC 6531.
+    pub smtputf8: bool,
+    /// RFC 2034.
+    pub enhanced_status_codes: bool,
+    /// RFC 3207.
+    pub starttls: bool,
+}
+
+impl Capabilities {
+    /// Reads the keywords of an EHLO reply (the first line is the server's name).
+    pub fn from_ehlo(reply: &Reply) -> Self {
+        let mut caps = Capabilities {
+            esmtp: true,
+            ..Default::default()
+        };
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            match keyword.to_ascii_uppercase().as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "SIZE" => caps.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+                "8BITMIME" => caps.eight_bit_mime = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
+                "STARTTLS" => caps.starttls = true,
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// The envelope of one transaction (RFC 5321 §2.3.1), kept apart from the message headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Reverse path (MAIL FROM).
+    pub from: String,
+    /// Forward path (RCPT TO): one recipient per personalised message.
+    pub to: String,
+}
+
+impl Envelope {
+    /// True when either address has non-ASCII characters (needs SMTPUTF8, RFC 6531).
+    pub fn needs_smtputf8(&self) -> bool {
+        !self.from.is_ascii() || !self.to.is_ascii()
+    }
+}
+
+/// Result of one mail transaction on a live connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transaction {
+    /// The final "." was answered 2yz.
+    Accepted(Reply),
+    /// The server refused at `phase`; the connection is still usable after RSET.
+    Rejected {
+        /// Which command was refused.
+        phase: Phase,
+        /// The refusal.
+        reply: Reply,
+    },
+}
+
+/// An open SMTP session over `S`.
+pub struct Connection<S> {
+    stream: S,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    timeouts: Timeouts,
+    caps: Capabilities,
+    /// Transactions started on this connection (for the per-connection cap and the report).
+    transactions: usize,
+}
+
+const WRITE_BLOCK: usize = 64 * 1024;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Wraps a connected stream and reads the greeting. A non-2yz greeting is returned as the
+    /// reply for the caller to judge (try the next MX on 4yz/5yz).
+    pub async fn greet(stream: S, timeouts: Timeouts) -> Result<(Self, Reply), ClientError> {
+        let mut conn = Self {
+            stream,
+            rbuf: Vec::with_capacity(4096),
+            wbuf: Vec::with_capacity(512),
+            timeouts,
+            caps: Capabilities::default(),
+            transactions: 0,
+        };
+        let reply = conn.read_reply(Phase::Greeting, timeouts.greeting).await?;
+        Ok((conn, reply))
+    }
+
+    /// The capabilities learnt from the last EHLO.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Number of transactions attempted on this connection.
+    pub fn transactions(&self) -> usize {
+        self.transactions
+    }
+
+    /// Sends EHLO, falling back to HELO when the server refuses EHLO with 5yz (RFC 5321
+    /// §3.2). Returns the final reply; a non-2yz reply means the session cannot be used.
+    pub async fn hello(&mut self, name: &str) -> Result<Reply, ClientError> {
+        let t = self.timeouts.command;
+        let reply = self.command(Command::Ehlo(name), Phase::Ehlo, t).await?;
+        if reply.is_positive() {
+            self.caps = Capabilities::from_ehlo(&reply);
+            return Ok(reply);
+        }
+        if reply.code >= 500 {
+            let reply = self.command(Command::Helo(name), Phase::Ehlo, t).await?;
+            self.caps = Capabilities::default();
+            return Ok(reply);
+        }
+        Ok(reply)
+    }
+
+    /// Sends STARTTLS and returns the reply; on 220 the caller performs the handshake over
+    /// [`Connection::into_stream`] and must EHLO again (RFC 3207 §4.2).
+    pub async fn starttls(&mut self) -> Result<Reply, ClientError> {
+        let t = self.timeouts.command;
+        self.command(Command::StartTls, Phase::StartTls, t).await
+    }
+
+    /// Gives up the stream (for the TLS handshake). Buffered unread bytes are discarded, as
+    /// RFC 3207 §5 requires against command injection.
+    pub fn into_stream(self) -> (S, Timeouts) {
+        (self.stream, self.timeouts)
+    }
+
+    /// Runs one mail transaction: MAIL, RCPT, DATA, message. With PIPELINING the three
+    /// commands go out in one write (RFC 2920) and the replies are read in order.
+    pub async fn send(
+        &mut self,
+        envelope: &Envelope,
+        payload: &DataPayload,
+    ) -> Result<Transaction, ClientError> {
+        self.transactions += 1;
+        let mail = Command::MailFrom {
+            from: &envelope.from,
+            size: self.caps.size.map(|_| payload.message_len()),
+            smtputf8: self.caps.smtputf8 && envelope.needs_smtputf8(),
+        };
+        let rcpt = Command::RcptTo(&envelope.to);
+        let t = self.timeouts;
+        let (mail_reply, rcpt_reply, data_reply) = if self.caps.pipelining {
+            self.queue(&mail);
+            self.queue(&rcpt);
+            self.queue(&Command::Data);
+            self.flush(Phase::MailFrom, t.command).await?;
+            let m = self.read_reply(Phase::MailFrom, t.mail).await?;
+            let r = self.read_reply(Phase::RcptTo, t.rcpt).await?;
+            let d = self.read_reply(Phase::Data, t.data_init).await?;
+            (m, Some(r), Some(d))
+        } else {
+            let m = self.command(mail, Phase::MailFrom, t.mail).await?;
+            if !m.is_positive() {
+                (m, None, None)
+            } else {
+                let r = self.command(rcpt, Phase::RcptTo, t.rcpt).await?;
+                if !r.is_positive() {
+                    (m, Some(r), None)
+                } else {
+                    let d = self.command(Command::Data, Phase::Data, t.data_init).await?;
+                    (m, Some(r), Some(d))
+                }
+            }
+        };
+        let data_ok = data_reply.as_ref().is_some_and(Reply::is_intermediate);
+        let rejected = if !mail_reply.is_positive() {
+            Some((Phase::MailFrom, mail_reply))
+        } else if let Some(r) = rcpt_reply.filter(|r| !r.is_positive()) {
+            Some((Phase::RcptTo, r))
+        } else if !data_ok {
+            data_reply.map(|d| (Phase::Data, d))
+        } else {
+            None
+        };
+        if let Some((phase, reply)) = rejected {
+            if data_ok {
+                // A pipelining server that wrongly accepted DATA with no valid recipient: end
+                // the (empty) message so the session stays in sync (RFC 2920 §3.1).
+                self.wbuf.extend_from_slice(b".\r\n");
+                self.flush(Phase::DataEnd, t.data_block).await?;
+                self.read_reply(Phase::DataEnd, t.data_end).await?;
+            }
+            return Ok(Transaction::Rejected { phase, reply });
+        }
+        for block in payload.as_bytes().chunks(WRITE_BLOCK) {
+            write_all(&mut self.stream, block, Phase::DataEnd, t.data_block).await?;
+        }
+        flush_stream(&mut self.stream, Phase::DataEnd, t.data_block).await?;
+        let end = self.read_reply(Phase::DataEnd, t.data_end).await?;
+        if end.is_positive() {
+            Ok(Transaction::Accepted(end))
+        } else {
+            Ok(Transaction::Rejected {
+                phase: Phase::DataEnd,
+                reply: end,
+            })
+        }
+    }
+
+    /// RSET; returns the reply (a non-2yz means the connection should be dropped).
+    pub async fn rset(&mut self) -> Result<Reply, ClientError> {
+        let t = self.timeouts.command;
+        self.command(Command::Rset, Phase::Rset, t).await
+    }
+
+    /// QUIT, best effort: the reply is read but a failure is not interesting.
+    pub async fn quit(mut self) {
+        let t = self.timeouts.command.min(Duration::from_secs(5));
+        let _ = self.command(Command::Quit, Phase::Quit, t).await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    fn queue(&mut self, cmd: &Command<'_>) {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.wbuf, "{cmd}\r\n");
+    }
+
+    async fn flush(&mut self, phase: Phase, limit: Duration) -> Result<(), ClientError> {
+        let buf = std::mem::take(&mut self.wbuf);
+        let res = write_all(&mut self.stream, &buf, phase, limit).await;
+        self.wbuf = buf;
+        self.wbuf.clear();
+        res?;
+        flush_stream(&mut self.stream, phase, limit).await
+    }
+
+    async fn command(
+        &mut self,
+        cmd: Command<'_>,
+        phase: Phase,
+        limit: Duration,
+    ) -> Result<Reply, ClientError> {
+        self.queue(&cmd);
+        self.flush(phase, limit).await?;
+        self.read_reply(phase, limit).await
+    }
+
+    async fn read_reply(&mut self, phase: Phase, limit: Duration) -> Result<Reply, ClientError> {
+        let fut = async {
+            loop {
+                match parse_reply(&self.rbuf) {
+                    Ok(Some((reply, used))) => {
+                        self.rbuf.drain(..used);
+                        return Ok(reply);
+                    }
+                    Ok(None) => {}
+                    Err(source) => return Err(ClientError::Protocol { phase, source }),
+                }
+                let mut chunk = [0u8; 4096];
+                let n = self
+                    .stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|source| ClientError::Io { phase, source })?;
+                if n == 0 {
+                    return Err(ClientError::Closed { phase });
+                }
+                self.rbuf.extend_from_slice(&chunk[..n]);
+            }
+        };
+        timeout(limit, fut)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                phase,
+                after: limit,
+            })?
+    }
+}
+
+async fn write_all<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &[u8],
+    phase: Phase,
+    limit: Duration,
+) -> Result<(), ClientError> {
+    match timeout(limit, stream.write_all(buf)).await {
+        Err(_) => Err(ClientError::Timeout {
+            phase,
+            after: limit,
+        }),
+        Ok(Err(source)) => Err(ClientError::Io { phase, source }),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+async fn flush_stream<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    phase: Phase,
+    limit: Duration,
+) -> Result<(), ClientError> {
+    match timeout(limit, stream.flush()).await {
+        Err(_) => Err(ClientError::Timeout {
+            phase,
+            after: limit,
+        }),
+        Ok(Err(source)) => Err(ClientError::Io { phase, source }),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader, duplex};
+
+    /// A tiny scripted peer over an in-memory pipe: answers each line with the next reply.
+    async fn peer(
+        server: tokio::io::DuplexStream,
+        greeting: &'static str,
+        mut answers: Vec<(&'static str, &'static str)>,
+    ) -> Vec<String> {
+        let (r, mut w) = tokio::io::split(server);
+        let mut r = BufReader::new(r);
+        w.write_all(greeting.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        answers.reverse();
+        let mut in_data = false;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap() == 0 {
+                return seen;
+            }
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    seen.push("<end-of-data>".into());
+                    let (_, ans) = answers.pop().unwrap();
+                    w.write_all(ans.as_bytes()).await.unwrap();
+                }
+                continue;
+            }
+            seen.push(line.trim_end().to_string());
+            let (expect, ans) = answers.pop().unwrap();
+            assert!(line.starts_with(expect), "{line:?} vs {expect}");
+            if ans.starts_with("354") {
+                in_data = true;
+            }
+            w.write_all(ans.as_bytes()).await.unwrap();
+            if expect == "QUIT" {
+                return seen;
+            }
+        }
+    }
+
+    fn envelope() -> Envelope {
+        Envelope {
+            from: "news@sender.test".into(),
+            to: "ann@example.test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn rejected_rcpt_leaves_connection_usable() {
+        let (client, server) = duplex(64 * 1024);
+        let script = vec![
+            ("EHLO", "250-mx\r\n250 SIZE 1000\r\n"),
+            ("MAIL FROM:<news@sender.test> SIZE=", "250 2.1.0 ok\r\n"),
+            ("RCPT TO:", "550 5.1.1 no such user\r\n"),
+            ("RSET", "250 2.0.0 ok\r\n"),
+            ("MAIL FROM:", "250 ok\r\n"),
+            ("RCPT TO:", "250 ok\r\n"),
+            ("DATA", "354 go\r\n"),
+            ("", "250 2.0.0 queued as X\r\n"),
+            ("QUIT", "221 bye\r\n"),
+        ];
+        let server = tokio::spawn(peer(server, "220 mx ESMTP\r\n", script));
+        let (mut c, greet) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(greet.code, 220);
+        c.hello("me.test").await.unwrap();
+        assert_eq!(c.capabilities().size, Some(1000));
+        let payload = DataPayload::from_message(b"Subject: hi\r\n\r\nbody\r\n");
+        let t = c.send(&envelope(), &payload).await.unwrap();
+        match t {
+            Transaction::Rejected { phase, reply } => {
+                assert_eq!(phase, Phase::RcptTo);
+                assert_eq!(reply.code, 550);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(c.rset().await.unwrap().is_positive());
+        let t = c.send(&envelope(), &payload).await.unwrap();
+        assert!(matches!(t, Transaction::Accepted(r) if r.text() == "queued as X"));
+        c.quit().await;
+        let seen = server.await.unwrap();
+        assert!(seen.contains(&"<end-of-data>".to_string()));
+    }
+
+    #[tokio::test]
+    async fn pipelined_rejection_is_attributed_to_the_right_command() {
+        let (client, server) = duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(server);
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 hi\r\n").await.unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            w.write_all(b"250-mx\r\n250 PIPELINING\r\n").await.unwrap();
+            // All three commands arrive before any reply is sent.
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                let mut l = String::new();
+                r.read_line(&mut l).await.unwrap();
+                got.push(l);
+            }
+            w.write_all(b"250 ok\r\n450 4.2.0 greylisted\r\n554 5.5.1 no valid recipients\r\n")
+                .await
+                .unwrap();
+            got
+        });
+        let (mut c, _) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        c.hello("me.test").await.unwrap();
+        assert!(c.capabilities().pipelining);
+        let t = c
+            .send(&envelope(), &DataPayload::from_message(b"x\r\n"))
+            .await
+            .unwrap();
+        let got = server.await.unwrap();
+        assert_eq!(got[2], "DATA\r\n");
+        match t {
+            Transaction::Rejected { phase, reply } => {
+                assert_eq!(phase, Phase::RcptTo);
+                assert!(reply.is_transient());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_server_times_out_in_the_phase_it_stalled() {
+        let (client, _server) = duplex(1024);
+        let t = Timeouts {
+            greeting: Duration::from_secs(300),
+            ..Timeouts::default()
+        };
+        let err = match Connection::greet(client, t).await {
+            Err(e) => e,
+            Ok(_) => panic!("greeting should time out"),
+        };
+        assert!(matches!(
+            err,
+            ClientError::Timeout { phase: Phase::Greeting, after } if after == Duration::from_secs(300)
+        ));
+    }
+
+    #[tokio::test]
+    async fn ehlo_refused_falls_back_to_helo() {
+        let (client, server) = duplex(4096);
+        let script = vec![
+            ("EHLO", "502 5.5.1 command not implemented\r\n"),
+            ("HELO me.test", "250 hello\r\n"),
+        ];
+        let server = tokio::spawn(peer(server, "220 old\r\n", script));
+        let (mut c, _) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        let r = c.hello("me.test").await.unwrap();
+        assert!(r.is_positive());
+        assert!(!c.capabilities().esmtp);
+        drop(c);
+        let seen = server.await.unwrap();
+        assert_eq!(seen, vec!["EHLO me.test", "HELO me.test"]);
+    }
+
+    #[tokio::test]
+    async fn server_closing_mid_data_is_an_error_in_data_end() {
+        let (client, server) = duplex(64);
+        tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(server);
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 hi\r\n").await.unwrap();
+            for reply in ["250 mx\r\n", "250 ok\r\n", "250 ok\r\n", "354 go\r\n"] {
+                let mut l = String::new();
+                r.read_line(&mut l).await.unwrap();
+                w.write_all(reply.as_bytes()).await.unwrap();
+            }
+            let mut l = String::new();
+            r.read_line(&mut l).await.unwrap();
+            // drop both halves: connection lost mid-DATA
+        });
+        let (mut c, _) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        c.hello("me").await.unwrap();
+        let big = vec![b'x'; 10_000];
+        let err = c
+            .send(&envelope(), &DataPayload::from_message(&big))
+            .await
+            .unwrap_err();
+        assert_eq!(err.phase(), Phase::DataEnd);
+    }
+}
