@@ -1,1 +1,5 @@
+pub mod address;
+pub mod message;
+pub mod recipients;
 pub mod smtp;
+pub mod template;

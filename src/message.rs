@@ -1,0 +1,305 @@
+//! Message: a rendered template plus the recipient's address become the SMTP envelope and the
+//! RFC 5322/MIME bytes (via `mail-builder`), already dot-stuffed for DATA.
+//!
+//! The envelope recipient is always the row's address: nothing rendered from the CSV can add a
+//! recipient, and header values were already checked for line breaks by the template stage.
+//! We set Message-ID ourselves, on the sender's domain (mail-builder would use the host name).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mail_builder::MessageBuilder;
+use mail_builder::headers::address::Address as MbAddress;
+use mail_builder::headers::raw::Raw;
+use mail_builder::headers::text::Text;
+use thiserror::Error;
+
+use crate::address::Address;
+use crate::smtp::{DataPayload, Envelope};
+use crate::template::Rendered;
+
+/// A message ready to send.
+#[derive(Clone, Debug)]
+pub struct BuiltMessage {
+    /// MAIL FROM / RCPT TO.
+    pub envelope: Envelope,
+    /// The Message-ID, without angle brackets.
+    pub message_id: String,
+    /// Wire bytes for DATA.
+    pub payload: DataPayload,
+}
+
+/// Why a rendered message cannot be built (the row becomes `invalid`).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    /// A From/To/Cc/Reply-To header does not hold valid addresses.
+    #[error("header {header}: {reason}")]
+    AddressHeader {
+        /// Header name.
+        header: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An attachment could not be read.
+    #[error("attachment {path}: {reason}")]
+    Attachment {
+        /// File.
+        path: PathBuf,
+        /// OS error text.
+        reason: String,
+    },
+    /// `--from` or the From header gives no usable envelope sender.
+    #[error("no valid envelope sender: {0}")]
+    Sender(String),
+}
+
+/// Settings that are the same for every message of a run.
+#[derive(Clone, Debug, Default)]
+pub struct MessageOptions {
+    /// Envelope sender override (`--from`); default: the From header's address.
+    pub envelope_from: Option<Address>,
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// Builds a unique Message-ID on `domain`: time, process, a counter and randomness.
+pub fn new_message_id(domain: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let r: u32 = rand::random();
+    format!(
+        "{now:x}.{:x}.{seq:x}.{r:08x}@{domain}",
+        std::process::id()
+    )
+}
+
+/// One mailbox from a header: optional display name and the address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mailbox {
+    /// Display name, unquoted.
+    pub name: Option<String>,
+    /// The address.
+    pub address: Address,
+}
+
+/// Parses an address-list header value: `Name <a@b>, "Last, First" <c@d>, e@f`.
+pub fn parse_mailboxes(value: &str) -> Result<Vec<Mailbox>, String> {
+    let mut items = Vec::new();
+    let (mut cur, mut in_quotes, mut in_angle, mut escaped) = (String::new(), false, false, false);
+    for c in value.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '<' if !in_quotes => in_angle = true,
+            '>' if !in_quotes => in_angle = false,
+            ',' if !in_quotes && !in_angle => {
+                items.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if in_quotes || in_angle {
+        return Err(format!("unbalanced quotes or angle brackets in {value:?}"));
+    }
+    items.push(cur);
+    let mut out = Vec::new();
+    for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let (name, addr) = match (item.rfind('<'), item.ends_with('>')) {
+            (Some(open), true) => {
+                let name = item[..open].trim().trim_matches('"').replace("\\\"", "\"");
+                (
+                    (!name.is_empty()).then_some(name),
+                    &item[open + 1..item.len() - 1],
+                )
+            }
+            _ => (None, item),
+        };
+        let address = Address::parse(addr).map_err(|e| e.to_string())?;
+        out.push(Mailbox { name, address });
+    }
+    if out.is_empty() {
+        return Err("no address".into());
+    }
+    Ok(out)
+}
+
+fn mb_list(boxes: Vec<Mailbox>) -> MbAddress<'static> {
+    let mut list: Vec<MbAddress<'static>> = boxes
+        .into_iter()
+        .map(|m| MbAddress::new_address(m.name, m.address.to_string()))
+        .collect();
+    if list.len() == 1 {
+        list.remove(0)
+    } else {
+        MbAddress::new_list(list)
+    }
+}
+
+/// Content type guessed from a file name (enough for the attachments people send).
+fn content_type_for(path: &std::path::Path) -> &'static str {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("pdf") => "application/pdf",
+        Some("txt") => "text/plain",
+        Some("csv") => "text/csv",
+        Some("html" | "htm") => "text/html",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("zip") => "application/zip",
+        Some("ics") => "text/calendar",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Builds the envelope and bytes for one recipient.
+pub fn build(
+    rendered: Rendered,
+    recipient: &Address,
+    opts: &MessageOptions,
+) -> Result<BuiltMessage, BuildError> {
+    let addr_err = |header: &str, reason: String| BuildError::AddressHeader {
+        header: header.to_string(),
+        reason,
+    };
+    let mut builder = MessageBuilder::new();
+    let mut from_addr: Option<Address> = None;
+    for (name, value) in rendered.headers {
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            "from" | "to" | "cc" | "reply-to" | "sender" => {
+                let boxes = parse_mailboxes(&value).map_err(|r| addr_err(&name, r))?;
+                if lower == "from" {
+                    from_addr = Some(boxes[0].address.clone());
+                }
+                let list = mb_list(boxes);
+                builder = match lower.as_str() {
+                    "from" => builder.from(list),
+                    "to" => builder.to(list),
+                    "cc" => builder.cc(list),
+                    "reply-to" => builder.reply_to(list),
+                    _ => builder.sender(list),
+                };
+            }
+            "subject" => builder = builder.subject(value),
+            _ => {
+                builder = if value.is_ascii() {
+                    builder.header(name, Raw::new(value))
+                } else {
+                    builder.header(name, Text::new(value))
+                };
+            }
+        }
+    }
+    let from_addr = from_addr.ok_or_else(|| addr_err("From", "missing".into()))?;
+    let envelope_from = opts.envelope_from.clone().unwrap_or(from_addr.clone());
+    let message_id = new_message_id(from_addr.domain());
+    builder = builder.message_id(message_id.clone());
+    if let Some(text) = rendered.text {
+        builder = builder.text_body(text);
+    }
+    if let Some(html) = rendered.html {
+        builder = builder.html_body(html);
+    }
+    for path in rendered.attachments {
+        let bytes = std::fs::read(&path).map_err(|e| BuildError::Attachment {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "attachment".into());
+        builder = builder.attachment(content_type_for(&path), file_name, bytes);
+    }
+    let bytes = builder
+        .write_to_vec()
+        .map_err(|e| BuildError::Sender(e.to_string()))?;
+    Ok(BuiltMessage {
+        envelope: Envelope {
+            from: envelope_from.to_string(),
+            to: recipient.to_string(),
+        },
+        message_id,
+        payload: DataPayload::from_message(&bytes),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(headers: &[(&str, &str)], text: &str) -> Rendered {
+        Rendered {
+            headers: headers
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            text: Some(text.into()),
+            html: None,
+            attachments: vec![],
+        }
+    }
+
+    #[test]
+    fn parses_address_lists() {
+        let m = parse_mailboxes("\"Lee, Ann\" <ann@example.com>, bob@example.org").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].name.as_deref(), Some("Lee, Ann"));
+        assert_eq!(m[1].address.to_string(), "bob@example.org");
+        assert!(parse_mailboxes("Ann <ann@example.com").is_err());
+        assert!(parse_mailboxes("nobody").is_err());
+    }
+
+    #[test]
+    fn builds_headers_ids_and_envelope() {
+        let r = rendered(
+            &[
+                ("From", "Acme Ünited <news@acme.example>"),
+                ("To", "Ann <ann@example.com>"),
+                ("Subject", "Grüße"),
+                ("X-Campaign", "spring"),
+            ],
+            "Hi\r\n.dot line\r\n",
+        );
+        let rcpt = Address::parse("ann@example.com").unwrap();
+        let m = build(r, &rcpt, &MessageOptions::default()).unwrap();
+        assert_eq!(m.envelope.from, "news@acme.example");
+        assert_eq!(m.envelope.to, "ann@example.com");
+        assert!(m.message_id.ends_with("@acme.example"));
+        let text = String::from_utf8(DataPayload::unstuff(m.payload.as_bytes())).unwrap();
+        assert!(text.contains(&format!("Message-ID: <{}>", m.message_id)));
+        assert!(text.contains("Subject: =?utf-8?"));
+        assert!(text.contains("X-Campaign: spring\r\n"));
+        assert!(text.contains("MIME-Version: 1.0"));
+        assert!(text.contains("Date: "));
+        assert!(text.is_ascii(), "7-bit output expected");
+        assert_eq!(text.matches("Message-ID").count(), 1);
+    }
+
+    #[test]
+    fn envelope_from_override_and_missing_attachment() {
+        let mut r = rendered(&[("From", "a@acme.example"), ("To", "b@example.com")], "x");
+        let opts = MessageOptions {
+            envelope_from: Some(Address::parse("bounces@acme.example").unwrap()),
+        };
+        let rcpt = Address::parse("b@example.com").unwrap();
+        assert_eq!(
+            build(r.clone(), &rcpt, &opts).unwrap().envelope.from,
+            "bounces@acme.example"
+        );
+        r.attachments.push(PathBuf::from("/nonexistent/file.pdf"));
+        let e = build(r, &rcpt, &opts).unwrap_err();
+        assert!(e.to_string().starts_with("attachment /nonexistent/file.pdf"));
+    }
+}

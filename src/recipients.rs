@@ -1,0 +1,343 @@
+//! Recipients: the CSV list read into rows, each either a deliverable address or the reason it
+//! is not.
+//!
+//! A broken row never stops the batch: it is kept, with its line number and what is wrong, and
+//! ends as an `invalid` (or `duplicate`) result row. Only problems with the file as a whole
+//! (unreadable, empty, no address column) are fatal.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::address::{Address, AddressError};
+
+/// One data row of the list.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// 1-based data row number (the header is row 0); the results CSV's `row` column.
+    pub row: usize,
+    /// Line in the file where the record starts (for messages a human reads).
+    pub line: u64,
+    /// The row's fields (invalid UTF-8 replaced), kept for rendering and for the report.
+    pub fields: Vec<String>,
+    /// The address as written in the file (trimmed).
+    pub email: String,
+    /// The parsed address, or why this row cannot be sent.
+    pub status: Result<Address, RowError>,
+}
+
+/// Why one row is not sent.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum RowError {
+    /// The CSV reader could not parse the record.
+    #[error("line {line}: malformed CSV: {reason}")]
+    Malformed {
+        /// Line number.
+        line: u64,
+        /// Parser message.
+        reason: String,
+    },
+    /// Not as many fields as the header has.
+    #[error("line {line}: {found} fields, the header has {expected}")]
+    FieldCount {
+        /// Line number.
+        line: u64,
+        /// Fields in the header.
+        expected: usize,
+        /// Fields in this row.
+        found: usize,
+    },
+    /// Bytes that are not UTF-8.
+    #[error("line {line}: field {column:?} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// Line number.
+        line: u64,
+        /// Column name.
+        column: String,
+    },
+    /// The address column does not hold a usable address.
+    #[error("line {line}: {source}")]
+    Address {
+        /// Line number.
+        line: u64,
+        /// What is wrong.
+        source: AddressError,
+    },
+    /// Same address as an earlier row (sent once, by default).
+    #[error("line {line}: duplicate of row {first_row} (same address)")]
+    Duplicate {
+        /// Line number.
+        line: u64,
+        /// The row that will be sent.
+        first_row: usize,
+    },
+}
+
+impl RowError {
+    /// The results CSV status for this error.
+    pub fn status(&self) -> &'static str {
+        match self {
+            RowError::Duplicate { .. } => "duplicate",
+            _ => "invalid",
+        }
+    }
+}
+
+/// Problems with the file as a whole: nothing can be sent.
+#[derive(Debug, Error)]
+pub enum ListError {
+    /// The file cannot be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No header row.
+    #[error("{0}: the file is empty (a header row naming the columns is required)")]
+    Empty(PathBuf),
+    /// The header could not be parsed.
+    #[error("{path}: line 1: bad header row: {reason}")]
+    BadHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The address column is not in the header.
+    #[error("{path}: no column named {column:?} (columns: {available}); use --email-column")]
+    NoEmailColumn {
+        /// The file.
+        path: PathBuf,
+        /// Column looked for.
+        column: String,
+        /// Columns present.
+        available: String,
+    },
+}
+
+/// The whole list: column names and every row, in input order.
+#[derive(Clone, Debug)]
+pub struct RecipientList {
+    /// Column names from the header row.
+    pub columns: Vec<String>,
+    /// Index of the address column.
+    pub email_column: usize,
+    /// Every data row, in file order.
+    pub rows: Vec<Row>,
+}
+
+/// How to read the list.
+#[derive(Clone, Debug)]
+pub struct ListOptions {
+    /// Name of the address column.
+    pub email_column: String,
+    /// Send to repeated addresses instead of marking them `duplicate`.
+    pub allow_duplicates: bool,
+}
+
+impl Default for ListOptions {
+    fn default() -> Self {
+        Self {
+            email_column: "email".into(),
+            allow_duplicates: false,
+        }
+    }
+}
+
+impl RecipientList {
+    /// Reads a CSV file.
+    pub fn from_path(path: &Path, opts: &ListOptions) -> Result<Self, ListError> {
+        let file = std::fs::File::open(path).map_err(|source| ListError::Io {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_reader(std::io::BufReader::new(file), path, opts)
+    }
+
+    /// Reads CSV from any reader; `path` is only used in messages.
+    pub fn from_reader<R: Read>(
+        reader: R,
+        path: &Path,
+        opts: &ListOptions,
+    ) -> Result<Self, ListError> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .from_reader(reader);
+        let header = rdr.byte_headers().map_err(|e| match e.kind() {
+            csv::ErrorKind::Io(_) => ListError::Io {
+                path: path.into(),
+                source: std::io::Error::other(e.to_string()),
+            },
+            _ => ListError::BadHeader {
+                path: path.into(),
+                reason: e.to_string(),
+            },
+        })?;
+        if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+            return Err(ListError::Empty(path.into()));
+        }
+        let mut columns = Vec::with_capacity(header.len());
+        for (i, raw) in header.iter().enumerate() {
+            let mut name = std::str::from_utf8(raw)
+                .map_err(|_| ListError::BadHeader {
+                    path: path.into(),
+                    reason: format!("column {} is not valid UTF-8", i + 1),
+                })?
+                .trim();
+            if i == 0 {
+                name = name.trim_start_matches('\u{feff}');
+            }
+            columns.push(name.to_string());
+        }
+        let email_column = columns
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(&opts.email_column))
+            .ok_or_else(|| ListError::NoEmailColumn {
+                path: path.into(),
+                column: opts.email_column.clone(),
+                available: columns.join(", "),
+            })?;
+
+        let mut rows = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut record = csv::ByteRecord::new();
+        loop {
+            let row = rows.len() + 1;
+            let line_before = rdr.position().line();
+            match rdr.read_byte_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    if let csv::ErrorKind::Io(_) = e.kind() {
+                        return Err(ListError::Io {
+                            path: path.into(),
+                            source: std::io::Error::other(e.to_string()),
+                        });
+                    }
+                    let line = e.position().map_or(line_before, |p| p.line());
+                    rows.push(Row {
+                        row,
+                        line,
+                        fields: Vec::new(),
+                        email: String::new(),
+                        status: Err(RowError::Malformed {
+                            line,
+                            reason: e.to_string(),
+                        }),
+                    });
+                    continue;
+                }
+            }
+            let line = record.position().map_or(line_before, |p| p.line());
+            // Blank lines are skipped by the reader; a row of one empty field is a stray blank.
+            let mut bad_utf8 = None;
+            let fields: Vec<String> = record
+                .iter()
+                .enumerate()
+                .map(|(i, f)| match std::str::from_utf8(f) {
+                    Ok(s) => s.to_string(),
+                    Err(_) => {
+                        bad_utf8.get_or_insert(i);
+                        String::from_utf8_lossy(f).into_owned()
+                    }
+                })
+                .collect();
+            let email = fields
+                .get(email_column)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            let status = if fields.len() != columns.len() {
+                Err(RowError::FieldCount {
+                    line,
+                    expected: columns.len(),
+                    found: fields.len(),
+                })
+            } else if let Some(i) = bad_utf8 {
+                Err(RowError::InvalidUtf8 {
+                    line,
+                    column: columns[i].clone(),
+                })
+            } else {
+                match Address::parse(&email) {
+                    Err(source) => Err(RowError::Address { line, source }),
+                    Ok(addr) => {
+                        let key = format!("{}@{}", addr.local().to_lowercase(), addr.domain());
+                        match seen.get(&key) {
+                            Some(&first_row) if !opts.allow_duplicates => {
+                                Err(RowError::Duplicate { line, first_row })
+                            }
+                            _ => {
+                                seen.insert(key, row);
+                                Ok(addr)
+                            }
+                        }
+                    }
+                }
+            };
+            rows.push(Row {
+                row,
+                line,
+                fields,
+                email,
+                status,
+            });
+        }
+        Ok(Self {
+            columns,
+            email_column,
+            rows,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(csv: &[u8]) -> Result<RecipientList, ListError> {
+        RecipientList::from_reader(csv, Path::new("list.csv"), &ListOptions::default())
+    }
+
+    #[test]
+    fn reads_bom_quotes_and_bad_rows_without_stopping() {
+        let csv = "\u{feff}name,Email\n\"Lee, Ann\",ann@example.com\nBob,not-an-address\nCy\n\"D\"\"q\",  dee@Example.COM \nEve,ann@EXAMPLE.com\n";
+        let list = read(csv.as_bytes()).unwrap();
+        assert_eq!(list.columns, vec!["name", "Email"]);
+        assert_eq!(list.rows.len(), 5);
+        assert_eq!(list.rows[0].fields[0], "Lee, Ann");
+        assert!(list.rows[0].status.is_ok());
+        let e = list.rows[1].status.clone().unwrap_err();
+        assert_eq!(e.to_string(), "line 3: no @ in address \"not-an-address\"");
+        let e = list.rows[2].status.clone().unwrap_err();
+        assert_eq!(e.to_string(), "line 4: 1 fields, the header has 2");
+        assert_eq!(list.rows[3].status.clone().unwrap().to_string(), "dee@example.com");
+        let e = list.rows[4].status.clone().unwrap_err();
+        assert_eq!(e.status(), "duplicate");
+        assert!(e.to_string().contains("duplicate of row 1"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_row_error() {
+        let mut csv = b"email,name\na@example.com,ok\nb@example.com,".to_vec();
+        csv.extend_from_slice(&[0xff, 0xfe, b'\n']);
+        let list = read(&csv).unwrap();
+        assert!(list.rows[0].status.is_ok());
+        assert_eq!(
+            list.rows[1].status.clone().unwrap_err().to_string(),
+            "line 3: field \"name\" is not valid UTF-8"
+        );
+    }
+
+    #[test]
+    fn whole_file_problems_are_fatal() {
+        assert!(matches!(read(b""), Err(ListError::Empty(_))));
+        let err = read(b"name,mail\nx,y\n").unwrap_err();
+        assert!(err.to_string().contains("no column named \"email\" (columns: name, mail)"));
+    }
+}
