@@ -1,5 +1,6 @@
 pub mod address;
 pub mod message;
 pub mod recipients;
+pub mod sandbox;
 pub mod smtp;
 pub mod template;
