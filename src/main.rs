@@ -1,1 +1,214 @@
-fn main(){}
+//! The `mailmerge` command: flags → validated [`RunConfig`] → library → exit code.
+//!
+//! Exit codes: 0 every recipient delivered, 1 some were not (see the results CSV),
+//! 2 nothing could be done (unreadable input, template error, bad flag).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use mailmerge::address::Address;
+use mailmerge::delivery::RetryPolicy;
+use mailmerge::delivery::retry::parse_duration;
+use mailmerge::progress::Mode;
+use mailmerge::sandbox::Sandbox;
+use mailmerge::smtp::Timeouts;
+use mailmerge::{RunConfig, run};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mailmerge",
+    version,
+    about = "Batch mail merge with direct-to-MX delivery",
+    long_about = "Renders one message per CSV row from a Handlebars template and delivers each \
+                  straight to the recipient domain's MX hosts, writing one result row per \
+                  recipient (delivered, bounced, deferred or invalid) with the exact SMTP reply."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// CSV file with a header row; one recipient per row.
+    recipients: PathBuf,
+    /// Template: header block, blank line, body (see README "Template format").
+    template: PathBuf,
+    /// Results CSV [default: <RECIPIENTS stem>.results.csv beside the input].
+    #[arg(long, value_name = "PATH")]
+    results: Option<PathBuf>,
+    /// Use this DNS server (IP:PORT) instead of the system resolver (/etc/resolv.conf).
+    #[arg(long, value_name = "IP:PORT")]
+    dns: Option<SocketAddr>,
+    /// TCP port used when connecting to MX hosts.
+    #[arg(long, value_name = "PORT", default_value_t = 25)]
+    smtp_port: u16,
+    /// Name sent in EHLO [default: this machine's host name].
+    #[arg(long, value_name = "NAME")]
+    helo: Option<String>,
+    /// Envelope sender (MAIL FROM) [default: the address in the rendered From header].
+    #[arg(long, value_name = "ADDRESS")]
+    from: Option<String>,
+    /// Simultaneous connections at most per destination site (domains sharing MX hosts).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    connections_per_site: usize,
+    /// Simultaneous connections at most in total.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    max_connections: usize,
+    /// Messages sent over one connection before it is closed and a new one opened.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    messages_per_connection: usize,
+    /// Column holding the recipient address.
+    #[arg(long, value_name = "NAME", default_value = "email")]
+    email_column: String,
+    /// Send to repeated addresses too (default: first row only; others are `duplicate`).
+    #[arg(long)]
+    allow_duplicates: bool,
+    /// Waits before the 2nd, 3rd, 4th… attempt after a transient failure (ms, s, m, h)
+    /// [default: 1m,5m,15m; 1s with --sandbox].
+    #[arg(long, value_name = "LIST")]
+    retry: Option<String>,
+    /// Wall-clock budget of the whole run; what is not delivered by then is `deferred`.
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    deadline: String,
+    /// Bound every SMTP phase by this timeout (default: RFC 5321 §4.5.3.2 values, 30 s connect).
+    #[arg(long, value_name = "DURATION")]
+    smtp_timeout: Option<String>,
+    /// DNS query timeout.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    dns_timeout: String,
+    /// Render, resolve and print the delivery plan without connecting to any MX.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run the whole job against an embedded loopback DNS server and SMTP receiver.
+    #[arg(long)]
+    sandbox: bool,
+    /// Where --sandbox stores received messages.
+    #[arg(long, value_name = "DIR", default_value = "sandbox-mail")]
+    sandbox_dir: PathBuf,
+    /// No progress output (errors still go to stderr).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn default_helo() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn plan(args: &RunArgs) -> Result<RunConfig> {
+    let mut cfg = RunConfig::new(args.recipients.clone(), args.template.clone());
+    if let Some(r) = &args.results {
+        cfg.results = r.clone();
+    }
+    cfg.list.email_column = args.email_column.clone();
+    cfg.list.allow_duplicates = args.allow_duplicates;
+    if let Some(f) = &args.from {
+        cfg.message.envelope_from = Some(Address::parse(f).with_context(|| format!("--from {f:?}"))?);
+    }
+    cfg.dns.server = args.dns;
+    cfg.dns.timeout = parse_duration(&args.dns_timeout).context("--dns-timeout")?;
+    cfg.smtp_port = args.smtp_port;
+    cfg.helo = args.helo.clone().unwrap_or_else(default_helo);
+    if args.connections_per_site == 0 || args.max_connections == 0 || args.messages_per_connection == 0 {
+        bail!("--connections-per-site, --max-connections and --messages-per-connection must be at least 1");
+    }
+    cfg.connections_per_site = args.connections_per_site;
+    cfg.max_connections = args.max_connections;
+    cfg.messages_per_connection = args.messages_per_connection;
+    let retry = match (&args.retry, args.sandbox) {
+        (Some(r), _) => r.as_str(),
+        (None, true) => "1s",
+        (None, false) => "1m,5m,15m",
+    };
+    cfg.retry = RetryPolicy::parse(retry).context("--retry")?;
+    cfg.deadline = parse_duration(&args.deadline).context("--deadline")?;
+    if let Some(t) = &args.smtp_timeout {
+        cfg.timeouts = Timeouts::uniform(parse_duration(t).context("--smtp-timeout")?);
+    }
+    cfg.dry_run = args.dry_run;
+    cfg.progress = if args.quiet { Mode::Quiet } else { Mode::Auto };
+    Ok(cfg)
+}
+
+async fn run_command(args: RunArgs) -> Result<ExitCode> {
+    let mut cfg = plan(&args)?;
+    let _sandbox = if args.sandbox {
+        let sb = Sandbox::start(&args.sandbox_dir)
+            .await
+            .context("starting the sandbox servers")?;
+        cfg.dns.server = Some(sb.dns.addr());
+        cfg.smtp_port = sb.receiver.addr().port();
+        eprintln!(
+            "sandbox: DNS on {}, SMTP receiver on {}, messages stored in {}/",
+            sb.dns.addr(),
+            sb.receiver.addr(),
+            sb.mail_dir.display()
+        );
+        Some(sb)
+    } else {
+        None
+    };
+    let results = cfg.results.clone();
+    let dry_run = cfg.dry_run;
+    let report = match run(cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mailmerge: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if dry_run {
+        println!("delivery plan (nothing sent):");
+        for (site, hosts, n) in &report.plan {
+            println!("  site {site}: {n} message(s) via {}", hosts.join(", "));
+        }
+        for o in report.outcomes.iter().filter(|o| o.step != mailmerge::delivery::Step::Deadline) {
+            if o.status != mailmerge::delivery::Status::Deferred || o.code.is_some() {
+                println!("  {}: {} {}", o.status.as_str(), o.code.map(|c| c.to_string()).unwrap_or_default(), o.response);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", report.summary);
+    println!("results: {}", results.display());
+    Ok(if report.summary.all_delivered() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mailmerge: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => rt.block_on(run_command(args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mailmerge: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

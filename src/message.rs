@@ -107,6 +107,22 @@ pub fn parse_mailboxes(value: &str) -> Result<Vec<Mailbox>, String> {
         return Err(format!("unbalanced quotes or angle brackets in {value:?}"));
     }
     items.push(cur);
+    // A display name written without quotes may contain a comma ("Díaz, PhD <a@b>"): a piece
+    // with no @ belongs to the next piece.
+    let mut merged: Vec<String> = Vec::new();
+    let mut carry = String::new();
+    for item in items {
+        if item.contains('@') {
+            merged.push(std::mem::take(&mut carry) + &item);
+        } else {
+            carry.push_str(&item);
+            carry.push(',');
+        }
+    }
+    if !carry.trim_matches([',', ' ']).is_empty() {
+        merged.push(carry.trim_end_matches(',').to_string());
+    }
+    let items = merged;
     let mut out = Vec::new();
     for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
         let (name, addr) = match (item.rfind('<'), item.ends_with('>')) {
@@ -258,6 +274,9 @@ mod tests {
         assert_eq!(m[0].name.as_deref(), Some("Lee, Ann"));
         assert_eq!(m[1].address.to_string(), "bob@example.org");
         assert!(parse_mailboxes("Ann <ann@example.com").is_err());
+        let m = parse_mailboxes("Carla Díaz, PhD <carla@example.net>").unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].name.as_deref(), Some("Carla Díaz, PhD"));
         assert!(parse_mailboxes("nobody").is_err());
     }
 

@@ -30,6 +30,8 @@ pub struct Entry {
     pub servfail: bool,
     /// Never answer (the resolver times out).
     pub silent: bool,
+    /// Answer NXDOMAIN even when a catch-all MX is set.
+    pub nxdomain: bool,
 }
 
 /// The zone data: lower-case names without the trailing dot.
@@ -86,6 +88,12 @@ impl Zone {
     /// Answers SERVFAIL for this name.
     pub fn servfail(&mut self, name: &str) -> &mut Self {
         self.entry(name).servfail = true;
+        self
+    }
+
+    /// Answers NXDOMAIN for this name (overrides the catch-all).
+    pub fn nxdomain(&mut self, name: &str) -> &mut Self {
+        self.entry(name).nxdomain = true;
         self
     }
 
@@ -245,6 +253,11 @@ fn answer(zone: &Zone, queries: &QueryLog, packet: &[u8]) -> Option<Vec<u8>> {
     };
     if entry.silent {
         return None;
+    }
+    if entry.nxdomain {
+        response.metadata.response_code = ResponseCode::NXDomain;
+        response.add_authority(soa_record());
+        return response.to_vec().ok();
     }
     if entry.servfail {
         response.metadata.response_code = ResponseCode::ServFail;

@@ -1,0 +1,600 @@
+//! Delivery: per-site worker pools that keep SMTP connections open and send many messages over
+//! each, trying MX hosts in order and retrying transient failures until the run's deadline.
+//!
+//! The engine does not know about CSV or templates: it is handed, per site, the row numbers to
+//! deliver and a [`MessageSource`] that builds a row's message on demand (on the blocking pool,
+//! so rendering never stalls the async runtime, and only the messages in flight are in memory).
+//! Every row handed in produces exactly one [`Event::Final`], unless the deadline cuts the run
+//! short, in which case the caller reports the remaining rows as deferred.
+
+pub mod outcome;
+pub mod retry;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::message::BuiltMessage;
+use crate::mx::MxHost;
+use crate::smtp::{ClientError, Connection, EnhancedCode, Phase, Reply, Timeouts, Transaction};
+pub use outcome::{Outcome, Status, Step};
+pub use retry::RetryPolicy;
+
+/// Builds the message for a row, or says why the row cannot be sent.
+pub type MessageSource = Arc<dyn Fn(usize) -> Result<BuiltMessage, Outcome> + Send + Sync>;
+
+/// How to deliver.
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    /// Name sent in EHLO.
+    pub helo: String,
+    /// TCP port of every MX (25 in production).
+    pub smtp_port: u16,
+    /// Connections at most per site.
+    pub connections_per_site: usize,
+    /// Connections at most in total.
+    pub max_connections: usize,
+    /// Messages at most per connection before it is closed and reopened.
+    pub messages_per_connection: usize,
+    /// Per-phase SMTP timeouts.
+    pub timeouts: Timeouts,
+    /// Waits between attempts.
+    pub retry: RetryPolicy,
+    /// No new attempt starts after this instant.
+    pub deadline: Instant,
+    /// In-flight transactions are cut this long after the deadline.
+    pub grace: Duration,
+    /// Messages rendered per batch by a worker.
+    pub batch: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            helo: "localhost".into(),
+            smtp_port: 25,
+            connections_per_site: 10,
+            max_connections: 200,
+            messages_per_connection: 1000,
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+            deadline: Instant::now() + Duration::from_secs(30 * 60),
+            grace: Duration::from_secs(30),
+            batch: 16,
+        }
+    }
+}
+
+/// What the engine reports while it runs.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A transient failure; the row will be tried again.
+    Retrying {
+        /// Row index (as handed in).
+        row: usize,
+        /// What happened on this attempt.
+        outcome: Outcome,
+    },
+    /// The row's final outcome.
+    Final {
+        /// Row index.
+        row: usize,
+        /// Outcome.
+        outcome: Outcome,
+    },
+    /// A new SMTP session was opened.
+    Connected {
+        /// Site name.
+        site: Arc<str>,
+    },
+}
+
+/// One site's work: its hosts and the rows to deliver there.
+#[derive(Clone, Debug)]
+pub struct SiteWork {
+    /// Site name (for progress and logs).
+    pub name: Arc<str>,
+    /// MX hosts in try order.
+    pub hosts: Arc<[MxHost]>,
+    /// Rows to deliver.
+    pub rows: Vec<usize>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    row: usize,
+    attempts: u32,
+    not_before: Instant,
+}
+
+#[derive(Default)]
+struct QueueState {
+    ready: VecDeque<Job>,
+    waiting: Vec<Job>,
+    in_flight: usize,
+}
+
+enum Next {
+    Jobs(Vec<Job>),
+    Wait(Instant),
+    Done,
+}
+
+struct SiteQueue {
+    work: SiteWork,
+    state: Mutex<QueueState>,
+}
+
+impl SiteQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A poisoned lock means a worker panicked; the state itself is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self, max: usize, now: Instant) -> Next {
+        let mut st = self.lock();
+        let mut i = 0;
+        while i < st.waiting.len() {
+            if st.waiting[i].not_before <= now {
+                let job = st.waiting.swap_remove(i);
+                st.ready.push_back(job);
+            } else {
+                i += 1;
+            }
+        }
+        if !st.ready.is_empty() {
+            let n = max.min(st.ready.len());
+            let jobs: Vec<Job> = st.ready.drain(..n).collect();
+            st.in_flight += jobs.len();
+            return Next::Jobs(jobs);
+        }
+        if let Some(next) = st.waiting.iter().map(|j| j.not_before).min() {
+            return Next::Wait(next);
+        }
+        if st.in_flight > 0 {
+            return Next::Wait(now + Duration::from_millis(50));
+        }
+        Next::Done
+    }
+
+    /// Claims every ready job (circuit breaker: they share the site's fate).
+    fn drain_ready(&self) -> Vec<Job> {
+        let mut st = self.lock();
+        let jobs: Vec<Job> = st.ready.drain(..).collect();
+        st.in_flight += jobs.len();
+        jobs
+    }
+
+    fn complete(&self) {
+        let mut st = self.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+    }
+
+    fn retry(&self, job: Job) {
+        let mut st = self.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        st.waiting.push(job);
+    }
+
+    fn unclaim(&self, jobs: impl IntoIterator<Item = Job>) {
+        let mut st = self.lock();
+        for job in jobs {
+            st.in_flight = st.in_flight.saturating_sub(1);
+            st.ready.push_front(job);
+        }
+    }
+}
+
+struct Ctx {
+    cfg: DeliveryConfig,
+    source: MessageSource,
+    events: mpsc::UnboundedSender<Event>,
+    connections: Arc<Semaphore>,
+    /// Addresses that refused or timed out recently: skipped while another is available.
+    dead: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl Ctx {
+    fn emit(&self, e: Event) {
+        // The receiver lives until the engine returns; a send error only happens at shutdown.
+        let _ = self.events.send(e);
+    }
+
+    fn final_outcome(&self, queue: &SiteQueue, job: Job, outcome: Outcome) {
+        queue.complete();
+        self.emit(Event::Final {
+            row: job.row,
+            outcome,
+        });
+    }
+
+    /// A transient failure: retry later, or give up as deferred when the deadline is near.
+    fn transient(&self, queue: &SiteQueue, mut job: Job, mut outcome: Outcome) {
+        job.attempts += 1;
+        outcome.attempts = job.attempts;
+        let now = Instant::now();
+        match self.cfg.retry.delay_after(job.attempts) {
+            Some(delay) if now + delay < self.cfg.deadline => {
+                outcome.status = Status::Deferred;
+                job.not_before = now + delay;
+                queue.retry(job);
+                self.emit(Event::Retrying {
+                    row: job.row,
+                    outcome,
+                });
+            }
+            _ => {
+                outcome.status = Status::Deferred;
+                self.final_outcome(queue, job, outcome);
+            }
+        }
+    }
+
+    fn is_dead(&self, ip: IpAddr) -> bool {
+        let dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        dead.get(&ip).is_some_and(|until| *until > Instant::now())
+    }
+
+    fn mark_dead(&self, ip: IpAddr) {
+        let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        dead.insert(ip, Instant::now() + Duration::from_secs(60));
+    }
+}
+
+/// An open, greeted, EHLO'd session with one MX.
+struct Session {
+    conn: Connection<TcpStream>,
+    host: String,
+    ip: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Why no session could be opened: the last failure seen over all MX addresses.
+struct ConnectFailure {
+    step: Phase,
+    reply: Option<Reply>,
+    text: String,
+    host: Option<String>,
+    ip: Option<IpAddr>,
+}
+
+impl ConnectFailure {
+    fn outcome(&self) -> Outcome {
+        let mut o = match &self.reply {
+            Some(r) => Outcome::from_reply(Status::Deferred, Step::Smtp(self.step), r),
+            None => Outcome::local(Status::Deferred, Step::Smtp(self.step), self.text.clone()),
+        };
+        if o.enhanced.is_none() && self.reply.is_none() {
+            // RFC 3463 4.4.1: no answer from host; 4.4.2: bad connection.
+            o.enhanced = Some(EnhancedCode::new(4, 4, if self.step == Phase::Connect { 1 } else { 2 }));
+        }
+        o.mx_host = self.host.clone();
+        o.mx_ip = self.ip;
+        o
+    }
+}
+
+async fn open_session(ctx: &Ctx, site: &SiteWork) -> Result<Session, ConnectFailure> {
+    let permit = ctx
+        .connections
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ConnectFailure {
+            step: Phase::Connect,
+            reply: None,
+            text: "shutting down".into(),
+            host: None,
+            ip: None,
+        })?;
+    let t = ctx.cfg.timeouts;
+    let mut last = ConnectFailure {
+        step: Phase::Connect,
+        reply: None,
+        text: "no MX address to try".into(),
+        host: None,
+        ip: None,
+    };
+    let all: Vec<(&MxHost, IpAddr)> = site
+        .hosts
+        .iter()
+        .flat_map(|h| h.addrs.iter().map(move |ip| (h, *ip)))
+        .collect();
+    // Skip addresses that failed recently, unless that leaves nothing to try.
+    let alive: Vec<(&MxHost, IpAddr)> = all.iter().copied().filter(|(_, ip)| !ctx.is_dead(*ip)).collect();
+    let candidates = if alive.is_empty() { all } else { alive };
+    for (host, ip) in candidates {
+        let fail = |step, reply: Option<Reply>, text: String| ConnectFailure {
+            step,
+            reply,
+            text,
+            host: Some(host.name.clone()),
+            ip: Some(ip),
+        };
+        let addr = SocketAddr::new(ip, ctx.cfg.smtp_port);
+        let stream = match timeout(t.connect, TcpStream::connect(addr)).await {
+            Err(_) => {
+                ctx.mark_dead(ip);
+                last = fail(Phase::Connect, None, format!("connect to {addr} timed out after {:?}", t.connect));
+                continue;
+            }
+            Ok(Err(e)) => {
+                ctx.mark_dead(ip);
+                last = fail(Phase::Connect, None, format!("connect to {addr}: {e}"));
+                continue;
+            }
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut conn, greeting) = match Connection::greet(stream, t).await {
+            Ok(x) => x,
+            Err(e) => {
+                last = fail(e.phase(), None, e.to_string());
+                continue;
+            }
+        };
+        if !greeting.is_positive() {
+            // 4yz/5yz greeting: this host will not talk to us now; try the next MX.
+            last = fail(Phase::Greeting, Some(greeting), String::new());
+            conn.quit().await;
+            continue;
+        }
+        match conn.hello(&ctx.cfg.helo).await {
+            Ok(r) if r.is_positive() => {}
+            Ok(r) => {
+                last = fail(Phase::Ehlo, Some(r), String::new());
+                conn.quit().await;
+                continue;
+            }
+            Err(e) => {
+                last = fail(e.phase(), None, e.to_string());
+                continue;
+            }
+        }
+        ctx.emit(Event::Connected {
+            site: site.name.clone(),
+        });
+        return Ok(Session {
+            conn,
+            host: host.name.clone(),
+            ip,
+            _permit: permit,
+        });
+    }
+    Err(last)
+}
+
+/// Checks what the session offers against the message before sending (RFC 1870, RFC 6531).
+fn local_refusal(session: &Session, msg: &BuiltMessage) -> Option<Outcome> {
+    let caps = session.conn.capabilities();
+    if let Some(limit) = caps.size
+        && limit > 0
+        && msg.payload.message_len() as u64 > limit
+    {
+        return Some(Outcome::from_reply(
+            Status::Bounced,
+            Step::Local,
+            &Reply::local(
+                552,
+                EnhancedCode::new(5, 3, 4),
+                format!(
+                    "message is {} bytes, {} accepts at most {limit} (SIZE)",
+                    msg.payload.message_len(),
+                    session.host
+                ),
+            ),
+        ));
+    }
+    if msg.envelope.needs_smtputf8() && !caps.smtputf8 {
+        return Some(Outcome::from_reply(
+            Status::Bounced,
+            Step::Local,
+            &Reply::local(
+                553,
+                EnhancedCode::new(5, 6, 7),
+                format!("non-ASCII address needs SMTPUTF8, which {} does not offer", session.host),
+            ),
+        ));
+    }
+    None
+}
+
+async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
+    let mut session: Option<Session> = None;
+    loop {
+        let now = Instant::now();
+        if now >= ctx.cfg.deadline {
+            break;
+        }
+        let jobs = match queue.take(ctx.cfg.batch.max(1), now) {
+            Next::Done => break,
+            Next::Wait(until) => {
+                if until > now + Duration::from_secs(2)
+                    && let Some(s) = session.take()
+                {
+                    s.conn.quit().await;
+                }
+                sleep_until(until.min(now + Duration::from_millis(250)).min(ctx.cfg.deadline)).await;
+                continue;
+            }
+            Next::Jobs(jobs) => jobs,
+        };
+        let source = ctx.source.clone();
+        let rows: Vec<usize> = jobs.iter().map(|j| j.row).collect();
+        let built = match tokio::task::spawn_blocking(move || rows.into_iter().map(|r| source(r)).collect::<Vec<_>>()).await {
+            Ok(b) => b,
+            Err(e) => {
+                for job in jobs {
+                    ctx.final_outcome(&queue, job, Outcome::local(Status::Invalid, Step::Render, format!("rendering failed: {e}")));
+                }
+                continue;
+            }
+        };
+        let mut batch = jobs.into_iter().zip(built);
+        while let Some((job, built)) = batch.next() {
+            let msg = match built {
+                Ok(m) => m,
+                Err(outcome) => {
+                    ctx.final_outcome(&queue, job, outcome);
+                    continue;
+                }
+            };
+            if session
+                .as_ref()
+                .is_some_and(|s| s.conn.transactions() >= ctx.cfg.messages_per_connection)
+                && let Some(s) = session.take()
+            {
+                s.conn.quit().await;
+            }
+            if session.is_none() {
+                match open_session(&ctx, &queue.work).await {
+                    Ok(s) => session = Some(s),
+                    Err(fail) => {
+                        // Circuit breaker: no MX of this site answers, so every job ready for it
+                        // shares this failure and waits for the next retry round.
+                        let outcome = fail.outcome();
+                        ctx.transient(&queue, job, outcome.clone());
+                        for (j, _) in batch.by_ref() {
+                            ctx.transient(&queue, j, outcome.clone());
+                        }
+                        for j in queue.drain_ready() {
+                            ctx.transient(&queue, j, outcome.clone());
+                        }
+                        break;
+                    }
+                }
+            }
+            let Some(s) = session.as_mut() else { continue };
+            if let Some(mut refused) = local_refusal(s, &msg) {
+                refused.attempts = job.attempts + 1;
+                refused.mx_host = Some(s.host.clone());
+                refused.mx_ip = Some(s.ip);
+                ctx.final_outcome(&queue, job, refused);
+                continue;
+            }
+            let result = s.conn.send(&msg.envelope, &msg.payload).await;
+            let mut base = Outcome::local(Status::Deferred, Step::Smtp(Phase::DataEnd), String::new());
+            base.mx_host = Some(s.host.clone());
+            base.mx_ip = Some(s.ip);
+            base.message_id = Some(msg.message_id.clone());
+            base.attempts = job.attempts + 1;
+            match result {
+                Ok(Transaction::Accepted(reply)) => {
+                    let o = Outcome {
+                        status: Status::Delivered,
+                        code: Some(reply.code),
+                        enhanced: reply.enhanced,
+                        response: reply.text(),
+                        ..base
+                    };
+                    ctx.final_outcome(&queue, job, o);
+                }
+                Ok(Transaction::Rejected { phase, reply }) => {
+                    let o = Outcome {
+                        step: Step::Smtp(phase),
+                        code: Some(reply.code),
+                        enhanced: reply.enhanced,
+                        response: reply.text(),
+                        ..base
+                    };
+                    // 421: the server is closing the session (RFC 5321 §3.8); a refused RSET
+                    // means the session is confused. Either way, start a new one.
+                    if reply.code == 421 || phase == Phase::Rset {
+                        if let Some(s) = session.take() {
+                            drop(s);
+                        }
+                    }
+                    if reply.is_permanent() && phase != Phase::Rset {
+                        ctx.final_outcome(&queue, job, Outcome { status: Status::Bounced, ..o });
+                    } else {
+                        ctx.transient(&queue, job, o);
+                    }
+                }
+                Err(e) => {
+                    // The connection is gone. Whatever the phase, the message was not
+                    // confirmed: retry (a drop after the final "." can duplicate, RFC 5321 §4.1.1.4).
+                    session = None;
+                    let o = Outcome {
+                        step: Step::Smtp(e.phase()),
+                        enhanced: Some(EnhancedCode::new(4, 4, 2)),
+                        response: e.to_string(),
+                        ..base
+                    };
+                    ctx.transient(&queue, job, o);
+                    if matches!(e, ClientError::Timeout { .. } | ClientError::Closed { .. }) {
+                        // Put the rest of the batch back; another session takes it.
+                        let rest: Vec<Job> = batch.by_ref().map(|(j, _)| j).collect();
+                        queue.unclaim(rest);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(s) = session.take() {
+        s.conn.quit().await;
+    }
+}
+
+/// Delivers every row of every site; returns when all rows have a final outcome or the
+/// deadline (plus grace) has passed.
+pub async fn deliver(
+    sites: Vec<SiteWork>,
+    source: MessageSource,
+    cfg: DeliveryConfig,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let hard_stop = cfg.deadline + cfg.grace;
+    let ctx = Arc::new(Ctx {
+        connections: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
+        cfg,
+        source,
+        events,
+        dead: Mutex::default(),
+    });
+    let mut set = JoinSet::new();
+    // Interleave sites so that the first connections go to many sites, not one.
+    let mut queues = Vec::new();
+    for work in sites {
+        let n = ctx.cfg.connections_per_site.max(1).min(work.rows.len());
+        let now = Instant::now();
+        let state = QueueState {
+            ready: work
+                .rows
+                .iter()
+                .map(|&row| Job {
+                    row,
+                    attempts: 0,
+                    not_before: now,
+                })
+                .collect(),
+            ..QueueState::default()
+        };
+        queues.push((
+            Arc::new(SiteQueue {
+                work,
+                state: Mutex::new(state),
+            }),
+            n,
+        ));
+    }
+    let max_workers = queues.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    for round in 0..max_workers {
+        for (q, n) in &queues {
+            if round < *n {
+                set.spawn(worker(ctx.clone(), q.clone()));
+            }
+        }
+    }
+    let all_done = async { while set.join_next().await.is_some() {} };
+    tokio::select! {
+        () = all_done => {}
+        () = sleep_until(hard_stop) => {}
+    }
+}

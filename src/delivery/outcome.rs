@@ -1,0 +1,139 @@
+//! What happened to one recipient: the status, the step that decided it, and the exact SMTP
+//! truth (code, enhanced code, text, MX host and IP) for the results CSV.
+
+use std::net::IpAddr;
+
+use crate::smtp::{EnhancedCode, Phase, Reply};
+
+/// Final status of a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    /// The MX accepted the message (2yz after DATA).
+    Delivered,
+    /// Permanently refused (5yz, null MX, NXDOMAIN, …): do not retry.
+    Bounced,
+    /// Not delivered yet for a transient reason; a later run retries it.
+    Deferred,
+    /// The row cannot be sent (bad address, missing value, …).
+    Invalid,
+    /// Same address as an earlier row; sent once.
+    Duplicate,
+}
+
+impl Status {
+    /// Name in the results CSV.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Delivered => "delivered",
+            Status::Bounced => "bounced",
+            Status::Deferred => "deferred",
+            Status::Invalid => "invalid",
+            Status::Duplicate => "duplicate",
+        }
+    }
+
+    /// Parses the CSV name back.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "delivered" => Status::Delivered,
+            "bounced" => Status::Bounced,
+            "deferred" => Status::Deferred,
+            "invalid" => Status::Invalid,
+            "duplicate" => Status::Duplicate,
+            _ => return None,
+        })
+    }
+
+    /// All statuses, in report order.
+    pub const ALL: [Status; 5] = [
+        Status::Delivered,
+        Status::Bounced,
+        Status::Deferred,
+        Status::Invalid,
+        Status::Duplicate,
+    ];
+}
+
+/// The step that produced the outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Reading the CSV row / checking the address.
+    Input,
+    /// Rendering or building the message.
+    Render,
+    /// MX / address lookup.
+    Dns,
+    /// A step of the SMTP dialogue.
+    Smtp(Phase),
+    /// A local decision before sending (size limit, SMTPUTF8 not offered).
+    Local,
+    /// The run's deadline ended the retries.
+    Deadline,
+}
+
+impl Step {
+    /// Name in the results CSV.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Input => "input",
+            Step::Render => "render",
+            Step::Dns => "dns",
+            Step::Smtp(p) => p.as_str(),
+            Step::Local => "local",
+            Step::Deadline => "deadline",
+        }
+    }
+}
+
+/// The result for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Final status.
+    pub status: Status,
+    /// Which step decided it.
+    pub step: Step,
+    /// SMTP reply code (received, or generated locally for DNS outcomes).
+    pub code: Option<u16>,
+    /// RFC 3463 enhanced status code.
+    pub enhanced: Option<EnhancedCode>,
+    /// Server text or our reason.
+    pub response: String,
+    /// MX host that answered.
+    pub mx_host: Option<String>,
+    /// Its address.
+    pub mx_ip: Option<IpAddr>,
+    /// Delivery attempts made (0 when nothing was tried).
+    pub attempts: u32,
+    /// Message-ID of the message sent.
+    pub message_id: Option<String>,
+    /// TLS version used, when the session was encrypted.
+    pub tls: Option<String>,
+}
+
+impl Outcome {
+    /// An outcome without SMTP details (input and render problems).
+    pub fn local(status: Status, step: Step, response: impl Into<String>) -> Self {
+        Self {
+            status,
+            step,
+            code: None,
+            enhanced: None,
+            response: response.into(),
+            mx_host: None,
+            mx_ip: None,
+            attempts: 0,
+            message_id: None,
+            tls: None,
+        }
+    }
+
+    /// An outcome from a reply (received or generated).
+    pub fn from_reply(status: Status, step: Step, reply: &Reply) -> Self {
+        Self {
+            code: Some(reply.code),
+            enhanced: reply.enhanced,
+            response: reply.text(),
+            ..Self::local(status, step, String::new())
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! MX: where to deliver each destination domain (RFC 5321 §5.1), looked up once per domain.
+//!
+//! The answer for a domain is a [`Route`]: an ordered list of MX hosts with their addresses
+//! (equal preferences shuffled, as RFC 5321 requires), or the reason there is none (null MX per
+//! RFC 7505, NXDOMAIN, a temporary DNS failure). Domains whose MX host sets are identical are
+//! grouped into one [`Site`], so that e.g. hundreds of domains hosted by one provider share one
+//! connection pool and one politeness limit (as KumoMTA does).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::TokioResolver;
+use rand::seq::SliceRandom;
+use thiserror::Error;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// One MX host with its addresses, in the order they are to be tried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MxHost {
+    /// Host name, lower case, no trailing dot.
+    pub name: String,
+    /// MX preference (0 for an implicit MX).
+    pub preference: u16,
+    /// Addresses to try, in order.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// Where mail for a domain goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Deliver to these hosts, in this order.
+    Hosts(Arc<[MxHost]>),
+    /// `MX 0 .`: the domain accepts no mail (RFC 7505) → bounce 556 5.1.10.
+    NullMx,
+    /// NXDOMAIN → bounce 5.1.2.
+    NoSuchDomain,
+    /// MX hosts (or the implicit MX) have no address → bounce 5.4.4.
+    NoAddress(String),
+    /// SERVFAIL, timeout, … → defer 4.4.3 and retry later.
+    TempFail(String),
+}
+
+/// The resolver could not be created.
+#[derive(Debug, Error)]
+pub enum ResolverError {
+    /// System configuration unreadable.
+    #[error("cannot set up DNS resolver: {0}")]
+    Setup(String),
+}
+
+/// What DNS server to ask.
+#[derive(Clone, Debug)]
+pub struct DnsOptions {
+    /// `--dns`: this server instead of /etc/resolv.conf.
+    pub server: Option<SocketAddr>,
+    /// Per-query timeout.
+    pub timeout: Duration,
+    /// Queries per name server before giving up.
+    pub attempts: usize,
+    /// At most this many domains resolved at once.
+    pub concurrency: usize,
+}
+
+impl Default for DnsOptions {
+    fn default() -> Self {
+        Self {
+            server: None,
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+            concurrency: 64,
+        }
+    }
+}
+
+/// MX resolution with the run-long cache.
+#[derive(Clone)]
+pub struct MxResolver {
+    resolver: Arc<TokioResolver>,
+    concurrency: usize,
+}
+
+enum Lookup<T> {
+    Found(Vec<T>),
+    NoRecords,
+    NxDomain,
+    Temp(String),
+}
+
+fn classify<T>(res: Result<hickory_resolver::lookup::Lookup, NetError>, pick: impl Fn(&RData) -> Option<T>) -> Lookup<T> {
+    match res {
+        Ok(lookup) => {
+            let found: Vec<T> = lookup.answers().iter().filter_map(|r| pick(&r.data)).collect();
+            if found.is_empty() { Lookup::NoRecords } else { Lookup::Found(found) }
+        }
+        Err(NetError::Dns(DnsError::NoRecordsFound(nr))) => {
+            if nr.response_code == ResponseCode::NXDomain {
+                Lookup::NxDomain
+            } else {
+                Lookup::NoRecords
+            }
+        }
+        Err(NetError::Dns(DnsError::ResponseCode(code))) => Lookup::Temp(format!("DNS server answered {code}")),
+        Err(NetError::Timeout) => Lookup::Temp("DNS query timed out".into()),
+        Err(e) => Lookup::Temp(e.to_string()),
+    }
+}
+
+impl MxResolver {
+    /// Builds the resolver: the given server (UDP+TCP) or the system's configuration.
+    pub fn new(opts: &DnsOptions) -> Result<Self, ResolverError> {
+        let mut ropts = ResolverOpts::default();
+        ropts.timeout = opts.timeout;
+        ropts.attempts = opts.attempts;
+        ropts.cache_size = 65_536;
+        // Every name we ask is absolute; never append search domains.
+        ropts.ndots = 0;
+        let resolver = match opts.server {
+            Some(addr) => {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = addr.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = addr.port();
+                let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+                let config = ResolverConfig::from_name_servers(vec![ns]);
+                TokioResolver::builder_with_config(config, Default::default())
+                    .with_options(ropts)
+                    .build()
+            }
+            None => TokioResolver::builder_tokio()
+                .map_err(|e| ResolverError::Setup(e.to_string()))?
+                .with_options(ropts)
+                .build(),
+        }
+        .map_err(|e| ResolverError::Setup(e.to_string()))?;
+        Ok(Self {
+            resolver: Arc::new(resolver),
+            concurrency: opts.concurrency.max(1),
+        })
+    }
+
+    async fn addresses(&self, host: &str) -> Lookup<IpAddr> {
+        let fqdn = format!("{host}.");
+        let (a, aaaa) = tokio::join!(
+            self.resolver.lookup(fqdn.as_str(), RecordType::A),
+            self.resolver.lookup(fqdn.as_str(), RecordType::AAAA)
+        );
+        let a = classify(a, |d| match d {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        });
+        let aaaa = classify(aaaa, |d| match d {
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        });
+        // IPv4 first, then IPv6: a host is reachable if either works (RFC 5321 §5.1 leaves
+        // the order between families to the client).
+        match (a, aaaa) {
+            (Lookup::Found(mut v4), Lookup::Found(v6)) => {
+                v4.extend(v6);
+                Lookup::Found(v4)
+            }
+            (Lookup::Found(v), _) | (_, Lookup::Found(v)) => Lookup::Found(v),
+            (Lookup::Temp(e), _) | (_, Lookup::Temp(e)) => Lookup::Temp(e),
+            (Lookup::NxDomain, _) => Lookup::NxDomain,
+            _ => Lookup::NoRecords,
+        }
+    }
+
+    /// Resolves one domain (A-label form) to a route.
+    pub async fn route(&self, domain: &str) -> Route {
+        let fqdn = format!("{domain}.");
+        let mx = classify(self.resolver.lookup(fqdn.as_str(), RecordType::MX).await, |d| match d {
+            RData::MX(mx) => Some((mx.preference, mx.exchange.to_ascii())),
+            _ => None,
+        });
+        let records: Vec<(u16, String)> = match mx {
+            Lookup::NxDomain => return Route::NoSuchDomain,
+            Lookup::Temp(e) => return Route::TempFail(format!("MX lookup for {domain}: {e}")),
+            // RFC 5321 §5.1: no MX → the domain itself is the implicit MX, preference 0.
+            Lookup::NoRecords => vec![(0, domain.to_string())],
+            Lookup::Found(v) => v,
+        };
+        let names: Vec<(u16, String)> = records
+            .into_iter()
+            .map(|(p, n)| (p, n.trim_end_matches('.').to_ascii_lowercase()))
+            .collect();
+        if names.iter().all(|(_, n)| n.is_empty()) {
+            return Route::NullMx;
+        }
+        let mut hosts = Vec::new();
+        let mut temp = None;
+        for (preference, name) in names.into_iter().filter(|(_, n)| !n.is_empty()) {
+            match self.addresses(&name).await {
+                Lookup::Found(addrs) => hosts.push(MxHost {
+                    name,
+                    preference,
+                    addrs,
+                }),
+                Lookup::Temp(e) => temp = Some(format!("address lookup for {name}: {e}")),
+                _ => {}
+            }
+        }
+        if hosts.is_empty() {
+            return match temp {
+                Some(e) => Route::TempFail(e),
+                None => Route::NoAddress(format!("no address (A/AAAA) for any MX host of {domain}")),
+            };
+        }
+        order_hosts(&mut hosts, &mut rand::rng());
+        Route::Hosts(hosts.into())
+    }
+
+    /// Resolves many domains, each exactly once, at most `concurrency` at a time.
+    pub async fn routes(&self, domains: impl IntoIterator<Item = String>) -> HashMap<String, Route> {
+        let sem = Arc::new(Semaphore::new(self.concurrency));
+        let mut set = JoinSet::new();
+        for domain in domains {
+            let me = self.clone();
+            let sem = sem.clone();
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let route = me.route(&domain).await;
+                (domain, route)
+            });
+        }
+        let mut out = HashMap::new();
+        while let Some(res) = set.join_next().await {
+            if let Ok((d, r)) = res {
+                out.insert(d, r);
+            }
+        }
+        out
+    }
+}
+
+/// Sorts by preference and shuffles each run of equal preference (RFC 5321 §5.1: "MUST be
+/// randomized" to spread load across equal hosts).
+pub fn order_hosts<R: rand::Rng + ?Sized>(hosts: &mut [MxHost], rng: &mut R) {
+    hosts.sort_by_key(|h| h.preference);
+    let mut start = 0;
+    while start < hosts.len() {
+        let pref = hosts[start].preference;
+        let end = hosts[start..]
+            .iter()
+            .position(|h| h.preference != pref)
+            .map_or(hosts.len(), |i| start + i);
+        hosts[start..end].shuffle(rng);
+        start = end;
+    }
+}
+
+/// Domains sharing one set of MX hosts, delivered through one pool.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// Stable name: the sorted MX host names joined by `,`.
+    pub name: String,
+    /// Hosts in try order (from the first domain that produced this site).
+    pub hosts: Arc<[MxHost]>,
+    /// Domains in this site.
+    pub domains: Vec<String>,
+}
+
+/// The key two domains must share to be one site.
+pub fn site_name(hosts: &[MxHost]) -> String {
+    let mut names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(",")
+}
+
+/// Groups routable domains into sites, in a stable (name) order.
+pub fn group_sites(routes: &HashMap<String, Route>) -> Vec<Site> {
+    let mut sites: BTreeMap<String, Site> = BTreeMap::new();
+    let mut domains: Vec<(&String, &Route)> = routes.iter().collect();
+    domains.sort_by(|a, b| a.0.cmp(b.0));
+    for (domain, route) in domains {
+        if let Route::Hosts(hosts) = route {
+            let name = site_name(hosts);
+            sites
+                .entry(name.clone())
+                .or_insert_with(|| Site {
+                    name,
+                    hosts: hosts.clone(),
+                    domains: Vec::new(),
+                })
+                .domains
+                .push(domain.clone());
+        }
+    }
+    sites.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn host(name: &str, preference: u16) -> MxHost {
+        MxHost {
+            name: name.into(),
+            preference,
+            addrs: vec![],
+        }
+    }
+
+    #[test]
+    fn orders_by_preference_and_shuffles_ties() {
+        let mut firsts = std::collections::HashSet::new();
+        for seed in 0..64 {
+            let mut hosts = vec![host("c", 20), host("a", 10), host("b", 10), host("d", 5)];
+            order_hosts(&mut hosts, &mut rand::rngs::StdRng::seed_from_u64(seed));
+            let prefs: Vec<u16> = hosts.iter().map(|h| h.preference).collect();
+            assert_eq!(prefs, vec![5, 10, 10, 20]);
+            assert_eq!(hosts[0].name, "d");
+            assert_eq!(hosts[3].name, "c");
+            firsts.insert(hosts[1].name.clone());
+        }
+        // Both equal-preference hosts come first sometimes.
+        assert_eq!(firsts.len(), 2);
+    }
+
+    #[test]
+    fn domains_with_the_same_mx_set_share_a_site() {
+        let provider: Arc<[MxHost]> = vec![host("mx1.p.test", 10), host("mx2.p.test", 20)].into();
+        let provider_swapped: Arc<[MxHost]> =
+            vec![host("mx2.p.test", 10), host("mx1.p.test", 10)].into();
+        let own: Arc<[MxHost]> = vec![host("mail.own.test", 10)].into();
+        let mut routes = HashMap::new();
+        routes.insert("a.test".to_string(), Route::Hosts(provider.clone()));
+        routes.insert("b.test".to_string(), Route::Hosts(provider_swapped));
+        routes.insert("own.test".to_string(), Route::Hosts(own));
+        routes.insert("gone.test".to_string(), Route::NoSuchDomain);
+        let sites = group_sites(&routes);
+        assert_eq!(sites.len(), 2);
+        assert_eq!(sites[1].name, "mx1.p.test,mx2.p.test");
+        assert_eq!(sites[1].domains, vec!["a.test", "b.test"]);
+        assert_eq!(sites[0].domains, vec!["own.test"]);
+    }
+}

@@ -1,0 +1,160 @@
+//! Report: the results CSV (one row per input row, in input order) and the run summary.
+//!
+//! The CSV is written to a temporary file and renamed into place, so a reader never sees half
+//! a report. The input's own columns follow ours so that users can join results back to their
+//! list; an input column whose name clashes with ours is prefixed `input_`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::delivery::{Outcome, Status};
+use crate::recipients::RecipientList;
+
+/// Our columns, in order (a contract: other tools read them by name).
+pub const COLUMNS: &[&str] = &[
+    "row",
+    "email",
+    "domain",
+    "status",
+    "code",
+    "enhanced_code",
+    "response",
+    "mx_host",
+    "mx_ip",
+    "attempts",
+    "message_id",
+    "tls",
+    "step",
+];
+
+/// Writes the results CSV.
+pub fn write_results(
+    path: &Path,
+    list: &RecipientList,
+    outcomes: &[Outcome],
+) -> std::io::Result<()> {
+    let tmp = path.with_extension("csv.tmp");
+    {
+        let mut w = csv::Writer::from_path(&tmp)?;
+        let mut header: Vec<String> = COLUMNS.iter().map(|s| s.to_string()).collect();
+        for c in &list.columns {
+            if COLUMNS.contains(&c.as_str()) {
+                header.push(format!("input_{c}"));
+            } else {
+                header.push(c.clone());
+            }
+        }
+        w.write_record(&header)?;
+        for (row, o) in list.rows.iter().zip(outcomes) {
+            let domain = match &row.status {
+                Ok(a) => a.domain().to_string(),
+                Err(_) => row.email.rsplit_once('@').map(|(_, d)| d.to_lowercase()).unwrap_or_default(),
+            };
+            let mut rec: Vec<String> = vec![
+                row.row.to_string(),
+                row.email.clone(),
+                domain,
+                o.status.as_str().into(),
+                o.code.map(|c| c.to_string()).unwrap_or_default(),
+                o.enhanced.map(|e| e.to_string()).unwrap_or_default(),
+                o.response.clone(),
+                o.mx_host.clone().unwrap_or_default(),
+                o.mx_ip.map(|i| i.to_string()).unwrap_or_default(),
+                o.attempts.to_string(),
+                o.message_id.clone().unwrap_or_default(),
+                o.tls.clone().unwrap_or_else(|| "none".into()),
+                o.step.as_str().into(),
+            ];
+            for i in 0..list.columns.len() {
+                rec.push(row.fields.get(i).cloned().unwrap_or_default());
+            }
+            w.write_record(&rec)?;
+        }
+        w.flush()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Counts for the end-of-run summary.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Rows per status.
+    pub counts: BTreeMap<Status, usize>,
+    /// Per destination domain: (total, delivered).
+    pub domains: HashMap<String, (usize, usize)>,
+    /// Wall-clock time of the run.
+    pub elapsed: Duration,
+    /// SMTP sessions opened.
+    pub connections: usize,
+}
+
+impl Summary {
+    /// Tallies outcomes.
+    pub fn new(list: &RecipientList, outcomes: &[Outcome], elapsed: Duration, connections: usize) -> Self {
+        let mut s = Summary {
+            elapsed,
+            connections,
+            ..Default::default()
+        };
+        for (row, o) in list.rows.iter().zip(outcomes) {
+            *s.counts.entry(o.status).or_default() += 1;
+            if let Ok(a) = &row.status {
+                let e = s.domains.entry(a.domain().to_string()).or_default();
+                e.0 += 1;
+                if o.status == Status::Delivered {
+                    e.1 += 1;
+                }
+            }
+        }
+        s
+    }
+
+    /// Rows with this status.
+    pub fn count(&self, status: Status) -> usize {
+        self.counts.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Messages delivered per second of wall-clock time.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 { self.count(Status::Delivered) as f64 / secs } else { 0.0 }
+    }
+
+    /// True when every row that should have been sent was delivered (duplicates don't count).
+    pub fn all_delivered(&self) -> bool {
+        Status::ALL
+            .iter()
+            .filter(|s| !matches!(s, Status::Delivered | Status::Duplicate))
+            .all(|s| self.count(*s) == 0)
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total: usize = self.counts.values().sum();
+        write!(f, "{total} rows:")?;
+        for s in Status::ALL {
+            write!(f, " {} {}", s.as_str(), self.count(s))?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "elapsed {:.2}s, {:.0} msg/s delivered, {} SMTP connections",
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            self.connections
+        )?;
+        let mut top: Vec<(&String, &(usize, usize))> = self.domains.iter().collect();
+        top.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+        if !top.is_empty() {
+            write!(f, "top domains:")?;
+            for (d, (n, ok)) in top.iter().take(5) {
+                write!(f, " {d} {ok}/{n}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
