@@ -41,7 +41,9 @@ pub enum AddressError {
 
 /// RFC 5322 `atext` plus `.` (dot-atom), the unquoted local-part characters.
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || (!c.is_ascii() && !c.is_control())
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        || (!c.is_ascii() && !c.is_control())
 }
 
 impl Address {

@@ -25,7 +25,9 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use delivery::{DeliveryConfig, Event, MessageSource, Outcome, RetryPolicy, SiteWork, Status, Step};
+use delivery::{
+    DeliveryConfig, Event, MessageSource, Outcome, RetryPolicy, SiteWork, Status, Step,
+};
 use message::MessageOptions;
 use mx::{DnsOptions, MxResolver, Route};
 use recipients::{ListOptions, RecipientList};
@@ -141,12 +143,26 @@ pub struct RunReport {
 fn dns_outcome(route: &Route) -> Option<Outcome> {
     let (status, code, e, text) = match route {
         Route::Hosts(_) => return None,
-        Route::NullMx => (Status::Bounced, 556, EnhancedCode::new(5, 1, 10), "domain publishes a null MX (RFC 7505): it accepts no mail".to_string()),
-        Route::NoSuchDomain => (Status::Bounced, 550, EnhancedCode::new(5, 1, 2), "domain does not exist (NXDOMAIN)".to_string()),
+        Route::NullMx => (
+            Status::Bounced,
+            556,
+            EnhancedCode::new(5, 1, 10),
+            "domain publishes a null MX (RFC 7505): it accepts no mail".to_string(),
+        ),
+        Route::NoSuchDomain => (
+            Status::Bounced,
+            550,
+            EnhancedCode::new(5, 1, 2),
+            "domain does not exist (NXDOMAIN)".to_string(),
+        ),
         Route::NoAddress(t) => (Status::Bounced, 550, EnhancedCode::new(5, 4, 4), t.clone()),
         Route::TempFail(t) => (Status::Deferred, 451, EnhancedCode::new(4, 4, 3), t.clone()),
     };
-    Some(Outcome::from_reply(status, Step::Dns, &Reply::local(code, e, text)))
+    Some(Outcome::from_reply(
+        status,
+        Step::Dns,
+        &Reply::local(code, e, text),
+    ))
 }
 
 /// Runs the whole pipeline.
@@ -160,7 +176,11 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; list.rows.len()];
     for (i, row) in list.rows.iter().enumerate() {
         if let Err(e) = &row.status {
-            let status = if e.status() == "duplicate" { Status::Duplicate } else { Status::Invalid };
+            let status = if e.status() == "duplicate" {
+                Status::Duplicate
+            } else {
+                Status::Invalid
+            };
             outcomes[i] = Some(Outcome::local(status, Step::Input, e.to_string()));
         }
     }
@@ -193,7 +213,11 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
             None => match site_of.get(addr.domain()) {
                 Some(&s) => work[s].rows.push(i),
                 None => {
-                    outcomes[i] = Some(Outcome::local(Status::Deferred, Step::Dns, "no DNS answer for the domain"));
+                    outcomes[i] = Some(Outcome::local(
+                        Status::Deferred,
+                        Step::Dns,
+                        "no DNS answer for the domain",
+                    ));
                 }
             },
         }
@@ -204,7 +228,10 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         .map(|(s, w)| {
             (
                 s.name.clone(),
-                s.hosts.iter().map(|h| format!("{} (pref {})", h.name, h.preference)).collect(),
+                s.hosts
+                    .iter()
+                    .map(|h| format!("{} (pref {})", h.name, h.preference))
+                    .collect(),
                 w.rows.len(),
             )
         })
@@ -216,15 +243,23 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         let opts = cfg.message.clone();
         Arc::new(move |i: usize| {
             let row = &list.rows[i];
-            let addr = row
-                .status
-                .as_ref()
-                .map_err(|e| Outcome::local(Status::Invalid, Step::Input, e.to_string()))?;
-            let rendered = template
-                .render(&list.columns, &row.fields)
-                .map_err(|e| Outcome::local(Status::Invalid, Step::Render, format!("line {}: {e}", row.line)))?;
-            message::build(rendered, addr, &opts)
-                .map_err(|e| Outcome::local(Status::Invalid, Step::Render, format!("line {}: {e}", row.line)))
+            let addr = row.status.as_ref().map_err(|e| {
+                Box::new(Outcome::local(Status::Invalid, Step::Input, e.to_string()))
+            })?;
+            let rendered = template.render(&list.columns, &row.fields).map_err(|e| {
+                Box::new(Outcome::local(
+                    Status::Invalid,
+                    Step::Render,
+                    format!("line {}: {e}", row.line),
+                ))
+            })?;
+            message::build(rendered, addr, &opts).map_err(|e| {
+                Box::new(Outcome::local(
+                    Status::Invalid,
+                    Step::Render,
+                    format!("line {}: {e}", row.line),
+                ))
+            })
         })
     };
 
@@ -236,13 +271,15 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         let src = source.clone();
         let results = tokio::task::spawn_blocking(move || {
             use rayon::prelude::*;
-            rows.par_iter().map(|&r| (r, src(r).err())).collect::<Vec<_>>()
+            rows.par_iter()
+                .map(|&r| (r, src(r).err()))
+                .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
         for (r, err) in results {
             if let Some(o) = err {
-                outcomes[r] = Some(o);
+                outcomes[r] = Some(*o);
             }
         }
     } else {
@@ -287,7 +324,11 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                         last
                     }
                     None => {
-                        let mut d = Outcome::local(Status::Deferred, Step::Deadline, "run deadline reached before this recipient was attempted");
+                        let mut d = Outcome::local(
+                            Status::Deferred,
+                            Step::Deadline,
+                            "run deadline reached before this recipient was attempted",
+                        );
                         d.enhanced = Some(EnhancedCode::new(4, 4, 7));
                         d
                     }
@@ -297,13 +338,17 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     }
     let outcomes: Vec<Outcome> = outcomes
         .into_iter()
-        .map(|o| o.unwrap_or_else(|| Outcome::local(Status::Deferred, Step::Deadline, "not attempted")))
+        .map(|o| {
+            o.unwrap_or_else(|| Outcome::local(Status::Deferred, Step::Deadline, "not attempted"))
+        })
         .collect();
     let summary = Summary::new(&list, &outcomes, started.elapsed(), connections);
     if !cfg.dry_run {
-        report::write_results(&cfg.results, &list, &outcomes).map_err(|source| RunError::Results {
-            path: cfg.results.clone(),
-            source,
+        report::write_results(&cfg.results, &list, &outcomes).map_err(|source| {
+            RunError::Results {
+                path: cfg.results.clone(),
+                source,
+            }
         })?;
     }
     Ok(RunReport {

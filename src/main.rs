@@ -117,14 +117,20 @@ fn plan(args: &RunArgs) -> Result<RunConfig> {
     cfg.list.email_column = args.email_column.clone();
     cfg.list.allow_duplicates = args.allow_duplicates;
     if let Some(f) = &args.from {
-        cfg.message.envelope_from = Some(Address::parse(f).with_context(|| format!("--from {f:?}"))?);
+        cfg.message.envelope_from =
+            Some(Address::parse(f).with_context(|| format!("--from {f:?}"))?);
     }
     cfg.dns.server = args.dns;
     cfg.dns.timeout = parse_duration(&args.dns_timeout).context("--dns-timeout")?;
     cfg.smtp_port = args.smtp_port;
     cfg.helo = args.helo.clone().unwrap_or_else(default_helo);
-    if args.connections_per_site == 0 || args.max_connections == 0 || args.messages_per_connection == 0 {
-        bail!("--connections-per-site, --max-connections and --messages-per-connection must be at least 1");
+    if args.connections_per_site == 0
+        || args.max_connections == 0
+        || args.messages_per_connection == 0
+    {
+        bail!(
+            "--connections-per-site, --max-connections and --messages-per-connection must be at least 1"
+        );
     }
     cfg.connections_per_site = args.connections_per_site;
     cfg.max_connections = args.max_connections;
@@ -176,9 +182,18 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
         for (site, hosts, n) in &report.plan {
             println!("  site {site}: {n} message(s) via {}", hosts.join(", "));
         }
-        for o in report.outcomes.iter().filter(|o| o.step != mailmerge::delivery::Step::Deadline) {
+        for o in report
+            .outcomes
+            .iter()
+            .filter(|o| o.step != mailmerge::delivery::Step::Deadline)
+        {
             if o.status != mailmerge::delivery::Status::Deferred || o.code.is_some() {
-                println!("  {}: {} {}", o.status.as_str(), o.code.map(|c| c.to_string()).unwrap_or_default(), o.response);
+                println!(
+                    "  {}: {} {}",
+                    o.status.as_str(),
+                    o.code.map(|c| c.to_string()).unwrap_or_default(),
+                    o.response
+                );
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -194,7 +209,10 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mailmerge: cannot start the async runtime: {e}");

@@ -69,10 +69,7 @@ pub fn new_message_id(domain: &str) -> String {
         .map_or(0, |d| d.as_micros());
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let r: u32 = rand::random();
-    format!(
-        "{now:x}.{:x}.{seq:x}.{r:08x}@{domain}",
-        std::process::id()
-    )
+    format!("{now:x}.{:x}.{seq:x}.{r:08x}@{domain}", std::process::id())
 }
 
 /// One mailbox from a header: optional display name and the address.
@@ -319,6 +316,9 @@ mod tests {
         );
         r.attachments.push(PathBuf::from("/nonexistent/file.pdf"));
         let e = build(r, &rcpt, &opts).unwrap_err();
-        assert!(e.to_string().starts_with("attachment /nonexistent/file.pdf"));
+        assert!(
+            e.to_string()
+                .starts_with("attachment /nonexistent/file.pdf")
+        );
     }
 }

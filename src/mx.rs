@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
+use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::TokioResolver;
 use rand::seq::SliceRandom;
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -93,11 +93,22 @@ enum Lookup<T> {
     Temp(String),
 }
 
-fn classify<T>(res: Result<hickory_resolver::lookup::Lookup, NetError>, pick: impl Fn(&RData) -> Option<T>) -> Lookup<T> {
+fn classify<T>(
+    res: Result<hickory_resolver::lookup::Lookup, NetError>,
+    pick: impl Fn(&RData) -> Option<T>,
+) -> Lookup<T> {
     match res {
         Ok(lookup) => {
-            let found: Vec<T> = lookup.answers().iter().filter_map(|r| pick(&r.data)).collect();
-            if found.is_empty() { Lookup::NoRecords } else { Lookup::Found(found) }
+            let found: Vec<T> = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| pick(&r.data))
+                .collect();
+            if found.is_empty() {
+                Lookup::NoRecords
+            } else {
+                Lookup::Found(found)
+            }
         }
         Err(NetError::Dns(DnsError::NoRecordsFound(nr))) => {
             if nr.response_code == ResponseCode::NXDomain {
@@ -106,7 +117,9 @@ fn classify<T>(res: Result<hickory_resolver::lookup::Lookup, NetError>, pick: im
                 Lookup::NoRecords
             }
         }
-        Err(NetError::Dns(DnsError::ResponseCode(code))) => Lookup::Temp(format!("DNS server answered {code}")),
+        Err(NetError::Dns(DnsError::ResponseCode(code))) => {
+            Lookup::Temp(format!("DNS server answered {code}"))
+        }
         Err(NetError::Timeout) => Lookup::Temp("DNS query timed out".into()),
         Err(e) => Lookup::Temp(e.to_string()),
     }
@@ -176,10 +189,13 @@ impl MxResolver {
     /// Resolves one domain (A-label form) to a route.
     pub async fn route(&self, domain: &str) -> Route {
         let fqdn = format!("{domain}.");
-        let mx = classify(self.resolver.lookup(fqdn.as_str(), RecordType::MX).await, |d| match d {
-            RData::MX(mx) => Some((mx.preference, mx.exchange.to_ascii())),
-            _ => None,
-        });
+        let mx = classify(
+            self.resolver.lookup(fqdn.as_str(), RecordType::MX).await,
+            |d| match d {
+                RData::MX(mx) => Some((mx.preference, mx.exchange.to_ascii())),
+                _ => None,
+            },
+        );
         let records: Vec<(u16, String)> = match mx {
             Lookup::NxDomain => return Route::NoSuchDomain,
             Lookup::Temp(e) => return Route::TempFail(format!("MX lookup for {domain}: {e}")),
@@ -210,7 +226,9 @@ impl MxResolver {
         if hosts.is_empty() {
             return match temp {
                 Some(e) => Route::TempFail(e),
-                None => Route::NoAddress(format!("no address (A/AAAA) for any MX host of {domain}")),
+                None => {
+                    Route::NoAddress(format!("no address (A/AAAA) for any MX host of {domain}"))
+                }
             };
         }
         order_hosts(&mut hosts, &mut rand::rng());
@@ -218,7 +236,10 @@ impl MxResolver {
     }
 
     /// Resolves many domains, each exactly once, at most `concurrency` at a time.
-    pub async fn routes(&self, domains: impl IntoIterator<Item = String>) -> HashMap<String, Route> {
+    pub async fn routes(
+        &self,
+        domains: impl IntoIterator<Item = String>,
+    ) -> HashMap<String, Route> {
         let sem = Arc::new(Semaphore::new(self.concurrency));
         let mut set = JoinSet::new();
         for domain in domains {

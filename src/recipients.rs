@@ -316,7 +316,10 @@ mod tests {
         assert_eq!(e.to_string(), "line 3: no @ in address \"not-an-address\"");
         let e = list.rows[2].status.clone().unwrap_err();
         assert_eq!(e.to_string(), "line 4: 1 fields, the header has 2");
-        assert_eq!(list.rows[3].status.clone().unwrap().to_string(), "dee@example.com");
+        assert_eq!(
+            list.rows[3].status.clone().unwrap().to_string(),
+            "dee@example.com"
+        );
         let e = list.rows[4].status.clone().unwrap_err();
         assert_eq!(e.status(), "duplicate");
         assert!(e.to_string().contains("duplicate of row 1"));
@@ -338,6 +341,9 @@ mod tests {
     fn whole_file_problems_are_fatal() {
         assert!(matches!(read(b""), Err(ListError::Empty(_))));
         let err = read(b"name,mail\nx,y\n").unwrap_err();
-        assert!(err.to_string().contains("no column named \"email\" (columns: name, mail)"));
+        assert!(
+            err.to_string()
+                .contains("no column named \"email\" (columns: name, mail)")
+        );
     }
 }

@@ -50,7 +50,11 @@ pub fn write_results(
         for (row, o) in list.rows.iter().zip(outcomes) {
             let domain = match &row.status {
                 Ok(a) => a.domain().to_string(),
-                Err(_) => row.email.rsplit_once('@').map(|(_, d)| d.to_lowercase()).unwrap_or_default(),
+                Err(_) => row
+                    .email
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_lowercase())
+                    .unwrap_or_default(),
             };
             let mut rec: Vec<String> = vec![
                 row.row.to_string(),
@@ -92,7 +96,12 @@ pub struct Summary {
 
 impl Summary {
     /// Tallies outcomes.
-    pub fn new(list: &RecipientList, outcomes: &[Outcome], elapsed: Duration, connections: usize) -> Self {
+    pub fn new(
+        list: &RecipientList,
+        outcomes: &[Outcome],
+        elapsed: Duration,
+        connections: usize,
+    ) -> Self {
         let mut s = Summary {
             elapsed,
             connections,
@@ -119,7 +128,11 @@ impl Summary {
     /// Messages delivered per second of wall-clock time.
     pub fn rate(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 { self.count(Status::Delivered) as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.count(Status::Delivered) as f64 / secs
+        } else {
+            0.0
+        }
     }
 
     /// True when every row that should have been sent was delivered (duplicates don't count).

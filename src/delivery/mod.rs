@@ -27,7 +27,7 @@ pub use outcome::{Outcome, Status, Step};
 pub use retry::RetryPolicy;
 
 /// Builds the message for a row, or says why the row cannot be sent.
-pub type MessageSource = Arc<dyn Fn(usize) -> Result<BuiltMessage, Outcome> + Send + Sync>;
+pub type MessageSource = Arc<dyn Fn(usize) -> Result<BuiltMessage, Box<Outcome>> + Send + Sync>;
 
 /// How to deliver.
 #[derive(Clone, Debug)]
@@ -272,7 +272,11 @@ impl ConnectFailure {
         };
         if o.enhanced.is_none() && self.reply.is_none() {
             // RFC 3463 4.4.1: no answer from host; 4.4.2: bad connection.
-            o.enhanced = Some(EnhancedCode::new(4, 4, if self.step == Phase::Connect { 1 } else { 2 }));
+            o.enhanced = Some(EnhancedCode::new(
+                4,
+                4,
+                if self.step == Phase::Connect { 1 } else { 2 },
+            ));
         }
         o.mx_host = self.host.clone();
         o.mx_ip = self.ip;
@@ -307,7 +311,11 @@ async fn open_session(ctx: &Ctx, site: &SiteWork) -> Result<Session, ConnectFail
         .flat_map(|h| h.addrs.iter().map(move |ip| (h, *ip)))
         .collect();
     // Skip addresses that failed recently, unless that leaves nothing to try.
-    let alive: Vec<(&MxHost, IpAddr)> = all.iter().copied().filter(|(_, ip)| !ctx.is_dead(*ip)).collect();
+    let alive: Vec<(&MxHost, IpAddr)> = all
+        .iter()
+        .copied()
+        .filter(|(_, ip)| !ctx.is_dead(*ip))
+        .collect();
     let candidates = if alive.is_empty() { all } else { alive };
     for (host, ip) in candidates {
         let fail = |step, reply: Option<Reply>, text: String| ConnectFailure {
@@ -321,7 +329,11 @@ async fn open_session(ctx: &Ctx, site: &SiteWork) -> Result<Session, ConnectFail
         let stream = match timeout(t.connect, TcpStream::connect(addr)).await {
             Err(_) => {
                 ctx.mark_dead(ip);
-                last = fail(Phase::Connect, None, format!("connect to {addr} timed out after {:?}", t.connect));
+                last = fail(
+                    Phase::Connect,
+                    None,
+                    format!("connect to {addr} timed out after {:?}", t.connect),
+                );
                 continue;
             }
             Ok(Err(e)) => {
@@ -398,7 +410,10 @@ fn local_refusal(session: &Session, msg: &BuiltMessage) -> Option<Outcome> {
             &Reply::local(
                 553,
                 EnhancedCode::new(5, 6, 7),
-                format!("non-ASCII address needs SMTPUTF8, which {} does not offer", session.host),
+                format!(
+                    "non-ASCII address needs SMTPUTF8, which {} does not offer",
+                    session.host
+                ),
             ),
         ));
     }
@@ -420,18 +435,35 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                 {
                     s.conn.quit().await;
                 }
-                sleep_until(until.min(now + Duration::from_millis(250)).min(ctx.cfg.deadline)).await;
+                sleep_until(
+                    until
+                        .min(now + Duration::from_millis(250))
+                        .min(ctx.cfg.deadline),
+                )
+                .await;
                 continue;
             }
             Next::Jobs(jobs) => jobs,
         };
         let source = ctx.source.clone();
         let rows: Vec<usize> = jobs.iter().map(|j| j.row).collect();
-        let built = match tokio::task::spawn_blocking(move || rows.into_iter().map(|r| source(r)).collect::<Vec<_>>()).await {
+        let built = match tokio::task::spawn_blocking(move || {
+            rows.into_iter().map(|r| source(r)).collect::<Vec<_>>()
+        })
+        .await
+        {
             Ok(b) => b,
             Err(e) => {
                 for job in jobs {
-                    ctx.final_outcome(&queue, job, Outcome::local(Status::Invalid, Step::Render, format!("rendering failed: {e}")));
+                    ctx.final_outcome(
+                        &queue,
+                        job,
+                        Outcome::local(
+                            Status::Invalid,
+                            Step::Render,
+                            format!("rendering failed: {e}"),
+                        ),
+                    );
                 }
                 continue;
             }
@@ -441,7 +473,7 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
             let msg = match built {
                 Ok(m) => m,
                 Err(outcome) => {
-                    ctx.final_outcome(&queue, job, outcome);
+                    ctx.final_outcome(&queue, job, *outcome);
                     continue;
                 }
             };
@@ -479,7 +511,8 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                 continue;
             }
             let result = s.conn.send(&msg.envelope, &msg.payload).await;
-            let mut base = Outcome::local(Status::Deferred, Step::Smtp(Phase::DataEnd), String::new());
+            let mut base =
+                Outcome::local(Status::Deferred, Step::Smtp(Phase::DataEnd), String::new());
             base.mx_host = Some(s.host.clone());
             base.mx_ip = Some(s.ip);
             base.message_id = Some(msg.message_id.clone());
@@ -506,12 +539,17 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                     // 421: the server is closing the session (RFC 5321 §3.8); a refused RSET
                     // means the session is confused. Either way, start a new one.
                     if reply.code == 421 || phase == Phase::Rset {
-                        if let Some(s) = session.take() {
-                            drop(s);
-                        }
+                        session = None;
                     }
                     if reply.is_permanent() && phase != Phase::Rset {
-                        ctx.final_outcome(&queue, job, Outcome { status: Status::Bounced, ..o });
+                        ctx.final_outcome(
+                            &queue,
+                            job,
+                            Outcome {
+                                status: Status::Bounced,
+                                ..o
+                            },
+                        );
                     } else {
                         ctx.transient(&queue, job, o);
                     }

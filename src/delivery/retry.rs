@@ -44,14 +44,19 @@ impl RetryPolicy {
         if s.trim().is_empty() || s.trim() == "none" {
             return Ok(Self::new(Vec::new()));
         }
-        s.split(',').map(parse_duration).collect::<Result<_, _>>().map(Self::new)
+        s.split(',')
+            .map(parse_duration)
+            .collect::<Result<_, _>>()
+            .map(Self::new)
     }
 
     /// The wait after attempt `attempt` (1-based) failed transiently, before the next one.
     /// `None` when the policy has no retries at all.
     pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
         let last = self.delays.len().checked_sub(1)?;
-        let i = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX).min(last);
+        let i = usize::try_from(attempt.saturating_sub(1))
+            .unwrap_or(usize::MAX)
+            .min(last);
         Some(self.delays[i])
     }
 }

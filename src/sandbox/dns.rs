@@ -203,7 +203,9 @@ async fn serve_tcp(mut stream: tokio::net::TcpStream, zone: Arc<Zone>, queries: 
         let Ok(n) = u16::try_from(reply.len()) else {
             return;
         };
-        if stream.write_all(&n.to_be_bytes()).await.is_err() || stream.write_all(&reply).await.is_err() {
+        if stream.write_all(&n.to_be_bytes()).await.is_err()
+            || stream.write_all(&reply).await.is_err()
+        {
             return;
         }
     }
@@ -267,7 +269,11 @@ fn answer(zone: &Zone, queries: &QueryLog, packet: &[u8]) -> Option<Vec<u8>> {
     match qtype {
         RecordType::MX => {
             for (pref, host) in &entry.mx {
-                answers.push(Record::from_rdata(owner.clone(), ttl, RData::MX(MX::new(*pref, name(host)?))));
+                answers.push(Record::from_rdata(
+                    owner.clone(),
+                    ttl,
+                    RData::MX(MX::new(*pref, name(host)?)),
+                ));
             }
         }
         RecordType::A => {
@@ -280,7 +286,11 @@ fn answer(zone: &Zone, queries: &QueryLog, packet: &[u8]) -> Option<Vec<u8>> {
         RecordType::AAAA => {
             for ip in &entry.addrs {
                 if let IpAddr::V6(v6) = ip {
-                    answers.push(Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(*v6))));
+                    answers.push(Record::from_rdata(
+                        owner.clone(),
+                        ttl,
+                        RData::AAAA(AAAA(*v6)),
+                    ));
                 }
             }
         }
@@ -292,7 +302,11 @@ fn answer(zone: &Zone, queries: &QueryLog, packet: &[u8]) -> Option<Vec<u8>> {
                     .chunks(255)
                     .map(|c| String::from_utf8_lossy(c).into_owned())
                     .collect();
-                answers.push(Record::from_rdata(owner.clone(), ttl, RData::TXT(TXT::new(chunks))));
+                answers.push(Record::from_rdata(
+                    owner.clone(),
+                    ttl,
+                    RData::TXT(TXT::new(chunks)),
+                ));
             }
         }
         _ => {}
@@ -309,7 +323,11 @@ fn soa_record() -> Record {
     let zone = Name::from_ascii("test.").unwrap_or_else(|_| Name::root());
     let ns = Name::from_ascii("ns.test.").unwrap_or_else(|_| Name::root());
     let host = Name::from_ascii("hostmaster.test.").unwrap_or_else(|_| Name::root());
-    Record::from_rdata(zone, 60, RData::SOA(SOA::new(ns, host, 1, 3600, 600, 86400, 60)))
+    Record::from_rdata(
+        zone,
+        60,
+        RData::SOA(SOA::new(ns, host, 1, 3600, 600, 86400, 60)),
+    )
 }
 
 /// Loopback addresses for servers that must look like different hosts.

@@ -201,7 +201,10 @@ fn reply(config: &ReceiverConfig, code: u16, enhanced: &str, text: &str) -> Stri
 /// Splits "4.7.1 text" into the enhanced code and the rest.
 fn split_enhanced(s: &str) -> (&str, &str) {
     match s.split_once(' ') {
-        Some((code, rest)) if code.split('.').count() == 3 && code.chars().all(|c| c.is_ascii_digit() || c == '.') => {
+        Some((code, rest))
+            if code.split('.').count() == 3
+                && code.chars().all(|c| c.is_ascii_digit() || c == '.') =>
+        {
             (code, rest)
         }
         _ => ("", s),
@@ -270,7 +273,15 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 && messages >= max
             {
                 let _ = w
-                    .write_all(reply(&config, 421, "4.7.0", "too many messages on this connection, closing").as_bytes())
+                    .write_all(
+                        reply(
+                            &config,
+                            421,
+                            "4.7.0",
+                            "too many messages on this connection, closing",
+                        )
+                        .as_bytes(),
+                    )
                     .await;
                 return;
             }
@@ -310,7 +321,10 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         } else if upper == "DATA" {
             match (&mail_from, rcpt.take()) {
                 (Some(from), Some((to, rule))) => {
-                    if w.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n").await.is_err() {
+                    if w.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     let mut data = Vec::new();
@@ -350,7 +364,13 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                         if let Some(dir) = &config.store_dir {
                             let safe: String = to
                                 .chars()
-                                .map(|c| if c.is_ascii_alphanumeric() || "@.-_+".contains(c) { c } else { '_' })
+                                .map(|c| {
+                                    if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
+                                        c
+                                    } else {
+                                        '_'
+                                    }
+                                })
                                 .collect();
                             let _ = tokio::fs::write(dir.join(format!("{safe}.eml")), &data).await;
                         }
@@ -374,7 +394,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         } else if upper == "NOOP" {
             reply(&config, 250, "2.0.0", "ok")
         } else if upper == "QUIT" {
-            let _ = w.write_all(reply(&config, 221, "2.0.0", "bye").as_bytes()).await;
+            let _ = w
+                .write_all(reply(&config, 221, "2.0.0", "bye").as_bytes())
+                .await;
             return;
         } else {
             reply(&config, 502, "5.5.2", "command not implemented")

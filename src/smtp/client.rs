@@ -354,7 +354,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 let r = self.read_reply(Phase::Rset, t.command).await?;
                 if !r.is_positive() {
                     // Keep the session in step, then give up on it.
-                    for (phase, limit) in [(Phase::MailFrom, t.mail), (Phase::RcptTo, t.rcpt), (Phase::Data, t.data_init)] {
+                    for (phase, limit) in [
+                        (Phase::MailFrom, t.mail),
+                        (Phase::RcptTo, t.rcpt),
+                        (Phase::Data, t.data_init),
+                    ] {
                         self.read_reply(phase, limit).await?;
                     }
                     return Ok(Transaction::Rejected {
@@ -376,7 +380,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if !r.is_positive() {
                     (m, Some(r), None)
                 } else {
-                    let d = self.command(Command::Data, Phase::Data, t.data_init).await?;
+                    let d = self
+                        .command(Command::Data, Phase::Data, t.data_init)
+                        .await?;
                     (m, Some(r), Some(d))
                 }
             }

@@ -104,7 +104,10 @@ mod tests {
             .to_string(),
             "MAIL FROM:<>"
         );
-        assert_eq!(Command::RcptTo("x@y.test").to_string(), "RCPT TO:<x@y.test>");
+        assert_eq!(
+            Command::RcptTo("x@y.test").to_string(),
+            "RCPT TO:<x@y.test>"
+        );
         assert_eq!(Command::Data.verb(), "DATA");
     }
 }

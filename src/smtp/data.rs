@@ -85,7 +85,10 @@ mod tests {
             p.as_bytes(),
             b"Subject: x\r\n\r\n..hidden\r\nok\r\n..\r\n.\r\n"
         );
-        assert_eq!(DataPayload::unstuff(p.as_bytes()), b"Subject: x\r\n\r\n.hidden\r\nok\r\n.\r\n");
+        assert_eq!(
+            DataPayload::unstuff(p.as_bytes()),
+            b"Subject: x\r\n\r\n.hidden\r\nok\r\n.\r\n"
+        );
     }
 
     #[test]
