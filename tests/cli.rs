@@ -1,0 +1,101 @@
+//! The real binary, as README tells a newcomer to run it.
+
+mod support;
+
+use std::process::Command;
+
+fn mailmerge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mailmerge"))
+}
+
+#[test]
+fn sandbox_run_of_the_shipped_example_delivers_and_reports_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results.csv");
+    let mail = dir.path().join("mail");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = mailmerge()
+        .args([
+            "run",
+            &format!("{root}/examples/recipients.csv"),
+            &format!("{root}/templates/welcome.hbs"),
+            "--sandbox",
+            "--quiet",
+        ])
+        .arg("--results")
+        .arg(&results)
+        .arg("--sandbox-dir")
+        .arg(&mail)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Some rows of the example are meant to bounce or be invalid: exit 1.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("10 rows: delivered 5 bounced 3 deferred 0 invalid 2"),
+        "{stdout}"
+    );
+    let rows = support::read_results(&results);
+    assert_eq!(rows.len(), 10);
+    let delivered: Vec<_> = rows.iter().filter(|r| r["status"] == "delivered").collect();
+    let stored = std::fs::read_dir(&mail).unwrap().count();
+    assert_eq!(
+        stored,
+        delivered.len(),
+        "every delivered message is stored by the sandbox"
+    );
+    let r = support::row(&rows, "greylisted-erin@example.com");
+    assert_eq!(
+        (r["status"].as_str(), r["attempts"].as_str()),
+        ("delivered", "2")
+    );
+}
+
+#[test]
+fn template_errors_exit_2_naming_the_variable_and_line() {
+    let job = support::Job::new(
+        "email,name\na@example.com,A\n",
+        "From: s@example.com\nTo: {{email}}\n\nHi {{nmae}}\n",
+    );
+    let out = mailmerge()
+        .arg("run")
+        .arg(&job.csv)
+        .arg(&job.template)
+        .args(["--dns", "127.0.0.1:9", "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("{{nmae}}") && err.contains("message.hbs:4"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_lists_every_contract_option() {
+    let out = mailmerge().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in [
+        "--results",
+        "--dns",
+        "--smtp-port",
+        "--helo",
+        "--from",
+        "--connections-per-site",
+        "--max-connections",
+        "--email-column",
+        "--dry-run",
+        "--sandbox",
+        "--quiet",
+        "--retry",
+        "--deadline",
+    ] {
+        assert!(help.contains(opt), "missing {opt}");
+    }
+}
