@@ -1,12 +1,18 @@
 //! End-to-end delivery benchmark: N recipients over D domains grouped into S sites, delivered
-//! by the real pipeline (CSV → template → MIME → DNS → SMTP) to in-process receivers on
-//! loopback. Prints messages/second, peak RSS and connections opened.
+//! by the real pipeline (CSV → template → MIME → DNS → SMTP) to receivers on loopback. Prints
+//! messages/second, peak RSS and connections opened.
 //!
-//! `cargo bench --bench delivery` runs 20,000 recipients over 500 domains;
-//! `MAILMERGE_BENCH_N`, `MAILMERGE_BENCH_DOMAINS`, `MAILMERGE_BENCH_SITES` override.
+//! `cargo bench --bench delivery` runs 100,000 recipients over 1,000 domains in 20 sites to
+//! in-process receivers. Environment overrides:
+//! - `MAILMERGE_BENCH_N`, `MAILMERGE_BENCH_DOMAINS`, `MAILMERGE_BENCH_SITES`: the workload
+//!   (`MAILMERGE_BENCH_N=1000000` is the scale run; not in CI);
+//! - `MAILMERGE_BENCH_TARGET=IP:PORT`: deliver to an external receiver (e.g. Postfix's
+//!   smtp-sink) instead; every MX resolves to IP;
+//! - `MAILMERGE_BENCH_SESSIONS`: parallel SMTP sessions in total (default 5 per site);
+//! - `MAILMERGE_BENCH_SIZE`: approximate message size in bytes (default 2000).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mailmerge::sandbox::dns::{DnsServer, Zone, loopback};
@@ -14,10 +20,7 @@ use mailmerge::sandbox::receiver::{Receiver, ReceiverConfig};
 use mailmerge::{RunConfig, run};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Peak resident set size of this process (Linux), in MiB.
@@ -25,51 +28,67 @@ fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn main() {
-    let n = env("MAILMERGE_BENCH_N", 20_000);
-    let domains = env("MAILMERGE_BENCH_DOMAINS", 500);
+    let n = env("MAILMERGE_BENCH_N", 100_000);
+    let domains = env("MAILMERGE_BENCH_DOMAINS", 1_000).max(1);
     let sites = env("MAILMERGE_BENCH_SITES", 20).clamp(1, 200);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let sessions = env("MAILMERGE_BENCH_SESSIONS", sites * 5).max(1);
+    let size = env("MAILMERGE_BENCH_SIZE", 2000);
+    let target: Option<SocketAddr> = std::env::var("MAILMERGE_BENCH_TARGET").ok().and_then(|t| t.parse().ok());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut receivers = Vec::new();
-        let mut port = 0;
-        for s in 0..sites {
-            let ip = loopback(u8::try_from(10 + s).unwrap_or(250));
-            let r = Receiver::start(SocketAddr::new(ip, port), ReceiverConfig::default()).await.expect("receiver");
-            port = r.addr().port();
-            receivers.push(r);
-        }
+        let (port, site_ip): (u16, Box<dyn Fn(usize) -> IpAddr>) = match target {
+            Some(t) => (t.port(), Box::new(move |_| t.ip())),
+            None => {
+                let mut port = 0;
+                for s in 0..sites {
+                    let ip = loopback(u8::try_from(10 + s).unwrap_or(250));
+                    let config = ReceiverConfig {
+                        keep_messages: false,
+                        ..ReceiverConfig::default()
+                    };
+                    let r = Receiver::start(SocketAddr::new(ip, port), config).await.expect("receiver");
+                    port = r.addr().port();
+                    receivers.push(r);
+                }
+                (port, Box::new(|s| loopback(u8::try_from(10 + s).unwrap_or(250))))
+            }
+        };
         let mut zone = Zone::new();
         for d in 0..domains {
-            let site = d % sites;
-            zone.mx(&format!("d{d}.test"), 10, &format!("mx{site}.provider.test"));
+            zone.mx(&format!("d{d}.test"), 10, &format!("mx{}.provider.test", d % sites));
         }
         for s in 0..sites {
-            zone.addr(&format!("mx{s}.provider.test"), loopback(u8::try_from(10 + s).unwrap_or(250)));
+            zone.addr(&format!("mx{s}.provider.test"), site_ip(s));
         }
         let dns = DnsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), zone).await.expect("dns");
-        let mut csv = String::with_capacity(n * 60);
-        csv.push_str("email,name,account,amount\n");
-        for i in 0..n {
-            writeln!(csv, "user{i}@d{}.test,User {i},AC-{i:08},{}.{:02}", i % domains, i % 500, i % 100).expect("write");
-        }
+
+        let setup = Instant::now();
         let csv_path = dir.path().join("list.csv");
-        std::fs::write(&csv_path, csv).expect("csv");
-        let body = "Your account {{account}} has a balance of {{amount}} EUR.\n".repeat(25);
-        let tpl = format!("From: Billing <billing@sender.test>\nTo: {{{{name}}}} <{{{{email}}}}>\nSubject: Statement for {{{{account}}}}\n\nHello {{{{name}}}},\n\n{body}\n");
+        {
+            use std::io::Write;
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&csv_path).expect("csv"));
+            writeln!(w, "email,name,account,amount").expect("write");
+            for i in 0..n {
+                writeln!(w, "user{i}@d{}.test,User {i},AC-{i:08},{}.{:02}", i % domains, i % 500, i % 100).expect("write");
+            }
+        }
+        let line = "Your account {{account}} has a balance of {{amount}} EUR.\n";
+        let mut body = String::new();
+        while body.len() + 400 < size {
+            body.push_str(line);
+        }
+        let mut tpl = String::new();
+        writeln!(tpl, "From: Billing <billing@sender.test>\nTo: {{{{name}}}} <{{{{email}}}}>\nSubject: Statement for {{{{account}}}}\n\nHello {{{{name}}}},\n\n{body}").expect("tpl");
         let tpl_path = dir.path().join("t.hbs");
         std::fs::write(&tpl_path, tpl).expect("tpl");
         let mut cfg = RunConfig::new(csv_path, tpl_path);
@@ -78,18 +97,24 @@ fn main() {
         cfg.smtp_port = port;
         cfg.helo = "bench.sender.test".into();
         cfg.progress = mailmerge::progress::Mode::Quiet;
-        cfg.connections_per_site = 5;
-        cfg.deadline = Duration::from_secs(600);
+        cfg.connections_per_site = sessions.div_ceil(sites);
+        cfg.max_connections = sessions;
+        cfg.messages_per_connection = usize::MAX;
+        cfg.deadline = Duration::from_secs(3600);
+        let _ = setup;
         let start = Instant::now();
         let report = run(cfg).await.expect("run");
         let secs = start.elapsed().as_secs_f64();
         let delivered = report.summary.count(mailmerge::delivery::Status::Delivered);
-        let received: usize = receivers.iter().map(|r| r.received().len()).sum();
-        let conns: usize = receivers.iter().map(Receiver::connections).sum();
+        let received: usize = receivers.iter().map(Receiver::accepted).sum();
         println!(
-            "delivery: {n} recipients, {domains} domains, {sites} sites: {delivered} delivered ({received} received) in {secs:.2}s = {:.0} msg/s; peak RSS {:.1} MiB; {conns} SMTP connections",
+            "delivery: {n} recipients, {domains} domains, {sites} sites, {sessions} sessions, ~{size} B messages -> {}: \
+             {delivered} delivered ({}) in {secs:.2}s = {:.0} msg/s; peak RSS {:.1} MiB; {} SMTP connections",
+            target.map_or("in-process receivers".to_string(), |t| t.to_string()),
+            if target.is_some() { "external receiver".to_string() } else { format!("{received} received") },
             delivered as f64 / secs,
-            peak_rss_mib()
+            peak_rss_mib(),
+            report.summary.connections,
         );
     });
 }

@@ -78,6 +78,9 @@ pub struct ReceiverConfig {
     pub script: Script,
     /// Write each accepted message to this folder.
     pub store_dir: Option<PathBuf>,
+    /// Keep accepted messages in memory for [`Receiver::received`] (benchmarks turn it off
+    /// and only count).
+    pub keep_messages: bool,
 }
 
 impl Default for ReceiverConfig {
@@ -91,6 +94,7 @@ impl Default for ReceiverConfig {
             max_messages_per_connection: None,
             script: magic_script(),
             store_dir: None,
+            keep_messages: true,
         }
     }
 }
@@ -111,6 +115,7 @@ pub struct Received {
 #[derive(Default)]
 struct State {
     received: Vec<Received>,
+    accepted: usize,
     seen: HashMap<String, usize>,
     commands: Vec<String>,
 }
@@ -181,6 +186,11 @@ impl Receiver {
             .unwrap_or_default()
     }
 
+    /// Number of messages accepted (counted even when messages are not kept).
+    pub fn accepted(&self) -> usize {
+        self.state.lock().map(|s| s.accepted).unwrap_or(0)
+    }
+
     /// Every command line received, in order, over all connections.
     pub fn commands(&self) -> Vec<String> {
         self.state
@@ -244,7 +254,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(_) => {}
         }
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        if let Ok(mut s) = state.lock() {
+        if config.keep_messages
+            && let Ok(mut s) = state.lock()
+        {
             s.commands.push(text.clone());
         }
         let upper = text.to_ascii_uppercase();
@@ -375,12 +387,15 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                             let _ = tokio::fs::write(dir.join(format!("{safe}.eml")), &data).await;
                         }
                         if let Ok(mut s) = state.lock() {
-                            s.received.push(Received {
-                                connection: conn,
-                                mail_from: from,
-                                rcpt_to: to,
-                                data,
-                            });
+                            s.accepted += 1;
+                            if config.keep_messages {
+                                s.received.push(Received {
+                                    connection: conn,
+                                    mail_from: from,
+                                    rcpt_to: to,
+                                    data,
+                                });
+                            }
                         }
                         reply(&config, 250, "2.0.0", &format!("ok queued as {id}"))
                     }
