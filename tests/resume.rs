@@ -101,7 +101,7 @@ async fn sigkill_mid_batch_then_rerun_sends_everyone_once_within_the_documented_
             .next()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             Rule::SlowDataEnd(Duration::from_millis(25))
         } else {
             Rule::SlowRcpt(Duration::from_millis(25))
