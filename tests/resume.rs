@@ -468,3 +468,16 @@ async fn limit_sends_a_canary_and_the_next_run_continues_and_fresh_starts_over()
     assert_eq!(report.reused, 0);
     assert_eq!(mxs.get(2).received().len(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_journal_stops_the_run_before_anything_is_sent() {
+    let dns = dns(one_site_zone(&["a.test"])).await;
+    let mxs = Mxs::start(vec![(2, ReceiverConfig::default())]).await;
+    let job = Job::new("email,name\nann@a.test,Ann\n", TEMPLATE);
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.results = job.path("no-such-folder").join("results.csv");
+    let err = run(cfg).await.unwrap_err();
+    assert!(matches!(err, mailmerge::RunError::Journal(_)), "{err}");
+    assert!(err.to_string().contains("results.csv.journal"), "{err}");
+    assert_eq!(mxs.total_connections(), 0, "no record, no sending");
+}
