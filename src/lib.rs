@@ -4,10 +4,12 @@
 //! [`recipients`] (CSV rows) → [`template`] (rendered parts) → [`message`] (envelope + bytes)
 //! → [`mx`] (one lookup per domain, grouped into sites) → [`delivery`] (per-site pools over
 //! our [`smtp`] client) → [`report`] (results CSV and summary), with [`progress`] alongside.
-//! [`run`] wires it once; `main.rs` only turns flags into a [`RunConfig`].
+//! [`run`] wires it once; `main.rs` only turns flags into a [`RunConfig`]. Every final outcome
+//! is recorded in the [`journal`] as it arrives, so a re-run skips what is done.
 
 pub mod address;
 pub mod delivery;
+pub mod journal;
 pub mod message;
 pub mod mx;
 pub mod progress;
@@ -24,14 +26,16 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::mpsc;
+pub use tokio_util::sync::CancellationToken;
 
 use delivery::{
     DeliveryConfig, Event, MessageSource, Outcome, RetryPolicy, SiteWork, Status, Step,
 };
+use journal::{Journal, RowKey};
 use message::MessageOptions;
 use mx::{DnsOptions, MxResolver, Route};
 use recipients::{ListOptions, RecipientList};
-use report::Summary;
+use report::{Plan, PlanSite, Summary};
 use smtp::{EnhancedCode, Reply, Timeouts};
 use template::MessageTemplate;
 
@@ -70,6 +74,14 @@ pub struct RunConfig {
     pub dry_run: bool,
     /// Progress display.
     pub progress: progress::Mode,
+    /// Ignore (and empty) the journal of earlier runs: send to everyone again.
+    pub fresh: bool,
+    /// Send at most this many messages (a canary); the rest stay `deferred` (step `limit`).
+    pub limit: Option<usize>,
+    /// With `dry_run`: write each rendered message here as `<row>-<address>.eml`.
+    pub eml_out: Option<PathBuf>,
+    /// Cancelled on SIGINT/SIGTERM: stop taking new work, finish in-flight, report.
+    pub cancel: CancellationToken,
 }
 
 impl RunConfig {
@@ -93,6 +105,10 @@ impl RunConfig {
             deadline: Duration::from_secs(30 * 60),
             dry_run: false,
             progress: progress::Mode::Auto,
+            fresh: false,
+            limit: None,
+            eml_out: None,
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -118,6 +134,18 @@ pub enum RunError {
     /// DNS resolver setup failed.
     #[error(transparent)]
     Resolver(#[from] mx::ResolverError),
+    /// The journal cannot be read or written.
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    /// `--out` folder cannot be written.
+    #[error("cannot write {path}: {source}")]
+    Out {
+        /// File or folder.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The results file cannot be written.
     #[error("cannot write results {path}: {source}")]
     Results {
@@ -138,6 +166,12 @@ pub struct RunReport {
     pub outcomes: Vec<Outcome>,
     /// Delivery plan (sites and their row counts), for `--dry-run`.
     pub plan: Vec<(String, Vec<String>, usize)>,
+    /// The preflight plan: counts by status the rows would get, sites, connections.
+    pub check: Plan,
+    /// The run was cancelled (SIGINT/SIGTERM) before it finished.
+    pub interrupted: bool,
+    /// Rows skipped because an earlier run delivered or bounced them (journal).
+    pub reused: usize,
 }
 
 fn dns_outcome(route: &Route) -> Option<Outcome> {
@@ -165,6 +199,30 @@ fn dns_outcome(route: &Route) -> Option<Outcome> {
     ))
 }
 
+/// `list.csv:3: problem` from a row error or render outcome that starts with `line N: `.
+fn problem(path: &std::path::Path, text: &str) -> String {
+    match text.strip_prefix("line ") {
+        Some(rest) => format!("{}:{rest}", path.display()),
+        None => format!("{}: {text}", path.display()),
+    }
+}
+
+/// File name for a `--out` message: row number and a filesystem-safe address.
+fn eml_name(row: usize, email: &str) -> String {
+    let safe: String = email
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{row:06}-{safe}.eml")
+}
+
 /// Runs the whole pipeline.
 pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     let started = std::time::Instant::now();
@@ -172,22 +230,65 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     let list = Arc::new(RecipientList::from_path(&cfg.recipients, &cfg.list)?);
     let template = Arc::new(MessageTemplate::from_path(&cfg.template)?);
     template.check_columns(&list.columns)?;
+    let mut check = Plan {
+        rows: list.rows.len(),
+        ..Plan::default()
+    };
+
+    // Earlier runs of this job: rows delivered or bounced are done (README "Re-running safely").
+    let journal_path = journal::path_for(&cfg.results);
+    let keys: Vec<RowKey> = journal::row_keys(&list);
+    let replay = if cfg.fresh {
+        journal::Replay::default()
+    } else {
+        journal::load(&journal_path)?
+    };
+    let per_address = !cfg.list.allow_duplicates;
 
     let mut outcomes: Vec<Option<Outcome>> = vec![None; list.rows.len()];
+    let mut reused = 0;
+    let mut budget = cfg.limit.unwrap_or(usize::MAX);
     for (i, row) in list.rows.iter().enumerate() {
-        if let Err(e) = &row.status {
-            let status = if e.status() == "duplicate" {
-                Status::Duplicate
-            } else {
-                Status::Invalid
-            };
-            outcomes[i] = Some(Outcome::local(status, Step::Input, e.to_string()));
+        match &row.status {
+            Err(e) => {
+                let status = if e.status() == "duplicate" {
+                    check.duplicate += 1;
+                    Status::Duplicate
+                } else {
+                    check.invalid += 1;
+                    check
+                        .problems
+                        .push(problem(&cfg.recipients, &e.to_string()));
+                    Status::Invalid
+                };
+                outcomes[i] = Some(Outcome::local(status, Step::Input, e.to_string()));
+            }
+            Ok(_) => {
+                if let Some(done) = replay.done(&keys[i], per_address) {
+                    outcomes[i] = Some(done.clone());
+                    reused += 1;
+                } else if budget == 0 {
+                    let limit = cfg.limit.unwrap_or_default();
+                    outcomes[i] = Some(Outcome::local(
+                        Status::Deferred,
+                        Step::Limit,
+                        format!("not sent: beyond --limit {limit}; a later run sends it"),
+                    ));
+                    check.beyond_limit += 1;
+                } else {
+                    budget -= 1;
+                }
+            }
         }
     }
+    check.already_done = reused;
+    let pending = |i: usize| outcomes[i].is_none();
     let domains: BTreeSet<String> = list
         .rows
         .iter()
-        .filter_map(|r| r.status.as_ref().ok().map(|a| a.domain().to_string()))
+        .enumerate()
+        .filter(|(i, _)| pending(*i))
+        .filter_map(|(_, r)| r.status.as_ref().ok().map(|a| a.domain().to_string()))
         .collect();
     let resolver = MxResolver::new(&cfg.dns)?;
     let routes = resolver.routes(domains).await;
@@ -205,11 +306,26 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
             rows: Vec::new(),
         })
         .collect();
+    // Outcomes decided before any connection (DNS), to journal once the journal is open.
+    let mut decided: Vec<usize> = Vec::new();
     for (i, row) in list.rows.iter().enumerate() {
+        if outcomes[i].is_some() {
+            continue;
+        }
         let Ok(addr) = &row.status else { continue };
         let route = routes.get(addr.domain());
+        match route {
+            Some(Route::NullMx) => check.null_mx += 1,
+            Some(Route::NoSuchDomain) => check.nxdomain += 1,
+            Some(Route::NoAddress(_)) => check.no_address += 1,
+            Some(Route::TempFail(_)) | None => check.dns_tempfail += 1,
+            Some(Route::Hosts(_)) => {}
+        }
         match route.and_then(dns_outcome) {
-            Some(o) => outcomes[i] = Some(o),
+            Some(o) => {
+                outcomes[i] = Some(o);
+                decided.push(i);
+            }
             None => match site_of.get(addr.domain()) {
                 Some(&s) => work[s].rows.push(i),
                 None => {
@@ -218,6 +334,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                         Step::Dns,
                         "no DNS answer for the domain",
                     ));
+                    decided.push(i);
                 }
             },
         }
@@ -235,7 +352,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                 w.rows.len(),
             )
         })
-        .collect();
+        .collect::<Vec<_>>();
 
     let source: MessageSource = {
         let list = list.clone();
@@ -265,24 +382,72 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
 
     let to_send: usize = work.iter().map(|w| w.rows.len()).sum();
     let mut connections = 0;
+    let mut interrupted = false;
     if cfg.dry_run {
         // Render every message (catches per-row problems) without connecting anywhere.
+        if let Some(dir) = &cfg.eml_out {
+            std::fs::create_dir_all(dir).map_err(|source| RunError::Out {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         let rows: Vec<usize> = work.iter().flat_map(|w| w.rows.iter().copied()).collect();
         let src = source.clone();
+        let out = cfg.eml_out.clone();
+        let names: Vec<String> = list
+            .rows
+            .iter()
+            .map(|r| eml_name(r.row, &r.email))
+            .collect();
         let results = tokio::task::spawn_blocking(move || {
             use rayon::prelude::*;
             rows.par_iter()
-                .map(|&r| (r, src(r).err()))
+                .map(|&r| match src(r) {
+                    Err(o) => (r, Some(*o), None),
+                    Ok(msg) => {
+                        let err = out.as_ref().and_then(|dir| {
+                            let path = dir.join(&names[r]);
+                            let bytes = smtp::DataPayload::unstuff(msg.payload.as_bytes());
+                            std::fs::write(&path, bytes).err().map(|e| (path, e))
+                        });
+                        (r, None, err)
+                    }
+                })
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
-        for (r, err) in results {
+        let mut invalid_rows = std::collections::HashSet::new();
+        for (r, err, write_err) in results {
+            if let Some((path, source)) = write_err {
+                return Err(RunError::Out { path, source });
+            }
             if let Some(o) = err {
-                outcomes[r] = Some(*o);
+                check.problems.push(problem(&cfg.recipients, &o.response));
+                check.invalid += 1;
+                invalid_rows.insert(r);
+                outcomes[r] = Some(o);
             }
         }
+        check.problems.sort_by_key(|p| {
+            // Keep problems in file order: the line number follows the path.
+            p.strip_prefix(&format!("{}:", cfg.recipients.display()))
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        });
+        check.sites = check_sites(&plan, &work, &invalid_rows, &cfg);
+        check.to_send = to_send - invalid_rows.len();
     } else {
+        let mut journal = Journal::open(&journal_path, &cfg.recipients, cfg.fresh)?;
+        for &i in &decided {
+            if let Some(o) = &outcomes[i] {
+                journal.append(&keys[i], list.rows[i].row, o);
+            }
+        }
+        journal.flush()?;
+        check.sites = check_sites(&plan, &work, &Default::default(), &cfg);
+        check.to_send = to_send;
         let dcfg = DeliveryConfig {
             helo: cfg.helo.clone(),
             smtp_port: cfg.smtp_port,
@@ -296,32 +461,87 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
             batch: 16,
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let engine = tokio::spawn(delivery::deliver(work, source, dcfg, tx));
+        let cancel = cfg.cancel.child_token();
+        let engine = tokio::spawn(delivery::deliver_until(
+            work,
+            source,
+            dcfg,
+            tx,
+            cancel.clone(),
+        ));
         let mut progress = progress::Progress::new(cfg.progress, to_send);
         let mut last_try: HashMap<usize, Outcome> = HashMap::new();
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                Event::Final { row, outcome } => {
-                    let was = last_try.remove(&row).is_some();
-                    progress.finished(outcome.status, was);
-                    outcomes[row] = Some(outcome);
+        let mut journal_error = None;
+        let mut tick = tokio::time::interval(journal::SYNC_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch: Vec<Event> = Vec::new();
+        loop {
+            // Take everything that is ready, journal it in one write, then count it.
+            let first = tokio::select! {
+                ev = rx.recv() => ev,
+                _ = tick.tick() => {
+                    if journal.sync_pending()
+                        && let Err(e) = journal.flush()
+                    {
+                        journal_error.get_or_insert(e);
+                        cancel.cancel();
+                    }
+                    continue;
                 }
-                Event::Retrying { row, outcome } => {
-                    let first = last_try.insert(row, outcome).is_none();
-                    progress.retrying(first);
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            while batch.len() < journal::SYNC_RECORDS {
+                match rx.try_recv() {
+                    Ok(ev) => batch.push(ev),
+                    Err(_) => break,
                 }
-                Event::Connected { .. } => connections += 1,
+            }
+            for ev in &batch {
+                if let Event::Final { row, outcome } = ev {
+                    journal.append(&keys[*row], list.rows[*row].row, outcome);
+                }
+            }
+            if let Err(e) = journal.flush() {
+                // Without a journal a re-run could send twice: stop taking new work.
+                journal_error.get_or_insert(e);
+                cancel.cancel();
+            }
+            for ev in batch.drain(..) {
+                match ev {
+                    Event::Final { row, outcome } => {
+                        let was = last_try.remove(&row).is_some();
+                        progress.finished(outcome.status, was);
+                        outcomes[row] = Some(outcome);
+                    }
+                    Event::Retrying { row, outcome } => {
+                        let first = last_try.insert(row, outcome).is_none();
+                        progress.retrying(first);
+                    }
+                    Event::Connected { .. } => connections += 1,
+                }
             }
         }
         let _ = engine.await;
         progress.finish();
-        // Rows the deadline cut off: deferred, with the last attempt's details if any.
+        interrupted = cancel.is_cancelled();
+        // Rows the deadline (or an interruption) cut off: deferred, with the last attempt's
+        // details if any. Not journaled as done: a re-run sends them.
         for (i, o) in outcomes.iter_mut().enumerate() {
             if o.is_none() {
                 *o = Some(match last_try.remove(&i) {
                     Some(mut last) => {
                         last.status = Status::Deferred;
                         last
+                    }
+                    None if interrupted => {
+                        let mut d = Outcome::local(
+                            Status::Deferred,
+                            Step::Interrupted,
+                            "run interrupted before this recipient was sent",
+                        );
+                        d.enhanced = Some(EnhancedCode::new(4, 3, 2));
+                        d
                     }
                     None => {
                         let mut d = Outcome::local(
@@ -334,6 +554,10 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                     }
                 });
             }
+        }
+        journal.sync()?;
+        if let Some(e) = journal_error {
+            return Err(e.into());
         }
     }
     let outcomes: Vec<Outcome> = outcomes
@@ -355,5 +579,34 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         summary,
         outcomes,
         plan,
+        check,
+        interrupted,
+        reused,
     })
+}
+
+/// The plan's sites, with messages and estimated connections (rows that would be invalid
+/// left out).
+fn check_sites(
+    plan: &[(String, Vec<String>, usize)],
+    work: &[SiteWork],
+    invalid: &std::collections::HashSet<usize>,
+    cfg: &RunConfig,
+) -> Vec<PlanSite> {
+    plan.iter()
+        .zip(work)
+        .filter_map(|((name, hosts, _), w)| {
+            let n = w.rows.iter().filter(|r| !invalid.contains(r)).count();
+            (n > 0).then(|| {
+                let workers = cfg.connections_per_site.max(1).min(n);
+                let connections = workers.max(n.div_ceil(cfg.messages_per_connection.max(1)));
+                PlanSite {
+                    name: name.clone(),
+                    hosts: hosts.clone(),
+                    messages: n,
+                    connections,
+                }
+            })
+        })
+        .collect()
 }

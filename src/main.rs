@@ -1,11 +1,13 @@
 //! The `mailmerge` command: flags → validated [`RunConfig`] → library → exit code.
 //!
 //! Exit codes: 0 every recipient delivered, 1 some were not (see the results CSV),
-//! 2 nothing could be done (unreadable input, template error, bad flag).
+//! 2 nothing could be done (unreadable input, template error, bad flag), 130/143 interrupted
+//! by SIGINT/SIGTERM (the results CSV and the journal are written first).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -36,6 +38,9 @@ struct Cli {
 enum Command {
     /// Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV.
     Run(RunArgs),
+    /// Validate the list, render every message and resolve every domain; print the plan and
+    /// send nothing. Exits 1 if any row could not be sent. Takes the same options as `run`.
+    Check(RunArgs),
 }
 
 #[derive(Args, Debug)]
@@ -87,9 +92,19 @@ struct RunArgs {
     /// DNS query timeout.
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     dns_timeout: String,
-    /// Render, resolve and print the delivery plan without connecting to any MX.
+    /// Render, resolve and print the delivery plan without connecting to any MX (= `check`).
     #[arg(long)]
     dry_run: bool,
+    /// With --dry-run / check: write every rendered message to DIR as <row>-<address>.eml.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Send at most N messages (a canary); the rest stay `deferred` (step `limit`) and a
+    /// re-run of the same command continues with the next ones.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Forget earlier runs of this job (empty the journal) and send to every row again.
+    #[arg(long)]
+    fresh: bool,
     /// Run the whole job against an embedded loopback DNS server and SMTP receiver.
     #[arg(long)]
     sandbox: bool,
@@ -146,12 +161,73 @@ fn plan(args: &RunArgs) -> Result<RunConfig> {
         cfg.timeouts = Timeouts::uniform(parse_duration(t).context("--smtp-timeout")?);
     }
     cfg.dry_run = args.dry_run;
+    if args.out.is_some() && !args.dry_run {
+        bail!("--out writes rendered messages instead of sending: use it with --dry-run or check");
+    }
+    cfg.eml_out = args.out.clone();
+    cfg.limit = args.limit;
+    cfg.fresh = args.fresh;
     cfg.progress = if args.quiet { Mode::Quiet } else { Mode::Auto };
     Ok(cfg)
 }
 
-async fn run_command(args: RunArgs) -> Result<ExitCode> {
+/// First SIGINT/SIGTERM: cancel (stop taking new work, finish in-flight, report). A second
+/// one: exit at once; every outcome already written to the journal stays there.
+fn watch_signals(cancel: mailmerge::CancellationToken) -> std::sync::Arc<AtomicU8> {
+    let exit = std::sync::Arc::new(AtomicU8::new(0));
+    let code = exit.clone();
+    tokio::spawn(async move {
+        let mut received = 0u32;
+        loop {
+            let Some(c) = next_signal().await else { return };
+            received += 1;
+            if received > 1 {
+                eprintln!("mailmerge: interrupted again, exiting now");
+                std::process::exit(i32::from(c));
+            }
+            code.store(c, Ordering::SeqCst);
+            eprintln!(
+                "mailmerge: interrupted: no new messages; finishing the ones in flight \
+                 (interrupt again to exit now)"
+            );
+            cancel.cancel();
+        }
+    });
+    exit
+}
+
+/// Waits for SIGINT (→ 130) or SIGTERM (→ 143).
+#[cfg(unix)]
+async fn next_signal() -> Option<u8> {
+    use std::sync::OnceLock;
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    use tokio::sync::Mutex;
+    static SIGNALS: OnceLock<Option<Mutex<(Signal, Signal)>>> = OnceLock::new();
+    let signals = SIGNALS.get_or_init(|| {
+        Some(Mutex::new((
+            signal(SignalKind::interrupt()).ok()?,
+            signal(SignalKind::terminate()).ok()?,
+        )))
+    });
+    let mut guard = signals.as_ref()?.lock().await;
+    let (int, term) = &mut *guard;
+    tokio::select! {
+        _ = int.recv() => Some(130),
+        _ = term.recv() => Some(143),
+    }
+}
+
+/// Waits for Ctrl-C (→ 130).
+#[cfg(not(unix))]
+async fn next_signal() -> Option<u8> {
+    tokio::signal::ctrl_c().await.ok().map(|()| 130)
+}
+
+async fn run_command(args: RunArgs, check: bool) -> Result<ExitCode> {
+    let mut args = args;
+    args.dry_run |= check;
     let mut cfg = plan(&args)?;
+    let signal_exit = (!cfg.dry_run).then(|| watch_signals(cfg.cancel.clone()));
     let _sandbox = if args.sandbox {
         let sb = Sandbox::start(&args.sandbox_dir)
             .await
@@ -178,28 +254,29 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
         }
     };
     if dry_run {
-        println!("delivery plan (nothing sent):");
-        for (site, hosts, n) in &report.plan {
-            println!("  site {site}: {n} message(s) via {}", hosts.join(", "));
-        }
-        for o in report
-            .outcomes
-            .iter()
-            .filter(|o| o.step != mailmerge::delivery::Step::Deadline)
-        {
-            if o.status != mailmerge::delivery::Status::Deferred || o.code.is_some() {
-                println!(
-                    "  {}: {} {}",
-                    o.status.as_str(),
-                    o.code.map(|c| c.to_string()).unwrap_or_default(),
-                    o.response
-                );
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
+        print!("{}", report.check);
+        return Ok(if report.check.all_sendable() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    if report.reused > 0 {
+        println!(
+            "{} row(s) already delivered or bounced by an earlier run (journal): not sent again",
+            report.reused
+        );
     }
     print!("{}", report.summary);
     println!("results: {}", results.display());
+    if report.interrupted {
+        let code = signal_exit.map_or(0, |c| c.load(Ordering::SeqCst));
+        eprintln!(
+            "mailmerge: interrupted; unsent rows are `deferred`: run the same command again to send them"
+        );
+        // Cancelled without a signal: the journal could not be written (reported as an error).
+        return Ok(ExitCode::from(if code == 0 { 1 } else { code }));
+    }
     Ok(if report.summary.all_delivered() {
         ExitCode::SUCCESS
     } else {
@@ -220,7 +297,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => rt.block_on(run_command(args)),
+        Command::Run(args) => rt.block_on(run_command(args, false)),
+        Command::Check(args) => rt.block_on(run_command(args, true)),
     };
     match result {
         Ok(code) => code,

@@ -161,14 +161,22 @@ impl RecipientList {
 
     /// Reads CSV from any reader; `path` is only used in messages.
     pub fn from_reader<R: Read>(
-        reader: R,
+        mut reader: R,
         path: &Path,
         opts: &ListOptions,
     ) -> Result<Self, ListError> {
+        // Held in memory (the rows are anyway) so a record's raw bytes can be checked.
+        let mut data = Vec::new();
+        reader
+            .read_to_end(&mut data)
+            .map_err(|source| ListError::Io {
+                path: path.into(),
+                source,
+            })?;
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(true)
             .has_headers(true)
-            .from_reader(reader);
+            .from_reader(&data[..]);
         let header = rdr.byte_headers().map_err(|e| match e.kind() {
             csv::ErrorKind::Io(_) => ListError::Io {
                 path: path.into(),
@@ -235,6 +243,7 @@ impl RecipientList {
                 }
             }
             let line = record.position().map_or(line_before, |p| p.line());
+            let start = record.position().map_or(0, |p| p.byte()) as usize;
             // Blank lines are skipped by the reader; a row of one empty field is a stray blank.
             let mut bad_utf8 = None;
             let fields: Vec<String> = record
@@ -252,7 +261,23 @@ impl RecipientList {
                 .get(email_column)
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default();
-            let status = if fields.len() != columns.len() {
+            // The CSV reader ends an unclosed quoted field at the end of the file, silently
+            // swallowing every following line: an odd number of quotes left in the file.
+            let unclosed = rdr.position().byte() as usize >= data.len()
+                && record.iter().any(|f| f.contains(&b'\n'))
+                && data
+                    .get(start..)
+                    .is_some_and(|rest| rest.iter().filter(|&&b| b == b'"').count() % 2 == 1);
+            let status = if unclosed {
+                Err(RowError::Malformed {
+                    line,
+                    reason: format!(
+                        "a quoted field opened here is never closed (lines {line}-{} were read \
+                         as one value)",
+                        rdr.position().line().saturating_sub(1).max(line)
+                    ),
+                })
+            } else if fields.len() != columns.len() {
                 Err(RowError::FieldCount {
                     line,
                     expected: columns.len(),
@@ -335,6 +360,51 @@ mod tests {
             list.rows[1].status.clone().unwrap_err().to_string(),
             "line 3: field \"name\" is not valid UTF-8"
         );
+    }
+
+    #[test]
+    fn an_unclosed_quote_names_its_line_instead_of_swallowing_the_rest() {
+        let list = read(b"email,name\na@example.com,\"Ann\nb@example.com,Bob\nc@example.com,Cy\n")
+            .unwrap();
+        assert_eq!(list.rows.len(), 1);
+        let e = list.rows[0].status.clone().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "line 2: malformed CSV: a quoted field opened here is never closed (lines 2-4 were read as one value)"
+        );
+        // Quoted line breaks and a literal quote in an unquoted last field are fine.
+        let list =
+            read(b"email,name\na@example.com,\"Ann\nLee\"\nb@example.com,5\" tall\n").unwrap();
+        assert!(
+            list.rows.iter().all(|r| r.status.is_ok()),
+            "{:?}",
+            list.rows
+        );
+    }
+
+    #[test]
+    fn very_long_fields_and_addresses() {
+        let long_name = "N".repeat(1 << 20);
+        let long_local = "l".repeat(65);
+        let csv = format!(
+            "email,name\n{long_local}@example.com,x\nok@example.com,{long_name}\n{}@{}.example,x\n",
+            "a",
+            "d".repeat(250)
+        );
+        let list = read(csv.as_bytes()).unwrap();
+        assert!(
+            list.rows[0]
+                .status
+                .clone()
+                .unwrap_err()
+                .to_string()
+                .contains("64 octets"),
+            "{:?}",
+            list.rows[0].status
+        );
+        assert_eq!(list.rows[1].fields[1].len(), 1 << 20);
+        assert!(list.rows[1].status.is_ok());
+        assert!(list.rows[2].status.is_err());
     }
 
     #[test]

@@ -171,3 +171,106 @@ impl fmt::Display for Summary {
         Ok(())
     }
 }
+
+/// One destination site in the preflight plan.
+#[derive(Clone, Debug, Default)]
+pub struct PlanSite {
+    /// Site name (the MX host set).
+    pub name: String,
+    /// MX hosts in try order, with preference.
+    pub hosts: Vec<String>,
+    /// Messages that would go there.
+    pub messages: usize,
+    /// Connections the run would open there (at least one per worker, plus reopenings after
+    /// `--messages-per-connection`).
+    pub connections: usize,
+}
+
+/// What a run would do, row by row, without sending: `mailmerge check` / `--dry-run`.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Rows in the list.
+    pub rows: usize,
+    /// Messages that would be sent.
+    pub to_send: usize,
+    /// Rows delivered or bounced by an earlier run of this job (journal): skipped.
+    pub already_done: usize,
+    /// Rows left for a later run by `--limit`.
+    pub beyond_limit: usize,
+    /// Rows that cannot be sent (bad row, bad address, missing value, missing attachment).
+    pub invalid: usize,
+    /// Repeated addresses, not sent.
+    pub duplicate: usize,
+    /// Domains publishing a null MX (RFC 7505).
+    pub null_mx: usize,
+    /// Domains that do not exist.
+    pub nxdomain: usize,
+    /// Domains whose MX hosts have no address.
+    pub no_address: usize,
+    /// Domains whose lookup failed temporarily (SERVFAIL, timeout): deferred.
+    pub dns_tempfail: usize,
+    /// Destination sites.
+    pub sites: Vec<PlanSite>,
+    /// `file:line: problem` for every row that would be invalid.
+    pub problems: Vec<String>,
+}
+
+impl Plan {
+    /// Total connections the run would open.
+    pub fn connections(&self) -> usize {
+        self.sites.iter().map(|s| s.connections).sum()
+    }
+
+    /// True when every row would be sent (duplicates and rows already done do not count).
+    pub fn all_sendable(&self) -> bool {
+        self.invalid + self.null_mx + self.nxdomain + self.no_address + self.dns_tempfail == 0
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan for {} rows (nothing sent):", self.rows)?;
+        for (n, what) in [
+            (self.to_send, "would be sent"),
+            (
+                self.already_done,
+                "already delivered or bounced (journal): skipped",
+            ),
+            (self.beyond_limit, "beyond --limit: left for a later run"),
+            (self.invalid, "invalid"),
+            (self.duplicate, "duplicate (not sent)"),
+            (self.null_mx, "null MX: would bounce"),
+            (self.nxdomain, "NXDOMAIN: would bounce"),
+            (self.no_address, "MX without address: would bounce"),
+            (
+                self.dns_tempfail,
+                "DNS temporary failure: would be deferred",
+            ),
+        ] {
+            writeln!(f, "  {n:>7}  {what}")?;
+        }
+        writeln!(
+            f,
+            "sites: {}, estimated connections: {}",
+            self.sites.len(),
+            self.connections()
+        )?;
+        for s in &self.sites {
+            writeln!(
+                f,
+                "  {}: {} message(s), {} connection(s) via {}",
+                s.name,
+                s.messages,
+                s.connections,
+                s.hosts.join(", ")
+            )?;
+        }
+        if !self.problems.is_empty() {
+            writeln!(f, "problems:")?;
+            for p in &self.problems {
+                writeln!(f, "  {p}")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -95,7 +95,15 @@ fn help_lists_every_contract_option() {
         "--quiet",
         "--retry",
         "--deadline",
+        "--fresh",
+        "--limit",
+        "--out",
     ] {
         assert!(help.contains(opt), "missing {opt}");
+    }
+    let out = mailmerge().args(["check", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in ["--dns", "--email-column", "--out", "--allow-duplicates"] {
+        assert!(help.contains(opt), "check: missing {opt}");
     }
 }

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
 
 use crate::message::BuiltMessage;
 use crate::mx::MxHost;
@@ -198,6 +199,8 @@ struct Ctx {
     connections: Arc<Semaphore>,
     /// Addresses that refused or timed out recently: skipped while another is available.
     dead: Mutex<HashMap<IpAddr, Instant>>,
+    /// Cancelled on SIGINT/SIGTERM: workers take no new job, in-flight ones finish.
+    cancel: CancellationToken,
 }
 
 impl Ctx {
@@ -424,7 +427,7 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
     let mut session: Option<Session> = None;
     loop {
         let now = Instant::now();
-        if now >= ctx.cfg.deadline {
+        if now >= ctx.cfg.deadline || ctx.cancel.is_cancelled() {
             break;
         }
         let jobs = match queue.take(ctx.cfg.batch.max(1), now) {
@@ -435,12 +438,14 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                 {
                     s.conn.quit().await;
                 }
-                sleep_until(
-                    until
-                        .min(now + Duration::from_millis(250))
-                        .min(ctx.cfg.deadline),
-                )
-                .await;
+                tokio::select! {
+                    () = sleep_until(
+                        until
+                            .min(now + Duration::from_millis(250))
+                            .min(ctx.cfg.deadline),
+                    ) => {}
+                    () = ctx.cancel.cancelled() => {}
+                }
                 continue;
             }
             Next::Jobs(jobs) => jobs,
@@ -470,6 +475,11 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
         };
         let mut batch = jobs.into_iter().zip(built);
         while let Some((job, built)) = batch.next() {
+            if ctx.cancel.is_cancelled() {
+                // Stop taking new work: this job and the rest of the batch stay unsent.
+                queue.unclaim(std::iter::once(job).chain(batch.by_ref().map(|(j, _)| j)));
+                break;
+            }
             let msg = match built {
                 Ok(m) => m,
                 Err(outcome) => {
@@ -588,8 +598,23 @@ pub async fn deliver(
     cfg: DeliveryConfig,
     events: mpsc::UnboundedSender<Event>,
 ) {
+    deliver_until(sites, source, cfg, events, CancellationToken::new()).await;
+}
+
+/// [`deliver`], stoppable: once `cancel` fires no new transaction starts, the ones in flight
+/// get `cfg.grace` to finish, and the rows not finished get no [`Event::Final`] (the caller
+/// reports them).
+pub async fn deliver_until(
+    sites: Vec<SiteWork>,
+    source: MessageSource,
+    cfg: DeliveryConfig,
+    events: mpsc::UnboundedSender<Event>,
+    cancel: CancellationToken,
+) {
     let hard_stop = cfg.deadline + cfg.grace;
+    let grace = cfg.grace;
     let ctx = Arc::new(Ctx {
+        cancel: cancel.clone(),
         connections: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
         cfg,
         source,
@@ -631,8 +656,13 @@ pub async fn deliver(
         }
     }
     let all_done = async { while set.join_next().await.is_some() {} };
+    let cancelled = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
     tokio::select! {
         () = all_done => {}
         () = sleep_until(hard_stop) => {}
+        () = cancelled => {}
     }
 }

@@ -69,6 +69,10 @@ pub enum Step {
     Local,
     /// The run's deadline ended the retries.
     Deadline,
+    /// Not attempted: beyond `--limit` (a later run sends it).
+    Limit,
+    /// Not attempted or not finished: the run was interrupted (SIGINT/SIGTERM).
+    Interrupted,
 }
 
 impl Step {
@@ -81,7 +85,35 @@ impl Step {
             Step::Smtp(p) => p.as_str(),
             Step::Local => "local",
             Step::Deadline => "deadline",
+            Step::Limit => "limit",
+            Step::Interrupted => "interrupted",
         }
+    }
+
+    /// Parses the CSV name back (used when a journal is replayed).
+    pub fn parse(s: &str) -> Option<Self> {
+        const PHASES: [Phase; 10] = [
+            Phase::Connect,
+            Phase::Greeting,
+            Phase::Ehlo,
+            Phase::StartTls,
+            Phase::MailFrom,
+            Phase::RcptTo,
+            Phase::Data,
+            Phase::DataEnd,
+            Phase::Rset,
+            Phase::Quit,
+        ];
+        Some(match s {
+            "input" => Step::Input,
+            "render" => Step::Render,
+            "dns" => Step::Dns,
+            "local" => Step::Local,
+            "deadline" => Step::Deadline,
+            "limit" => Step::Limit,
+            "interrupted" => Step::Interrupted,
+            _ => Step::Smtp(PHASES.into_iter().find(|p| p.as_str() == s)?),
+        })
     }
 }
 

@@ -34,6 +34,9 @@ pub enum Rule {
     DropInData,
     /// Wait this long before answering RCPT (to trip the client's timeout).
     SlowRcpt(Duration),
+    /// Accept and store the message, then wait this long before the final 250: the window in
+    /// which a killed sender has delivered a message it never heard about.
+    SlowDataEnd(Duration),
 }
 
 /// Decides the [`Rule`] for a recipient, given how many times it was seen before (0 = first).
@@ -396,6 +399,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                                     data,
                                 });
                             }
+                        }
+                        if let Rule::SlowDataEnd(d) = rule {
+                            tokio::time::sleep(d).await;
                         }
                         reply(&config, 250, "2.0.0", &format!("ok queued as {id}"))
                     }

@@ -1,0 +1,507 @@
+//! Journal: every final outcome, appended to a file beside the results CSV as it happens, so a
+//! run killed at any moment (SIGKILL, power loss, a full disk) can be re-run without sending
+//! anyone a second copy and without forgetting anyone.
+//!
+//! The file (`<results>.journal`) is JSON lines: a header line, then one record per final
+//! outcome. Records are appended by the pipeline's event collector (not by the delivery engine)
+//! and written to the OS after every batch of events, before the rows are counted as done;
+//! `fsync` follows at most [`SYNC_INTERVAL`] later (or every [`SYNC_RECORDS`] records) and always
+//! before the results CSV is written.
+//!
+//! Row identity is by content, never by position, so a re-sorted or edited list maps to the right
+//! records (README "Re-running safely"):
+//! - by default (one message per address), a row is the normalized address (`local@domain`,
+//!   local part lower-cased, domain in A-label form): an address already delivered or bounced is
+//!   not sent again, whatever else changed in its row or where the row moved;
+//! - with `--allow-duplicates` (several messages per address), a row is the normalized address,
+//!   a hash of the row's other fields (by column name, so column order does not matter) and its
+//!   occurrence among identical rows.
+//!
+//! Only `delivered` and `bounced` records end a row for good. `deferred` rows are tried again;
+//! `invalid` and `duplicate` rows are re-checked from the list (no network), so fixing a row
+//! or adding a missing attachment lets it go out on the next run.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::delivery::{Outcome, Status, Step};
+use crate::recipients::RecipientList;
+use crate::smtp::EnhancedCode;
+
+/// Longest time a written record waits for `fsync`.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// Records written before an `fsync` is forced regardless of time.
+pub const SYNC_RECORDS: usize = 256;
+
+/// Format version in the header line.
+const VERSION: u32 = 1;
+
+/// The journal cannot be read or written.
+#[derive(Debug, Error)]
+pub enum JournalError {
+    /// An OS error on the journal file.
+    #[error("journal {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a mailmerge journal (or a newer format).
+    #[error("journal {path}: {reason} (use --fresh to start over, or another --results)")]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A row's identity, independent of its position in the list.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RowKey {
+    /// Normalized address (`local@domain`, local part lower-cased).
+    pub addr: String,
+    /// FNV-1a hash of the row's other fields, by column name.
+    pub hash: u64,
+    /// How many earlier rows have the same address and hash.
+    pub occurrence: u32,
+}
+
+/// FNV-1a, 64 bits: stable across Rust versions and platforms (unlike `DefaultHasher`).
+fn fnv1a(bytes: impl IntoIterator<Item = u8>, mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The identity of every row of the list, in list order.
+pub fn row_keys(list: &RecipientList) -> Vec<RowKey> {
+    let mut order: Vec<usize> = (0..list.columns.len())
+        .filter(|&i| i != list.email_column)
+        .collect();
+    order.sort_by(|&a, &b| list.columns[a].cmp(&list.columns[b]));
+    let mut seen: HashMap<(String, u64), u32> = HashMap::new();
+    list.rows
+        .iter()
+        .map(|row| {
+            let addr = match &row.status {
+                Ok(a) => format!("{}@{}", a.local().to_lowercase(), a.domain()),
+                Err(_) => row.email.trim().to_lowercase(),
+            };
+            let mut h = 0xcbf2_9ce4_8422_2325;
+            for &i in &order {
+                h = fnv1a(list.columns[i].bytes(), h);
+                h = fnv1a([0x1f], h);
+                h = fnv1a(
+                    row.fields
+                        .get(i)
+                        .map_or(&[][..], |f| f.as_bytes())
+                        .iter()
+                        .copied(),
+                    h,
+                );
+                h = fnv1a([0x1e], h);
+            }
+            let n = seen.entry((addr.clone(), h)).or_default();
+            let occurrence = *n;
+            *n += 1;
+            RowKey {
+                addr,
+                hash: h,
+                occurrence,
+            }
+        })
+        .collect()
+}
+
+/// One line of the journal.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    addr: String,
+    hash: String,
+    n: u32,
+    /// Row number when written (informational: rows may move between runs).
+    row: usize,
+    status: String,
+    step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enhanced: Option<String>,
+    response: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mx_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mx_ip: Option<String>,
+    attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    mailmerge_journal: u32,
+    list: String,
+}
+
+fn parse_enhanced(s: &str) -> Option<EnhancedCode> {
+    let mut p = s.split('.');
+    let e = EnhancedCode::new(
+        p.next()?.parse().ok()?,
+        p.next()?.parse().ok()?,
+        p.next()?.parse().ok()?,
+    );
+    p.next().is_none().then_some(e)
+}
+
+impl Record {
+    fn new(key: &RowKey, row: usize, o: &Outcome) -> Self {
+        Self {
+            addr: key.addr.clone(),
+            hash: format!("{:016x}", key.hash),
+            n: key.occurrence,
+            row,
+            status: o.status.as_str().into(),
+            step: o.step.as_str().into(),
+            code: o.code,
+            enhanced: o.enhanced.map(|e| e.to_string()),
+            response: o.response.clone(),
+            mx_host: o.mx_host.clone(),
+            mx_ip: o.mx_ip.map(|i| i.to_string()),
+            attempts: o.attempts,
+            message_id: o.message_id.clone(),
+            tls: o.tls.clone(),
+        }
+    }
+
+    fn key(&self) -> Option<RowKey> {
+        Some(RowKey {
+            addr: self.addr.clone(),
+            hash: u64::from_str_radix(&self.hash, 16).ok()?,
+            occurrence: self.n,
+        })
+    }
+
+    fn outcome(&self) -> Option<Outcome> {
+        Some(Outcome {
+            status: Status::parse(&self.status)?,
+            step: Step::parse(&self.step)?,
+            code: self.code,
+            enhanced: match &self.enhanced {
+                Some(e) => Some(parse_enhanced(e)?),
+                None => None,
+            },
+            response: self.response.clone(),
+            mx_host: self.mx_host.clone(),
+            mx_ip: match &self.mx_ip {
+                Some(ip) => Some(ip.parse().ok()?),
+                None => None,
+            },
+            attempts: self.attempts,
+            message_id: self.message_id.clone(),
+            tls: self.tls.clone(),
+        })
+    }
+}
+
+/// What an earlier run of the same job recorded: the rows that are done for good.
+#[derive(Debug, Default)]
+pub struct Replay {
+    by_key: HashMap<RowKey, Outcome>,
+    by_addr: HashMap<String, Outcome>,
+    /// Records read.
+    pub records: usize,
+    /// Lines that could not be read back (a torn last line after a crash), ignored.
+    pub unreadable: usize,
+}
+
+impl Replay {
+    /// The recorded final outcome of this row, if it was delivered or bounced before.
+    /// `per_address`: one message per address (the default), so any record for the address
+    /// counts; otherwise the row's full identity must match.
+    pub fn done(&self, key: &RowKey, per_address: bool) -> Option<&Outcome> {
+        if per_address {
+            self.by_addr.get(&key.addr)
+        } else {
+            self.by_key.get(key)
+        }
+    }
+
+    /// Number of rows (identities) recorded as done.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// True when nothing is recorded as done.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+/// `list.results.csv` → `list.results.csv.journal`.
+pub fn path_for(results: &Path) -> PathBuf {
+    let mut s = results.as_os_str().to_owned();
+    s.push(".journal");
+    PathBuf::from(s)
+}
+
+/// Reads a journal; a missing file is an empty replay.
+pub fn load(path: &Path) -> Result<Replay, JournalError> {
+    let io = |source| JournalError::Io {
+        path: path.into(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replay::default()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut replay = Replay::default();
+    let mut first = true;
+    for line in BufReader::new(file).split(b'\n') {
+        let line = line.map_err(io)?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if std::mem::take(&mut first) {
+            match serde_json::from_slice::<Header>(&line) {
+                Ok(h) if h.mailmerge_journal == VERSION => continue,
+                Ok(h) => {
+                    return Err(JournalError::Foreign {
+                        path: path.into(),
+                        reason: format!("journal format {} is not supported", h.mailmerge_journal),
+                    });
+                }
+                Err(_) => {
+                    return Err(JournalError::Foreign {
+                        path: path.into(),
+                        reason: "not a mailmerge journal".into(),
+                    });
+                }
+            }
+        }
+        let parsed = serde_json::from_slice::<Record>(&line)
+            .ok()
+            .and_then(|r| Some((r.key()?, r.outcome()?)));
+        let Some((key, outcome)) = parsed else {
+            replay.unreadable += 1;
+            continue;
+        };
+        replay.records += 1;
+        if matches!(outcome.status, Status::Delivered | Status::Bounced) {
+            replay
+                .by_addr
+                .entry(key.addr.clone())
+                .or_insert_with(|| outcome.clone());
+            replay.by_key.entry(key).or_insert(outcome);
+        }
+    }
+    Ok(replay)
+}
+
+/// An open journal, appending.
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    unsynced: usize,
+    last_sync: Instant,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal for appending; `fresh` empties it first.
+    pub fn open(path: &Path, list: &Path, fresh: bool) -> Result<Self, JournalError> {
+        let io = |source| JournalError::Io {
+            path: path.into(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(io)?;
+        if fresh {
+            file.set_len(0).map_err(io)?;
+        }
+        let len = file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+        let mut j = Self {
+            path: path.into(),
+            file,
+            buf: Vec::new(),
+            unsynced: 0,
+            last_sync: Instant::now(),
+        };
+        if len == 0 {
+            let header = Header {
+                mailmerge_journal: VERSION,
+                list: list.display().to_string(),
+            };
+            serde_json::to_writer(&mut j.buf, &header).map_err(|e| io(e.into()))?;
+            j.buf.push(b'\n');
+            j.sync()?;
+        } else {
+            // A crash may have torn the last line: start ours on a fresh line.
+            use std::io::Read;
+            let mut last = [0u8; 1];
+            let mut f = &j.file;
+            f.seek(std::io::SeekFrom::End(-1)).map_err(io)?;
+            f.read_exact(&mut last).map_err(io)?;
+            if last[0] != b'\n' {
+                j.buf.push(b'\n');
+            }
+        }
+        Ok(j)
+    }
+
+    fn io(&self, source: std::io::Error) -> JournalError {
+        JournalError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Adds a record to the pending batch (written by [`Journal::flush`]).
+    pub fn append(&mut self, key: &RowKey, row: usize, outcome: &Outcome) {
+        let rec = Record::new(key, row, outcome);
+        // Serializing plain strings and numbers into a Vec cannot fail.
+        if serde_json::to_writer(&mut self.buf, &rec).is_ok() {
+            self.buf.push(b'\n');
+            self.unsynced += 1;
+        }
+    }
+
+    /// Writes the pending batch to the OS (one `write`; it survives SIGKILL from here on) and
+    /// `fsync`s when the last sync is older than [`SYNC_INTERVAL`] or enough records wait.
+    pub fn flush(&mut self) -> Result<(), JournalError> {
+        if !self.buf.is_empty() {
+            let buf = std::mem::take(&mut self.buf);
+            self.file.write_all(&buf).map_err(|e| self.io(e))?;
+        }
+        if self.unsynced >= SYNC_RECORDS
+            || (self.unsynced > 0 && self.last_sync.elapsed() >= SYNC_INTERVAL)
+        {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// True when written records wait for `fsync`.
+    pub fn sync_pending(&self) -> bool {
+        self.unsynced > 0 || !self.buf.is_empty()
+    }
+
+    /// Writes everything pending and `fsync`s.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        if !self.buf.is_empty() {
+            let buf = std::mem::take(&mut self.buf);
+            self.file.write_all(&buf).map_err(|e| self.io(e))?;
+        }
+        self.file.sync_data().map_err(|e| self.io(e))?;
+        self.unsynced = 0;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipients::ListOptions;
+
+    fn list(csv: &str) -> RecipientList {
+        RecipientList::from_reader(
+            csv.as_bytes(),
+            Path::new("l.csv"),
+            &ListOptions {
+                allow_duplicates: true,
+                ..ListOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn identity_ignores_position_column_order_and_address_spelling() {
+        let a = row_keys(&list(
+            "email,name,plan\nAnn@Example.com,Ann,gold\nb@x.test,B,s\n",
+        ));
+        let b = row_keys(&list(
+            "plan,name,email\ns,B,b@x.test\ngold,Ann,  ann@EXAMPLE.com \n",
+        ));
+        assert_eq!(a[0], b[1]);
+        assert_eq!(a[1], b[0]);
+        assert_eq!(a[0].addr, "ann@example.com");
+        let edited = row_keys(&list("email,name,plan\nann@example.com,Ann,silver\n"));
+        assert_eq!(edited[0].addr, a[0].addr);
+        assert_ne!(
+            edited[0].hash, a[0].hash,
+            "content change = another message"
+        );
+        let twice = row_keys(&list("email,name\nx@x.test,X\nx@x.test,X\n"));
+        assert_eq!((twice[0].occurrence, twice[1].occurrence), (0, 1));
+    }
+
+    #[test]
+    fn records_round_trip_and_a_torn_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv.journal");
+        let keys = row_keys(&list("email,name\na@x.test,A\nb@x.test,B\nc@x.test,C\n"));
+        let mut o = Outcome::local(
+            Status::Delivered,
+            Step::Smtp(crate::smtp::Phase::DataEnd),
+            "ok",
+        );
+        o.code = Some(250);
+        o.enhanced = Some(EnhancedCode::new(2, 0, 0));
+        o.mx_ip = Some("127.0.0.2".parse().unwrap());
+        o.attempts = 2;
+        o.message_id = Some("id@x.test".into());
+        let mut j = Journal::open(&path, Path::new("l.csv"), false).unwrap();
+        j.append(&keys[0], 1, &o);
+        j.append(
+            &keys[1],
+            2,
+            &Outcome::local(Status::Deferred, Step::Deadline, "later"),
+        );
+        j.flush().unwrap();
+        drop(j);
+        // A crash in the middle of a line.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"addr\":\"c@x.te").unwrap();
+        drop(f);
+        let mut j = Journal::open(&path, Path::new("l.csv"), false).unwrap();
+        let mut bounced = Outcome::local(Status::Bounced, Step::Dns, "nx");
+        bounced.code = Some(550);
+        j.append(&keys[2], 3, &bounced);
+        j.sync().unwrap();
+        let r = load(&path).unwrap();
+        assert_eq!((r.records, r.unreadable, r.len()), (3, 1, 2));
+        assert_eq!(r.done(&keys[0], false), Some(&o));
+        assert_eq!(r.done(&keys[1], true), None, "deferred is not done");
+        assert_eq!(r.done(&keys[2], true), Some(&bounced));
+        // --fresh empties it.
+        drop(Journal::open(&path, Path::new("l.csv"), true).unwrap());
+        assert!(load(&path).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.journal");
+        std::fs::write(&path, "row,email\n1,a@x.test\n").unwrap();
+        assert!(matches!(load(&path), Err(JournalError::Foreign { .. })));
+    }
+}
