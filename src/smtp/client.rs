@@ -143,6 +143,13 @@ pub enum ClientError {
         /// Phase in progress.
         phase: Phase,
     },
+    /// The TLS handshake after STARTTLS failed (bad certificate, no common cipher, garbage).
+    #[error("TLS handshake failed: {source}")]
+    Tls {
+        /// What rustls reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// The server sent something that is not an SMTP reply.
     #[error("protocol error during {phase}: {source}")]
     Protocol {
@@ -162,6 +169,7 @@ impl ClientError {
             | ClientError::Io { phase, .. }
             | ClientError::Closed { phase }
             | ClientError::Protocol { phase, .. } => *phase,
+            ClientError::Tls { .. } => Phase::StartTls,
         }
     }
 }
@@ -260,7 +268,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a connected stream and reads the greeting. A non-2yz greeting is returned as the
     /// reply for the caller to judge (try the next MX on 4yz/5yz).
     pub async fn greet(stream: S, timeouts: Timeouts) -> Result<(Self, Reply), ClientError> {
-        let mut conn = Self {
+        let mut conn = Self::resume(stream, timeouts);
+        let reply = conn.read_reply(Phase::Greeting, timeouts.greeting).await?;
+        Ok((conn, reply))
+    }
+
+    /// Wraps a stream in the middle of a session (after the STARTTLS handshake): no greeting is
+    /// read and nothing learnt before is kept (RFC 3207 §4.2); the caller must EHLO again.
+    pub fn resume(stream: S, timeouts: Timeouts) -> Self {
+        Self {
             stream,
             rbuf: Vec::with_capacity(4096),
             wbuf: Vec::with_capacity(512),
@@ -268,9 +284,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             caps: Capabilities::default(),
             transactions: 0,
             pending_rset: false,
-        };
-        let reply = conn.read_reply(Phase::Greeting, timeouts.greeting).await?;
-        Ok((conn, reply))
+        }
+    }
+
+    /// The underlying stream (e.g. to ask which TLS version was negotiated).
+    pub fn stream(&self) -> &S {
+        &self.stream
     }
 
     /// The capabilities learnt from the last EHLO.
