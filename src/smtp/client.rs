@@ -68,6 +68,32 @@ impl Timeouts {
     }
 }
 
+/// A `--timeout` phase name that does not exist.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error(
+    "unknown timeout phase {0:?} (use connect, greeting, command, mail, rcpt, data, data-block or data-end)"
+)]
+pub struct UnknownPhase(pub String);
+
+impl Timeouts {
+    /// Sets one phase's timeout by the name used on the command line (`--timeout data-end=2m`).
+    pub fn set(&mut self, phase: &str, d: Duration) -> Result<(), UnknownPhase> {
+        let slot = match phase.trim().to_ascii_lowercase().as_str() {
+            "connect" => &mut self.connect,
+            "greeting" => &mut self.greeting,
+            "command" | "ehlo" | "starttls" | "rset" | "quit" => &mut self.command,
+            "mail" => &mut self.mail,
+            "rcpt" => &mut self.rcpt,
+            "data" | "data-init" => &mut self.data_init,
+            "data-block" => &mut self.data_block,
+            "data-end" => &mut self.data_end,
+            _ => return Err(UnknownPhase(phase.to_string())),
+        };
+        *slot = d;
+        Ok(())
+    }
+}
+
 /// The step of the SMTP dialogue; outcomes and errors record which one failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
@@ -689,6 +715,17 @@ mod tests {
             err,
             ClientError::Timeout { phase: Phase::Greeting, after } if after == Duration::from_secs(300)
         ));
+    }
+
+    #[test]
+    fn each_phase_timeout_can_be_set_by_name() {
+        let mut t = Timeouts::default();
+        t.set("connect", Duration::from_secs(5)).unwrap();
+        t.set("data-end", Duration::from_secs(120)).unwrap();
+        assert_eq!(t.connect, Duration::from_secs(5));
+        assert_eq!(t.data_end, Duration::from_secs(120));
+        assert_eq!(t.greeting, Duration::from_secs(300), "others keep RFC values");
+        assert!(t.set("lunch", Duration::from_secs(1)).is_err());
     }
 
     #[tokio::test]
