@@ -50,7 +50,11 @@ impl Rate {
 
 /// When the next message may start, given the earliest free slot (`next_free`, if any
 /// message was sent before) and the time now; returns the slot to use and the next free one.
-pub fn take_slot(next_free: Option<Instant>, now: Instant, interval: Duration) -> (Instant, Instant) {
+pub fn take_slot(
+    next_free: Option<Instant>,
+    now: Instant,
+    interval: Duration,
+) -> (Instant, Instant) {
     let slot = next_free.map_or(now, |n| n.max(now));
     (slot, slot + interval)
 }

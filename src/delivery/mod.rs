@@ -469,7 +469,11 @@ async fn connect_one(
     if !greeting.is_positive() {
         // 4yz/5yz greeting: this host will not talk to us now; try the next MX.
         conn.quit().await;
-        return Err(Failed::Next(fail(Phase::Greeting, Some(greeting), String::new())));
+        return Err(Failed::Next(fail(
+            Phase::Greeting,
+            Some(greeting),
+            String::new(),
+        )));
     }
     hello(&mut conn, &ctx.cfg.helo, &fail).await?;
     let required = ctx.cfg.tls.mode == TlsMode::Required;
@@ -487,7 +491,11 @@ async fn connect_one(
             hello(&mut conn, &ctx.cfg.helo, &fail).await?;
         } else if required {
             conn.quit().await;
-            return Err(Failed::Next(fail(Phase::StartTls, Some(reply), String::new())));
+            return Err(Failed::Next(fail(
+                Phase::StartTls,
+                Some(reply),
+                String::new(),
+            )));
         }
         // Opportunistic and STARTTLS refused: go on in plaintext on this session.
     }
@@ -497,7 +505,10 @@ async fn connect_one(
         return Err(Failed::Next(fail(
             Phase::StartTls,
             None,
-            format!("{} does not offer STARTTLS and --tls required is set", host.name),
+            format!(
+                "{} does not offer STARTTLS and --tls required is set",
+                host.name
+            ),
         )));
     }
     Ok((conn, tls))

@@ -397,6 +397,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.flush(Phase::MailFrom, t.command).await?;
             if rset_reply.is_some() {
                 let r = self.read_reply(Phase::Rset, t.command).await?;
+                if r.code == 421 {
+                    return Ok(Transaction::Rejected {
+                        phase: Phase::Rset,
+                        reply: r,
+                    });
+                }
                 if !r.is_positive() {
                     // Keep the session in step, then give up on it.
                     for (phase, limit) in [
@@ -412,8 +418,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     });
                 }
             }
+            // A 421 means the server is closing the connection (RFC 5321 §3.8): the replies
+            // still pending will never come, so report the 421 itself.
             let m = self.read_reply(Phase::MailFrom, t.mail).await?;
+            if m.code == 421 {
+                return Ok(Transaction::Rejected {
+                    phase: Phase::MailFrom,
+                    reply: m,
+                });
+            }
             let r = self.read_reply(Phase::RcptTo, t.rcpt).await?;
+            if r.code == 421 {
+                return Ok(Transaction::Rejected {
+                    phase: Phase::RcptTo,
+                    reply: r,
+                });
+            }
             let d = self.read_reply(Phase::Data, t.data_init).await?;
             (m, Some(r), Some(d))
         } else {
@@ -724,7 +744,11 @@ mod tests {
         t.set("data-end", Duration::from_secs(120)).unwrap();
         assert_eq!(t.connect, Duration::from_secs(5));
         assert_eq!(t.data_end, Duration::from_secs(120));
-        assert_eq!(t.greeting, Duration::from_secs(300), "others keep RFC values");
+        assert_eq!(
+            t.greeting,
+            Duration::from_secs(300),
+            "others keep RFC values"
+        );
         assert!(t.set("lunch", Duration::from_secs(1)).is_err());
     }
 
