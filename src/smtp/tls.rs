@@ -310,3 +310,73 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|source| ClientError::Tls { source })?;
     Ok(Connection::resume(MaybeTls::Tls(Box::new(tls)), timeouts))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, duplex};
+
+    use crate::smtp::Timeouts;
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("required".parse(), Ok(TlsMode::Required));
+        assert_eq!("Opportunistic".parse(), Ok(TlsMode::Opportunistic));
+        assert_eq!("disabled".parse(), Ok(TlsMode::Disabled));
+        assert!("sometimes".parse::<TlsMode>().is_err());
+    }
+
+    /// A server that advertises SIZE 10 in plaintext and PIPELINING (no SIZE) after TLS: the
+    /// client must forget the first EHLO once encrypted (RFC 3207 §4.2).
+    #[tokio::test]
+    async fn capabilities_are_forgotten_after_the_handshake() {
+        let identity = crate::sandbox::tls::self_signed(&["mx.caps.test"]).unwrap();
+        let server_cfg = identity.server_config().unwrap();
+        let (client, server) = duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut s = BufReader::new(server);
+            s.write_all(b"220 mx ESMTP\r\n").await.unwrap();
+            let mut line = String::new();
+            s.read_line(&mut line).await.unwrap();
+            assert!(line.starts_with("EHLO"));
+            s.write_all(b"250-mx\r\n250-SIZE 10\r\n250 STARTTLS\r\n")
+                .await
+                .unwrap();
+            line.clear();
+            s.read_line(&mut line).await.unwrap();
+            assert_eq!(line, "STARTTLS\r\n");
+            s.write_all(b"220 go ahead\r\n").await.unwrap();
+            let tls = tokio_rustls::TlsAcceptor::from(server_cfg)
+                .accept(s.into_inner())
+                .await
+                .unwrap();
+            let mut t = BufReader::new(tls);
+            line.clear();
+            t.read_line(&mut line).await.unwrap();
+            assert!(line.starts_with("EHLO"), "EHLO again over TLS: {line:?}");
+            t.write_all(b"250-mx\r\n250 PIPELINING\r\n").await.unwrap();
+            t.flush().await.unwrap();
+            line.clear();
+            let _ = t.read_line(&mut line).await;
+        });
+        let timeouts = Timeouts::uniform(Duration::from_secs(5));
+        let (mut c, _) = Connection::greet(MaybeTls::Plain(client), timeouts)
+            .await
+            .unwrap();
+        c.hello("me.test").await.unwrap();
+        assert_eq!(c.capabilities().size, Some(10));
+        assert_eq!(c.starttls().await.unwrap().code, 220);
+        let policy = TlsPolicy::new(TlsMode::Opportunistic, &[]).unwrap();
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let mut c = handshake(c, policy.client_config(), "mx.caps.test", ip)
+            .await
+            .unwrap();
+        assert_eq!(c.capabilities(), &Default::default());
+        c.hello("me.test").await.unwrap();
+        assert_eq!(c.capabilities().size, None, "plaintext SIZE forgotten");
+        assert!(c.capabilities().pipelining);
+        assert_eq!(c.stream().tls_version().as_deref(), Some("TLSv1.3"));
+        c.quit().await;
+        server.await.unwrap();
+    }
+}
