@@ -236,9 +236,11 @@ impl SiteQueue {
         st.waiting.push(job);
     }
 
-    fn unclaim(&self, jobs: impl IntoIterator<Item = Job>) {
+    /// Puts claimed jobs back at the front of the queue, in their order (so that the next
+    /// session starts with the oldest, and no job is starved behind a failing one).
+    fn unclaim(&self, jobs: Vec<Job>) {
         let mut st = self.lock();
-        for job in jobs {
+        for job in jobs.into_iter().rev() {
             st.in_flight = st.in_flight.saturating_sub(1);
             st.ready.push_front(job);
         }
