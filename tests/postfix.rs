@@ -272,6 +272,7 @@ async fn smtp_sink_delays_are_tolerated_within_the_timeouts_and_deferred_past_th
 struct Postfix {
     dir: tempfile::TempDir,
     addr: SocketAddr,
+    bin: PathBuf,
 }
 
 impl Postfix {
@@ -350,7 +351,11 @@ impl Postfix {
             writeln!(master, "{name} {spec} {program}").unwrap();
         }
         std::fs::write(d.join("conf/master.cf"), master).unwrap();
-        let pf = Self { dir, addr };
+        let pf = Self {
+            dir,
+            addr,
+            bin: postfix.clone(),
+        };
         let status = Command::new(&postfix)
             .arg("-c")
             .arg(d.join("conf"))
@@ -369,7 +374,7 @@ impl Postfix {
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        let _ = Command::new("postfix")
+        let _ = Command::new(&self.bin)
             .arg("-c")
             .arg(self.dir.path().join("conf"))
             .arg("abort")
