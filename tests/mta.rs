@@ -488,3 +488,67 @@ async fn rate_per_site_spaces_messages_evenly() {
     // Six messages at one per 50 ms: the last starts 250 ms after the first.
     assert!(took >= Duration::from_millis(250), "took {took:?}");
 }
+
+fn mailmerge_bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mailmerge"))
+}
+
+#[test]
+fn the_binary_speaks_starttls_to_the_sandbox_and_takes_the_new_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results.csv");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = mailmerge_bin()
+        .args([
+            "run",
+            &format!("{root}/examples/recipients.csv"),
+            &format!("{root}/templates/welcome.hbs"),
+            "--sandbox",
+            "--quiet",
+            "--tls",
+            "opportunistic",
+            "--connect-timeout",
+            "5s",
+            "--timeout",
+            "data-end=1m",
+            "--rate-per-site",
+            "1000/s",
+        ])
+        .arg("--results")
+        .arg(&results)
+        .arg("--sandbox-dir")
+        .arg(dir.path().join("mail"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = read_results(&results);
+    let delivered: Vec<_> = rows.iter().filter(|r| r["status"] == "delivered").collect();
+    assert!(!delivered.is_empty());
+    for r in delivered {
+        assert_eq!(r["tls"], "TLSv1.3", "{r:?}");
+    }
+}
+
+#[test]
+fn bad_tls_rate_and_timeout_options_exit_2() {
+    for bad in [
+        ["--tls", "sometimes"],
+        ["--rate-per-site", "100"],
+        ["--timeout", "lunch=5s"],
+        ["--connect-timeout", "soon"],
+    ] {
+        let out = mailmerge_bin()
+            .args(["run", "list.csv", "t.hbs"])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(bad[0]), "{bad:?}: {err}");
+    }
+}
