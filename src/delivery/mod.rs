@@ -810,3 +810,70 @@ pub async fn deliver(
         () = sleep_until(hard_stop) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(rows: usize) -> SiteQueue {
+        let now = Instant::now();
+        SiteQueue {
+            work: SiteWork {
+                name: "site".into(),
+                hosts: Vec::new().into(),
+                rows: (0..rows).collect(),
+            },
+            state: Mutex::new(QueueState {
+                ready: (0..rows)
+                    .map(|row| Job {
+                        row,
+                        attempts: 0,
+                        not_before: now,
+                    })
+                    .collect(),
+                ..QueueState::default()
+            }),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_site_feeds_open_sessions_only_and_backs_off_further_each_time() {
+        let q = queue(4);
+        let retry = RetryPolicy::parse("1m,5m").unwrap();
+        let t0 = Instant::now();
+        q.pause(&retry);
+        assert!(matches!(q.take(1, t0, false), Next::Wait(u) if u == t0 + Duration::from_secs(60)));
+        assert!(
+            matches!(q.take(1, t0, true), Next::Jobs(j) if j.len() == 1),
+            "a session already open may go on"
+        );
+        q.pause(&retry);
+        assert!(
+            matches!(q.take(1, t0, false), Next::Wait(u) if u == t0 + Duration::from_secs(300)),
+            "second consecutive failure: the next wait"
+        );
+        tokio::time::advance(Duration::from_secs(301)).await;
+        assert!(matches!(q.take(1, Instant::now(), false), Next::Jobs(_)));
+        q.healthy();
+        q.pause(&retry);
+        let now = Instant::now();
+        assert!(
+            matches!(q.take(1, now, false), Next::Wait(u) if u == now + Duration::from_secs(60)),
+            "a successful connection resets the back-off"
+        );
+    }
+
+    #[test]
+    fn unclaimed_jobs_keep_their_order() {
+        let q = queue(3);
+        let Next::Jobs(jobs) = q.take(3, Instant::now(), true) else {
+            panic!("jobs expected");
+        };
+        q.unclaim(jobs);
+        let Next::Jobs(again) = q.take(3, Instant::now(), true) else {
+            panic!("jobs expected");
+        };
+        let rows: Vec<usize> = again.iter().map(|j| j.row).collect();
+        assert_eq!(rows, vec![0, 1, 2]);
+    }
+}
