@@ -20,7 +20,10 @@ use mailmerge::sandbox::receiver::{Receiver, ReceiverConfig};
 use mailmerge::{RunConfig, run};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Peak resident set size of this process (Linux), in MiB.
@@ -28,9 +31,11 @@ fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -41,8 +46,13 @@ fn main() {
     let sites = env("MAILMERGE_BENCH_SITES", 20).clamp(1, 200);
     let sessions = env("MAILMERGE_BENCH_SESSIONS", sites * 5).max(1);
     let size = env("MAILMERGE_BENCH_SIZE", 2000);
-    let target: Option<SocketAddr> = std::env::var("MAILMERGE_BENCH_TARGET").ok().and_then(|t| t.parse().ok());
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let target: Option<SocketAddr> = std::env::var("MAILMERGE_BENCH_TARGET")
+        .ok()
+        .and_then(|t| t.parse().ok());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut receivers = Vec::new();

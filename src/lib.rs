@@ -70,6 +70,12 @@ pub struct RunConfig {
     pub retry: RetryPolicy,
     /// Wall-clock budget of the run.
     pub deadline: Duration,
+    /// STARTTLS policy (`--tls`).
+    pub tls: smtp::TlsMode,
+    /// Roots trusted under `--tls required` besides the Mozilla roots (a private or test CA).
+    pub tls_extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// `--rate-per-site`: messages at most per period to one site.
+    pub rate_per_site: Option<delivery::Rate>,
     /// Resolve and render only; print the plan.
     pub dry_run: bool,
     /// Progress display.
@@ -103,6 +109,9 @@ impl RunConfig {
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
             deadline: Duration::from_secs(30 * 60),
+            tls: smtp::TlsMode::default(),
+            tls_extra_roots: Vec::new(),
+            rate_per_site: None,
             dry_run: false,
             progress: progress::Mode::Auto,
             fresh: false,
@@ -146,6 +155,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS configuration cannot be built (e.g. an unusable extra root).
+    #[error(transparent)]
+    Tls(#[from] smtp::tls::TlsSetupError),
     /// The results file cannot be written.
     #[error("cannot write results {path}: {source}")]
     Results {
@@ -459,6 +471,8 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
             deadline,
             grace: Duration::from_secs(30).min(cfg.deadline / 10 + Duration::from_secs(1)),
             batch: 16,
+            tls: smtp::TlsPolicy::new(cfg.tls, &cfg.tls_extra_roots)?,
+            rate_per_site: cfg.rate_per_site,
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cancel = cfg.cancel.child_token();

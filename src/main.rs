@@ -89,6 +89,20 @@ struct RunArgs {
     /// Bound every SMTP phase by this timeout (default: RFC 5321 §4.5.3.2 values, 30 s connect).
     #[arg(long, value_name = "DURATION")]
     smtp_timeout: Option<String>,
+    /// TCP connect timeout per MX address (applied after --smtp-timeout).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    connect_timeout: String,
+    /// One phase's timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data,
+    /// data-block, data-end); may be repeated; applied last.
+    #[arg(long = "timeout", value_name = "PHASE=DURATION")]
+    timeouts: Vec<String>,
+    /// STARTTLS: opportunistic (any certificate, plaintext fallback), required (verified
+    /// certificate matching the MX name, else deferred) or disabled.
+    #[arg(long, value_name = "MODE", default_value = "opportunistic")]
+    tls: String,
+    /// Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s).
+    #[arg(long, value_name = "N/PERIOD")]
+    rate_per_site: Option<String>,
     /// DNS query timeout.
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     dns_timeout: String,
@@ -159,6 +173,20 @@ fn plan(args: &RunArgs) -> Result<RunConfig> {
     cfg.deadline = parse_duration(&args.deadline).context("--deadline")?;
     if let Some(t) = &args.smtp_timeout {
         cfg.timeouts = Timeouts::uniform(parse_duration(t).context("--smtp-timeout")?);
+    }
+    cfg.timeouts.connect = parse_duration(&args.connect_timeout).context("--connect-timeout")?;
+    for spec in &args.timeouts {
+        let (phase, d) = spec
+            .split_once('=')
+            .with_context(|| format!("--timeout {spec:?}: use PHASE=DURATION"))?;
+        let d = parse_duration(d).with_context(|| format!("--timeout {spec:?}"))?;
+        cfg.timeouts
+            .set(phase, d)
+            .with_context(|| format!("--timeout {spec:?}"))?;
+    }
+    cfg.tls = args.tls.parse().context("--tls")?;
+    if let Some(r) = &args.rate_per_site {
+        cfg.rate_per_site = Some(r.parse().context("--rate-per-site")?);
     }
     cfg.dry_run = args.dry_run;
     if args.out.is_some() && !args.dry_run {
@@ -286,6 +314,8 @@ async fn run_command(args: RunArgs, check: bool) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One process-wide rustls crypto provider, before anything builds a TLS configuration.
+    mailmerge::smtp::tls::install_crypto_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

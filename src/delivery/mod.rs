@@ -6,11 +6,16 @@
 //! so rendering never stalls the async runtime, and only the messages in flight are in memory).
 //! Every row handed in produces exactly one [`Event::Final`], unless the deadline cuts the run
 //! short, in which case the caller reports the remaining rows as deferred.
+//!
+//! Sessions use STARTTLS according to the [`TlsPolicy`]. A site that answers 421 or whose MX
+//! hosts all fail is paused (no new connections) for the next retry delay, and an optional
+//! [`Rate`] spaces messages to a site evenly.
 
+pub mod limits;
 pub mod outcome;
 pub mod retry;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::BuiltMessage;
 use crate::mx::MxHost;
-use crate::smtp::{ClientError, Connection, EnhancedCode, Phase, Reply, Timeouts, Transaction};
+use crate::smtp::{
+    ClientError, Connection, EnhancedCode, MaybeTls, Phase, Reply, Timeouts, TlsMode, TlsPolicy,
+    Transaction,
+};
+pub use limits::Rate;
 pub use outcome::{Outcome, Status, Step};
 pub use retry::RetryPolicy;
 
@@ -53,6 +62,10 @@ pub struct DeliveryConfig {
     pub grace: Duration,
     /// Messages rendered per batch by a worker.
     pub batch: usize,
+    /// STARTTLS policy.
+    pub tls: TlsPolicy,
+    /// At most this many messages per period to one site.
+    pub rate_per_site: Option<Rate>,
 }
 
 impl Default for DeliveryConfig {
@@ -68,6 +81,8 @@ impl Default for DeliveryConfig {
             deadline: Instant::now() + Duration::from_secs(30 * 60),
             grace: Duration::from_secs(30),
             batch: 16,
+            tls: TlsPolicy::default(),
+            rate_per_site: None,
         }
     }
 }
@@ -119,6 +134,13 @@ struct QueueState {
     ready: VecDeque<Job>,
     waiting: Vec<Job>,
     in_flight: usize,
+    /// No new connection to this site before this instant (after a 421, or when no MX
+    /// answered): sessions already open may go on.
+    paused_until: Option<Instant>,
+    /// Consecutive site failures (421, no MX reachable); reset by a successful connection.
+    failures: u32,
+    /// Earliest start of the next message under `--rate-per-site`.
+    next_send: Option<Instant>,
 }
 
 enum Next {
@@ -138,7 +160,9 @@ impl SiteQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self, max: usize, now: Instant) -> Next {
+    /// Claims up to `max` ready jobs. A worker without a session gets none while the site is
+    /// paused.
+    fn take(&self, max: usize, now: Instant, has_session: bool) -> Next {
         let mut st = self.lock();
         let mut i = 0;
         while i < st.waiting.len() {
@@ -150,6 +174,12 @@ impl SiteQueue {
             }
         }
         if !st.ready.is_empty() {
+            if !has_session
+                && let Some(until) = st.paused_until
+                && until > now
+            {
+                return Next::Wait(until);
+            }
             let n = max.min(st.ready.len());
             let jobs: Vec<Job> = st.ready.drain(..n).collect();
             st.in_flight += jobs.len();
@@ -172,6 +202,30 @@ impl SiteQueue {
         jobs
     }
 
+    /// The site failed as a whole (421, or no MX answered): pause new connections for the
+    /// retry delay that matches the number of consecutive failures.
+    fn pause(&self, retry: &RetryPolicy) {
+        let mut st = self.lock();
+        st.failures += 1;
+        if let Some(delay) = retry.delay_after(st.failures) {
+            let until = Instant::now() + delay;
+            st.paused_until = Some(st.paused_until.map_or(until, |p| p.max(until)));
+        }
+    }
+
+    /// A session was opened: the site is healthy again.
+    fn healthy(&self) {
+        self.lock().failures = 0;
+    }
+
+    /// Reserves the start time of the next message under a rate limit.
+    fn send_slot(&self, rate: Rate) -> Instant {
+        let mut st = self.lock();
+        let (slot, next) = limits::take_slot(st.next_send, Instant::now(), rate.interval());
+        st.next_send = Some(next);
+        slot
+    }
+
     fn complete(&self) {
         let mut st = self.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
@@ -183,9 +237,11 @@ impl SiteQueue {
         st.waiting.push(job);
     }
 
-    fn unclaim(&self, jobs: impl IntoIterator<Item = Job>) {
+    /// Puts claimed jobs back at the front of the queue, in their order (so that the next
+    /// session starts with the oldest, and no job is starved behind a failing one).
+    fn unclaim(&self, jobs: Vec<Job>) {
         let mut st = self.lock();
-        for job in jobs {
+        for job in jobs.into_iter().rev() {
             st.in_flight = st.in_flight.saturating_sub(1);
             st.ready.push_front(job);
         }
@@ -201,6 +257,9 @@ struct Ctx {
     dead: Mutex<HashMap<IpAddr, Instant>>,
     /// Cancelled on SIGINT/SIGTERM: workers take no new job, in-flight ones finish.
     cancel: CancellationToken,
+    /// Addresses whose TLS handshake failed: plaintext for the rest of the run
+    /// (opportunistic mode only).
+    no_tls: Mutex<HashSet<IpAddr>>,
 }
 
 impl Ctx {
@@ -248,13 +307,27 @@ impl Ctx {
         let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
         dead.insert(ip, Instant::now() + Duration::from_secs(60));
     }
+
+    fn tls_broken(&self, ip: IpAddr) -> bool {
+        let set = self.no_tls.lock().unwrap_or_else(|e| e.into_inner());
+        set.contains(&ip)
+    }
+
+    fn remember_tls_broken(&self, ip: IpAddr) {
+        let mut set = self.no_tls.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(ip);
+    }
 }
+
+type MxConnection = Connection<MaybeTls<TcpStream>>;
 
 /// An open, greeted, EHLO'd session with one MX.
 struct Session {
-    conn: Connection<TcpStream>,
+    conn: MxConnection,
     host: String,
     ip: IpAddr,
+    /// TLS version, `None` in plaintext.
+    tls: Option<String>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -274,12 +347,13 @@ impl ConnectFailure {
             None => Outcome::local(Status::Deferred, Step::Smtp(self.step), self.text.clone()),
         };
         if o.enhanced.is_none() && self.reply.is_none() {
-            // RFC 3463 4.4.1: no answer from host; 4.4.2: bad connection.
-            o.enhanced = Some(EnhancedCode::new(
-                4,
-                4,
-                if self.step == Phase::Connect { 1 } else { 2 },
-            ));
+            // RFC 3463 4.4.1: no answer from host; 4.4.2: bad connection; 4.7.5: cryptographic
+            // failure (TLS).
+            o.enhanced = Some(match self.step {
+                Phase::Connect => EnhancedCode::new(4, 4, 1),
+                Phase::StartTls => EnhancedCode::new(4, 7, 5),
+                _ => EnhancedCode::new(4, 4, 2),
+            });
         }
         o.mx_host = self.host.clone();
         o.mx_ip = self.ip;
@@ -300,7 +374,6 @@ async fn open_session(ctx: &Ctx, site: &SiteWork) -> Result<Session, ConnectFail
             host: None,
             ip: None,
         })?;
-    let t = ctx.cfg.timeouts;
     let mut last = ConnectFailure {
         step: Phase::Connect,
         reply: None,
@@ -321,68 +394,142 @@ async fn open_session(ctx: &Ctx, site: &SiteWork) -> Result<Session, ConnectFail
         .collect();
     let candidates = if alive.is_empty() { all } else { alive };
     for (host, ip) in candidates {
-        let fail = |step, reply: Option<Reply>, text: String| ConnectFailure {
-            step,
-            reply,
-            text,
-            host: Some(host.name.clone()),
-            ip: Some(ip),
-        };
-        let addr = SocketAddr::new(ip, ctx.cfg.smtp_port);
-        let stream = match timeout(t.connect, TcpStream::connect(addr)).await {
-            Err(_) => {
-                ctx.mark_dead(ip);
-                last = fail(
-                    Phase::Connect,
-                    None,
-                    format!("connect to {addr} timed out after {:?}", t.connect),
-                );
-                continue;
+        let want_tls = ctx.cfg.tls.mode != TlsMode::Disabled && !ctx.tls_broken(ip);
+        let result = match connect_one(ctx, host, ip, want_tls).await {
+            Err(Failed::Tls(_)) if ctx.cfg.tls.mode == TlsMode::Opportunistic => {
+                // RFC 3207 leaves it to the client; like Postfix, retry in plaintext on a new
+                // connection and do not try TLS with this address again during the run.
+                ctx.remember_tls_broken(ip);
+                connect_one(ctx, host, ip, false).await
             }
-            Ok(Err(e)) => {
-                ctx.mark_dead(ip);
-                last = fail(Phase::Connect, None, format!("connect to {addr}: {e}"));
-                continue;
-            }
-            Ok(Ok(s)) => s,
+            other => other,
         };
-        let _ = stream.set_nodelay(true);
-        let (mut conn, greeting) = match Connection::greet(stream, t).await {
-            Ok(x) => x,
-            Err(e) => {
-                last = fail(e.phase(), None, e.to_string());
-                continue;
+        match result {
+            Ok((conn, tls)) => {
+                ctx.emit(Event::Connected {
+                    site: site.name.clone(),
+                });
+                return Ok(Session {
+                    conn,
+                    host: host.name.clone(),
+                    ip,
+                    tls,
+                    _permit: permit,
+                });
             }
-        };
-        if !greeting.is_positive() {
-            // 4yz/5yz greeting: this host will not talk to us now; try the next MX.
-            last = fail(Phase::Greeting, Some(greeting), String::new());
-            conn.quit().await;
-            continue;
+            Err(Failed::Next(f) | Failed::Tls(f)) => last = f,
         }
-        match conn.hello(&ctx.cfg.helo).await {
-            Ok(r) if r.is_positive() => {}
-            Ok(r) => {
-                last = fail(Phase::Ehlo, Some(r), String::new());
-                conn.quit().await;
-                continue;
-            }
-            Err(e) => {
-                last = fail(e.phase(), None, e.to_string());
-                continue;
-            }
-        }
-        ctx.emit(Event::Connected {
-            site: site.name.clone(),
-        });
-        return Ok(Session {
-            conn,
-            host: host.name.clone(),
-            ip,
-            _permit: permit,
-        });
     }
     Err(last)
+}
+
+/// Why one address did not give a session.
+enum Failed {
+    /// Try the next address.
+    Next(ConnectFailure),
+    /// The TLS handshake failed (opportunistic mode retries in plaintext).
+    Tls(ConnectFailure),
+}
+
+/// Connects to one address: greeting, EHLO, and STARTTLS + EHLO again when `want_tls` and
+/// offered. Returns the session and its TLS version.
+async fn connect_one(
+    ctx: &Ctx,
+    host: &MxHost,
+    ip: IpAddr,
+    want_tls: bool,
+) -> Result<(MxConnection, Option<String>), Failed> {
+    let t = ctx.cfg.timeouts;
+    let fail = |step, reply: Option<Reply>, text: String| ConnectFailure {
+        step,
+        reply,
+        text,
+        host: Some(host.name.clone()),
+        ip: Some(ip),
+    };
+    let addr = SocketAddr::new(ip, ctx.cfg.smtp_port);
+    let stream = match timeout(t.connect, TcpStream::connect(addr)).await {
+        Err(_) => {
+            ctx.mark_dead(ip);
+            return Err(Failed::Next(fail(
+                Phase::Connect,
+                None,
+                format!("connect to {addr} timed out after {:?}", t.connect),
+            )));
+        }
+        Ok(Err(e)) => {
+            ctx.mark_dead(ip);
+            return Err(Failed::Next(fail(
+                Phase::Connect,
+                None,
+                format!("connect to {addr}: {e}"),
+            )));
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut conn, greeting) = Connection::greet(MaybeTls::Plain(stream), t)
+        .await
+        .map_err(|e| Failed::Next(fail(e.phase(), None, e.to_string())))?;
+    if !greeting.is_positive() {
+        // 4yz/5yz greeting: this host will not talk to us now; try the next MX.
+        conn.quit().await;
+        return Err(Failed::Next(fail(
+            Phase::Greeting,
+            Some(greeting),
+            String::new(),
+        )));
+    }
+    hello(&mut conn, &ctx.cfg.helo, &fail).await?;
+    let required = ctx.cfg.tls.mode == TlsMode::Required;
+    if want_tls && conn.capabilities().starttls {
+        let reply = conn
+            .starttls()
+            .await
+            .map_err(|e| Failed::Next(fail(e.phase(), None, e.to_string())))?;
+        if reply.code == 220 {
+            let config = ctx.cfg.tls.client_config();
+            conn = crate::smtp::tls::handshake(conn, config, &host.name, ip)
+                .await
+                .map_err(|e| Failed::Tls(fail(Phase::StartTls, None, e.to_string())))?;
+            // RFC 3207 §4.2: forget what the plaintext EHLO said and ask again.
+            hello(&mut conn, &ctx.cfg.helo, &fail).await?;
+        } else if required {
+            conn.quit().await;
+            return Err(Failed::Next(fail(
+                Phase::StartTls,
+                Some(reply),
+                String::new(),
+            )));
+        }
+        // Opportunistic and STARTTLS refused: go on in plaintext on this session.
+    }
+    let tls = conn.stream().tls_version();
+    if required && tls.is_none() {
+        conn.quit().await;
+        return Err(Failed::Next(fail(
+            Phase::StartTls,
+            None,
+            format!(
+                "{} does not offer STARTTLS and --tls required is set",
+                host.name
+            ),
+        )));
+    }
+    Ok((conn, tls))
+}
+
+/// EHLO (or HELO); a refusal or a lost connection means this address cannot be used.
+async fn hello(
+    conn: &mut MxConnection,
+    name: &str,
+    fail: &impl Fn(Phase, Option<Reply>, String) -> ConnectFailure,
+) -> Result<(), Failed> {
+    match conn.hello(name).await {
+        Ok(r) if r.is_positive() => Ok(()),
+        Ok(r) => Err(Failed::Next(fail(Phase::Ehlo, Some(r), String::new()))),
+        Err(e) => Err(Failed::Next(fail(e.phase(), None, e.to_string()))),
+    }
 }
 
 /// Checks what the session offers against the message before sending (RFC 1870, RFC 6531).
@@ -430,7 +577,7 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
         if now >= ctx.cfg.deadline || ctx.cancel.is_cancelled() {
             break;
         }
-        let jobs = match queue.take(ctx.cfg.batch.max(1), now) {
+        let jobs = match queue.take(ctx.cfg.batch.max(1), now, session.is_some()) {
             Next::Done => break,
             Next::Wait(until) => {
                 if until > now + Duration::from_secs(2)
@@ -477,7 +624,11 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
         while let Some((job, built)) = batch.next() {
             if ctx.cancel.is_cancelled() {
                 // Stop taking new work: this job and the rest of the batch stay unsent.
-                queue.unclaim(std::iter::once(job).chain(batch.by_ref().map(|(j, _)| j)));
+                queue.unclaim(
+                    std::iter::once(job)
+                        .chain(batch.by_ref().map(|(j, _)| j))
+                        .collect(),
+                );
                 break;
             }
             let msg = match built {
@@ -496,8 +647,12 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
             }
             if session.is_none() {
                 match open_session(&ctx, &queue.work).await {
-                    Ok(s) => session = Some(s),
+                    Ok(s) => {
+                        queue.healthy();
+                        session = Some(s);
+                    }
                     Err(fail) => {
+                        queue.pause(&ctx.cfg.retry);
                         // Circuit breaker: no MX of this site answers, so every job ready for it
                         // shares this failure and waits for the next retry round.
                         let outcome = fail.outcome();
@@ -517,8 +672,19 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                 refused.attempts = job.attempts + 1;
                 refused.mx_host = Some(s.host.clone());
                 refused.mx_ip = Some(s.ip);
+                refused.tls = s.tls.clone();
                 ctx.final_outcome(&queue, job, refused);
                 continue;
+            }
+            if let Some(rate) = ctx.cfg.rate_per_site {
+                let slot = queue.send_slot(rate);
+                if slot >= ctx.cfg.deadline {
+                    // No slot before the deadline: leave the rest for the deadline report.
+                    let rest = std::iter::once(job).chain(batch.by_ref().map(|(j, _)| j));
+                    queue.unclaim(rest.collect::<Vec<_>>());
+                    break;
+                }
+                sleep_until(slot).await;
             }
             let result = s.conn.send(&msg.envelope, &msg.payload).await;
             let mut base =
@@ -527,6 +693,7 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
             base.mx_ip = Some(s.ip);
             base.message_id = Some(msg.message_id.clone());
             base.attempts = job.attempts + 1;
+            base.tls = s.tls.clone();
             match result {
                 Ok(Transaction::Accepted(reply)) => {
                     let o = Outcome {
@@ -548,8 +715,18 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                     };
                     // 421: the server is closing the session (RFC 5321 §3.8); a refused RSET
                     // means the session is confused. Either way, start a new one.
-                    if reply.code == 421 || phase == Phase::Rset {
+                    let closing = reply.code == 421;
+                    if closing || phase == Phase::Rset {
                         session = None;
+                    }
+                    if closing {
+                        // The site asked us to go away: no new connection for a while, and
+                        // the rest of this batch waits for it (or for another open session).
+                        queue.pause(&ctx.cfg.retry);
+                        ctx.transient(&queue, job, o);
+                        let rest: Vec<Job> = batch.by_ref().map(|(j, _)| j).collect();
+                        queue.unclaim(rest);
+                        break;
                     }
                     if reply.is_permanent() && phase != Phase::Rset {
                         ctx.final_outcome(
@@ -620,6 +797,7 @@ pub async fn deliver_until(
         source,
         events,
         dead: Mutex::default(),
+        no_tls: Mutex::default(),
     });
     let mut set = JoinSet::new();
     // Interleave sites so that the first connections go to many sites, not one.
@@ -664,5 +842,72 @@ pub async fn deliver_until(
         () = all_done => {}
         () = sleep_until(hard_stop) => {}
         () = cancelled => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(rows: usize) -> SiteQueue {
+        let now = Instant::now();
+        SiteQueue {
+            work: SiteWork {
+                name: "site".into(),
+                hosts: Vec::new().into(),
+                rows: (0..rows).collect(),
+            },
+            state: Mutex::new(QueueState {
+                ready: (0..rows)
+                    .map(|row| Job {
+                        row,
+                        attempts: 0,
+                        not_before: now,
+                    })
+                    .collect(),
+                ..QueueState::default()
+            }),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_site_feeds_open_sessions_only_and_backs_off_further_each_time() {
+        let q = queue(4);
+        let retry = RetryPolicy::parse("1m,5m").unwrap();
+        let t0 = Instant::now();
+        q.pause(&retry);
+        assert!(matches!(q.take(1, t0, false), Next::Wait(u) if u == t0 + Duration::from_secs(60)));
+        assert!(
+            matches!(q.take(1, t0, true), Next::Jobs(j) if j.len() == 1),
+            "a session already open may go on"
+        );
+        q.pause(&retry);
+        assert!(
+            matches!(q.take(1, t0, false), Next::Wait(u) if u == t0 + Duration::from_secs(300)),
+            "second consecutive failure: the next wait"
+        );
+        tokio::time::advance(Duration::from_secs(301)).await;
+        assert!(matches!(q.take(1, Instant::now(), false), Next::Jobs(_)));
+        q.healthy();
+        q.pause(&retry);
+        let now = Instant::now();
+        assert!(
+            matches!(q.take(1, now, false), Next::Wait(u) if u == now + Duration::from_secs(60)),
+            "a successful connection resets the back-off"
+        );
+    }
+
+    #[test]
+    fn unclaimed_jobs_keep_their_order() {
+        let q = queue(3);
+        let Next::Jobs(jobs) = q.take(3, Instant::now(), true) else {
+            panic!("jobs expected");
+        };
+        q.unclaim(jobs);
+        let Next::Jobs(again) = q.take(3, Instant::now(), true) else {
+            panic!("jobs expected");
+        };
+        let rows: Vec<usize> = again.iter().map(|j| j.row).collect();
+        assert_eq!(rows, vec![0, 1, 2]);
     }
 }

@@ -5,12 +5,13 @@
 
 pub mod dns;
 pub mod receiver;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dns::{DnsServer, Zone};
-use receiver::{Receiver, ReceiverConfig};
+use receiver::{Receiver, ReceiverConfig, StartTls};
 
 /// Host name every sandbox domain's MX points to.
 pub const SANDBOX_MX: &str = "mx.sandbox.test";
@@ -27,15 +28,21 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Starts both servers on 127.0.0.1 with free ports; messages go to `mail_dir`.
+    /// Starts both servers on 127.0.0.1 with free ports; messages go to `mail_dir`. The
+    /// receiver offers STARTTLS with a self-signed certificate, as many real MX hosts do.
     ///
     /// Demo domains: `nullmx.test` publishes a null MX, `nxdomain.test` does not exist.
     pub async fn start(mail_dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(mail_dir)?;
+        let starttls = tls::self_signed(&[SANDBOX_MX])
+            .and_then(|id| id.server_config())
+            .map(StartTls::Offer)
+            .map_err(std::io::Error::other)?;
         let receiver = Receiver::start(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             ReceiverConfig {
                 store_dir: Some(mail_dir.to_path_buf()),
+                starttls: Some(starttls),
                 ..ReceiverConfig::default()
             },
         )

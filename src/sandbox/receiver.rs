@@ -7,6 +7,11 @@
 //! outcome: `reject…` (550 5.1.1 at RCPT), `defer…` (450 4.2.1 at RCPT, always),
 //! `greylist…` (451 4.7.1 the first time, then accepted), `spam…` (554 5.7.1 after DATA),
 //! `drop…` (connection dropped during DATA, first attempt only).
+//!
+//! It can offer STARTTLS (RFC 3207) with a certificate made at start-up, or offer it and then
+//! botch the handshake, so that the client's TLS policy is tested over real sockets. It records
+//! which commands arrived together in one read ([`Receiver::command_groups`]), which is how the
+//! tests see PIPELINING (RFC 2920) on the wire.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,8 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::smtp::DataPayload;
 
@@ -62,6 +68,15 @@ pub fn magic_script() -> Script {
     })
 }
 
+/// STARTTLS behaviour of the receiver.
+#[derive(Clone)]
+pub enum StartTls {
+    /// Offer STARTTLS and complete the handshake with this configuration.
+    Offer(Arc<rustls::ServerConfig>),
+    /// Offer STARTTLS, answer 220, then send garbage instead of a TLS handshake.
+    Broken,
+}
+
 /// How the receiver presents itself.
 #[derive(Clone)]
 pub struct ReceiverConfig {
@@ -77,6 +92,10 @@ pub struct ReceiverConfig {
     pub greeting_reject: Option<String>,
     /// After this many messages on one connection, answer `421` and close.
     pub max_messages_per_connection: Option<usize>,
+    /// Advertise SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
+    /// Offer STARTTLS (RFC 3207).
+    pub starttls: Option<StartTls>,
     /// Per-recipient behaviour.
     pub script: Script,
     /// Write each accepted message to this folder.
@@ -95,6 +114,8 @@ impl Default for ReceiverConfig {
             size_limit: Some(50 * 1024 * 1024),
             greeting_reject: None,
             max_messages_per_connection: None,
+            smtputf8: true,
+            starttls: None,
             script: magic_script(),
             store_dir: None,
             keep_messages: true,
@@ -113,6 +134,8 @@ pub struct Received {
     pub rcpt_to: String,
     /// Message bytes, dot-unstuffed, as the sender meant them.
     pub data: Vec<u8>,
+    /// TLS version of the session it arrived on (`None`: plaintext).
+    pub tls: Option<String>,
 }
 
 #[derive(Default)]
@@ -121,6 +144,8 @@ struct State {
     accepted: usize,
     seen: HashMap<String, usize>,
     commands: Vec<String>,
+    groups: Vec<Vec<String>>,
+    accepted_at: Vec<std::time::Instant>,
 }
 
 /// A running receiver; stops when dropped.
@@ -160,7 +185,10 @@ impl Receiver {
                 };
                 let _ = stream.set_nodelay(true);
                 let n = c.fetch_add(1, Ordering::SeqCst) + 1;
-                tokio::spawn(session(stream, n, config.clone(), s.clone()));
+                if let Ok(mut st) = s.lock() {
+                    st.accepted_at.push(std::time::Instant::now());
+                }
+                tokio::spawn(serve(stream, n, config.clone(), s.clone()));
             }
         });
         Self {
@@ -192,6 +220,23 @@ impl Receiver {
     /// Number of messages accepted (counted even when messages are not kept).
     pub fn accepted(&self) -> usize {
         self.state.lock().map(|s| s.accepted).unwrap_or(0)
+    }
+
+    /// The commands that arrived together (in one read, before any reply was due), in order.
+    /// A pipelining client's `MAIL`, `RCPT` and `DATA` form one group.
+    pub fn command_groups(&self) -> Vec<Vec<String>> {
+        self.state
+            .lock()
+            .map(|s| s.groups.clone())
+            .unwrap_or_default()
+    }
+
+    /// When each connection was accepted, in order.
+    pub fn accepted_at(&self) -> Vec<std::time::Instant> {
+        self.state
+            .lock()
+            .map(|s| s.accepted_at.clone())
+            .unwrap_or_default()
     }
 
     /// Every command line received, in order, over all connections.
@@ -230,22 +275,52 @@ fn extract_path(arg: &str) -> String {
     arg[start..end].to_string()
 }
 
+/// One connection: the plaintext dialogue, then, after STARTTLS, the encrypted one.
+async fn serve(
+    stream: TcpStream,
+    conn: usize,
+    config: Arc<ReceiverConfig>,
+    state: Arc<Mutex<State>>,
+) {
+    let Some(mut plain) = session(stream, conn, config.clone(), state.clone(), None).await else {
+        return;
+    };
+    match &config.starttls {
+        Some(StartTls::Offer(tls)) => {
+            if let Ok(tls) = TlsAcceptor::from(tls.clone()).accept(plain).await {
+                let version = crate::smtp::tls::version_name(tls.get_ref().1.protocol_version());
+                session(tls, conn, config, state, Some(version)).await;
+            }
+        }
+        Some(StartTls::Broken) => {
+            let _ = plain.write_all(b"this is not a TLS handshake\r\n").await;
+        }
+        None => {}
+    }
+}
+
+/// Runs the SMTP dialogue over `stream`; returns the stream when the client asked for
+/// STARTTLS and was told to go ahead (`tls` is the version when already encrypted).
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     conn: usize,
     config: Arc<ReceiverConfig>,
     state: Arc<Mutex<State>>,
-) {
+    tls: Option<String>,
+) -> Option<S> {
     let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::new(r);
-    if let Some(text) = &config.greeting_reject {
-        let _ = w.write_all(format!("{text}\r\n").as_bytes()).await;
-        return;
+    if tls.is_none() {
+        if let Some(text) = &config.greeting_reject {
+            let _ = w.write_all(format!("{text}\r\n").as_bytes()).await;
+            return None;
+        }
+        let greet = format!("220 {} ESMTP mailmerge-sandbox\r\n", config.hostname);
+        if w.write_all(greet.as_bytes()).await.is_err() {
+            return None;
+        }
     }
-    let greet = format!("220 {} ESMTP mailmerge-sandbox\r\n", config.hostname);
-    if w.write_all(greet.as_bytes()).await.is_err() {
-        return;
-    }
+    let mut group: Vec<String> = Vec::new();
     let mut mail_from: Option<String> = None;
     let mut rcpt: Option<(String, Rule)> = None;
     let mut messages = 0usize;
@@ -253,14 +328,21 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         line.clear();
         match r.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(_) => {}
         }
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        if config.keep_messages {
+            group.push(text.clone());
+        }
+        let group_ended = r.buffer().is_empty();
         if config.keep_messages
             && let Ok(mut s) = state.lock()
         {
             s.commands.push(text.clone());
+            if group_ended {
+                s.groups.push(std::mem::take(&mut group));
+            }
         }
         let upper = text.to_ascii_uppercase();
         let out = if upper.starts_with("EHLO") {
@@ -275,7 +357,12 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             if config.enhanced_codes {
                 ext.push("ENHANCEDSTATUSCODES".into());
             }
-            ext.push("SMTPUTF8".into());
+            if config.smtputf8 {
+                ext.push("SMTPUTF8".into());
+            }
+            if config.starttls.is_some() && tls.is_none() {
+                ext.push("STARTTLS".into());
+            }
             let n = ext.len();
             ext.iter()
                 .enumerate()
@@ -298,7 +385,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                         .as_bytes(),
                     )
                     .await;
-                return;
+                return None;
             }
             mail_from = Some(extract_path(&text[10..]));
             rcpt = None;
@@ -340,14 +427,14 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                         .await
                         .is_err()
                     {
-                        return;
+                        return None;
                     }
                     let mut data = Vec::new();
                     let mut dropped = false;
                     loop {
                         line.clear();
                         match r.read_until(b'\n', &mut line).await {
-                            Ok(0) | Err(_) => return,
+                            Ok(0) | Err(_) => return None,
                             Ok(_) => {}
                         }
                         if line == b".\r\n" || line == b".\n" {
@@ -360,7 +447,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                         data.extend_from_slice(&line);
                     }
                     if dropped {
-                        return;
+                        return None;
                     }
                     data.extend_from_slice(b".\r\n");
                     let data = DataPayload::unstuff(&data);
@@ -397,6 +484,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                                     mail_from: from,
                                     rcpt_to: to,
                                     data,
+                                    tls: tls.clone(),
                                 });
                             }
                         }
@@ -412,18 +500,28 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             mail_from = None;
             rcpt = None;
             reply(&config, 250, "2.0.0", "ok")
+        } else if upper == "STARTTLS" {
+            if config.starttls.is_some() && tls.is_none() {
+                let ready = reply(&config, 220, "2.0.0", "ready to start TLS");
+                if w.write_all(ready.as_bytes()).await.is_err() {
+                    return None;
+                }
+                // Anything the client pipelined after STARTTLS is discarded (RFC 3207 §5).
+                return Some(r.into_inner().unsplit(w));
+            }
+            reply(&config, 502, "5.5.1", "STARTTLS not offered")
         } else if upper == "NOOP" {
             reply(&config, 250, "2.0.0", "ok")
         } else if upper == "QUIT" {
             let _ = w
                 .write_all(reply(&config, 221, "2.0.0", "bye").as_bytes())
                 .await;
-            return;
+            return None;
         } else {
             reply(&config, 502, "5.5.2", "command not implemented")
         };
         if w.write_all(out.as_bytes()).await.is_err() {
-            return;
+            return None;
         }
     }
 }

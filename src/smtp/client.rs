@@ -68,6 +68,32 @@ impl Timeouts {
     }
 }
 
+/// A `--timeout` phase name that does not exist.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error(
+    "unknown timeout phase {0:?} (use connect, greeting, command, mail, rcpt, data, data-block or data-end)"
+)]
+pub struct UnknownPhase(pub String);
+
+impl Timeouts {
+    /// Sets one phase's timeout by the name used on the command line (`--timeout data-end=2m`).
+    pub fn set(&mut self, phase: &str, d: Duration) -> Result<(), UnknownPhase> {
+        let slot = match phase.trim().to_ascii_lowercase().as_str() {
+            "connect" => &mut self.connect,
+            "greeting" => &mut self.greeting,
+            "command" | "ehlo" | "starttls" | "rset" | "quit" => &mut self.command,
+            "mail" => &mut self.mail,
+            "rcpt" => &mut self.rcpt,
+            "data" | "data-init" => &mut self.data_init,
+            "data-block" => &mut self.data_block,
+            "data-end" => &mut self.data_end,
+            _ => return Err(UnknownPhase(phase.to_string())),
+        };
+        *slot = d;
+        Ok(())
+    }
+}
+
 /// The step of the SMTP dialogue; outcomes and errors record which one failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
@@ -143,6 +169,13 @@ pub enum ClientError {
         /// Phase in progress.
         phase: Phase,
     },
+    /// The TLS handshake after STARTTLS failed (bad certificate, no common cipher, garbage).
+    #[error("TLS handshake failed: {source}")]
+    Tls {
+        /// What rustls reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// The server sent something that is not an SMTP reply.
     #[error("protocol error during {phase}: {source}")]
     Protocol {
@@ -162,6 +195,7 @@ impl ClientError {
             | ClientError::Io { phase, .. }
             | ClientError::Closed { phase }
             | ClientError::Protocol { phase, .. } => *phase,
+            ClientError::Tls { .. } => Phase::StartTls,
         }
     }
 }
@@ -260,7 +294,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a connected stream and reads the greeting. A non-2yz greeting is returned as the
     /// reply for the caller to judge (try the next MX on 4yz/5yz).
     pub async fn greet(stream: S, timeouts: Timeouts) -> Result<(Self, Reply), ClientError> {
-        let mut conn = Self {
+        let mut conn = Self::resume(stream, timeouts);
+        let reply = conn.read_reply(Phase::Greeting, timeouts.greeting).await?;
+        Ok((conn, reply))
+    }
+
+    /// Wraps a stream in the middle of a session (after the STARTTLS handshake): no greeting is
+    /// read and nothing learnt before is kept (RFC 3207 §4.2); the caller must EHLO again.
+    pub fn resume(stream: S, timeouts: Timeouts) -> Self {
+        Self {
             stream,
             rbuf: Vec::with_capacity(4096),
             wbuf: Vec::with_capacity(512),
@@ -268,9 +310,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             caps: Capabilities::default(),
             transactions: 0,
             pending_rset: false,
-        };
-        let reply = conn.read_reply(Phase::Greeting, timeouts.greeting).await?;
-        Ok((conn, reply))
+        }
+    }
+
+    /// The underlying stream (e.g. to ask which TLS version was negotiated).
+    pub fn stream(&self) -> &S {
+        &self.stream
     }
 
     /// The capabilities learnt from the last EHLO.
@@ -352,6 +397,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.flush(Phase::MailFrom, t.command).await?;
             if rset_reply.is_some() {
                 let r = self.read_reply(Phase::Rset, t.command).await?;
+                if r.code == 421 {
+                    return Ok(Transaction::Rejected {
+                        phase: Phase::Rset,
+                        reply: r,
+                    });
+                }
                 if !r.is_positive() {
                     // Keep the session in step, then give up on it.
                     for (phase, limit) in [
@@ -367,8 +418,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     });
                 }
             }
+            // A 421 means the server is closing the connection (RFC 5321 §3.8): the replies
+            // still pending will never come, so report the 421 itself.
             let m = self.read_reply(Phase::MailFrom, t.mail).await?;
+            if m.code == 421 {
+                return Ok(Transaction::Rejected {
+                    phase: Phase::MailFrom,
+                    reply: m,
+                });
+            }
             let r = self.read_reply(Phase::RcptTo, t.rcpt).await?;
+            if r.code == 421 {
+                return Ok(Transaction::Rejected {
+                    phase: Phase::RcptTo,
+                    reply: r,
+                });
+            }
             let d = self.read_reply(Phase::Data, t.data_init).await?;
             (m, Some(r), Some(d))
         } else {
@@ -670,6 +735,21 @@ mod tests {
             err,
             ClientError::Timeout { phase: Phase::Greeting, after } if after == Duration::from_secs(300)
         ));
+    }
+
+    #[test]
+    fn each_phase_timeout_can_be_set_by_name() {
+        let mut t = Timeouts::default();
+        t.set("connect", Duration::from_secs(5)).unwrap();
+        t.set("data-end", Duration::from_secs(120)).unwrap();
+        assert_eq!(t.connect, Duration::from_secs(5));
+        assert_eq!(t.data_end, Duration::from_secs(120));
+        assert_eq!(
+            t.greeting,
+            Duration::from_secs(300),
+            "others keep RFC values"
+        );
+        assert!(t.set("lunch", Duration::from_secs(1)).is_err());
     }
 
     #[tokio::test]

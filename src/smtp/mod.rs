@@ -1,12 +1,14 @@
 //! Our own SMTP client (RFC 5321): replies and commands as types, the DATA payload, and a
-//! connection driven phase by phase with a timeout per phase.
+//! connection driven phase by phase with a timeout per phase, and STARTTLS.
 
 pub mod client;
 pub mod command;
 pub mod data;
 pub mod reply;
+pub mod tls;
 
 pub use client::{Capabilities, ClientError, Connection, Envelope, Phase, Timeouts, Transaction};
 pub use command::Command;
 pub use data::DataPayload;
 pub use reply::{EnhancedCode, Reply, ReplyError, parse_reply};
+pub use tls::{MaybeTls, TlsMode, TlsPolicy};
