@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::delivery::{Outcome, Status, Step};
-use crate::recipients::RecipientList;
+use crate::recipients::{RecipientList, Row};
 use crate::smtp::EnhancedCode;
 
 /// Longest time a written record waits for `fsync`.
@@ -84,44 +84,95 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>, mut h: u64) -> u64 {
     h
 }
 
-/// The identity of every row of the list, in list order.
+/// Computes row identities on demand (a list of millions of rows keeps no key per row).
+#[derive(Debug)]
+pub struct RowKeys {
+    /// Non-address columns, sorted by name.
+    order: Vec<usize>,
+    /// Occurrence of each row among identical rows; empty when one message per address.
+    occurrence: Vec<u32>,
+}
+
+impl RowKeys {
+    /// Prepares identities for `list`; `count_occurrences` (with `--allow-duplicates`) tells
+    /// identical rows apart by their position among themselves.
+    pub fn new(list: &RecipientList, count_occurrences: bool) -> Self {
+        let mut order: Vec<usize> = (0..list.columns.len())
+            .filter(|&i| i != list.email_column)
+            .collect();
+        order.sort_by(|&a, &b| list.columns[a].cmp(&list.columns[b]));
+        let mut keys = Self {
+            order,
+            occurrence: Vec::new(),
+        };
+        if count_occurrences {
+            let mut seen: HashMap<(u64, u64), u32> = HashMap::new();
+            keys.occurrence = list
+                .iter()
+                .map(|row| {
+                    let (addr, hash) = keys.parts(list, &row);
+                    let n = seen
+                        .entry((fnv1a(addr.bytes(), 0xcbf2_9ce4_8422_2325), hash))
+                        .or_default();
+                    let occurrence = *n;
+                    *n += 1;
+                    occurrence
+                })
+                .collect();
+        }
+        keys
+    }
+
+    fn parts(&self, list: &RecipientList, row: &Row) -> (String, u64) {
+        let addr = match &row.status {
+            Ok(a) => crate::recipients::normalized(a),
+            Err(_) => row.email.trim().to_lowercase(),
+        };
+        let mut h = 0xcbf2_9ce4_8422_2325;
+        for &i in &self.order {
+            h = fnv1a(list.columns[i].bytes(), h);
+            h = fnv1a([0x1f], h);
+            h = fnv1a(
+                row.fields
+                    .get(i)
+                    .map_or(&[][..], |f| f.as_bytes())
+                    .iter()
+                    .copied(),
+                h,
+            );
+            h = fnv1a([0x1e], h);
+        }
+        (addr, h)
+    }
+
+    /// The identity of row `i` (0-based), given the row itself.
+    pub fn key(&self, list: &RecipientList, i: usize, row: &Row) -> RowKey {
+        let (addr, hash) = self.parts(list, row);
+        RowKey {
+            addr,
+            hash,
+            occurrence: self.occurrence.get(i).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// The identity of every row of the list, in list order (identical rows told apart).
 pub fn row_keys(list: &RecipientList) -> Vec<RowKey> {
-    let mut order: Vec<usize> = (0..list.columns.len())
-        .filter(|&i| i != list.email_column)
-        .collect();
-    order.sort_by(|&a, &b| list.columns[a].cmp(&list.columns[b]));
-    let mut seen: HashMap<(String, u64), u32> = HashMap::new();
-    list.rows
-        .iter()
-        .map(|row| {
-            let addr = match &row.status {
-                Ok(a) => format!("{}@{}", a.local().to_lowercase(), a.domain()),
-                Err(_) => row.email.trim().to_lowercase(),
-            };
-            let mut h = 0xcbf2_9ce4_8422_2325;
-            for &i in &order {
-                h = fnv1a(list.columns[i].bytes(), h);
-                h = fnv1a([0x1f], h);
-                h = fnv1a(
-                    row.fields
-                        .get(i)
-                        .map_or(&[][..], |f| f.as_bytes())
-                        .iter()
-                        .copied(),
-                    h,
-                );
-                h = fnv1a([0x1e], h);
-            }
-            let n = seen.entry((addr.clone(), h)).or_default();
-            let occurrence = *n;
-            *n += 1;
-            RowKey {
-                addr,
-                hash: h,
-                occurrence,
-            }
-        })
+    let keys = RowKeys::new(list, true);
+    list.iter()
+        .enumerate()
+        .map(|(i, row)| keys.key(list, i, &row))
         .collect()
+}
+
+fn key_hash(key: &RowKey) -> u64 {
+    let h = fnv1a(key.addr.bytes(), 0xcbf2_9ce4_8422_2325);
+    let h = fnv1a(key.hash.to_le_bytes(), h);
+    fnv1a(key.occurrence.to_le_bytes(), h)
+}
+
+fn addr_hash(addr: &str) -> u64 {
+    fnv1a(addr.bytes(), 0xcbf2_9ce4_8422_2325)
 }
 
 /// One line of the journal.
@@ -216,11 +267,57 @@ impl Record {
     }
 }
 
+/// Reads records back from a journal file by offset.
+#[derive(Debug)]
+pub struct JournalReader {
+    file: File,
+}
+
+impl JournalReader {
+    /// Opens `path` for reading.
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let file = File::open(path).map_err(|source| JournalError::Io {
+            path: path.into(),
+            source,
+        })?;
+        Ok(Self { file })
+    }
+
+    fn record_at(&self, offset: u64) -> Option<Record> {
+        use std::os::unix::fs::FileExt;
+        let mut line = Vec::with_capacity(512);
+        let mut chunk = [0u8; 512];
+        let mut pos = offset;
+        loop {
+            let n = self.file.read_at(&mut chunk, pos).ok()?;
+            if n == 0 {
+                break;
+            }
+            if let Some(nl) = chunk[..n].iter().position(|&b| b == b'\n') {
+                line.extend_from_slice(&chunk[..nl]);
+                break;
+            }
+            line.extend_from_slice(&chunk[..n]);
+            pos += n as u64;
+        }
+        serde_json::from_slice(&line).ok()
+    }
+
+    /// The outcome recorded at `offset` (as returned by [`Journal::append`]).
+    pub fn outcome_at(&self, offset: u64) -> Option<Outcome> {
+        self.record_at(offset)?.outcome()
+    }
+}
+
 /// What an earlier run of the same job recorded: the rows that are done for good.
+///
+/// Kept compact for big lists: 64-bit hashes of identities map to record offsets in the
+/// journal, and a hit is confirmed by reading the record back.
 #[derive(Debug, Default)]
 pub struct Replay {
-    by_key: HashMap<RowKey, Outcome>,
-    by_addr: HashMap<String, Outcome>,
+    by_key: HashMap<u64, u64>,
+    by_addr: HashMap<u64, u64>,
+    reader: Option<JournalReader>,
     /// Records read.
     pub records: usize,
     /// Lines that could not be read back (a torn last line after a crash), ignored.
@@ -228,15 +325,30 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// The recorded final outcome of this row, if it was delivered or bounced before.
+    /// Where the recorded final outcome of this row is, if it was delivered or bounced before.
     /// `per_address`: one message per address (the default), so any record for the address
     /// counts; otherwise the row's full identity must match.
-    pub fn done(&self, key: &RowKey, per_address: bool) -> Option<&Outcome> {
-        if per_address {
-            self.by_addr.get(&key.addr)
+    pub fn done_at(&self, key: &RowKey, per_address: bool) -> Option<u64> {
+        let reader = self.reader.as_ref()?;
+        let offset = if per_address {
+            *self.by_addr.get(&addr_hash(&key.addr))?
         } else {
-            self.by_key.get(key)
-        }
+            *self.by_key.get(&key_hash(key))?
+        };
+        let rec = reader.record_at(offset)?;
+        let stored = rec.key()?;
+        let same = if per_address {
+            stored.addr == key.addr
+        } else {
+            &stored == key
+        };
+        same.then_some(offset)
+    }
+
+    /// The recorded final outcome of this row, if it was delivered or bounced before.
+    pub fn done(&self, key: &RowKey, per_address: bool) -> Option<Outcome> {
+        let offset = self.done_at(key, per_address)?;
+        self.reader.as_ref()?.outcome_at(offset)
     }
 
     /// Number of rows (identities) recorded as done.
@@ -268,10 +380,16 @@ pub fn load(path: &Path) -> Result<Replay, JournalError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replay::default()),
         Err(e) => return Err(io(e)),
     };
-    let mut replay = Replay::default();
+    let mut replay = Replay {
+        reader: Some(JournalReader::open(path)?),
+        ..Replay::default()
+    };
     let mut first = true;
+    let mut offset: u64 = 0;
     for line in BufReader::new(file).split(b'\n') {
         let line = line.map_err(io)?;
+        let at = offset;
+        offset += line.len() as u64 + 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -301,11 +419,8 @@ pub fn load(path: &Path) -> Result<Replay, JournalError> {
         };
         replay.records += 1;
         if matches!(outcome.status, Status::Delivered | Status::Bounced) {
-            replay
-                .by_addr
-                .entry(key.addr.clone())
-                .or_insert_with(|| outcome.clone());
-            replay.by_key.entry(key).or_insert(outcome);
+            replay.by_addr.entry(addr_hash(&key.addr)).or_insert(at);
+            replay.by_key.entry(key_hash(&key)).or_insert(at);
         }
     }
     Ok(replay)
@@ -315,6 +430,8 @@ pub fn load(path: &Path) -> Result<Replay, JournalError> {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Bytes in the file plus `buf`: the offset of the next record.
+    end: u64,
     buf: Vec<u8>,
     unsynced: usize,
     last_sync: Instant,
@@ -340,6 +457,7 @@ impl Journal {
         let mut j = Self {
             path: path.into(),
             file,
+            end: len,
             buf: Vec::new(),
             unsynced: 0,
             last_sync: Instant::now(),
@@ -373,14 +491,25 @@ impl Journal {
         }
     }
 
-    /// Adds a record to the pending batch (written by [`Journal::flush`]).
-    pub fn append(&mut self, key: &RowKey, row: usize, outcome: &Outcome) {
+    /// Adds a record to the pending batch (written by [`Journal::flush`]); returns the offset
+    /// it will have in the file, for [`JournalReader::outcome_at`].
+    pub fn append(&mut self, key: &RowKey, row: usize, outcome: &Outcome) -> u64 {
         let rec = Record::new(key, row, outcome);
+        let before = self.buf.len();
+        let offset = self.end + before as u64;
         // Serializing plain strings and numbers into a Vec cannot fail.
         if serde_json::to_writer(&mut self.buf, &rec).is_ok() {
             self.buf.push(b'\n');
             self.unsynced += 1;
+        } else {
+            self.buf.truncate(before);
         }
+        offset
+    }
+
+    /// A reader for the records this journal holds.
+    pub fn reader(&self) -> Result<JournalReader, JournalError> {
+        JournalReader::open(&self.path)
     }
 
     /// Writes the pending batch to the OS (one `write`; it survives SIGKILL from here on) and
@@ -389,6 +518,7 @@ impl Journal {
         if !self.buf.is_empty() {
             let buf = std::mem::take(&mut self.buf);
             self.file.write_all(&buf).map_err(|e| self.io(e))?;
+            self.end += buf.len() as u64;
         }
         if self.unsynced >= SYNC_RECORDS
             || (self.unsynced > 0 && self.last_sync.elapsed() >= SYNC_INTERVAL)
@@ -408,6 +538,7 @@ impl Journal {
         if !self.buf.is_empty() {
             let buf = std::mem::take(&mut self.buf);
             self.file.write_all(&buf).map_err(|e| self.io(e))?;
+            self.end += buf.len() as u64;
         }
         self.file.sync_data().map_err(|e| self.io(e))?;
         self.unsynced = 0;
@@ -489,9 +620,14 @@ mod tests {
         j.sync().unwrap();
         let r = load(&path).unwrap();
         assert_eq!((r.records, r.unreadable, r.len()), (3, 1, 2));
-        assert_eq!(r.done(&keys[0], false), Some(&o));
+        assert_eq!(r.done(&keys[0], false), Some(o.clone()));
         assert_eq!(r.done(&keys[1], true), None, "deferred is not done");
-        assert_eq!(r.done(&keys[2], true), Some(&bounced));
+        assert_eq!(r.done(&keys[2], true), Some(bounced.clone()));
+        // Offsets returned by append read the same records back.
+        let mut j = Journal::open(&path, Path::new("l.csv"), false).unwrap();
+        let at = j.append(&keys[0], 1, &bounced);
+        j.flush().unwrap();
+        assert_eq!(j.reader().unwrap().outcome_at(at), Some(bounced));
         // --fresh empties it.
         drop(Journal::open(&path, Path::new("l.csv"), true).unwrap());
         assert!(load(&path).unwrap().is_empty());

@@ -31,7 +31,7 @@ pub use tokio_util::sync::CancellationToken;
 use delivery::{
     DeliveryConfig, Event, MessageSource, Outcome, RetryPolicy, SiteWork, Status, Step,
 };
-use journal::{Journal, RowKey};
+use journal::{Journal, RowKeys};
 use message::MessageOptions;
 use mx::{DnsOptions, MxResolver, Route};
 use recipients::{ListOptions, RecipientList};
@@ -174,8 +174,6 @@ pub enum RunError {
 pub struct RunReport {
     /// Counts and timing.
     pub summary: Summary,
-    /// The per-row outcomes, in input order.
-    pub outcomes: Vec<Outcome>,
     /// Delivery plan (sites and their row counts), for `--dry-run`.
     pub plan: Vec<(String, Vec<String>, usize)>,
     /// The preflight plan: counts by status the rows would get, sites, connections.
@@ -243,13 +241,13 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     let template = Arc::new(MessageTemplate::from_path(&cfg.template)?);
     template.check_columns(&list.columns)?;
     let mut check = Plan {
-        rows: list.rows.len(),
+        rows: list.len(),
         ..Plan::default()
     };
 
     // Earlier runs of this job: rows delivered or bounced are done (README "Re-running safely").
     let journal_path = journal::path_for(&cfg.results);
-    let keys: Vec<RowKey> = journal::row_keys(&list);
+    let keys = RowKeys::new(&list, cfg.list.allow_duplicates);
     let replay = if cfg.fresh {
         journal::Replay::default()
     } else {
@@ -257,10 +255,10 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     };
     let per_address = !cfg.list.allow_duplicates;
 
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; list.rows.len()];
+    let mut outcomes = OutcomeStore::new(list.len());
     let mut reused = 0;
     let mut budget = cfg.limit.unwrap_or(usize::MAX);
-    for (i, row) in list.rows.iter().enumerate() {
+    for (i, row) in list.iter().enumerate() {
         match &row.status {
             Err(e) => {
                 let status = if e.status() == "duplicate" {
@@ -273,19 +271,22 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                         .push(problem(&cfg.recipients, &e.to_string()));
                     Status::Invalid
                 };
-                outcomes[i] = Some(Outcome::local(status, Step::Input, e.to_string()));
+                outcomes.set_local(i, Outcome::local(status, Step::Input, e.to_string()));
             }
             Ok(_) => {
-                if let Some(done) = replay.done(&keys[i], per_address) {
-                    outcomes[i] = Some(done.clone());
+                if let Some(at) = replay.done_at(&keys.key(&list, i, &row), per_address) {
+                    outcomes.set_journal(i, at);
                     reused += 1;
                 } else if budget == 0 {
                     let limit = cfg.limit.unwrap_or_default();
-                    outcomes[i] = Some(Outcome::local(
-                        Status::Deferred,
-                        Step::Limit,
-                        format!("not sent: beyond --limit {limit}; a later run sends it"),
-                    ));
+                    outcomes.set_local(
+                        i,
+                        Outcome::local(
+                            Status::Deferred,
+                            Step::Limit,
+                            format!("not sent: beyond --limit {limit}; a later run sends it"),
+                        ),
+                    );
                     check.beyond_limit += 1;
                 } else {
                     budget -= 1;
@@ -294,9 +295,8 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         }
     }
     check.already_done = reused;
-    let pending = |i: usize| outcomes[i].is_none();
+    let pending = |i: usize| outcomes.is_pending(i);
     let domains: BTreeSet<String> = list
-        .rows
         .iter()
         .enumerate()
         .filter(|(i, _)| pending(*i))
@@ -319,9 +319,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         })
         .collect();
     // Outcomes decided before any connection (DNS), to journal once the journal is open.
-    let mut decided: Vec<usize> = Vec::new();
-    for (i, row) in list.rows.iter().enumerate() {
-        if outcomes[i].is_some() {
+    let mut decided: Vec<(usize, Outcome)> = Vec::new();
+    for (i, row) in list.iter().enumerate() {
+        if !outcomes.is_pending(i) {
             continue;
         }
         let Ok(addr) = &row.status else { continue };
@@ -335,18 +335,17 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         }
         match route.and_then(dns_outcome) {
             Some(o) => {
-                outcomes[i] = Some(o);
-                decided.push(i);
+                outcomes.set_decided(i);
+                decided.push((i, o));
             }
             None => match site_of.get(addr.domain()) {
                 Some(&s) => work[s].rows.push(i),
                 None => {
-                    outcomes[i] = Some(Outcome::local(
-                        Status::Deferred,
-                        Step::Dns,
-                        "no DNS answer for the domain",
+                    outcomes.set_decided(i);
+                    decided.push((
+                        i,
+                        Outcome::local(Status::Deferred, Step::Dns, "no DNS answer for the domain"),
                     ));
-                    decided.push(i);
                 }
             },
         }
@@ -371,7 +370,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         let template = template.clone();
         let opts = cfg.message.clone();
         Arc::new(move |i: usize| {
-            let row = &list.rows[i];
+            let row = list.row(i);
             let addr = row.status.as_ref().map_err(|e| {
                 Box::new(Outcome::local(Status::Invalid, Step::Input, e.to_string()))
             })?;
@@ -406,11 +405,11 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         let rows: Vec<usize> = work.iter().flat_map(|w| w.rows.iter().copied()).collect();
         let src = source.clone();
         let out = cfg.eml_out.clone();
-        let names: Vec<String> = list
-            .rows
-            .iter()
-            .map(|r| eml_name(r.row, &r.email))
-            .collect();
+        let list_for_names = list.clone();
+        let names = move |r: usize| {
+            let row = list_for_names.row(r);
+            eml_name(row.row, &row.email)
+        };
         let results = tokio::task::spawn_blocking(move || {
             use rayon::prelude::*;
             rows.par_iter()
@@ -418,7 +417,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                     Err(o) => (r, Some(*o), None),
                     Ok(msg) => {
                         let err = out.as_ref().and_then(|dir| {
-                            let path = dir.join(&names[r]);
+                            let path = dir.join(names(r));
                             let bytes = smtp::DataPayload::unstuff(msg.payload.as_bytes());
                             std::fs::write(&path, bytes).err().map(|e| (path, e))
                         });
@@ -438,8 +437,11 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                 check.problems.push(problem(&cfg.recipients, &o.response));
                 check.invalid += 1;
                 invalid_rows.insert(r);
-                outcomes[r] = Some(o);
+                outcomes.set_local(r, o);
             }
+        }
+        for (i, o) in decided {
+            outcomes.set_local(i, o);
         }
         check.problems.sort_by_key(|p| {
             // Keep problems in file order: the line number follows the path.
@@ -452,10 +454,10 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         check.to_send = to_send - invalid_rows.len();
     } else {
         let mut journal = Journal::open(&journal_path, &cfg.recipients, cfg.fresh)?;
-        for &i in &decided {
-            if let Some(o) = &outcomes[i] {
-                journal.append(&keys[i], list.rows[i].row, o);
-            }
+        for (i, o) in decided {
+            let row = list.row(i);
+            let at = journal.append(&keys.key(&list, i, &row), row.row, &o);
+            outcomes.set_journal(i, at);
         }
         journal.flush()?;
         check.sites = check_sites(&plan, &work, &Default::default(), &cfg);
@@ -511,11 +513,14 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                     Err(_) => break,
                 }
             }
+            let mut offsets = Vec::with_capacity(batch.len());
             for ev in &batch {
                 if let Event::Final { row, outcome } = ev {
-                    journal.append(&keys[*row], list.rows[*row].row, outcome);
+                    let r = list.row(*row);
+                    offsets.push(journal.append(&keys.key(&list, *row, &r), r.row, outcome));
                 }
             }
+            let mut offsets = offsets.into_iter();
             if let Err(e) = journal.flush() {
                 // Without a journal a re-run could send twice: stop taking new work.
                 journal_error.get_or_insert(e);
@@ -526,7 +531,10 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                     Event::Final { row, outcome } => {
                         let was = last_try.remove(&row).is_some();
                         progress.finished(outcome.status, was);
-                        outcomes[row] = Some(outcome);
+                        match offsets.next() {
+                            Some(at) if journal_error.is_none() => outcomes.set_journal(row, at),
+                            _ => outcomes.set_local(row, outcome),
+                        }
                     }
                     Event::Retrying { row, outcome } => {
                         let first = last_try.insert(row, outcome).is_none();
@@ -541,9 +549,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         interrupted = cancel.is_cancelled();
         // Rows the deadline (or an interruption) cut off: deferred, with the last attempt's
         // details if any. Not journaled as done: a re-run sends them.
-        for (i, o) in outcomes.iter_mut().enumerate() {
-            if o.is_none() {
-                *o = Some(match last_try.remove(&i) {
+        for i in 0..list.len() {
+            if outcomes.is_pending(i) {
+                let o = match last_try.remove(&i) {
                     Some(mut last) => {
                         last.status = Status::Deferred;
                         last
@@ -566,7 +574,8 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                         d.enhanced = Some(EnhancedCode::new(4, 4, 7));
                         d
                     }
-                });
+                };
+                outcomes.set_local(i, o);
             }
         }
         journal.sync()?;
@@ -574,29 +583,74 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
             return Err(e.into());
         }
     }
-    let outcomes: Vec<Outcome> = outcomes
-        .into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|| Outcome::local(Status::Deferred, Step::Deadline, "not attempted"))
-        })
-        .collect();
-    let summary = Summary::new(&list, &outcomes, started.elapsed(), connections);
-    if !cfg.dry_run {
-        report::write_results(&cfg.results, &list, &outcomes).map_err(|source| {
-            RunError::Results {
-                path: cfg.results.clone(),
-                source,
-            }
-        })?;
-    }
+    // Recorded outcomes are read back from the journal as the report is written, in input
+    // order, so a list of millions of rows never holds its outcomes in memory.
+    let reader = journal::JournalReader::open(&journal_path).ok();
+    let outcome = |i: usize| {
+        outcomes
+            .get(i, reader.as_ref())
+            .unwrap_or_else(|| Outcome::local(Status::Deferred, Step::Deadline, "not attempted"))
+    };
+    let results = (!cfg.dry_run).then_some(cfg.results.as_path());
+    let summary = report::write_results(results, &list, &outcome, started.elapsed(), connections)
+        .map_err(|source| RunError::Results {
+        path: cfg.results.clone(),
+        source,
+    })?;
     Ok(RunReport {
         summary,
-        outcomes,
         plan,
         check,
         interrupted,
         reused,
     })
+}
+
+/// Every row's final outcome, compactly: an offset into the journal for recorded outcomes
+/// (8 bytes per row), the outcome itself only for the few that are not journaled.
+struct OutcomeStore {
+    slots: Vec<u64>,
+    locals: Vec<Outcome>,
+}
+
+impl OutcomeStore {
+    const PENDING: u64 = u64::MAX;
+    const DECIDED: u64 = u64::MAX - 1;
+    const LOCAL: u64 = 1 << 63;
+
+    fn new(rows: usize) -> Self {
+        Self {
+            slots: vec![Self::PENDING; rows],
+            locals: Vec::new(),
+        }
+    }
+
+    /// No outcome yet.
+    fn is_pending(&self, i: usize) -> bool {
+        self.slots[i] == Self::PENDING
+    }
+
+    /// Decided, to be stored shortly (keeps the row out of "pending").
+    fn set_decided(&mut self, i: usize) {
+        self.slots[i] = Self::DECIDED;
+    }
+
+    fn set_local(&mut self, i: usize, o: Outcome) {
+        self.slots[i] = Self::LOCAL | self.locals.len() as u64;
+        self.locals.push(o);
+    }
+
+    fn set_journal(&mut self, i: usize, offset: u64) {
+        self.slots[i] = offset;
+    }
+
+    fn get(&self, i: usize, reader: Option<&journal::JournalReader>) -> Option<Outcome> {
+        match self.slots[i] {
+            Self::PENDING | Self::DECIDED => None,
+            s if s & Self::LOCAL != 0 => self.locals.get((s & !Self::LOCAL) as usize).cloned(),
+            offset => reader?.outcome_at(offset),
+        }
+    }
 }
 
 /// The plan's sites, with messages and estimated connections (rows that would be invalid

@@ -121,14 +121,29 @@ pub enum ListError {
 }
 
 /// The whole list: column names and every row, in input order.
+///
+/// Built for lists of millions of rows: the file's bytes are kept once, with a small record
+/// per row (where it starts, its line, whether it is sendable), and a row's fields are parsed
+/// again when they are needed ([`RecipientList::row`]). Errors are kept only for the rows
+/// that have one.
 #[derive(Clone, Debug)]
 pub struct RecipientList {
     /// Column names from the header row.
     pub columns: Vec<String>,
     /// Index of the address column.
     pub email_column: usize,
-    /// Every data row, in file order.
-    pub rows: Vec<Row>,
+    data: Vec<u8>,
+    rows: Vec<RowMeta>,
+    errors: HashMap<usize, RowError>,
+}
+
+/// Where one row is: 16 bytes per row.
+#[derive(Clone, Copy, Debug)]
+struct RowMeta {
+    /// Byte offset of the record in `data`.
+    start: u64,
+    /// Line where the record starts.
+    line: u64,
 }
 
 /// How to read the list.
@@ -212,12 +227,17 @@ impl RecipientList {
                 available: columns.join(", "),
             })?;
 
-        let mut rows = Vec::new();
-        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut rows: Vec<RowMeta> = Vec::new();
+        let mut errors: HashMap<usize, RowError> = HashMap::new();
+        // Duplicate detection by a 64-bit hash of the normalized address (16 bytes per row
+        // instead of the address); a hash match is confirmed on the addresses themselves.
+        let mut seen: HashMap<u64, usize> = HashMap::new();
+        let mut collided: HashMap<String, usize> = HashMap::new();
         let mut record = csv::ByteRecord::new();
         loop {
             let row = rows.len() + 1;
             let line_before = rdr.position().line();
+            let byte_before = rdr.position().byte();
             match rdr.read_byte_record(&mut record) {
                 Ok(false) => break,
                 Ok(true) => {}
@@ -229,16 +249,15 @@ impl RecipientList {
                         });
                     }
                     let line = e.position().map_or(line_before, |p| p.line());
-                    rows.push(Row {
-                        row,
-                        line,
-                        fields: Vec::new(),
-                        email: String::new(),
-                        status: Err(RowError::Malformed {
+                    let start = e.position().map_or(byte_before, |p| p.byte());
+                    errors.insert(
+                        row - 1,
+                        RowError::Malformed {
                             line,
                             reason: e.to_string(),
-                        }),
-                    });
+                        },
+                    );
+                    rows.push(RowMeta { start, line });
                     continue;
                 }
             }
@@ -292,32 +311,142 @@ impl RecipientList {
                 match Address::parse(&email) {
                     Err(source) => Err(RowError::Address { line, source }),
                     Ok(addr) => {
-                        let key = format!("{}@{}", addr.local().to_lowercase(), addr.domain());
-                        match seen.get(&key) {
-                            Some(&first_row) if !opts.allow_duplicates => {
+                        let key = normalized(&addr);
+                        let h = hash_str(&key);
+                        let first = match seen.get(&h) {
+                            None => None,
+                            Some(&first)
+                                if first_address(&data, &rows, first, email_column) == key =>
+                            {
+                                Some(first)
+                            }
+                            // Same hash, other address: track this one exactly.
+                            Some(_) => collided.get(&key).copied(),
+                        };
+                        match first {
+                            Some(first_row) if !opts.allow_duplicates => {
                                 Err(RowError::Duplicate { line, first_row })
                             }
-                            _ => {
-                                seen.insert(key, row);
-                                Ok(addr)
+                            Some(_) => Ok(()),
+                            None => {
+                                match seen.entry(h) {
+                                    std::collections::hash_map::Entry::Occupied(_) => {
+                                        collided.insert(key, row);
+                                    }
+                                    std::collections::hash_map::Entry::Vacant(v) => {
+                                        v.insert(row);
+                                    }
+                                }
+                                Ok(())
                             }
                         }
                     }
                 }
             };
-            rows.push(Row {
-                row,
+            if let Err(e) = status {
+                errors.insert(row - 1, e);
+            }
+            rows.push(RowMeta {
+                start: start as u64,
                 line,
-                fields,
-                email,
-                status,
             });
         }
         Ok(Self {
             columns,
             email_column,
+            data,
             rows,
+            errors,
         })
+    }
+
+    /// Number of data rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when the list has no data rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Row `i` (0-based), parsed from the kept bytes.
+    pub fn row(&self, i: usize) -> Row {
+        let meta = self.rows[i];
+        let error = self.errors.get(&i).cloned();
+        let fields = parse_record(&self.data, meta.start);
+        let email = fields
+            .get(self.email_column)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let status = match error {
+            Some(e) => Err(e),
+            None => Address::parse(&email).map_err(|source| RowError::Address {
+                line: meta.line,
+                source,
+            }),
+        };
+        Row {
+            row: i + 1,
+            line: meta.line,
+            fields,
+            email,
+            status,
+        }
+    }
+
+    /// Every row, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = Row> + '_ {
+        (0..self.rows.len()).map(|i| self.row(i))
+    }
+
+    /// True when row `i` has a usable address (no error of its own).
+    pub fn is_sendable(&self, i: usize) -> bool {
+        !self.errors.contains_key(&i)
+    }
+}
+
+/// `local@domain` with the local part lower-cased: the address identity used for duplicates.
+pub fn normalized(addr: &Address) -> String {
+    format!("{}@{}", addr.local().to_lowercase(), addr.domain())
+}
+
+/// FNV-1a 64: stable across runs and platforms.
+fn hash_str(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The normalized address of an earlier (valid) row, re-read from the bytes.
+fn first_address(data: &[u8], rows: &[RowMeta], row: usize, email_column: usize) -> String {
+    rows.get(row.wrapping_sub(1))
+        .map(|m| parse_record(data, m.start))
+        .and_then(|f| f.get(email_column).and_then(|e| Address::parse(e).ok()))
+        .map(|a| normalized(&a))
+        .unwrap_or_default()
+}
+
+/// Parses the single record that starts at `start` (invalid UTF-8 replaced).
+fn parse_record(data: &[u8], start: u64) -> Vec<String> {
+    let Some(bytes) = usize::try_from(start).ok().and_then(|s| data.get(s..)) else {
+        return Vec::new();
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(false)
+        .buffer_capacity(1024)
+        .from_reader(bytes);
+    let mut record = csv::ByteRecord::new();
+    match rdr.read_byte_record(&mut record) {
+        Ok(true) => record
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -334,18 +463,18 @@ mod tests {
         let csv = "\u{feff}name,Email\n\"Lee, Ann\",ann@example.com\nBob,not-an-address\nCy\n\"D\"\"q\",  dee@Example.COM \nEve,ann@EXAMPLE.com\n";
         let list = read(csv.as_bytes()).unwrap();
         assert_eq!(list.columns, vec!["name", "Email"]);
-        assert_eq!(list.rows.len(), 5);
-        assert_eq!(list.rows[0].fields[0], "Lee, Ann");
-        assert!(list.rows[0].status.is_ok());
-        let e = list.rows[1].status.clone().unwrap_err();
+        assert_eq!(list.len(), 5);
+        assert_eq!(list.row(0).fields[0], "Lee, Ann");
+        assert!(list.row(0).status.is_ok());
+        let e = list.row(1).status.clone().unwrap_err();
         assert_eq!(e.to_string(), "line 3: no @ in address \"not-an-address\"");
-        let e = list.rows[2].status.clone().unwrap_err();
+        let e = list.row(2).status.clone().unwrap_err();
         assert_eq!(e.to_string(), "line 4: 1 fields, the header has 2");
         assert_eq!(
-            list.rows[3].status.clone().unwrap().to_string(),
+            list.row(3).status.clone().unwrap().to_string(),
             "dee@example.com"
         );
-        let e = list.rows[4].status.clone().unwrap_err();
+        let e = list.row(4).status.clone().unwrap_err();
         assert_eq!(e.status(), "duplicate");
         assert!(e.to_string().contains("duplicate of row 1"));
     }
@@ -355,9 +484,9 @@ mod tests {
         let mut csv = b"email,name\na@example.com,ok\nb@example.com,".to_vec();
         csv.extend_from_slice(&[0xff, 0xfe, b'\n']);
         let list = read(&csv).unwrap();
-        assert!(list.rows[0].status.is_ok());
+        assert!(list.row(0).status.is_ok());
         assert_eq!(
-            list.rows[1].status.clone().unwrap_err().to_string(),
+            list.row(1).status.clone().unwrap_err().to_string(),
             "line 3: field \"name\" is not valid UTF-8"
         );
     }
@@ -366,8 +495,8 @@ mod tests {
     fn an_unclosed_quote_names_its_line_instead_of_swallowing_the_rest() {
         let list = read(b"email,name\na@example.com,\"Ann\nb@example.com,Bob\nc@example.com,Cy\n")
             .unwrap();
-        assert_eq!(list.rows.len(), 1);
-        let e = list.rows[0].status.clone().unwrap_err().to_string();
+        assert_eq!(list.len(), 1);
+        let e = list.row(0).status.clone().unwrap_err().to_string();
         assert_eq!(
             e,
             "line 2: malformed CSV: a quoted field opened here is never closed (lines 2-4 were read as one value)"
@@ -376,9 +505,9 @@ mod tests {
         let list =
             read(b"email,name\na@example.com,\"Ann\nLee\"\nb@example.com,5\" tall\n").unwrap();
         assert!(
-            list.rows.iter().all(|r| r.status.is_ok()),
+            list.iter().all(|r| r.status.is_ok()),
             "{:?}",
-            list.rows
+            list.iter().collect::<Vec<_>>()
         );
     }
 
@@ -393,18 +522,18 @@ mod tests {
         );
         let list = read(csv.as_bytes()).unwrap();
         assert!(
-            list.rows[0]
+            list.row(0)
                 .status
                 .clone()
                 .unwrap_err()
                 .to_string()
                 .contains("64 octets"),
             "{:?}",
-            list.rows[0].status
+            list.row(0).status
         );
-        assert_eq!(list.rows[1].fields[1].len(), 1 << 20);
-        assert!(list.rows[1].status.is_ok());
-        assert!(list.rows[2].status.is_err());
+        assert_eq!(list.row(1).fields[1].len(), 1 << 20);
+        assert!(list.row(1).status.is_ok());
+        assert!(list.row(2).status.is_err());
     }
 
     #[test]

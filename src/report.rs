@@ -29,15 +29,26 @@ pub const COLUMNS: &[&str] = &[
     "step",
 ];
 
-/// Writes the results CSV.
+/// Writes the results CSV to `path` (when given) and tallies the summary, in one pass over the
+/// rows in input order; `outcome(i)` gives row `i`'s final outcome.
 pub fn write_results(
-    path: &Path,
+    path: Option<&Path>,
     list: &RecipientList,
-    outcomes: &[Outcome],
-) -> std::io::Result<()> {
-    let tmp = path.with_extension("csv.tmp");
-    {
-        let mut w = csv::Writer::from_path(&tmp)?;
+    outcome: &dyn Fn(usize) -> Outcome,
+    elapsed: Duration,
+    connections: usize,
+) -> std::io::Result<Summary> {
+    let mut summary = Summary {
+        elapsed,
+        connections,
+        ..Default::default()
+    };
+    let tmp = path.map(|p| p.with_extension("csv.tmp"));
+    let mut w = match &tmp {
+        Some(t) => Some(csv::Writer::from_path(t)?),
+        None => None,
+    };
+    if let Some(w) = w.as_mut() {
         let mut header: Vec<String> = COLUMNS.iter().map(|s| s.to_string()).collect();
         for c in &list.columns {
             if COLUMNS.contains(&c.as_str()) {
@@ -47,38 +58,48 @@ pub fn write_results(
             }
         }
         w.write_record(&header)?;
-        for (row, o) in list.rows.iter().zip(outcomes) {
-            let domain = match &row.status {
-                Ok(a) => a.domain().to_string(),
-                Err(_) => row
-                    .email
-                    .rsplit_once('@')
-                    .map(|(_, d)| d.to_lowercase())
-                    .unwrap_or_default(),
-            };
-            let mut rec: Vec<String> = vec![
-                row.row.to_string(),
-                row.email.clone(),
-                domain,
-                o.status.as_str().into(),
-                o.code.map(|c| c.to_string()).unwrap_or_default(),
-                o.enhanced.map(|e| e.to_string()).unwrap_or_default(),
-                o.response.clone(),
-                o.mx_host.clone().unwrap_or_default(),
-                o.mx_ip.map(|i| i.to_string()).unwrap_or_default(),
-                o.attempts.to_string(),
-                o.message_id.clone().unwrap_or_default(),
-                o.tls.clone().unwrap_or_else(|| "none".into()),
-                o.step.as_str().into(),
-            ];
-            for i in 0..list.columns.len() {
-                rec.push(row.fields.get(i).cloned().unwrap_or_default());
-            }
-            w.write_record(&rec)?;
-        }
-        w.flush()?;
     }
-    std::fs::rename(&tmp, path)
+    for (i, row) in list.iter().enumerate() {
+        let o = outcome(i);
+        summary.add(&row, &o);
+        let Some(w) = w.as_mut() else { continue };
+        let domain = match &row.status {
+            Ok(a) => a.domain().to_string(),
+            Err(_) => row
+                .email
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_lowercase())
+                .unwrap_or_default(),
+        };
+        let code = o.code.map(|c| c.to_string()).unwrap_or_default();
+        let enhanced = o.enhanced.map(|e| e.to_string()).unwrap_or_default();
+        let ip = o.mx_ip.map(|i| i.to_string()).unwrap_or_default();
+        let row_no = row.row.to_string();
+        let attempts = o.attempts.to_string();
+        let fixed: [&str; 13] = [
+            &row_no,
+            &row.email,
+            &domain,
+            o.status.as_str(),
+            &code,
+            &enhanced,
+            &o.response,
+            o.mx_host.as_deref().unwrap_or_default(),
+            &ip,
+            &attempts,
+            o.message_id.as_deref().unwrap_or_default(),
+            o.tls.as_deref().unwrap_or("none"),
+            o.step.as_str(),
+        ];
+        let inputs = (0..list.columns.len()).map(|c| row.fields.get(c).map_or("", String::as_str));
+        w.write_record(fixed.into_iter().chain(inputs))?;
+    }
+    if let (Some(mut w), Some(tmp), Some(path)) = (w, tmp, path) {
+        w.flush()?;
+        drop(w);
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(summary)
 }
 
 /// Counts for the end-of-run summary.
@@ -95,29 +116,16 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Tallies outcomes.
-    pub fn new(
-        list: &RecipientList,
-        outcomes: &[Outcome],
-        elapsed: Duration,
-        connections: usize,
-    ) -> Self {
-        let mut s = Summary {
-            elapsed,
-            connections,
-            ..Default::default()
-        };
-        for (row, o) in list.rows.iter().zip(outcomes) {
-            *s.counts.entry(o.status).or_default() += 1;
-            if let Ok(a) = &row.status {
-                let e = s.domains.entry(a.domain().to_string()).or_default();
-                e.0 += 1;
-                if o.status == Status::Delivered {
-                    e.1 += 1;
-                }
+    /// Counts one row.
+    fn add(&mut self, row: &crate::recipients::Row, o: &Outcome) {
+        *self.counts.entry(o.status).or_default() += 1;
+        if let Ok(a) = &row.status {
+            let e = self.domains.entry(a.domain().to_string()).or_default();
+            e.0 += 1;
+            if o.status == Status::Delivered {
+                e.1 += 1;
             }
         }
-        s
     }
 
     /// Rows with this status.

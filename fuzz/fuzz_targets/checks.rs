@@ -63,7 +63,7 @@ pub fn csv_message(data: &[u8]) -> usize {
     };
     if opt & 1 == 1 {
         if let Ok(list) = RecipientList::from_reader(rest, Path::new("fuzz.csv"), &opts) {
-            for (i, row) in list.rows.iter().enumerate() {
+            for (i, row) in list.iter().enumerate() {
                 assert_eq!(row.row, i + 1);
             }
         }
@@ -77,7 +77,7 @@ pub fn csv_message(data: &[u8]) -> usize {
     let template =
         MessageTemplate::parse(TEMPLATE, Path::new("fuzz.hbs"), Path::new("/")).expect("template");
     template.check_columns(&list.columns).expect("columns");
-    for row in &list.rows {
+    for row in list.iter() {
         let Ok(addr) = &row.status else { continue };
         assert!(!addr.to_string().chars().any(char::is_control));
         let Ok(rendered) = template.render(&list.columns, &row.fields) else {
