@@ -7,11 +7,13 @@
 //! [`run`] wires it once; `main.rs` only turns flags into a [`RunConfig`].
 
 pub mod address;
+pub mod config;
 pub mod delivery;
 pub mod dkim;
 pub mod identity;
 pub mod message;
 pub mod mx;
+pub mod preflight;
 pub mod progress;
 pub mod recipients;
 pub mod report;
