@@ -37,6 +37,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV.

@@ -423,4 +423,32 @@ mod tests {
                 .starts_with("attachment /nonexistent/file.pdf")
         );
     }
+
+    #[test]
+    fn list_unsubscribe_is_checked_and_kept_7bit() {
+        let (v, https) =
+            normalize_list_unsubscribe("<https://a.example/u/ü 1>,<mailto:u@a.example>").unwrap();
+        assert_eq!(v, "<https://a.example/u/%C3%BC%201>, <mailto:u@a.example>");
+        assert!(https);
+        assert!(
+            !normalize_list_unsubscribe("<mailto:u@a.example>")
+                .unwrap()
+                .1
+        );
+        assert!(normalize_list_unsubscribe("https://a.example/u").is_err());
+        assert!(normalize_list_unsubscribe("<ftp://a.example/u>").is_err());
+        assert!(normalize_list_unsubscribe("<https://a.example/u").is_err());
+        let rcpt = Address::parse("b@example.com").unwrap();
+        let r = rendered(
+            &[
+                ("From", "a@acme.example"),
+                ("To", "b@example.com"),
+                ("List-Unsubscribe", "<https://acme.example/u/1>"),
+                ("List-Unsubscribe-Post", "yes"),
+            ],
+            "x",
+        );
+        let e = build(r, &rcpt, &MessageOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("List-Unsubscribe=One-Click"), "{e}");
+    }
 }
