@@ -41,7 +41,11 @@ fn main() {
                 "Pro".into(),
                 "2026-12-01".into(),
                 format!("tok{i:08x}"),
-                if i % 3 == 0 { "y".into() } else { String::new() },
+                if i % 3 == 0 {
+                    "y".into()
+                } else {
+                    String::new()
+                },
             ];
             (Address::parse(&email).expect("address"), fields)
         })
@@ -72,7 +76,9 @@ fn main() {
         }
         let secs = start.elapsed().as_secs_f64();
         let per = secs / n as f64 * 1e6;
-        let extra = base.map_or(String::new(), |b: f64| format!(", signing ≈{:.1} µs/msg", per - b));
+        let extra = base.map_or(String::new(), |b: f64| {
+            format!(", signing ≈{:.1} µs/msg", per - b)
+        });
         base.get_or_insert(per);
         println!(
             "  {name:<22} {:>9.0} rows/s  {per:>7.1} µs/msg  avg {} B{extra}",

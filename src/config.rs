@@ -105,14 +105,15 @@ pub struct ConfigOption {
 }
 
 impl ConfigOption {
-    /// The command-line tokens: `--key v` (per value), or `--key` for a switch.
+    /// The command-line tokens: `--key=v` (per value; `=` so a value may start with `-`), or
+    /// `--key` for a switch.
     pub fn to_args(&self) -> Vec<String> {
         if self.values.is_empty() {
             return vec![format!("--{}", self.key)];
         }
         self.values
             .iter()
-            .flat_map(|v| [format!("--{}", self.key), v.clone()])
+            .map(|v| format!("--{}={v}", self.key))
             .collect()
     }
 }
@@ -195,14 +196,14 @@ mod tests {
         );
         let args: Vec<String> = cfg.options().iter().flat_map(|o| o.to_args()).collect();
         let joined = args.join(" ");
-        assert!(joined.contains("--from b@acme.example"), "{joined}");
-        assert!(joined.contains("--smtp-port 2525"), "{joined}");
+        assert!(joined.contains("--from=b@acme.example"), "{joined}");
+        assert!(joined.contains("--smtp-port=2525"), "{joined}");
         assert!(joined.contains("--allow-duplicates"), "{joined}");
         assert!(!joined.contains("--quiet"), "{joined}");
-        assert!(joined.contains("--dkim-key /etc/mm/keys/k.pem"), "{joined}");
+        assert!(joined.contains("--dkim-key=/etc/mm/keys/k.pem"), "{joined}");
         assert!(
             joined.contains(
-                "--list-unsubscribe https://acme.example/u/{{token}} --list-unsubscribe mailto:u@acme.example"
+                "--list-unsubscribe=https://acme.example/u/{{token}} --list-unsubscribe=mailto:u@acme.example"
             ),
             "{joined}"
         );

@@ -267,10 +267,15 @@ async fn check_sender_command(args: CheckSenderArgs) -> Result<ExitCode> {
 
 /// Parses the command line with the config file's options added for every flag the command
 /// line does not give (see `mailmerge::config`): flags > config file > defaults.
-fn parse_with_config(argv: Vec<std::ffi::OsString>) -> Cli {
+/// Returns the parsed command line and, when a config file supplied options, a note naming
+/// the file and its keys (printed with any later option error).
+fn parse_with_config(argv: Vec<std::ffi::OsString>) -> (Cli, Option<String>) {
     let first = Cli::command().get_matches_from(argv.clone());
     let Some((sub, sub_m)) = first.subcommand() else {
-        return Cli::from_arg_matches(&first).unwrap_or_else(|e| e.exit());
+        return (
+            Cli::from_arg_matches(&first).unwrap_or_else(|e| e.exit()),
+            None,
+        );
     };
     let explicit = sub_m
         .try_get_one::<PathBuf>("config")
@@ -279,7 +284,10 @@ fn parse_with_config(argv: Vec<std::ffi::OsString>) -> Cli {
         .cloned();
     let cwd = std::env::current_dir().unwrap_or_default();
     let Some(path) = FileConfig::locate(explicit.as_deref(), &cwd) else {
-        return Cli::from_arg_matches(&first).unwrap_or_else(|e| e.exit());
+        return (
+            Cli::from_arg_matches(&first).unwrap_or_else(|e| e.exit()),
+            None,
+        );
     };
     let file = match FileConfig::load(&path) {
         Ok(f) => f,
@@ -290,7 +298,10 @@ fn parse_with_config(argv: Vec<std::ffi::OsString>) -> Cli {
     };
     let cmd = Cli::command();
     let Some(sub_cmd) = cmd.find_subcommand(sub) else {
-        return Cli::from_arg_matches(&first).unwrap_or_else(|e| e.exit());
+        return (
+            Cli::from_arg_matches(&first).unwrap_or_else(|e| e.exit()),
+            None,
+        );
     };
     let mut injected = Vec::new();
     let mut used = Vec::new();
@@ -314,17 +325,18 @@ fn parse_with_config(argv: Vec<std::ffi::OsString>) -> Cli {
     let mut full = argv[..at].to_vec();
     full.extend(injected);
     full.extend_from_slice(&argv[at..]);
+    let note = format!(
+        "options {} came from config {}",
+        used.join(", "),
+        path.display()
+    );
     match Cli::command()
         .try_get_matches_from(full)
         .and_then(|m| Cli::from_arg_matches(&m))
     {
-        Ok(cli) => cli,
+        Ok(cli) => (cli, (!used.is_empty()).then_some(note)),
         Err(e) => {
-            eprintln!(
-                "mailmerge: options from config {} ({}) were applied:",
-                path.display(),
-                used.join(", ")
-            );
+            eprintln!("mailmerge: {note}");
             e.exit()
         }
     }
@@ -388,7 +400,7 @@ async fn run_command(args: RunArgs) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = parse_with_config(std::env::args_os().collect());
+    let (cli, config_note) = parse_with_config(std::env::args_os().collect());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -407,6 +419,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mailmerge: {e:#}");
+            if let Some(note) = config_note {
+                eprintln!("mailmerge: ({note})");
+            }
             ExitCode::from(2)
         }
     }

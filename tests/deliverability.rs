@@ -480,6 +480,20 @@ fn an_invalid_config_file_exits_2_naming_the_key() {
             && err.contains("line 2"),
         "{err}"
     );
+    // A well-typed value the option itself refuses: the error names the option and the file.
+    std::fs::write(job.path("mailmerge.toml"), "deadline = \"5 fortnights\"\n").unwrap();
+    let out = mailmerge(job.dir.path())
+        .arg("run")
+        .arg(&job.csv)
+        .arg(&job.template)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--deadline") && err.contains("deadline came from config"),
+        "{err}"
+    );
 }
 
 #[test]
