@@ -8,10 +8,14 @@
 //! is recorded in the [`journal`] as it arrives, so a re-run skips what is done.
 
 pub mod address;
+pub mod config;
 pub mod delivery;
+pub mod dkim;
+pub mod identity;
 pub mod journal;
 pub mod message;
 pub mod mx;
+pub mod preflight;
 pub mod progress;
 pub mod recipients;
 pub mod report;
@@ -182,6 +186,42 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Rows skipped because an earlier run delivered or bounced them (journal).
     pub reused: usize,
+    /// Sender-identity warnings (EHLO name, DMARC alignment), each also printed once.
+    pub warnings: Vec<String>,
+}
+
+/// Distinct warnings of a run: each is printed to stderr the first time it occurs.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    fn add(&self, w: String) {
+        if let Ok(mut seen) = self.0.lock()
+            && !seen.contains(&w)
+        {
+            eprintln!("mailmerge: warning: {w}");
+            seen.push(w);
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
+
+/// Warns once per distinct misalignment between From, envelope sender and DKIM `d=`.
+fn check_identity(built: &message::BuiltMessage, opts: &MessageOptions, warnings: &Warnings) {
+    let envelope_domain = built.envelope.from.rsplit_once('@').map_or("", |(_, d)| d);
+    let dkim_domain = opts
+        .dkim
+        .as_ref()
+        .map(|s| s.signing_domain(&built.from_domain));
+    for w in identity::alignment_warnings(&built.from_domain, envelope_domain, dkim_domain) {
+        warnings.add(w);
+    }
 }
 
 fn dns_outcome(route: &Route) -> Option<Outcome> {
@@ -236,9 +276,17 @@ fn eml_name(row: usize, email: &str) -> String {
 /// Runs the whole pipeline.
 pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     let started = std::time::Instant::now();
+    let warnings = Warnings::default();
+    if let Some(w) = identity::helo_warning(&cfg.helo) {
+        warnings.add(w);
+    }
     let deadline = tokio::time::Instant::now() + cfg.deadline;
     let list = Arc::new(RecipientList::from_path(&cfg.recipients, &cfg.list)?);
-    let template = Arc::new(MessageTemplate::from_path(&cfg.template)?);
+    let mut template = MessageTemplate::from_path(&cfg.template)?;
+    for (name, value) in &cfg.message.extra_headers {
+        template.add_header(name, value, "the --list-unsubscribe option")?;
+    }
+    let template = Arc::new(template);
     template.check_columns(&list.columns)?;
     let mut check = Plan {
         rows: list.len(),
@@ -369,6 +417,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         let list = list.clone();
         let template = template.clone();
         let opts = cfg.message.clone();
+        let warnings = warnings.clone();
         Arc::new(move |i: usize| {
             let row = list.row(i);
             let addr = row.status.as_ref().map_err(|e| {
@@ -381,13 +430,15 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                     format!("line {}: {e}", row.line),
                 ))
             })?;
-            message::build(rendered, addr, &opts).map_err(|e| {
+            let built = message::build(rendered, addr, &opts).map_err(|e| {
                 Box::new(Outcome::local(
                     Status::Invalid,
                     Step::Render,
                     format!("line {}: {e}", row.line),
                 ))
-            })
+            })?;
+            check_identity(&built, &opts, &warnings);
+            Ok(built)
         })
     };
 
@@ -603,6 +654,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         check,
         interrupted,
         reused,
+        warnings: warnings.take(),
     })
 }
 

@@ -10,11 +10,16 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use mailmerge::address::Address;
+use mailmerge::config::FileConfig;
 use mailmerge::delivery::RetryPolicy;
 use mailmerge::delivery::retry::parse_duration;
+use mailmerge::dkim::Signer;
+use mailmerge::identity;
+use mailmerge::preflight::{SenderCheckOptions, check_sender};
 use mailmerge::progress::Mode;
 use mailmerge::sandbox::Sandbox;
 use mailmerge::smtp::Timeouts;
@@ -34,6 +39,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV.
@@ -41,6 +48,8 @@ enum Command {
     /// Validate the list, render every message and resolve every domain; print the plan and
     /// send nothing. Exits 1 if any row could not be sent. Takes the same options as `run`.
     Check(RunArgs),
+    /// Check the sender domain's DNS (SPF, DKIM, DMARC); print what to publish.
+    CheckSender(CheckSenderArgs),
 }
 
 #[derive(Args, Debug)]
@@ -128,14 +137,51 @@ struct RunArgs {
     /// No progress output (errors still go to stderr).
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    deliver: DeliverArgs,
 }
 
-fn default_helo() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+/// Deliverability options of `run` (README "Getting delivered").
+#[derive(Args, Debug)]
+struct DeliverArgs {
+    /// Config file of default options [default: ./mailmerge.toml if present].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// DKIM-sign every message with this PEM private key (RSA 2048+ or Ed25519).
+    #[arg(long, value_name = "PEM")]
+    dkim_key: Option<PathBuf>,
+    /// DKIM selector: the key is published at <SELECTOR>._domainkey.<DOMAIN>.
+    #[arg(long, value_name = "SELECTOR")]
+    dkim_selector: Option<String>,
+    /// DKIM signing domain (d=) [default: each message's From domain].
+    #[arg(long, value_name = "DOMAIN")]
+    dkim_domain: Option<String>,
+    /// Add List-Unsubscribe with this URI (templated per row, e.g.
+    /// https://acme.example/u/{{token}}); repeat for a mailto: URI. An https URI also adds
+    /// List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058).
+    #[arg(long, value_name = "URI")]
+    list_unsubscribe: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct CheckSenderArgs {
+    /// The domain messages are sent from (the From domain).
+    domain: String,
+    /// Config file [default: ./mailmerge.toml if present] (uses its dns and dkim-* keys).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Use this DNS server (IP:PORT) instead of the system resolver.
+    #[arg(long, value_name = "IP:PORT")]
+    dns: Option<SocketAddr>,
+    /// DNS query timeout.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    dns_timeout: String,
+    /// DKIM selector to look up at <SELECTOR>._domainkey.<DOMAIN>.
+    #[arg(long, value_name = "SELECTOR")]
+    dkim_selector: Option<String>,
+    /// Private key (PEM) whose public half must be the one published.
+    #[arg(long, value_name = "PEM")]
+    dkim_key: Option<PathBuf>,
 }
 
 fn plan(args: &RunArgs) -> Result<RunConfig> {
@@ -152,7 +198,7 @@ fn plan(args: &RunArgs) -> Result<RunConfig> {
     cfg.dns.server = args.dns;
     cfg.dns.timeout = parse_duration(&args.dns_timeout).context("--dns-timeout")?;
     cfg.smtp_port = args.smtp_port;
-    cfg.helo = args.helo.clone().unwrap_or_else(default_helo);
+    cfg.helo = args.helo.clone().unwrap_or_else(identity::default_helo);
     if args.connections_per_site == 0
         || args.max_connections == 0
         || args.messages_per_connection == 0
@@ -196,7 +242,153 @@ fn plan(args: &RunArgs) -> Result<RunConfig> {
     cfg.limit = args.limit;
     cfg.fresh = args.fresh;
     cfg.progress = if args.quiet { Mode::Quiet } else { Mode::Auto };
+    apply_deliverability(&args.deliver, &mut cfg)?;
     Ok(cfg)
+}
+
+/// DKIM signer and List-Unsubscribe headers from `--dkim-*` / `--list-unsubscribe`.
+fn apply_deliverability(args: &DeliverArgs, cfg: &mut RunConfig) -> Result<()> {
+    // Checked here, not with clap's `requires`: one half may come from the config file.
+    match (&args.dkim_key, &args.dkim_selector) {
+        (Some(key), Some(selector)) => {
+            cfg.message.dkim = Some(
+                Signer::from_file(key, selector, args.dkim_domain.as_deref())
+                    .context("--dkim-key")?,
+            );
+        }
+        (Some(_), None) => bail!("--dkim-key needs --dkim-selector"),
+        (None, Some(_)) => bail!("--dkim-selector needs --dkim-key"),
+        (None, None) if args.dkim_domain.is_some() => bail!("--dkim-domain needs --dkim-key"),
+        (None, None) => {}
+    }
+    if !args.list_unsubscribe.is_empty() {
+        let uris: Vec<&str> = args
+            .list_unsubscribe
+            .iter()
+            .map(|u| u.trim().trim_start_matches('<').trim_end_matches('>'))
+            .collect();
+        for u in &uris {
+            let scheme = u.split(':').next().unwrap_or("").to_ascii_lowercase();
+            if !u.contains(':') || !matches!(scheme.as_str(), "https" | "mailto") {
+                bail!("--list-unsubscribe {u:?}: give an https: or mailto: URI (RFC 8058)");
+            }
+        }
+        let value = uris
+            .iter()
+            .map(|u| format!("<{u}>"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let headers = &mut cfg.message.extra_headers;
+        headers.push(("List-Unsubscribe".into(), value));
+        if uris
+            .iter()
+            .any(|u| u.to_ascii_lowercase().starts_with("https:"))
+        {
+            headers.push((
+                "List-Unsubscribe-Post".into(),
+                mailmerge::message::ONE_CLICK.into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn check_sender_command(args: CheckSenderArgs) -> Result<ExitCode> {
+    let mut opts = SenderCheckOptions::default();
+    opts.dns.server = args.dns;
+    opts.dns.timeout = parse_duration(&args.dns_timeout).context("--dns-timeout")?;
+    opts.dkim_selector = args.dkim_selector.clone();
+    match (&args.dkim_key, &args.dkim_selector) {
+        (Some(key), Some(selector)) => {
+            opts.dkim_key = Some(Signer::from_file(key, selector, None).context("--dkim-key")?);
+        }
+        (Some(_), None) => bail!("--dkim-key needs --dkim-selector"),
+        _ => {}
+    }
+    let report = check_sender(&args.domain, &opts).await?;
+    print!("{report}");
+    Ok(if report.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Parses the command line with the config file's options added for every flag the command
+/// line does not give (see `mailmerge::config`): flags > config file > defaults.
+/// Returns the parsed command line and, when a config file supplied options, a note naming
+/// the file and its keys (printed with any later option error).
+fn parse_with_config(argv: Vec<std::ffi::OsString>) -> (Cli, Option<String>) {
+    let first = Cli::command().get_matches_from(argv.clone());
+    let Some((sub, sub_m)) = first.subcommand() else {
+        return (
+            Cli::from_arg_matches(&first).unwrap_or_else(|e| e.exit()),
+            None,
+        );
+    };
+    let explicit = sub_m
+        .try_get_one::<PathBuf>("config")
+        .ok()
+        .flatten()
+        .cloned();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let Some(path) = FileConfig::locate(explicit.as_deref(), &cwd) else {
+        return (
+            Cli::from_arg_matches(&first).unwrap_or_else(|e| e.exit()),
+            None,
+        );
+    };
+    let file = match FileConfig::load(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mailmerge: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cmd = Cli::command();
+    let Some(sub_cmd) = cmd.find_subcommand(sub) else {
+        return (
+            Cli::from_arg_matches(&first).unwrap_or_else(|e| e.exit()),
+            None,
+        );
+    };
+    let mut injected = Vec::new();
+    let mut used = Vec::new();
+    for opt in file.options() {
+        let Some(arg) = sub_cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(opt.key.as_str()))
+        else {
+            continue; // a key for another subcommand
+        };
+        if sub_m.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+            continue; // the command line wins
+        }
+        used.push(opt.key.clone());
+        injected.extend(opt.to_args().into_iter().map(std::ffi::OsString::from));
+    }
+    let at = argv
+        .iter()
+        .position(|a| a.to_str() == Some(sub))
+        .map_or(argv.len(), |i| i + 1);
+    let mut full = argv[..at].to_vec();
+    full.extend(injected);
+    full.extend_from_slice(&argv[at..]);
+    let note = format!(
+        "options {} came from config {}",
+        used.join(", "),
+        path.display()
+    );
+    match Cli::command()
+        .try_get_matches_from(full)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => (cli, (!used.is_empty()).then_some(note)),
+        Err(e) => {
+            eprintln!("mailmerge: {note}");
+            e.exit()
+        }
+    }
 }
 
 /// First SIGINT/SIGTERM: cancel (stop taking new work, finish in-flight, report). A second
@@ -313,7 +505,7 @@ async fn run_command(args: RunArgs, check: bool) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, config_note) = parse_with_config(std::env::args_os().collect());
     // One process-wide rustls crypto provider, before anything builds a TLS configuration.
     mailmerge::smtp::tls::install_crypto_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -329,11 +521,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => rt.block_on(run_command(args, false)),
         Command::Check(args) => rt.block_on(run_command(args, true)),
+        Command::CheckSender(args) => rt.block_on(check_sender_command(args)),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mailmerge: {e:#}");
+            if let Some(note) = config_note {
+                eprintln!("mailmerge: ({note})");
+            }
             ExitCode::from(2)
         }
     }

@@ -4,6 +4,9 @@
 //! The envelope recipient is always the row's address: nothing rendered from the CSV can add a
 //! recipient, and header values were already checked for line breaks by the template stage.
 //! We set Message-ID ourselves, on the sender's domain (mail-builder would use the host name).
+//! `List-Unsubscribe`/`List-Unsubscribe-Post` (RFC 2369/8058) are checked and written as they
+//! are (never RFC 2047-encoded), and with `--dkim-key` the finished bytes are DKIM-signed here,
+//! on the worker thread that built them.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +18,7 @@ use mail_builder::headers::text::Text;
 use thiserror::Error;
 
 use crate::address::Address;
+use crate::dkim::Signer;
 use crate::smtp::{DataPayload, Envelope};
 use crate::template::Rendered;
 
@@ -25,6 +29,8 @@ pub struct BuiltMessage {
     pub envelope: Envelope,
     /// The Message-ID, without angle brackets.
     pub message_id: String,
+    /// Domain of the From header's (first) address: Message-ID and DMARC alignment use it.
+    pub from_domain: String,
     /// Wire bytes for DATA.
     pub payload: DataPayload,
 }
@@ -51,6 +57,12 @@ pub enum BuildError {
     /// `--from` or the From header gives no usable envelope sender.
     #[error("no valid envelope sender: {0}")]
     Sender(String),
+    /// List-Unsubscribe / List-Unsubscribe-Post break RFC 2369 / RFC 8058.
+    #[error("{0}")]
+    ListUnsubscribe(String),
+    /// DKIM signing failed.
+    #[error("{0}")]
+    Dkim(String),
 }
 
 /// Settings that are the same for every message of a run.
@@ -58,6 +70,66 @@ pub enum BuildError {
 pub struct MessageOptions {
     /// Envelope sender override (`--from`); default: the From header's address.
     pub envelope_from: Option<Address>,
+    /// DKIM signer (`--dkim-key`); `None` sends unsigned.
+    pub dkim: Option<Signer>,
+    /// Header templates added to every message by options (e.g. `--list-unsubscribe`), as
+    /// (name, Handlebars value); `run` compiles them into the template.
+    pub extra_headers: Vec<(String, String)>,
+}
+
+/// RFC 8058 §3.1: the only value List-Unsubscribe-Post may have.
+pub const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
+
+/// Checks and normalizes a List-Unsubscribe value (RFC 2369 §3.2: a comma-separated list of
+/// `<URI>`s). Characters a URI cannot hold (non-ASCII, space) are percent-encoded as UTF-8
+/// (RFC 3986 §2.1) so the header stays 7-bit and is never RFC 2047-encoded, which would hide
+/// the URIs from mailbox providers. Returns the value and whether it has an https URI.
+pub fn normalize_list_unsubscribe(value: &str) -> Result<(String, bool), String> {
+    let mut uris = Vec::new();
+    let mut rest = value.trim();
+    while !rest.is_empty() {
+        let Some(open) = rest.strip_prefix('<') else {
+            return Err(format!(
+                "List-Unsubscribe must be a list of <URI>s (RFC 2369), got {value:?}"
+            ));
+        };
+        let Some(close) = open.find('>') else {
+            return Err(format!("List-Unsubscribe: missing '>' in {value:?}"));
+        };
+        let uri = open[..close].trim();
+        let mut enc = String::with_capacity(uri.len());
+        for c in uri.chars() {
+            if c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"') {
+                enc.push(c);
+            } else {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    enc.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+        let scheme = enc.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if !matches!(scheme.as_str(), "https" | "http" | "mailto") || !enc.contains(':') {
+            return Err(format!(
+                "List-Unsubscribe URI {uri:?} must be https: or mailto: (RFC 8058)"
+            ));
+        }
+        uris.push(enc);
+        rest = open[close + 1..].trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    if uris.is_empty() {
+        return Err("List-Unsubscribe is empty".into());
+    }
+    let https = uris
+        .iter()
+        .any(|u| u[..6.min(u.len())].eq_ignore_ascii_case("https:"));
+    let value = uris
+        .iter()
+        .map(|u| format!("<{u}>"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((value, https))
 }
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -187,9 +259,25 @@ pub fn build(
     };
     let mut builder = MessageBuilder::new();
     let mut from_addr: Option<Address> = None;
+    let (mut unsubscribe_https, mut one_click) = (None, false);
     for (name, value) in rendered.headers {
         let lower = name.to_ascii_lowercase();
         match lower.as_str() {
+            "list-unsubscribe" => {
+                let (value, https) =
+                    normalize_list_unsubscribe(&value).map_err(BuildError::ListUnsubscribe)?;
+                unsubscribe_https = Some(https);
+                builder = builder.header("List-Unsubscribe", Raw::new(value));
+            }
+            "list-unsubscribe-post" => {
+                if value.trim() != ONE_CLICK {
+                    return Err(BuildError::ListUnsubscribe(format!(
+                        "List-Unsubscribe-Post must be exactly {ONE_CLICK:?} (RFC 8058), got {value:?}"
+                    )));
+                }
+                one_click = true;
+                builder = builder.header("List-Unsubscribe-Post", Raw::new(ONE_CLICK));
+            }
             "from" | "to" | "cc" | "reply-to" | "sender" => {
                 let boxes = parse_mailboxes(&value).map_err(|r| addr_err(&name, r))?;
                 if lower == "from" {
@@ -214,6 +302,12 @@ pub fn build(
             }
         }
     }
+    if one_click && unsubscribe_https != Some(true) {
+        return Err(BuildError::ListUnsubscribe(
+            "List-Unsubscribe-Post (one-click) needs an https URI in List-Unsubscribe (RFC 8058 §3.1)"
+                .into(),
+        ));
+    }
     let from_addr = from_addr.ok_or_else(|| addr_err("From", "missing".into()))?;
     let envelope_from = opts.envelope_from.clone().unwrap_or(from_addr.clone());
     let message_id = new_message_id(from_addr.domain());
@@ -235,15 +329,22 @@ pub fn build(
             .unwrap_or_else(|| "attachment".into());
         builder = builder.attachment(content_type_for(&path), file_name, bytes);
     }
-    let bytes = builder
+    let mut bytes = builder
         .write_to_vec()
         .map_err(|e| BuildError::Sender(e.to_string()))?;
+    if let Some(signer) = &opts.dkim {
+        let header = signer
+            .sign(&bytes, from_addr.domain())
+            .map_err(|e| BuildError::Dkim(e.to_string()))?;
+        bytes.splice(0..0, header.into_bytes());
+    }
     Ok(BuiltMessage {
         envelope: Envelope {
             from: envelope_from.to_string(),
             to: recipient.to_string(),
         },
         message_id,
+        from_domain: from_addr.domain().to_string(),
         payload: DataPayload::from_message(&bytes),
     })
 }
@@ -308,6 +409,7 @@ mod tests {
         let mut r = rendered(&[("From", "a@acme.example"), ("To", "b@example.com")], "x");
         let opts = MessageOptions {
             envelope_from: Some(Address::parse("bounces@acme.example").unwrap()),
+            ..MessageOptions::default()
         };
         let rcpt = Address::parse("b@example.com").unwrap();
         assert_eq!(
@@ -320,5 +422,33 @@ mod tests {
             e.to_string()
                 .starts_with("attachment /nonexistent/file.pdf")
         );
+    }
+
+    #[test]
+    fn list_unsubscribe_is_checked_and_kept_7bit() {
+        let (v, https) =
+            normalize_list_unsubscribe("<https://a.example/u/ü 1>,<mailto:u@a.example>").unwrap();
+        assert_eq!(v, "<https://a.example/u/%C3%BC%201>, <mailto:u@a.example>");
+        assert!(https);
+        assert!(
+            !normalize_list_unsubscribe("<mailto:u@a.example>")
+                .unwrap()
+                .1
+        );
+        assert!(normalize_list_unsubscribe("https://a.example/u").is_err());
+        assert!(normalize_list_unsubscribe("<ftp://a.example/u>").is_err());
+        assert!(normalize_list_unsubscribe("<https://a.example/u").is_err());
+        let rcpt = Address::parse("b@example.com").unwrap();
+        let r = rendered(
+            &[
+                ("From", "a@acme.example"),
+                ("To", "b@example.com"),
+                ("List-Unsubscribe", "<https://acme.example/u/1>"),
+                ("List-Unsubscribe-Post", "yes"),
+            ],
+            "x",
+        );
+        let e = build(r, &rcpt, &MessageOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("List-Unsubscribe=One-Click"), "{e}");
     }
 }

@@ -235,6 +235,26 @@ impl MxResolver {
         Route::Hosts(hosts.into())
     }
 
+    /// TXT records of `name`, each record's strings joined (RFC 7208 §3.3). No such name or no
+    /// TXT record → empty; a temporary failure (SERVFAIL, timeout) → `Err` with the reason.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, String> {
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        let res = self.resolver.lookup(fqdn.as_str(), RecordType::TXT).await;
+        match classify(res, |d| match d {
+            RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s))
+                    .collect::<String>(),
+            ),
+            _ => None,
+        }) {
+            Lookup::Found(v) => Ok(v),
+            Lookup::NoRecords | Lookup::NxDomain => Ok(Vec::new()),
+            Lookup::Temp(e) => Err(format!("TXT lookup for {name}: {e}")),
+        }
+    }
+
     /// Resolves many domains, each exactly once, at most `concurrency` at a time.
     pub async fn routes(
         &self,

@@ -333,6 +333,43 @@ impl MessageTemplate {
         })
     }
 
+    /// Adds a header template given by an option (e.g. `--list-unsubscribe`), rendered per
+    /// recipient like the template's own headers. `origin` names the option in error messages.
+    /// Refused when the template already sets that header (one of the two would be lost).
+    pub fn add_header(
+        &mut self,
+        name: &str,
+        value: &str,
+        origin: &str,
+    ) -> Result<(), TemplateError> {
+        let origin_path = PathBuf::from(origin);
+        if self
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name))
+        {
+            return Err(TemplateError::Format {
+                path: self.path.clone(),
+                line: 1,
+                reason: format!("header {name} is set both here and by {origin}: keep one"),
+            });
+        }
+        let key = format!("x{}", self.headers.len() + self.attachments.len());
+        compile_into(
+            &mut self.plain,
+            &key,
+            value,
+            &origin_path,
+            1,
+            &mut self.vars,
+        )?;
+        self.headers.push(HeaderTemplate {
+            name: name.to_string(),
+            key,
+        });
+        Ok(())
+    }
+
     /// Refuses the template when it uses a variable the CSV does not have (exit 2, nothing sent).
     pub fn check_columns(&self, columns: &[String]) -> Result<(), TemplateError> {
         for v in &self.vars {

@@ -181,12 +181,8 @@ async fn sigkill_mid_batch_then_rerun_sends_everyone_once_within_the_documented_
         rx.received().len(),
         kills * CONNECTIONS
     );
-    // Only the odd (slow at RCPT) recipients can never be duplicated: no message was stored
-    // for them before the 250 to DATA.
-    for i in (1..N).step_by(2) {
-        let email = format!("u{i}@{}.test", ["a", "b", "c"][i % 3]);
-        assert_eq!(got[&email], 1, "{email}");
-    }
+    // No per-recipient promise beyond that bound: a kill that lands between the server's 250
+    // to the final "." and the journal write duplicates whichever message it was.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
