@@ -431,23 +431,47 @@ fn first_address(data: &[u8], rows: &[RowMeta], row: usize, email_column: usize)
 }
 
 /// Parses the single record that starts at `start` (invalid UTF-8 replaced).
+///
+/// Uses `csv_core` directly with one reader per thread: building a reader (its state machine)
+/// costs far more than parsing one short record.
 fn parse_record(data: &[u8], start: u64) -> Vec<String> {
-    let Some(bytes) = usize::try_from(start).ok().and_then(|s| data.get(s..)) else {
+    use csv_core::ReadRecordResult;
+    thread_local! {
+        static CORE: std::cell::RefCell<csv_core::Reader> =
+            std::cell::RefCell::new(csv_core::Reader::new());
+    }
+    let Some(mut input) = usize::try_from(start).ok().and_then(|s| data.get(s..)) else {
         return Vec::new();
     };
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .has_headers(false)
-        .buffer_capacity(1024)
-        .from_reader(bytes);
-    let mut record = csv::ByteRecord::new();
-    match rdr.read_byte_record(&mut record) {
-        Ok(true) => record
+    CORE.with_borrow_mut(|rdr| {
+        rdr.reset();
+        let mut out = vec![0u8; 256];
+        let mut ends = vec![0usize; 16];
+        let (mut outlen, mut endlen) = (0, 0);
+        loop {
+            let (res, nin, nout, nend) =
+                rdr.read_record(input, &mut out[outlen..], &mut ends[endlen..]);
+            input = &input[nin..];
+            outlen += nout;
+            endlen += nend;
+            match res {
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
+                ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+                ReadRecordResult::Record => break,
+                ReadRecordResult::End => return Vec::new(),
+            }
+        }
+        let mut prev = 0;
+        ends[..endlen]
             .iter()
-            .map(|f| String::from_utf8_lossy(f).into_owned())
-            .collect(),
-        _ => Vec::new(),
-    }
+            .map(|&end| {
+                let field = String::from_utf8_lossy(&out[prev..end]).into_owned();
+                prev = end;
+                field
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
