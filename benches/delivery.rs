@@ -117,9 +117,15 @@ fn main() {
         let secs = start.elapsed().as_secs_f64();
         let delivered = report.summary.count(mailmerge::delivery::Status::Delivered);
         let received: usize = receivers.iter().map(Receiver::accepted).sum();
+        let first_connection = receivers
+            .iter()
+            .filter_map(|r| r.accepted_at().first().copied())
+            .min()
+            .map(|t| format!("; first SMTP connection {:.1} ms after start", t.duration_since(start).as_secs_f64() * 1e3))
+            .unwrap_or_default();
         println!(
             "delivery: {n} recipients, {domains} domains, {sites} sites, {sessions} sessions, ~{size} B messages -> {}: \
-             {delivered} delivered ({}) in {secs:.2}s = {:.0} msg/s; peak RSS {:.1} MiB; {} SMTP connections",
+             {delivered} delivered ({}) in {secs:.2}s = {:.0} msg/s; peak RSS {:.1} MiB; {} SMTP connections{first_connection}",
             target.map_or("in-process receivers".to_string(), |t| t.to_string()),
             if target.is_some() { "external receiver".to_string() } else { format!("{received} received") },
             delivered as f64 / secs,

@@ -322,7 +322,12 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                 outcomes.set_local(i, Outcome::local(status, Step::Input, e.to_string()));
             }
             Ok(_) => {
-                if let Some(at) = replay.done_at(&keys.key(&list, i, &row), per_address) {
+                let done = if replay.is_empty() {
+                    None
+                } else {
+                    replay.done_at(&keys.key(&list, i, &row), per_address)
+                };
+                if let Some(at) = done {
                     outcomes.set_journal(i, at);
                     reused += 1;
                 } else if budget == 0 {

@@ -198,7 +198,12 @@ fn plan(args: &RunArgs) -> Result<RunConfig> {
     cfg.dns.server = args.dns;
     cfg.dns.timeout = parse_duration(&args.dns_timeout).context("--dns-timeout")?;
     cfg.smtp_port = args.smtp_port;
-    cfg.helo = args.helo.clone().unwrap_or_else(identity::default_helo);
+    cfg.helo = match (&args.helo, args.sandbox) {
+        (Some(h), _) => h.clone(),
+        // The sandbox is a demo on loopback: the host's real name does not matter there.
+        (None, true) => "mailmerge.sandbox.test".into(),
+        (None, false) => identity::default_helo(),
+    };
     if args.connections_per_site == 0
         || args.max_connections == 0
         || args.messages_per_connection == 0

@@ -167,11 +167,13 @@ impl Default for ListOptions {
 impl RecipientList {
     /// Reads a CSV file.
     pub fn from_path(path: &Path, opts: &ListOptions) -> Result<Self, ListError> {
-        let file = std::fs::File::open(path).map_err(|source| ListError::Io {
+        // One allocation of the file's exact size (a growing buffer would briefly need
+        // twice the list's size).
+        let data = std::fs::read(path).map_err(|source| ListError::Io {
             path: path.into(),
             source,
         })?;
-        Self::from_reader(std::io::BufReader::new(file), path, opts)
+        Self::from_bytes(data, path, opts)
     }
 
     /// Reads CSV from any reader; `path` is only used in messages.
@@ -188,6 +190,12 @@ impl RecipientList {
                 path: path.into(),
                 source,
             })?;
+        data.shrink_to_fit();
+        Self::from_bytes(data, path, opts)
+    }
+
+    /// Reads CSV held in memory; `path` is only used in messages.
+    pub fn from_bytes(data: Vec<u8>, path: &Path, opts: &ListOptions) -> Result<Self, ListError> {
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(true)
             .has_headers(true)
@@ -351,6 +359,7 @@ impl RecipientList {
                 line,
             });
         }
+        rows.shrink_to_fit();
         Ok(Self {
             columns,
             email_column,

@@ -599,11 +599,18 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
         };
         let source = ctx.source.clone();
         let rows: Vec<usize> = jobs.iter().map(|j| j.row).collect();
-        let built = match tokio::task::spawn_blocking(move || {
+        let render = tokio::task::spawn_blocking(move || {
             rows.into_iter().map(|r| source(r)).collect::<Vec<_>>()
-        })
-        .await
-        {
+        });
+        // A worker without a session opens one while its first batch renders, so the first
+        // message goes out one connect + greeting + EHLO after the batch is taken, not after.
+        let (rendered, mut opened) = if session.is_none() {
+            let (r, o) = tokio::join!(render, open_session(&ctx, &queue.work));
+            (r, Some(o))
+        } else {
+            (render.await, None)
+        };
+        let built = match rendered {
             Ok(b) => b,
             Err(e) => {
                 for job in jobs {
@@ -620,6 +627,10 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                 continue;
             }
         };
+        if matches!(opened, Some(Ok(_))) {
+            session = opened.take().and_then(Result::ok);
+            queue.healthy();
+        }
         let mut batch = jobs.into_iter().zip(built);
         while let Some((job, built)) = batch.next() {
             if ctx.cancel.is_cancelled() {
@@ -646,7 +657,11 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                 s.conn.quit().await;
             }
             if session.is_none() {
-                match open_session(&ctx, &queue.work).await {
+                let attempt = match opened.take() {
+                    Some(o) => o,
+                    None => open_session(&ctx, &queue.work).await,
+                };
+                match attempt {
                     Ok(s) => {
                         queue.healthy();
                         session = Some(s);
