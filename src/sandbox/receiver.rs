@@ -100,8 +100,8 @@ pub struct ReceiverConfig {
     pub script: Script,
     /// Write each accepted message to this folder.
     pub store_dir: Option<PathBuf>,
-    /// Keep accepted messages in memory for [`Receiver::received`] (benchmarks turn it off
-    /// and only count).
+    /// Keep accepted messages (and the command log, and per-recipient attempt counts for the
+    /// script) in memory; benchmarks turn it off and only count.
     pub keep_messages: bool,
 }
 
@@ -395,14 +395,20 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             if mail_from.is_none() {
                 reply(&config, 503, "5.5.1", "need MAIL first")
             } else {
-                let seen = state
-                    .lock()
-                    .map(|mut s| {
-                        let e = s.seen.entry(to.to_ascii_lowercase()).or_default();
-                        *e += 1;
-                        *e - 1
-                    })
-                    .unwrap_or(0);
+                // How often this recipient was seen before (for greylisting-style scripts);
+                // not tracked in count-only mode, which must stay small for benchmarks.
+                let seen = if config.keep_messages {
+                    state
+                        .lock()
+                        .map(|mut s| {
+                            let e = s.seen.entry(to.to_ascii_lowercase()).or_default();
+                            *e += 1;
+                            *e - 1
+                        })
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
                 let rule = (config.script)(&to, seen);
                 match &rule {
                     Rule::Rcpt(code, t) => {
