@@ -19,6 +19,10 @@ use mailmerge::sandbox::dns::{DnsServer, Zone, loopback};
 use mailmerge::sandbox::receiver::{Receiver, ReceiverConfig};
 use mailmerge::{RunConfig, run};
 
+// The same allocator as the `mailmerge` binary, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()

@@ -5,7 +5,8 @@
 //! The file (`<results>.journal`) is JSON lines: a header line, then one record per final
 //! outcome. Records are appended by the pipeline's event collector (not by the delivery engine)
 //! and written to the OS after every batch of events, before the rows are counted as done;
-//! `fsync` follows at most [`SYNC_INTERVAL`] later (or every [`SYNC_RECORDS`] records) and always
+//! `fsync` is requested at most [`SYNC_INTERVAL`] later (or every [`SYNC_RECORDS`] records), done
+//! on a thread of its own so a slow disk never stalls delivery, and done once more, waited for,
 //! before the results CSV is written.
 //!
 //! Row identity is by content, never by position, so a re-sorted or edited list maps to the right
@@ -435,6 +436,46 @@ pub struct Journal {
     buf: Vec<u8>,
     unsynced: usize,
     last_sync: Instant,
+    /// Periodic `fsync`s run on their own thread: a disk flush takes milliseconds, and the
+    /// collector that writes the journal must keep up with delivery meanwhile.
+    syncer: Option<Syncer>,
+}
+
+/// A thread that `fsync`s the journal when asked (requests coalesce).
+struct Syncer {
+    tx: std::sync::mpsc::SyncSender<()>,
+    failed: std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>>,
+}
+
+impl Syncer {
+    fn start(file: &File) -> Option<Self> {
+        let file = file.try_clone().ok()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let f = failed.clone();
+        std::thread::Builder::new()
+            .name("journal-fsync".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    if let Err(e) = file.sync_data()
+                        && let Ok(mut slot) = f.lock()
+                    {
+                        slot.get_or_insert(e);
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self { tx, failed })
+    }
+
+    /// Asks for an `fsync` (a request already waiting covers this one too).
+    fn request(&self) {
+        let _ = self.tx.try_send(());
+    }
+
+    fn take_error(&self) -> Option<std::io::Error> {
+        self.failed.lock().ok().and_then(|mut e| e.take())
+    }
 }
 
 impl Journal {
@@ -461,7 +502,9 @@ impl Journal {
             buf: Vec::new(),
             unsynced: 0,
             last_sync: Instant::now(),
+            syncer: None,
         };
+        j.syncer = Syncer::start(&j.file);
         if len == 0 {
             let header = Header {
                 mailmerge_journal: VERSION,
@@ -520,10 +563,20 @@ impl Journal {
             self.file.write_all(&buf).map_err(|e| self.io(e))?;
             self.end += buf.len() as u64;
         }
+        if let Some(e) = self.syncer.as_ref().and_then(Syncer::take_error) {
+            return Err(self.io(e));
+        }
         if self.unsynced >= SYNC_RECORDS
             || (self.unsynced > 0 && self.last_sync.elapsed() >= SYNC_INTERVAL)
         {
-            self.sync()?;
+            match &self.syncer {
+                Some(syncer) => {
+                    syncer.request();
+                    self.unsynced = 0;
+                    self.last_sync = Instant::now();
+                }
+                None => self.sync()?,
+            }
         }
         Ok(())
     }

@@ -513,7 +513,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         for (i, o) in decided {
             let row = list.row(i);
             let at = journal.append(&keys.key(&list, i, &row), row.row, &o);
-            outcomes.set_journal(i, at);
+            outcomes.set_recorded(i, at, o);
         }
         journal.flush()?;
         check.sites = check_sites(&plan, &work, &Default::default(), &cfg);
@@ -588,7 +588,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                         let was = last_try.remove(&row).is_some();
                         progress.finished(outcome.status, was);
                         match offsets.next() {
-                            Some(at) if journal_error.is_none() => outcomes.set_journal(row, at),
+                            Some(at) if journal_error.is_none() => {
+                                outcomes.set_recorded(row, at, outcome)
+                            }
                             _ => outcomes.set_local(row, outcome),
                         }
                     }
@@ -663,22 +665,36 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     })
 }
 
-/// Every row's final outcome, compactly: an offset into the journal for recorded outcomes
-/// (8 bytes per row), the outcome itself only for the few that are not journaled.
+/// Every row's final outcome. Big lists keep only an offset into the journal for recorded
+/// outcomes (8 bytes per row; the report reads them back); lists up to
+/// [`OutcomeStore::IN_MEMORY_ROWS`] rows keep the outcomes themselves, which is faster.
 struct OutcomeStore {
     slots: Vec<u64>,
     locals: Vec<Outcome>,
+    in_memory: bool,
 }
 
 impl OutcomeStore {
     const PENDING: u64 = u64::MAX;
     const DECIDED: u64 = u64::MAX - 1;
     const LOCAL: u64 = 1 << 63;
+    /// Up to this many rows, outcomes stay in memory (≈ 300 bytes each).
+    const IN_MEMORY_ROWS: usize = 100_000;
 
     fn new(rows: usize) -> Self {
         Self {
             slots: vec![Self::PENDING; rows],
             locals: Vec::new(),
+            in_memory: rows <= Self::IN_MEMORY_ROWS,
+        }
+    }
+
+    /// A journaled outcome: kept by value for small lists, by offset for big ones.
+    fn set_recorded(&mut self, i: usize, offset: u64, o: Outcome) {
+        if self.in_memory {
+            self.set_local(i, o);
+        } else {
+            self.set_journal(i, offset);
         }
     }
 

@@ -4,6 +4,11 @@
 //! 2 nothing could be done (unreadable input, template error, bad flag), 130/143 interrupted
 //! by SIGINT/SIGTERM (the results CSV and the journal are written first).
 
+// mimalloc: rendering and MIME building allocate a lot of small strings; measured ≈8 % more
+// messages/s than the system allocator on the delivery benchmark.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

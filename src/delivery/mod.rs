@@ -631,7 +631,7 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
             session = opened.take().and_then(Result::ok);
             queue.healthy();
         }
-        let mut batch = jobs.into_iter().zip(built);
+        let mut batch = jobs.into_iter().zip(built).peekable();
         while let Some((job, built)) = batch.next() {
             if ctx.cancel.is_cancelled() {
                 // Stop taking new work: this job and the rest of the batch stay unsent.
@@ -701,7 +701,19 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                 }
                 sleep_until(slot).await;
             }
-            let result = s.conn.send(&msg.envelope, &msg.payload).await;
+            // When the next message of the batch will surely go over this session, announce it
+            // behind this one's content (one write and one read per message).
+            let next = match batch.peek() {
+                Some((_, Ok(m)))
+                    if ctx.cfg.rate_per_site.is_none()
+                        && s.conn.transactions() + 1 < ctx.cfg.messages_per_connection
+                        && local_refusal(s, m).is_none() =>
+                {
+                    Some((&m.envelope, &m.payload))
+                }
+                _ => None,
+            };
+            let result = s.conn.send_then(&msg.envelope, &msg.payload, next).await;
             let mut base =
                 Outcome::local(Status::Deferred, Step::Smtp(Phase::DataEnd), String::new());
             base.mx_host = Some(s.host.clone());

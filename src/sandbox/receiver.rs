@@ -145,6 +145,8 @@ struct State {
     seen: HashMap<String, usize>,
     commands: Vec<String>,
     groups: Vec<Vec<String>>,
+    /// Messages whose final "." arrived together with further commands (RFC 2920 §3.1).
+    commands_behind_content: usize,
     accepted_at: Vec<std::time::Instant>,
 }
 
@@ -220,6 +222,15 @@ impl Receiver {
     /// Number of messages accepted (counted even when messages are not kept).
     pub fn accepted(&self) -> usize {
         self.state.lock().map(|s| s.accepted).unwrap_or(0)
+    }
+
+    /// How many messages' final "." arrived in the same read as the next commands (a client
+    /// announcing its next transaction behind the content, RFC 2920 §3.1).
+    pub fn commands_behind_content(&self) -> usize {
+        self.state
+            .lock()
+            .map(|s| s.commands_behind_content)
+            .unwrap_or(0)
     }
 
     /// The commands that arrived together (in one read, before any reply was due), in order.
@@ -444,6 +455,11 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                             Ok(_) => {}
                         }
                         if line == b".\r\n" || line == b".\n" {
+                            if !r.buffer().is_empty()
+                                && let Ok(mut s) = state.lock()
+                            {
+                                s.commands_behind_content += 1;
+                            }
                             break;
                         }
                         if rule == Rule::DropInData && data.len() > 100 {

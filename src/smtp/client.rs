@@ -286,6 +286,10 @@ pub struct Connection<S> {
     transactions: usize,
     /// A transaction ended on this connection: the next one starts with RSET.
     pending_rset: bool,
+    /// MAIL/RCPT/DATA of the next transaction already went out behind the last message
+    /// (RFC 2920 §3.1); their replies are still to be read. Holds (from, to) to check that
+    /// the next `send` is for that envelope.
+    announced: Option<(String, String)>,
 }
 
 const WRITE_BLOCK: usize = 64 * 1024;
@@ -310,6 +314,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             caps: Capabilities::default(),
             transactions: 0,
             pending_rset: false,
+            announced: None,
         }
     }
 
@@ -367,10 +372,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         envelope: &Envelope,
         payload: &DataPayload,
     ) -> Result<Transaction, ClientError> {
+        self.send_then(envelope, payload, None).await
+    }
+
+    /// [`Connection::send`], and when the server offers PIPELINING and `next` is given, the
+    /// next transaction's MAIL, RCPT and DATA go out in the same write as this message's
+    /// content (RFC 2920 §3.1: message content may be the first "command" of a group). The
+    /// following call must then be for `next`'s envelope. One write and one read per message
+    /// instead of two of each.
+    ///
+    /// A connection given up after announcing must be dropped, not QUIT: the server may be
+    /// waiting for message content, and only closing the connection cancels it safely.
+    pub async fn send_then(
+        &mut self,
+        envelope: &Envelope,
+        payload: &DataPayload,
+        next: Option<(&Envelope, &DataPayload)>,
+    ) -> Result<Transaction, ClientError> {
         self.transactions += 1;
         let t = self.timeouts;
+        let announced = match self.announced.take() {
+            Some((from, to)) if from == envelope.from && to == envelope.to => true,
+            Some(_) => {
+                // Not the transaction announced: read its replies and start over with RSET.
+                let m = self.read_reply(Phase::MailFrom, t.mail).await?;
+                let r = self.read_reply(Phase::RcptTo, t.rcpt).await?;
+                let d = self.read_reply(Phase::Data, t.data_init).await?;
+                if d.is_intermediate() {
+                    // Never send an empty message: drop the connection instead.
+                    return Err(ClientError::Closed { phase: Phase::Data });
+                }
+                if [&m, &r, &d].iter().any(|x| x.code == 421) {
+                    return Ok(Transaction::Rejected {
+                        phase: Phase::Rset,
+                        reply: Reply::local(
+                            421,
+                            crate::smtp::EnhancedCode::new(4, 3, 2),
+                            "closing",
+                        ),
+                    });
+                }
+                self.pending_rset = true;
+                false
+            }
+            None => false,
+        };
         let mut rset_reply = None;
-        if std::mem::replace(&mut self.pending_rset, true) {
+        if !announced && std::mem::replace(&mut self.pending_rset, true) {
             if self.caps.pipelining {
                 self.queue(&Command::Rset);
                 rset_reply = Some(());
@@ -384,17 +432,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             }
         }
-        let mail = Command::MailFrom {
-            from: &envelope.from,
-            size: self.caps.size.map(|_| payload.message_len()),
-            smtputf8: self.caps.smtputf8 && envelope.needs_smtputf8(),
-        };
-        let rcpt = Command::RcptTo(&envelope.to);
+        self.pending_rset = true;
         let (mail_reply, rcpt_reply, data_reply) = if self.caps.pipelining {
-            self.queue(&mail);
-            self.queue(&rcpt);
-            self.queue(&Command::Data);
-            self.flush(Phase::MailFrom, t.command).await?;
+            if !announced {
+                self.queue_transaction(envelope, payload);
+                self.flush(Phase::MailFrom, t.command).await?;
+            }
             if rset_reply.is_some() {
                 let r = self.read_reply(Phase::Rset, t.command).await?;
                 if r.code == 421 {
@@ -437,11 +480,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let d = self.read_reply(Phase::Data, t.data_init).await?;
             (m, Some(r), Some(d))
         } else {
-            let m = self.command(mail, Phase::MailFrom, t.mail).await?;
+            let m = self
+                .command(
+                    self.mail_command(envelope, payload),
+                    Phase::MailFrom,
+                    t.mail,
+                )
+                .await?;
             if !m.is_positive() {
                 (m, None, None)
             } else {
-                let r = self.command(rcpt, Phase::RcptTo, t.rcpt).await?;
+                let r = self
+                    .command(Command::RcptTo(&envelope.to), Phase::RcptTo, t.rcpt)
+                    .await?;
                 if !r.is_positive() {
                     (m, Some(r), None)
                 } else {
@@ -472,10 +523,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             return Ok(Transaction::Rejected { phase, reply });
         }
-        for block in payload.as_bytes().chunks(WRITE_BLOCK) {
-            write_all(&mut self.stream, block, Phase::DataEnd, t.data_block).await?;
+        // The message, and behind it (when allowed) the next transaction's commands. The "."
+        // ends this transaction, so the next one needs no RSET.
+        let chain = next.filter(|_| self.caps.pipelining);
+        let bytes = payload.as_bytes();
+        if let Some((env, pl)) = chain
+            && bytes.len() <= WRITE_BLOCK
+        {
+            self.wbuf.extend_from_slice(bytes);
+            self.queue_transaction(env, pl);
+            self.flush(Phase::DataEnd, t.data_block).await?;
+        } else {
+            for block in bytes.chunks(WRITE_BLOCK) {
+                write_all(&mut self.stream, block, Phase::DataEnd, t.data_block).await?;
+            }
+            if let Some((env, pl)) = chain {
+                self.queue_transaction(env, pl);
+                self.flush(Phase::DataEnd, t.data_block).await?;
+            } else {
+                flush_stream(&mut self.stream, Phase::DataEnd, t.data_block).await?;
+            }
         }
-        flush_stream(&mut self.stream, Phase::DataEnd, t.data_block).await?;
+        if let Some((env, _)) = chain {
+            self.announced = Some((env.from.clone(), env.to.clone()));
+            self.pending_rset = false;
+        }
         let end = self.read_reply(Phase::DataEnd, t.data_end).await?;
         if end.is_positive() {
             Ok(Transaction::Accepted(end))
@@ -487,6 +559,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// True when the next transaction's commands were already sent (see
+    /// [`Connection::send_then`]): the connection must then be dropped rather than QUIT.
+    pub fn has_announced(&self) -> bool {
+        self.announced.is_some()
+    }
+
+    fn mail_command<'a>(&self, envelope: &'a Envelope, payload: &DataPayload) -> Command<'a> {
+        Command::MailFrom {
+            from: &envelope.from,
+            size: self.caps.size.map(|_| payload.message_len()),
+            smtputf8: self.caps.smtputf8 && envelope.needs_smtputf8(),
+        }
+    }
+
+    fn queue_transaction(&mut self, envelope: &Envelope, payload: &DataPayload) {
+        let mail = self.mail_command(envelope, payload);
+        self.queue(&mail);
+        self.queue(&Command::RcptTo(&envelope.to));
+        self.queue(&Command::Data);
+    }
+
     /// RSET; returns the reply (a non-2yz means the connection should be dropped).
     pub async fn rset(&mut self) -> Result<Reply, ClientError> {
         let t = self.timeouts.command;
@@ -495,6 +588,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// QUIT, best effort: the reply is read but a failure is not interesting.
     pub async fn quit(mut self) {
+        if self.announced.is_some() {
+            // The server may be waiting for content: closing is the only safe way out.
+            let _ = self.stream.shutdown().await;
+            return;
+        }
         let t = self.timeouts.command.min(Duration::from_secs(5));
         let _ = self.command(Command::Quit, Phase::Quit, t).await;
         let _ = self.stream.shutdown().await;
@@ -750,6 +848,194 @@ mod tests {
             "others keep RFC values"
         );
         assert!(t.set("lunch", Duration::from_secs(1)).is_err());
+    }
+
+    /// A pipelining server that records what arrived in each read and answers a script of
+    /// replies, one per command or message.
+    async fn pipelining_peer(
+        server: tokio::io::DuplexStream,
+        replies: Vec<&'static str>,
+    ) -> (Vec<String>, usize) {
+        let (r, mut w) = tokio::io::split(server);
+        let mut r = BufReader::new(r);
+        w.write_all(b"220 hi\r\n").await.unwrap();
+        let mut replies = replies.into_iter();
+        let mut seen = Vec::new();
+        let mut messages = 0;
+        let mut in_data = false;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap() == 0 {
+                return (seen, messages);
+            }
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    messages += 1;
+                    seen.push(format!(
+                        "<end>{}",
+                        if r.buffer().is_empty() { "" } else { "+more" }
+                    ));
+                    w.write_all(replies.next().unwrap().as_bytes())
+                        .await
+                        .unwrap();
+                }
+                continue;
+            }
+            let cmd = line.trim_end().to_string();
+            seen.push(cmd.clone());
+            let reply = replies.next().unwrap_or("221 bye\r\n");
+            if reply.starts_with("354") {
+                in_data = true;
+            }
+            w.write_all(reply.as_bytes()).await.unwrap();
+            if cmd == "QUIT" {
+                return (seen, messages);
+            }
+        }
+    }
+
+    fn env(to: &str) -> Envelope {
+        Envelope {
+            from: "news@sender.test".into(),
+            to: to.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_transaction_rides_behind_the_message_and_a_rejection_there_is_handled() {
+        let (client, server) = duplex(64 * 1024);
+        let replies = vec![
+            "250-mx\r\n250 PIPELINING\r\n",
+            // a: MAIL RCPT DATA, message (with b's commands behind it)
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 2.0.0 a queued\r\n",
+            // b: announced; RCPT refused, DATA refused
+            "250 ok\r\n",
+            "550 5.1.1 no b\r\n",
+            "554 5.5.1 no valid recipients\r\n",
+            // c: RSET first (b left a transaction open), then MAIL RCPT DATA, message
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 2.0.0 c queued\r\n",
+        ];
+        let server = tokio::spawn(pipelining_peer(server, replies));
+        let (mut c, _) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        c.hello("me.test").await.unwrap();
+        let p = DataPayload::from_message(b"Subject: x\r\n\r\nbody\r\n");
+        let (a, b, cc) = (env("a@d.test"), env("b@d.test"), env("c@d.test"));
+        let r = c.send_then(&a, &p, Some((&b, &p))).await.unwrap();
+        assert!(
+            matches!(r, Transaction::Accepted(ref x) if x.text() == "a queued"),
+            "{r:?}"
+        );
+        assert!(c.has_announced());
+        let r = c.send_then(&b, &p, Some((&cc, &p))).await.unwrap();
+        assert!(
+            matches!(r, Transaction::Rejected { phase: Phase::RcptTo, ref reply } if reply.code == 550),
+            "{r:?}"
+        );
+        assert!(
+            !c.has_announced(),
+            "nothing rides behind a message that was not sent"
+        );
+        let r = c.send_then(&cc, &p, None).await.unwrap();
+        assert!(matches!(r, Transaction::Accepted(_)), "{r:?}");
+        c.quit().await;
+        let (seen, messages) = server.await.unwrap();
+        assert_eq!(messages, 2);
+        assert_eq!(
+            seen,
+            vec![
+                "EHLO me.test",
+                "MAIL FROM:<news@sender.test>",
+                "RCPT TO:<a@d.test>",
+                "DATA",
+                "<end>+more",
+                "MAIL FROM:<news@sender.test>",
+                "RCPT TO:<b@d.test>",
+                "DATA",
+                "RSET",
+                "MAIL FROM:<news@sender.test>",
+                "RCPT TO:<c@d.test>",
+                "DATA",
+                "<end>",
+                "QUIT",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_given_up_after_announcing_is_closed_without_sending_an_empty_message() {
+        let (client, server) = duplex(64 * 1024);
+        let replies = vec![
+            "250-mx\r\n250 PIPELINING\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 2.0.0 a queued\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+        ];
+        let server = tokio::spawn(pipelining_peer(server, replies));
+        let (mut c, _) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        c.hello("me.test").await.unwrap();
+        let p = DataPayload::from_message(b"x\r\n");
+        let (a, b) = (env("a@d.test"), env("b@d.test"));
+        c.send_then(&a, &p, Some((&b, &p))).await.unwrap();
+        // b is never sent (say, the run was interrupted): no QUIT, no ".", just a close.
+        c.quit().await;
+        let (seen, messages) = server.await.unwrap();
+        assert_eq!(messages, 1, "the announced message was never completed");
+        assert!(!seen.iter().any(|l| l == "QUIT"), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn sending_another_envelope_than_announced_resyncs_with_rset() {
+        let (client, server) = duplex(64 * 1024);
+        let replies = vec![
+            "250-mx\r\n250 PIPELINING\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 a queued\r\n",
+            // b announced, but the server refuses its MAIL: nothing is waiting for content
+            "451 4.3.0 try later\r\n",
+            "503 need MAIL\r\n",
+            "503 need MAIL\r\n",
+            // RSET, then c
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 c queued\r\n",
+        ];
+        let server = tokio::spawn(pipelining_peer(server, replies));
+        let (mut c, _) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        c.hello("me.test").await.unwrap();
+        let p = DataPayload::from_message(b"x\r\n");
+        let (a, b, cc) = (env("a@d.test"), env("b@d.test"), env("c@d.test"));
+        c.send_then(&a, &p, Some((&b, &p))).await.unwrap();
+        let r = c.send(&cc, &p).await.unwrap();
+        assert!(
+            matches!(r, Transaction::Accepted(ref x) if x.text() == "c queued"),
+            "{r:?}"
+        );
+        drop(c);
+        let (seen, _) = server.await.unwrap();
+        assert_eq!(seen[8], "RSET", "{seen:?}");
+        assert_eq!(seen[10], "RCPT TO:<c@d.test>", "{seen:?}");
     }
 
     #[tokio::test]
