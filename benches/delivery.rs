@@ -53,10 +53,7 @@ fn main() {
     let target: Option<SocketAddr> = std::env::var("MAILMERGE_BENCH_TARGET")
         .ok()
         .and_then(|t| t.parse().ok());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = mailmerge::runtime().expect("runtime");
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut receivers = Vec::new();

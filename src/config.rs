@@ -71,6 +71,14 @@ pub struct FileConfig {
     pub dkim_domain: Option<String>,
     /// `--list-unsubscribe` (repeatable): URI templates.
     pub list_unsubscribe: Option<Vec<String>>,
+    /// `--tls`: `opportunistic`, `required` or `disabled`.
+    pub tls: Option<String>,
+    /// `--rate-per-site`: e.g. `"100/min"`.
+    pub rate_per_site: Option<String>,
+    /// `--connect-timeout`.
+    pub connect_timeout: Option<String>,
+    /// `--timeout` (repeatable): `PHASE=DURATION`.
+    pub timeout: Option<Vec<String>>,
 }
 
 /// The config file is unusable (exit 2).
@@ -198,6 +206,18 @@ mod tests {
         let joined = args.join(" ");
         assert!(joined.contains("--from=b@acme.example"), "{joined}");
         assert!(joined.contains("--smtp-port=2525"), "{joined}");
+        let cfg = FileConfig::parse(
+            "tls = \"required\"\nrate-per-site = \"100/min\"\ntimeout = [\"rcpt=1m\", \"data-end=5m\"]\n",
+            Path::new("mailmerge.toml"),
+        )
+        .unwrap();
+        let args: Vec<String> = cfg.options().iter().flat_map(|o| o.to_args()).collect();
+        assert!(args.contains(&"--tls=required".to_string()), "{args:?}");
+        assert!(
+            args.contains(&"--rate-per-site=100/min".to_string()),
+            "{args:?}"
+        );
+        assert!(args.contains(&"--timeout=rcpt=1m".to_string()), "{args:?}");
         assert!(joined.contains("--allow-duplicates"), "{joined}");
         assert!(!joined.contains("--quiet"), "{joined}");
         assert!(joined.contains("--dkim-key=/etc/mm/keys/k.pem"), "{joined}");

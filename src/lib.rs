@@ -126,6 +126,18 @@ impl RunConfig {
     }
 }
 
+/// The async runtime mailmerge runs on (the binary and the benchmarks use the same one).
+///
+/// The blocking pool, where messages are rendered, is bounded to twice the cores: rendering is
+/// CPU work, so more threads only add memory (each thread's allocator caches), not speed.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads((cpus * 2).max(4))
+        .build()
+}
+
 /// `list.csv` → `list.results.csv` beside it.
 pub fn default_results_path(recipients: &std::path::Path) -> PathBuf {
     let stem = recipients

@@ -518,10 +518,7 @@ fn main() -> ExitCode {
     let (cli, config_note) = parse_with_config(std::env::args_os().collect());
     // One process-wide rustls crypto provider, before anything builds a TLS configuration.
     mailmerge::smtp::tls::install_crypto_provider();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match mailmerge::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mailmerge: cannot start the async runtime: {e}");
