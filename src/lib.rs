@@ -383,6 +383,8 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
             rows: Vec::new(),
         })
         .collect();
+    // Each row's site (for progress), u32::MAX for none: 4 bytes per row.
+    let mut site_of_row: Vec<u32> = vec![u32::MAX; list.len()];
     // Outcomes decided before any connection (DNS), to journal once the journal is open.
     let mut decided: Vec<(usize, Outcome)> = Vec::new();
     for (i, row) in list.iter().enumerate() {
@@ -404,7 +406,10 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                 decided.push((i, o));
             }
             None => match site_of.get(addr.domain()) {
-                Some(&s) => work[s].rows.push(i),
+                Some(&s) => {
+                    work[s].rows.push(i);
+                    site_of_row[i] = s as u32;
+                }
                 None => {
                     outcomes.set_decided(i);
                     decided.push((
@@ -553,7 +558,11 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
             tx,
             cancel.clone(),
         ));
-        let mut progress = progress::Progress::new(cfg.progress, to_send);
+        let mut progress = progress::Progress::new(
+            cfg.progress,
+            to_send,
+            plan.iter().map(|(name, _, n)| (name.clone(), *n)).collect(),
+        );
         let mut last_try: HashMap<usize, Outcome> = HashMap::new();
         let mut journal_error = None;
         let mut tick = tokio::time::interval(journal::SYNC_INTERVAL);
@@ -598,7 +607,8 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                 match ev {
                     Event::Final { row, outcome } => {
                         let was = last_try.remove(&row).is_some();
-                        progress.finished(outcome.status, was);
+                        let site = site_of_row.get(row).copied().filter(|&s| s != u32::MAX);
+                        progress.finished(outcome.status, was, site.map(|s| s as usize));
                         match offsets.next() {
                             Some(at) if journal_error.is_none() => {
                                 outcomes.set_recorded(row, at, outcome)

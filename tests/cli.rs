@@ -107,3 +107,37 @@ fn help_lists_every_contract_option() {
         assert!(help.contains(opt), "check: missing {opt}");
     }
 }
+
+#[test]
+fn without_a_terminal_progress_is_plain_lines_on_stderr_and_quiet_silences_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = |quiet: bool, name: &str| {
+        let mut c = mailmerge();
+        c.args([
+            "run",
+            &format!("{root}/examples/recipients.csv"),
+            &format!("{root}/templates/welcome.hbs"),
+            "--sandbox",
+        ])
+        .arg("--results")
+        .arg(dir.path().join(format!("{name}.csv")))
+        .arg("--sandbox-dir")
+        .arg(dir.path().join(name));
+        if quiet {
+            c.arg("--quiet");
+        }
+        c.output().unwrap()
+    };
+    let out = run(false, "loud");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // 7 messages go to an MX (1 input row is invalid, 2 domains fail in DNS; 1 row is
+    // found invalid when rendered).
+    assert!(
+        err.contains("progress: 7/7 done") && err.contains("delivered 5 bounced 1"),
+        "{err}"
+    );
+    let out = run(true, "quiet");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("progress:"), "{err}");
+}
