@@ -895,6 +895,15 @@ mod tests {
         }
     }
 
+    /// Greets and says EHLO over `client`.
+    async fn hello(client: tokio::io::DuplexStream) -> Connection<tokio::io::DuplexStream> {
+        let (mut c, _) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        c.hello("me.test").await.unwrap();
+        c
+    }
+
     fn env(to: &str) -> Envelope {
         Envelope {
             from: "news@sender.test".into(),
@@ -924,10 +933,7 @@ mod tests {
             "250 2.0.0 c queued\r\n",
         ];
         let server = tokio::spawn(pipelining_peer(server, replies));
-        let (mut c, _) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
-            .await
-            .unwrap();
-        c.hello("me.test").await.unwrap();
+        let mut c = hello(client).await;
         let p = DataPayload::from_message(b"Subject: x\r\n\r\nbody\r\n");
         let (a, b, cc) = (env("a@d.test"), env("b@d.test"), env("c@d.test"));
         let r = c.send_then(&a, &p, Some((&b, &p))).await.unwrap();
@@ -985,10 +991,7 @@ mod tests {
             "354 go\r\n",
         ];
         let server = tokio::spawn(pipelining_peer(server, replies));
-        let (mut c, _) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
-            .await
-            .unwrap();
-        c.hello("me.test").await.unwrap();
+        let mut c = hello(client).await;
         let p = DataPayload::from_message(b"x\r\n");
         let (a, b) = (env("a@d.test"), env("b@d.test"));
         c.send_then(&a, &p, Some((&b, &p))).await.unwrap();
@@ -1020,10 +1023,7 @@ mod tests {
             "250 c queued\r\n",
         ];
         let server = tokio::spawn(pipelining_peer(server, replies));
-        let (mut c, _) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
-            .await
-            .unwrap();
-        c.hello("me.test").await.unwrap();
+        let mut c = hello(client).await;
         let p = DataPayload::from_message(b"x\r\n");
         let (a, b, cc) = (env("a@d.test"), env("b@d.test"), env("c@d.test"));
         c.send_then(&a, &p, Some((&b, &p))).await.unwrap();
