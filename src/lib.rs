@@ -467,6 +467,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     let to_send: usize = work.iter().map(|w| w.rows.len()).sum();
     let mut connections = 0;
     let mut interrupted = false;
+    let mut journal_failure = None;
     if cfg.dry_run {
         // Render every message (catches per-row problems) without connecting anywhere.
         if let Some(dir) = &cfg.eml_out {
@@ -475,7 +476,13 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                 source,
             })?;
         }
-        let rows: Vec<usize> = work.iter().flat_map(|w| w.rows.iter().copied()).collect();
+        // Every message is rendered, including those whose domain already failed in DNS (a
+        // missing value is a problem of its own); only those that would be sent go to --out.
+        let rows: Vec<(usize, bool)> = work
+            .iter()
+            .flat_map(|w| w.rows.iter().map(|&r| (r, true)))
+            .chain(decided.iter().map(|(r, _)| (*r, false)))
+            .collect();
         let src = source.clone();
         let out = cfg.eml_out.clone();
         let list_for_names = list.clone();
@@ -486,10 +493,10 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         let results = tokio::task::spawn_blocking(move || {
             use rayon::prelude::*;
             rows.par_iter()
-                .map(|&r| match src(r) {
+                .map(|&(r, would_send)| match src(r) {
                     Err(o) => (r, Some(*o), None),
                     Ok(msg) => {
-                        let err = out.as_ref().and_then(|dir| {
+                        let err = out.as_ref().filter(|_| would_send).and_then(|dir| {
                             let path = dir.join(names(r));
                             let bytes = smtp::DataPayload::unstuff(msg.payload.as_bytes());
                             std::fs::write(&path, bytes).err().map(|e| (path, e))
@@ -514,8 +521,15 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
             }
         }
         for (i, o) in decided {
-            outcomes.set_local(i, o);
+            if !invalid_rows.contains(&i) {
+                outcomes.set_local(i, o);
+            }
         }
+        let rendered_invalid_sendable = work
+            .iter()
+            .flat_map(|w| &w.rows)
+            .filter(|r| invalid_rows.contains(r))
+            .count();
         check.problems.sort_by_key(|p| {
             // Keep problems in file order: the line number follows the path.
             p.strip_prefix(&format!("{}:", cfg.recipients.display()))
@@ -524,7 +538,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                 .unwrap_or(0)
         });
         check.sites = check_sites(&plan, &work, &invalid_rows, &cfg);
-        check.to_send = to_send - invalid_rows.len();
+        check.to_send = to_send - rendered_invalid_sendable;
     } else {
         let mut journal = Journal::open(&journal_path, &cfg.recipients, cfg.fresh)?;
         for (i, o) in decided {
@@ -658,10 +672,12 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                 outcomes.set_local(i, o);
             }
         }
-        journal.sync()?;
-        if let Some(e) = journal_error {
-            return Err(e.into());
+        // Even when the journal failed, every row still gets its result row: the error is
+        // returned after the report is written.
+        if let Err(e) = journal.sync() {
+            journal_error.get_or_insert(e);
         }
+        journal_failure = journal_error;
     }
     // Recorded outcomes are read back from the journal as the report is written, in input
     // order, so a list of millions of rows never holds its outcomes in memory.
@@ -677,6 +693,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         path: cfg.results.clone(),
         source,
     })?;
+    if let Some(e) = journal_failure {
+        return Err(e.into());
+    }
     Ok(RunReport {
         summary,
         plan,

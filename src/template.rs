@@ -33,10 +33,40 @@ const RESERVED_HEADERS: &[&str] = &[
     "message-id",
     "date",
     "mime-version",
-    "content-type",
-    "content-transfer-encoding",
     "bcc",
+    "return-path",
+    "received",
+    "dkim-signature",
 ];
+
+/// Headers holding address lists: CSV values in them are quoted when they contain address
+/// syntax, so a value can never add or change an address (see [`address_escape`]).
+const ADDRESS_HEADERS: &[&str] = &["from", "to", "cc", "reply-to", "sender"];
+
+/// True for header names the message stage generates or that only MTAs may add.
+fn is_reserved(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("content-")
+}
+
+/// Escaping for values inserted into address headers (`{{name}} <{{email}}>`): a value with
+/// RFC 5322 specials (`()<>[]:;\,"`) becomes one quoted string, so "Bob <x@evil.example>, Ann"
+/// is a display name, not two more recipients. Plain addresses and names pass unchanged.
+pub fn address_escape(value: &str) -> String {
+    if !value.contains(['(', ')', '<', '>', '[', ']', ':', ';', '\\', ',', '"']) {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
 
 /// Pseudo-header naming a file to attach (repeatable, templated, relative to the template).
 pub const ATTACHMENT_HEADER: &str = "Attachment";
@@ -133,6 +163,8 @@ struct VarUse {
 struct HeaderTemplate {
     name: String,
     key: String,
+    /// Compiled in the `addr` registry (an address-list header).
+    address: bool,
 }
 
 /// A compiled template, shared by all rendering threads.
@@ -140,6 +172,8 @@ struct HeaderTemplate {
 pub struct MessageTemplate {
     plain: Handlebars<'static>,
     html: Handlebars<'static>,
+    /// Address headers: values quoted when they hold address syntax.
+    addr: Handlebars<'static>,
     headers: Vec<HeaderTemplate>,
     attachments: Vec<String>,
     has_text: bool,
@@ -209,6 +243,8 @@ impl MessageTemplate {
         };
         let mut plain = registry(false);
         let mut html = registry(true);
+        let mut addr = registry(false);
+        addr.register_escape_fn(address_escape);
         let mut vars = Vec::new();
         let mut headers: Vec<HeaderTemplate> = Vec::new();
         let mut attachments = Vec::new();
@@ -244,7 +280,7 @@ impl MessageTemplate {
             if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
                 return Err(format_err(*line, format!("invalid header name {name:?}")));
             }
-            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            if is_reserved(name) {
                 return Err(format_err(
                     *line,
                     format!(
@@ -253,13 +289,16 @@ impl MessageTemplate {
                 ));
             }
             let key = format!("h{}", headers.len() + attachments.len());
-            compile_into(&mut plain, &key, value.trim(), path, *line, &mut vars)?;
+            let address = ADDRESS_HEADERS.contains(&name.to_ascii_lowercase().as_str());
+            let reg = if address { &mut addr } else { &mut plain };
+            compile_into(reg, &key, value.trim(), path, *line, &mut vars)?;
             if name.eq_ignore_ascii_case(ATTACHMENT_HEADER) {
                 attachments.push(key);
             } else {
                 headers.push(HeaderTemplate {
                     name: name.to_string(),
                     key,
+                    address,
                 });
             }
         }
@@ -323,6 +362,7 @@ impl MessageTemplate {
         Ok(Self {
             plain,
             html,
+            addr,
             headers,
             attachments,
             has_text,
@@ -366,6 +406,7 @@ impl MessageTemplate {
         self.headers.push(HeaderTemplate {
             name: name.to_string(),
             key,
+            address: false,
         });
         Ok(())
     }
@@ -417,7 +458,7 @@ impl MessageTemplate {
         };
         let mut headers = Vec::with_capacity(self.headers.len());
         for h in &self.headers {
-            let value = render(&self.plain, &h.key)?;
+            let value = render(if h.address { &self.addr } else { &self.plain }, &h.key)?;
             if value.chars().any(|c| c.is_control() && c != '\t') {
                 return Err(RenderError::HeaderInjection {
                     header: h.name.clone(),
@@ -561,7 +602,8 @@ mod tests {
         let fields = ["a@example.com", "Tom & <Jerry>", "Pro", "", ""].map(String::from);
         let r = tpl().render(&cols(), &fields).unwrap();
         assert_eq!(r.header("subject"), Some("Hi Tom & <Jerry> & co folded"));
-        assert_eq!(r.header("To"), Some("Tom & <Jerry> <a@example.com>"));
+        // In an address header a value with address syntax is quoted (one display name).
+        assert_eq!(r.header("To"), Some("\"Tom & <Jerry>\" <a@example.com>"));
         assert_eq!(
             r.text.as_deref(),
             Some("Hello Tom & <Jerry>, <b>Pro</b>\r\n")
@@ -588,6 +630,44 @@ mod tests {
             ["a@example.com", "x\r\nBcc: victim@example.net", "P", "", ""].map(String::from);
         let err = tpl().render(&cols(), &fields).unwrap_err();
         assert!(matches!(err, RenderError::HeaderInjection { header } if header == "To"));
+    }
+
+    #[test]
+    fn a_value_with_address_syntax_stays_one_display_name() {
+        let fields = [
+            "a@example.com",
+            "Bob <evil@attacker.example>, Ann",
+            "P",
+            "",
+            "",
+        ]
+        .map(String::from);
+        let r = tpl().render(&cols(), &fields).unwrap();
+        let to = r.header("To").unwrap();
+        assert_eq!(to, "\"Bob <evil@attacker.example>, Ann\" <a@example.com>");
+        let boxes = crate::message::parse_mailboxes(to).unwrap();
+        assert_eq!(boxes.len(), 1, "{boxes:?}");
+        assert_eq!(boxes[0].address.to_string(), "a@example.com");
+        // Outside address headers the value is text, kept as is.
+        assert_eq!(
+            r.header("Subject"),
+            Some("Hi Bob <evil@attacker.example>, Ann & co folded")
+        );
+        assert_eq!(
+            address_escape("Ann \"Q\" Lee, PhD"),
+            "\"Ann \\\"Q\\\" Lee, PhD\""
+        );
+        assert_eq!(address_escape("ann@example.com"), "ann@example.com");
+        let e = MessageTemplate::parse(
+            "From: a@b.test\nTo: x@y.test\nContent-Disposition: attachment\n\nb",
+            Path::new("t"),
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("t:3: header Content-Disposition"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -58,7 +58,7 @@ async fn check_prints_the_plan_sends_nothing_and_exits_1_when_a_row_cannot_be_se
         a3@a.test,A3,missing.txt\n\
         b1@b.test,B1,two.txt\n\
         n@nullmx.test,N,one.txt\n\
-        x@nxdomain.test,X,one.txt\n\
+        x@nxdomain.test,X,missing.txt\n\
         not-an-address,Y,one.txt\n\
         A1@a.test,Dup,one.txt\n\
         short@a.test\n";
@@ -70,7 +70,7 @@ async fn check_prints_the_plan_sends_nothing_and_exits_1_when_a_row_cannot_be_se
     for line in [
         "plan for 9 rows (nothing sent):",
         "      3  would be sent",
-        "      3  invalid",
+        "      4  invalid",
         "      1  duplicate (not sent)",
         "      1  null MX: would bounce",
         "      1  NXDOMAIN: would bounce",
@@ -83,6 +83,8 @@ async fn check_prints_the_plan_sends_nothing_and_exits_1_when_a_row_cannot_be_se
     let csv_path = job.csv.display().to_string();
     for problem in [
         format!("{csv_path}:4: attachment "),
+        // Rendered even though its domain fails in DNS: the missing file is reported too.
+        format!("{csv_path}:7: attachment "),
         format!("{csv_path}:8: no @ in address"),
         format!("{csv_path}:10: 1 fields, the header has 3"),
     ] {
@@ -336,7 +338,10 @@ async fn hostile_rows_never_create_a_header_a_recipient_or_a_mime_part() {
         .filter(|r| r["status"] == "delivered")
         .map(|r| r["email"].as_str())
         .collect();
-    assert_eq!(delivered, vec!["mal@a.test", "body@a.test", "tab@a.test"]);
+    assert_eq!(
+        delivered,
+        vec!["mal@a.test", "quote@a.test", "body@a.test", "tab@a.test"]
+    );
     for r in results.iter().filter(|r| r["status"] != "delivered") {
         assert_eq!(r["status"], "invalid", "{r:?}");
         assert!(r["response"].starts_with("line "), "{r:?}");
@@ -348,6 +353,7 @@ async fn hostile_rows_never_create_a_header_a_recipient_or_a_mime_part() {
         rcpts,
         vec![
             "RCPT TO:<mal@a.test>",
+            "RCPT TO:<quote@a.test>",
             "RCPT TO:<body@a.test>",
             "RCPT TO:<tab@a.test>"
         ]
@@ -357,7 +363,20 @@ async fn hostile_rows_never_create_a_header_a_recipient_or_a_mime_part() {
         "{commands:?}"
     );
     let got = mxs.get(2).received();
-    assert_eq!(got.len(), 3);
+    assert_eq!(got.len(), 4);
+    // A display name that looks like more addresses stays one display name: the To header
+    // names exactly the row's own address.
+    for m in &got {
+        let text = String::from_utf8(m.data.clone()).unwrap();
+        let to = text
+            .lines()
+            .find(|l| l.starts_with("To: "))
+            .unwrap()
+            .to_string();
+        let boxes = mailmerge::message::parse_mailboxes(&to["To: ".len()..]).unwrap();
+        assert_eq!(boxes.len(), 1, "{to}");
+        assert_eq!(boxes[0].address.to_string(), m.rcpt_to, "{to}");
+    }
     let allowed = [
         "from",
         "to",

@@ -96,29 +96,18 @@ impl Reply {
         (300..400).contains(&self.code)
     }
 
-    /// A failure that may succeed later. The enhanced code wins when present (RFC 3463 §3:
-    /// the class must agree with the reply code, but servers get this wrong in both directions).
-    /// "Too many recipients" is transient whatever the code says (RFC 5321 §4.5.3.1.10: 552
-    /// was used for it historically, and the client must then retry later).
+    /// A failure that may succeed later: a 4yz reply. The reply code decides, as in Postfix: a
+    /// 5yz is never retried whatever its enhanced code says (RFC 3463 §3 requires the two to
+    /// agree; when a server gets that wrong, the reply code is what the server committed to).
+    /// The one exception is "too many recipients" (RFC 5321 §4.5.3.1.10: 552 was used for it
+    /// historically, and the client must then retry later).
     pub fn is_transient(&self) -> bool {
-        if self.is_too_many_recipients() {
-            return true;
-        }
-        match self.enhanced {
-            Some(e) if (400..600).contains(&self.code) => e.class == 4,
-            _ => (400..500).contains(&self.code),
-        }
+        (400..500).contains(&self.code) || self.is_too_many_recipients()
     }
 
-    /// A failure that will not succeed on retry.
+    /// A failure that will not succeed on retry: a 5yz reply (see [`Reply::is_transient`]).
     pub fn is_permanent(&self) -> bool {
-        if self.is_too_many_recipients() {
-            return false;
-        }
-        match self.enhanced {
-            Some(e) if (400..600).contains(&self.code) => e.class == 5,
-            _ => (500..600).contains(&self.code),
-        }
+        (500..600).contains(&self.code) && !self.is_too_many_recipients()
     }
 
     /// 452/552 with enhanced code x.5.3 ("too many recipients", RFC 3463).
@@ -296,10 +285,18 @@ mod tests {
     }
 
     #[test]
-    fn enhanced_class_overrides_reply_code() {
-        // A 550 that says 4.x.x is treated as transient (class wins, RFC 3463).
+    fn the_reply_code_decides_not_a_disagreeing_enhanced_code() {
+        // A 5yz is never retried, even when its enhanced code says 4.x.x …
         let r = parse("550 4.2.2 mailbox full\r\n");
-        assert!(r.is_transient());
+        assert!(r.is_permanent() && !r.is_transient());
+        assert_eq!(
+            r.enhanced,
+            Some(EnhancedCode::new(4, 2, 2)),
+            "still reported as sent"
+        );
+        // … and a 4yz is retried even when it says 5.x.x.
+        let r = parse("450 5.7.1 try later\r\n");
+        assert!(r.is_transient() && !r.is_permanent());
         // A mismatched class digit is not taken as an enhanced code at all.
         let r = parse("250 5.0.0 odd\r\n");
         assert_eq!(r.enhanced, None);
