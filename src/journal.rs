@@ -55,6 +55,17 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
+    /// The journal was written for another message (template or header options changed).
+    #[error(
+        "journal {path} was written for another message (the template or --list-unsubscribe \
+         changed): rows it records as delivered would be skipped. For a new message to this \
+         list use --fresh (or another --results); to go on with the same campaign after \
+         fixing the template, use --template-changed"
+    )]
+    OtherTemplate {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file is not a mailmerge journal (or a newer format).
     #[error("journal {path}: {reason} (use --fresh to start over, or another --results)")]
     Foreign {
@@ -63,6 +74,16 @@ pub enum JournalError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// The fingerprint of a message: FNV-1a 64 of its parts, in hex.
+pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut h = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        h = fnv1a(p.iter().copied(), h);
+        h = fnv1a([0x1e], h);
+    }
+    format!("{h:016x}")
 }
 
 /// A row's identity, independent of its position in the list.
@@ -206,6 +227,10 @@ struct Record {
 struct Header {
     mailmerge_journal: u32,
     list: String,
+    /// Fingerprint of the message (template and header options) the journal's outcomes are
+    /// for; absent in journals of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    template: Option<String>,
 }
 
 fn parse_enhanced(s: &str) -> Option<EnhancedCode> {
@@ -323,6 +348,8 @@ pub struct Replay {
     pub records: usize,
     /// Lines that could not be read back (a torn last line after a crash), ignored.
     pub unreadable: usize,
+    /// The message fingerprint the journal was started for (see [`Journal::open_for`]).
+    pub template: Option<String>,
 }
 
 impl Replay {
@@ -396,7 +423,10 @@ pub fn load(path: &Path) -> Result<Replay, JournalError> {
         }
         if std::mem::take(&mut first) {
             match serde_json::from_slice::<Header>(&line) {
-                Ok(h) if h.mailmerge_journal == VERSION => continue,
+                Ok(h) if h.mailmerge_journal == VERSION => {
+                    replay.template = h.template;
+                    continue;
+                }
                 Ok(h) => {
                     return Err(JournalError::Foreign {
                         path: path.into(),
@@ -481,6 +511,18 @@ impl Syncer {
 impl Journal {
     /// Opens (or creates) the journal for appending; `fresh` empties it first.
     pub fn open(path: &Path, list: &Path, fresh: bool) -> Result<Self, JournalError> {
+        Self::open_for(path, list, None, fresh)
+    }
+
+    /// [`Journal::open`], recording in a new journal which message (a fingerprint of the
+    /// template and header options) its outcomes are for, so that a later run with another
+    /// message is not mistaken for a re-run.
+    pub fn open_for(
+        path: &Path,
+        list: &Path,
+        template: Option<&str>,
+        fresh: bool,
+    ) -> Result<Self, JournalError> {
         let io = |source| JournalError::Io {
             path: path.into(),
             source,
@@ -509,6 +551,7 @@ impl Journal {
             let header = Header {
                 mailmerge_journal: VERSION,
                 list: list.display().to_string(),
+                template: template.map(str::to_string),
             };
             serde_json::to_writer(&mut j.buf, &header).map_err(|e| io(e.into()))?;
             j.buf.push(b'\n');

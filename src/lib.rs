@@ -92,6 +92,9 @@ pub struct RunConfig {
     pub eml_out: Option<PathBuf>,
     /// Cancelled on SIGINT/SIGTERM: stop taking new work, finish in-flight, report.
     pub cancel: CancellationToken,
+    /// Go on with a journal written for another version of the template (a fix during a
+    /// campaign) instead of refusing.
+    pub template_changed: bool,
 }
 
 impl RunConfig {
@@ -122,6 +125,7 @@ impl RunConfig {
             limit: None,
             eml_out: None,
             cancel: CancellationToken::new(),
+            template_changed: false,
         }
     }
 }
@@ -314,6 +318,26 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         journal::load(&journal_path)?
     };
     let per_address = !cfg.list.allow_duplicates;
+    // Which message this run sends: the same list with another template is a new campaign,
+    // not a re-run (README "Re-running safely").
+    let template_bytes = std::fs::read(&cfg.template).unwrap_or_default();
+    let fingerprint = journal::fingerprint(
+        std::iter::once(template_bytes.as_slice()).chain(
+            cfg.message
+                .extra_headers
+                .iter()
+                .flat_map(|(n, v)| [n.as_bytes(), v.as_bytes()]),
+        ),
+    );
+    if let Some(recorded) = &replay.template
+        && *recorded != fingerprint
+        && !cfg.template_changed
+    {
+        return Err(journal::JournalError::OtherTemplate {
+            path: journal_path.clone(),
+        }
+        .into());
+    }
 
     let mut outcomes = OutcomeStore::new(list.len());
     let mut reused = 0;
@@ -540,7 +564,12 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         check.sites = check_sites(&plan, &work, &invalid_rows, &cfg);
         check.to_send = to_send - rendered_invalid_sendable;
     } else {
-        let mut journal = Journal::open(&journal_path, &cfg.recipients, cfg.fresh)?;
+        let mut journal = Journal::open_for(
+            &journal_path,
+            &cfg.recipients,
+            Some(&fingerprint),
+            cfg.fresh,
+        )?;
         for (i, o) in decided {
             let row = list.row(i);
             let at = journal.append(&keys.key(&list, i, &row), row.row, &o);
@@ -549,6 +578,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         journal.flush()?;
         check.sites = check_sites(&plan, &work, &Default::default(), &cfg);
         check.to_send = to_send;
+        let recorded = Arc::new(delivery::Recorded::default());
         let dcfg = DeliveryConfig {
             helo: cfg.helo.clone(),
             smtp_port: cfg.smtp_port,
@@ -562,6 +592,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
             batch: 16,
             tls: smtp::TlsPolicy::new(cfg.tls, &cfg.tls_extra_roots)?,
             rate_per_site: cfg.rate_per_site,
+            recorded: Some(recorded.clone()),
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cancel = cfg.cancel.child_token();
@@ -617,6 +648,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                 journal_error.get_or_insert(e);
                 cancel.cancel();
             }
+            // Written to the OS: workers may now have the next messages accepted (on failure
+            // the run is being cancelled; let the workers wind down).
+            recorded.advance(offsets.len() as u64);
             for ev in batch.drain(..) {
                 match ev {
                     Event::Final { row, outcome } => {

@@ -133,6 +133,10 @@ struct RunArgs {
     /// Forget earlier runs of this job (empty the journal) and send to every row again.
     #[arg(long)]
     fresh: bool,
+    /// The template changed since the journal was started (a fix during a campaign): go on
+    /// with the journal instead of refusing; rows already delivered are not sent again.
+    #[arg(long)]
+    template_changed: bool,
     /// Run the whole job against an embedded loopback DNS server and SMTP receiver.
     #[arg(long)]
     sandbox: bool,
@@ -251,6 +255,7 @@ fn plan(args: &RunArgs) -> Result<RunConfig> {
     cfg.eml_out = args.out.clone();
     cfg.limit = args.limit;
     cfg.fresh = args.fresh;
+    cfg.template_changed = args.template_changed;
     cfg.progress = if args.quiet { Mode::Quiet } else { Mode::Auto };
     apply_deliverability(&args.deliver, &mut cfg)?;
     Ok(cfg)

@@ -477,3 +477,50 @@ async fn an_unwritable_journal_stops_the_run_before_anything_is_sent() {
     assert!(err.to_string().contains("results.csv.journal"), "{err}");
     assert_eq!(mxs.total_connections(), 0, "no record, no sending");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_template_on_the_same_list_is_refused_rather_than_silently_skipped() {
+    let dns = dns(one_site_zone(&["a.test"])).await;
+    let mxs = Mxs::start(vec![(2, ReceiverConfig::default())]).await;
+    let job = Job::new("email,name\nann@a.test,Ann\nbob@a.test,Bob\n", TEMPLATE);
+    run(job.config(&dns, mxs.port))
+        .await
+        .expect("first campaign");
+    assert_eq!(mxs.get(2).received().len(), 2);
+
+    // Next month's message, same list, same results file.
+    std::fs::write(
+        &job.template,
+        "From: news@sender.test\nTo: {{email}}\nSubject: December\n\nHi {{name}}\n",
+    )
+    .unwrap();
+    let err = run(job.config(&dns, mxs.port)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            mailmerge::RunError::Journal(mailmerge::journal::JournalError::OtherTemplate { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--fresh"), "{err}");
+    assert_eq!(
+        mxs.get(2).received().len(),
+        2,
+        "nothing sent, nothing skipped silently"
+    );
+
+    // A fix during the same campaign: go on, nobody gets it twice.
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.template_changed = true;
+    let report = run(cfg).await.expect("same campaign");
+    assert_eq!(report.reused, 2);
+    assert_eq!(mxs.get(2).received().len(), 2);
+
+    // A new campaign: --fresh sends to everyone.
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.fresh = true;
+    run(cfg).await.expect("new campaign");
+    let got = mxs.get(2).received();
+    assert_eq!(got.len(), 4);
+    assert!(String::from_utf8_lossy(&got[3].data).contains("Subject: December"));
+}

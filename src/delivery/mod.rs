@@ -66,6 +66,46 @@ pub struct DeliveryConfig {
     pub tls: TlsPolicy,
     /// At most this many messages per period to one site.
     pub rate_per_site: Option<Rate>,
+    /// Set by whoever records outcomes durably (the journal): a worker does not send the
+    /// next message's content until every final outcome reported so far is recorded, so a
+    /// crash can cost at most one accepted-but-unrecorded message per connection.
+    pub recorded: Option<Arc<Recorded>>,
+}
+
+/// How many of the engine's [`Event::Final`]s have been recorded durably.
+///
+/// The engine numbers final outcomes in the order it sends them; the recorder calls
+/// [`Recorded::advance`] after writing each batch.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    count: std::sync::atomic::AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+impl Recorded {
+    /// `n` more final outcomes (in event order) are recorded.
+    pub fn advance(&self, n: u64) {
+        self.count.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Final outcomes recorded so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` final outcomes are recorded.
+    async fn wait_for(&self, n: u64) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -83,6 +123,7 @@ impl Default for DeliveryConfig {
             batch: 16,
             tls: TlsPolicy::default(),
             rate_per_site: None,
+            recorded: None,
         }
     }
 }
@@ -257,6 +298,8 @@ struct Ctx {
     dead: Mutex<HashMap<IpAddr, Instant>>,
     /// Cancelled on SIGINT/SIGTERM: workers take no new job, in-flight ones finish.
     cancel: CancellationToken,
+    /// Final outcomes sent so far (see [`Recorded`]).
+    finals: Mutex<u64>,
     /// Addresses whose TLS handshake failed: plaintext for the rest of the run
     /// (opportunistic mode only).
     no_tls: Mutex<HashSet<IpAddr>>,
@@ -270,10 +313,21 @@ impl Ctx {
 
     fn final_outcome(&self, queue: &SiteQueue, job: Job, outcome: Outcome) {
         queue.complete();
+        // Numbered and sent under one lock, so event order is number order.
+        let mut finals = self.finals.lock().unwrap_or_else(|e| e.into_inner());
+        *finals += 1;
         self.emit(Event::Final {
             row: job.row,
             outcome,
         });
+    }
+
+    /// Waits until every final outcome sent so far is recorded (no-op without a recorder).
+    async fn wait_recorded(&self) {
+        if let Some(r) = &self.cfg.recorded {
+            let sent = *self.finals.lock().unwrap_or_else(|e| e.into_inner());
+            r.wait_for(sent).await;
+        }
     }
 
     /// A transient failure: retry later, or give up as deferred when the deadline is near.
@@ -713,6 +767,9 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                 }
                 _ => None,
             };
+            // The bound on duplicates after a crash: the last message accepted on this
+            // session is recorded before another one can be.
+            ctx.wait_recorded().await;
             let result = s.conn.send_then(&msg.envelope, &msg.payload, next).await;
             let mut base =
                 Outcome::local(Status::Deferred, Step::Smtp(Phase::DataEnd), String::new());
@@ -825,6 +882,7 @@ pub async fn deliver_until(
         events,
         dead: Mutex::default(),
         no_tls: Mutex::default(),
+        finals: Mutex::new(0),
     });
     let mut set = JoinSet::new();
     // Interleave sites so that the first connections go to many sites, not one.
