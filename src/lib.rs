@@ -462,7 +462,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     let source: MessageSource = {
         let list = list.clone();
         let template = template.clone();
-        let opts = cfg.message.clone();
+        let mut opts = cfg.message.clone();
+        opts.message_id_prefix
+            .get_or_insert_with(message::new_run_id);
         let warnings = warnings.clone();
         Arc::new(move |i: usize| {
             let row = list.row(i);
@@ -476,7 +478,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                     format!("line {}: {e}", row.line),
                 ))
             })?;
-            let built = message::build(rendered, addr, &opts).map_err(|e| {
+            let built = message::build_row(rendered, addr, &opts, Some(row.row)).map_err(|e| {
                 Box::new(Outcome::local(
                     Status::Invalid,
                     Step::Render,

@@ -72,7 +72,7 @@ struct RunArgs {
     /// TCP port used when connecting to MX hosts.
     #[arg(long, value_name = "PORT", default_value_t = 25)]
     smtp_port: u16,
-    /// Name sent in EHLO [default: this machine's host name].
+    /// Name sent in EHLO [default: this host's FQDN; mailmerge.sandbox.test with --sandbox].
     #[arg(long, value_name = "NAME")]
     helo: Option<String>,
     /// Envelope sender (MAIL FROM) [default: the address in the rendered From header].

@@ -75,6 +75,10 @@ pub struct MessageOptions {
     /// Header templates added to every message by options (e.g. `--list-unsubscribe`), as
     /// (name, Handlebars value); `run` compiles them into the template.
     pub extra_headers: Vec<(String, String)>,
+    /// A run's unique prefix for Message-IDs: with it, a row keeps the same Message-ID on
+    /// every attempt of the run (a receiver can then spot the copy a lost connection may
+    /// have left); without it every message gets a fresh one.
+    pub message_id_prefix: Option<String>,
 }
 
 /// RFC 8058 §3.1: the only value List-Unsubscribe-Post may have.
@@ -253,6 +257,26 @@ pub fn build(
     recipient: &Address,
     opts: &MessageOptions,
 ) -> Result<BuiltMessage, BuildError> {
+    build_row(rendered, recipient, opts, None)
+}
+
+/// A run's Message-ID prefix: time, process and randomness, unique across runs and hosts.
+pub fn new_run_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let r: u32 = rand::random();
+    format!("{now:x}.{:x}.{r:08x}", std::process::id())
+}
+
+/// [`build`] for row `row` of the list: with [`MessageOptions::message_id_prefix`] set, the
+/// Message-ID is `<prefix>.<row>@<From domain>`, the same on every attempt of the run.
+pub fn build_row(
+    rendered: Rendered,
+    recipient: &Address,
+    opts: &MessageOptions,
+    row: Option<usize>,
+) -> Result<BuiltMessage, BuildError> {
     let addr_err = |header: &str, reason: String| BuildError::AddressHeader {
         header: header.to_string(),
         reason,
@@ -310,7 +334,10 @@ pub fn build(
     }
     let from_addr = from_addr.ok_or_else(|| addr_err("From", "missing".into()))?;
     let envelope_from = opts.envelope_from.clone().unwrap_or(from_addr.clone());
-    let message_id = new_message_id(from_addr.domain());
+    let message_id = match (&opts.message_id_prefix, row) {
+        (Some(prefix), Some(row)) => format!("{prefix}.r{row}@{}", from_addr.domain()),
+        _ => new_message_id(from_addr.domain()),
+    };
     builder = builder.message_id(message_id.clone());
     if let Some(text) = rendered.text {
         builder = builder.text_body(text);

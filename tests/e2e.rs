@@ -238,6 +238,16 @@ async fn greylisting_and_a_dropped_data_phase_are_retried_and_reported_once() {
             1,
             "{email} received exactly once"
         );
+        // A row keeps its Message-ID over all attempts of a run (`<run>.r<row>@<From domain>`),
+        // so a copy left by a lost connection can be recognised by the receiver.
+        let r = row(&rows, email);
+        assert!(
+            r["message_id"].ends_with(&format!(".r{}@sender.test", r["row"])),
+            "{r:?}"
+        );
+        let m = got.iter().find(|m| m.rcpt_to == email).unwrap();
+        let text = String::from_utf8_lossy(&m.data);
+        assert!(text.contains(&format!("Message-ID: <{}>", r["message_id"])));
     }
 }
 
