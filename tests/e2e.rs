@@ -333,3 +333,126 @@ async fn a_slow_server_times_out_and_the_next_mx_is_used() {
     );
     assert!(s["response"].contains("timed out"), "{s:?}");
 }
+
+fn slow_receiver(gauge: std::sync::Arc<mailmerge::sandbox::receiver::Gauge>) -> ReceiverConfig {
+    ReceiverConfig {
+        script: std::sync::Arc::new(|_: &str, _| {
+            Rule::SlowDataEnd(std::time::Duration::from_millis(40))
+        }),
+        gauge,
+        ..ReceiverConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_site_and_max_connections_cap_simultaneous_sessions() {
+    use mailmerge::sandbox::receiver::Gauge;
+    let mut z = zone();
+    z.mx("a.test", 10, "mx.a.test")
+        .addr("mx.a.test", loopback(2));
+    z.mx("b.test", 10, "mx.b.test")
+        .addr("mx.b.test", loopback(3));
+    let dns = dns(z).await;
+    let (ga, gb, both) = (
+        std::sync::Arc::new(Gauge::default()),
+        std::sync::Arc::new(Gauge::default()),
+        std::sync::Arc::new(Gauge::default()),
+    );
+    let mxs = Mxs::start(vec![
+        (2, slow_receiver(ga.clone())),
+        (3, slow_receiver(gb.clone())),
+    ])
+    .await;
+    let mut csv = String::from("email,name\n");
+    for i in 0..24 {
+        writeln!(csv, "u{i}@a.test,U{i}").unwrap();
+    }
+    // Per site: at most 2 sessions at once, and 2 are used.
+    let job = Job::new(&csv, TEMPLATE);
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.connections_per_site = 2;
+    cfg.max_connections = 10;
+    run(cfg).await.expect("run");
+    assert_eq!(ga.peak(), 2, "connections per site");
+
+    // Over all sites: at most 3 at once although each site may have 5.
+    let mxs = Mxs::start(vec![
+        (2, slow_receiver(both.clone())),
+        (3, slow_receiver(both.clone())),
+    ])
+    .await;
+    for i in 0..24 {
+        writeln!(csv, "v{i}@b.test,V{i}").unwrap();
+    }
+    let job = Job::new(&csv, TEMPLATE);
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.connections_per_site = 5;
+    cfg.max_connections = 3;
+    let report = run(cfg).await.expect("run");
+    assert_eq!(
+        report.summary.count(mailmerge::delivery::Status::Delivered),
+        48
+    );
+    assert_eq!(both.peak(), 3, "max connections over all sites");
+    assert_eq!(gb.peak(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_address_of_a_host_is_tried_before_the_next_host() {
+    let mut z = zone();
+    z.mx("d.test", 10, "mx.d.test")
+        .addr("mx.d.test", loopback(3)) // refuses
+        .addr("mx.d.test", loopback(4))
+        .mx("d.test", 20, "backup.d.test")
+        .addr("backup.d.test", loopback(5));
+    let dns = dns(z).await;
+    let mxs = Mxs::start(vec![
+        (4, ReceiverConfig::default()),
+        (5, ReceiverConfig::default()),
+    ])
+    .await;
+    let job = Job::new("email,name\na@d.test,A\n", TEMPLATE);
+    run(job.config(&dns, mxs.port)).await.expect("run");
+    let rows = read_results(&job.results);
+    let r = row(&rows, "a@d.test");
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["mx_host"].as_str(),
+            r["mx_ip"].as_str()
+        ),
+        ("delivered", "mx.d.test", "127.0.0.4")
+    );
+    assert_eq!(mxs.get(5).connections(), 0, "the backup MX was not needed");
+}
+
+#[tokio::test]
+async fn the_address_column_can_be_named_and_a_silent_dns_server_defers() {
+    let mut z = zone();
+    z.mx("d.test", 10, "mx.d.test")
+        .addr("mx.d.test", loopback(2));
+    z.silent("slow.test");
+    let dns = dns(z).await;
+    let mxs = Mxs::start(vec![(2, ReceiverConfig::default())]).await;
+    let job = Job::new(
+        "Name,Mail\nAnn,ann@d.test\nSid,sid@slow.test\n",
+        "From: s@sender.test\nTo: {{Name}} <{{Mail}}>\n\nHi {{Name}}\n",
+    );
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.list.email_column = "mail".into(); // matched case-insensitively
+    run(cfg).await.expect("run");
+    let rows = read_results(&job.results);
+    assert_eq!(rows[0]["email"], "ann@d.test");
+    assert_eq!(rows[0]["status"], "delivered");
+    assert_eq!(
+        (
+            rows[1]["status"].as_str(),
+            rows[1]["enhanced_code"].as_str(),
+            rows[1]["step"].as_str()
+        ),
+        ("deferred", "4.4.3", "dns"),
+        "{:?}",
+        rows[1]
+    );
+    assert!(rows[1]["response"].contains("timed out"), "{:?}", rows[1]);
+}

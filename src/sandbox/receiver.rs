@@ -103,6 +103,32 @@ pub struct ReceiverConfig {
     /// Keep accepted messages (and the command log, and per-recipient attempt counts for the
     /// script) in memory; benchmarks turn it off and only count.
     pub keep_messages: bool,
+    /// Counts simultaneous connections; share one gauge between receivers to measure a
+    /// total over several hosts.
+    pub gauge: Arc<Gauge>,
+}
+
+/// Simultaneous connections: how many are open now and the most ever open at once.
+#[derive(Debug, Default)]
+pub struct Gauge {
+    open: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    /// The most connections that were open at the same time.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    fn enter(&self) {
+        let now = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Default for ReceiverConfig {
@@ -119,6 +145,7 @@ impl Default for ReceiverConfig {
             script: magic_script(),
             store_dir: None,
             keep_messages: true,
+            gauge: Arc::default(),
         }
     }
 }
@@ -190,7 +217,13 @@ impl Receiver {
                 if let Ok(mut st) = s.lock() {
                     st.accepted_at.push(std::time::Instant::now());
                 }
-                tokio::spawn(serve(stream, n, config.clone(), s.clone()));
+                let config = config.clone();
+                let state = s.clone();
+                tokio::spawn(async move {
+                    config.gauge.enter();
+                    serve(stream, n, config.clone(), state).await;
+                    config.gauge.leave();
+                });
             }
         });
         Self {
