@@ -494,6 +494,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     let mut connections = 0;
     let mut interrupted = false;
     let mut journal_failure = None;
+    let mut delivered_now = 0;
     if cfg.dry_run {
         // Render every message (catches per-row problems) without connecting anywhere.
         if let Some(dir) = &cfg.eml_out {
@@ -656,6 +657,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
             for ev in batch.drain(..) {
                 match ev {
                     Event::Final { row, outcome } => {
+                        if outcome.status == Status::Delivered {
+                            delivered_now += 1;
+                        }
                         let was = last_try.remove(&row).is_some();
                         let site = site_of_row.get(row).copied().filter(|&s| s != u32::MAX);
                         progress.finished(outcome.status, was, site.map(|s| s as usize));
@@ -729,6 +733,10 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
         path: cfg.results.clone(),
         source,
     })?;
+    let summary = Summary {
+        delivered_now,
+        ..summary
+    };
     if let Some(e) = journal_failure {
         return Err(e.into());
     }

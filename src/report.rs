@@ -113,6 +113,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// SMTP sessions opened.
     pub connections: usize,
+    /// Messages delivered by this run (not counting outcomes reused from the journal).
+    pub delivered_now: usize,
 }
 
 impl Summary {
@@ -133,11 +135,11 @@ impl Summary {
         self.counts.get(&status).copied().unwrap_or(0)
     }
 
-    /// Messages delivered per second of wall-clock time.
+    /// Messages this run delivered per second of wall-clock time.
     pub fn rate(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
-            self.count(Status::Delivered) as f64 / secs
+            self.delivered_now as f64 / secs
         } else {
             0.0
         }
