@@ -131,9 +131,18 @@ impl Drop for DnsServer {
 impl DnsServer {
     /// Starts on `bind` (port 0 picks a free port), UDP and TCP on the same port.
     pub async fn start(bind: SocketAddr, zone: Zone) -> std::io::Result<Self> {
-        let udp = Arc::new(UdpSocket::bind(bind).await?);
-        let addr = udp.local_addr()?;
-        let tcp = TcpListener::bind(addr).await?;
+        // UDP and TCP must share one port number. With port 0 the UDP port is free, but the
+        // same TCP port may be taken (e.g. by a client connection's ephemeral port): try again.
+        let mut attempt = 0;
+        let (udp, addr, tcp) = loop {
+            let udp = UdpSocket::bind(bind).await?;
+            let addr = udp.local_addr()?;
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (Arc::new(udp), addr, tcp),
+                Err(_) if bind.port() == 0 && attempt < 20 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        };
         let zone = Arc::new(zone);
         let queries: QueryLog = Arc::default();
         let (z, q) = (zone.clone(), queries.clone());
