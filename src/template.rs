@@ -156,6 +156,9 @@ struct VarUse {
     line: usize,
     /// Used only inside a conditional or loop: may be empty.
     optional: bool,
+    /// Where it is written: the template file, or the option that added a header
+    /// (`--list-unsubscribe`); set after collection, for error messages.
+    origin: Option<PathBuf>,
 }
 
 /// A header line of the template.
@@ -416,7 +419,7 @@ impl MessageTemplate {
         for v in &self.vars {
             if !columns.iter().any(|c| c == &v.name) {
                 return Err(TemplateError::UnknownColumn {
-                    path: self.path.clone(),
+                    path: v.origin.clone().unwrap_or_else(|| self.path.clone()),
                     line: v.line,
                     variable: v.name.clone(),
                     columns: columns.join(", "),
@@ -520,7 +523,11 @@ fn compile_into(
         column: e.pos().map_or(0, |(_, c)| c),
         reason: e.reason().to_string(),
     })?;
+    let before = vars.len();
     collect_vars(&tpl, first_line, false, vars);
+    for v in &mut vars[before..] {
+        v.origin = Some(path.to_path_buf());
+    }
     reg.register_template(key, tpl);
     Ok(())
 }
@@ -551,6 +558,7 @@ fn collect_vars(tpl: &Template, first_line: usize, optional: bool, out: &mut Vec
                     name,
                     line,
                     optional,
+                    origin: None,
                 });
             }
         };
@@ -683,6 +691,22 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "t.hbs:8: the template uses {{plan}} but the CSV has no such column (columns: email, name, vip, vip_code)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_column_in_an_option_header_names_the_option() {
+        let mut t = tpl();
+        t.add_header(
+            "List-Unsubscribe",
+            "<https://acme.example/u/{{tok}}>",
+            "--list-unsubscribe",
+        )
+        .unwrap();
+        let err = t.check_columns(&cols()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--list-unsubscribe:1: the template uses {{tok}}"),
+            "{err}"
         );
     }
 
