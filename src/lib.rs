@@ -320,9 +320,8 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     let per_address = !cfg.list.allow_duplicates;
     // Which message this run sends: the same list with another template is a new campaign,
     // not a re-run (README "Re-running safely").
-    let template_bytes = std::fs::read(&cfg.template).unwrap_or_default();
     let fingerprint = journal::fingerprint(
-        std::iter::once(template_bytes.as_slice()).chain(
+        std::iter::once(template.source().as_bytes()).chain(
             cfg.message
                 .extra_headers
                 .iter()
@@ -342,6 +341,9 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     let mut outcomes = OutcomeStore::new(list.len());
     let mut reused = 0;
     let mut budget = cfg.limit.unwrap_or(usize::MAX);
+    // One pass over the rows: input errors, rows done by earlier runs, the --limit, and the
+    // destination domains of the rows still to send.
+    let mut domains: BTreeSet<String> = BTreeSet::new();
     for (i, row) in list.iter().enumerate() {
         match &row.status {
             Err(e) => {
@@ -357,7 +359,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                 };
                 outcomes.set_local(i, Outcome::local(status, Step::Input, e.to_string()));
             }
-            Ok(_) => {
+            Ok(addr) => {
                 let done = if replay.is_empty() {
                     None
                 } else {
@@ -379,18 +381,14 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
                     check.beyond_limit += 1;
                 } else {
                     budget -= 1;
+                    if !domains.contains(addr.domain()) {
+                        domains.insert(addr.domain().to_string());
+                    }
                 }
             }
         }
     }
     check.already_done = reused;
-    let pending = |i: usize| outcomes.is_pending(i);
-    let domains: BTreeSet<String> = list
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| pending(*i))
-        .filter_map(|(_, r)| r.status.as_ref().ok().map(|a| a.domain().to_string()))
-        .collect();
     let resolver = MxResolver::new(&cfg.dns)?;
     let routes = resolver.routes(domains).await;
     let sites = mx::group_sites(&routes);

@@ -138,14 +138,10 @@ pub fn normalize_list_unsubscribe(value: &str) -> Result<(String, bool), String>
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// Builds a unique Message-ID on `domain`: time, process, a counter and randomness.
+/// Builds a unique Message-ID on `domain`: a fresh [`new_run_id`] and a process counter.
 pub fn new_message_id(domain: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    let r: u32 = rand::random();
-    format!("{now:x}.{:x}.{seq:x}.{r:08x}@{domain}", std::process::id())
+    format!("{}.{seq:x}@{domain}", new_run_id())
 }
 
 /// One mailbox from a header: optional display name and the address.

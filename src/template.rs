@@ -184,6 +184,8 @@ pub struct MessageTemplate {
     vars: Vec<VarUse>,
     base_dir: PathBuf,
     path: PathBuf,
+    /// The template text as read (for the journal's fingerprint of the message).
+    source: String,
 }
 
 /// A rendered message, ready for the message builder.
@@ -373,7 +375,13 @@ impl MessageTemplate {
             vars,
             base_dir: base_dir.to_path_buf(),
             path: path.to_path_buf(),
+            source: src.to_string(),
         })
+    }
+
+    /// The template text as read from the file.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Adds a header template given by an option (e.g. `--list-unsubscribe`), rendered per
