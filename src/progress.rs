@@ -41,6 +41,8 @@ pub struct Progress {
     done: usize,
     counts: HashMap<Status, usize>,
     retrying: usize,
+    /// Rows an earlier run finished (journal): done, with the status that run gave them.
+    earlier: usize,
     sites: Vec<Site>,
     started: Instant,
     last_line: Instant,
@@ -49,7 +51,8 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Starts tracking `total` messages, spread over `sites` (name, messages).
+    /// Starts tracking `total` rows (the whole list, as the summary counts them), the
+    /// messages to send spread over `sites` (name, messages).
     pub fn new(mode: Mode, total: usize, sites: Vec<(String, usize)>) -> Self {
         let tty = std::io::stderr().is_terminal();
         let mut site_bars = Vec::new();
@@ -79,6 +82,7 @@ impl Progress {
             done: 0,
             counts: HashMap::new(),
             retrying: 0,
+            earlier: 0,
             sites: sites
                 .into_iter()
                 .map(|(name, total)| Site {
@@ -95,14 +99,32 @@ impl Progress {
     }
 
     fn summary(&self) -> String {
-        format!(
-            "delivered {} bounced {} deferred {} invalid {} retrying {}",
-            self.counts.get(&Status::Delivered).unwrap_or(&0),
-            self.counts.get(&Status::Bounced).unwrap_or(&0),
-            self.counts.get(&Status::Deferred).unwrap_or(&0),
-            self.counts.get(&Status::Invalid).unwrap_or(&0),
-            self.retrying
-        )
+        let mut s = String::new();
+        for status in Status::ALL {
+            let n = self.counts.get(&status).copied().unwrap_or(0);
+            if n > 0 || matches!(status, Status::Delivered | Status::Deferred) {
+                s.push_str(&format!("{} {n} ", status.as_str()));
+            }
+        }
+        if self.earlier > 0 {
+            s.push_str(&format!("done-earlier {} ", self.earlier));
+        }
+        s.push_str(&format!("retrying {}", self.retrying));
+        s
+    }
+
+    /// `n` rows got their final outcome before sending (input errors, DNS, `--limit`).
+    pub fn settled(&mut self, status: Status, n: usize) {
+        if n > 0 {
+            self.done += n;
+            *self.counts.entry(status).or_default() += n;
+        }
+    }
+
+    /// `n` rows were finished by an earlier run of the job (the journal).
+    pub fn earlier(&mut self, n: usize) {
+        self.done += n;
+        self.earlier += n;
     }
 
     /// The sites with the most messages still to go, busiest first.
@@ -181,7 +203,7 @@ impl Progress {
 
     fn print_line(&self) {
         eprintln!(
-            "progress: {}/{} done in {:.0}s, {}{}",
+            "progress: {}/{} rows done in {:.0}s, {}{}",
             self.done,
             self.total,
             self.started.elapsed().as_secs_f64(),
@@ -230,9 +252,6 @@ mod tests {
             p.busiest_line(),
             "; busiest: b (3 left), a (1 left), d (1 left)"
         );
-        assert_eq!(
-            p.summary(),
-            "delivered 4 bounced 1 deferred 0 invalid 0 retrying 0"
-        );
+        assert_eq!(p.summary(), "delivered 4 bounced 1 deferred 0 retrying 0");
     }
 }

@@ -131,11 +131,17 @@ fn without_a_terminal_progress_is_plain_lines_on_stderr_and_quiet_silences_it() 
     };
     let out = run(false, "loud");
     let err = String::from_utf8_lossy(&out.stderr);
-    // 7 messages go to an MX (1 input row is invalid, 2 domains fail in DNS; 1 row is
-    // found invalid when rendered).
+    // The progress line counts rows, as the summary does: all 10 (7 go to an MX; 1 input
+    // row is invalid, 2 domains fail in DNS, 1 row is found invalid when rendered).
     assert!(
-        err.contains("progress: 7/7 done") && err.contains("delivered 5 bounced 1"),
+        err.contains("progress: 10/10 rows done")
+            && err.contains("delivered 5 bounced 3 deferred 0 invalid 2"),
         "{err}"
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("10 rows: delivered 5 bounced 3 deferred 0 invalid 2"),
+        "the summary counts the same rows: {summary}"
     );
     let out = run(true, "quiet");
     let err = String::from_utf8_lossy(&out.stderr);

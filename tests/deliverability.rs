@@ -216,7 +216,7 @@ async fn misaligned_sender_and_bad_helo_are_warned_and_message_id_is_on_the_from
     // Envelope on another domain, DKIM d= on another domain, HELO without a dot.
     let mut cfg = job.config(&dns, mxs.port);
     cfg.fresh = true; // the same list again: send again rather than resume
-    cfg.helo = "localhost".into();
+    cfg.delivery.helo = Some("localhost".into());
     cfg.message.envelope_from =
         Some(mailmerge::address::Address::parse("bounce@esp.test").unwrap());
     cfg.message.dkim =
@@ -500,7 +500,10 @@ fn an_invalid_config_file_exits_2_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--deadline") && err.contains("deadline came from config"),
+        err.contains("deadline")
+            && err.contains("5 fortnights")
+            && err.contains("mailmerge.toml")
+            && err.contains("line 1"),
         "{err}"
     );
 }

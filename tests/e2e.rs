@@ -48,8 +48,8 @@ async fn delivers_many_domains_with_every_kind_of_outcome() {
     csv.push_str("\"evil@d4.test\",\"Eve\r\nBcc: victim@d5.test\"\n");
     let job = Job::new(&csv, TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.connections_per_site = 3;
-    cfg.deadline = std::time::Duration::from_secs(2);
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(3).expect("non-zero");
+    cfg.delivery.deadline = std::time::Duration::from_secs(2);
     let report = run(cfg).await.expect("run");
 
     let rows = read_results(&job.results);
@@ -179,8 +179,9 @@ async fn delivers_many_domains_with_every_kind_of_outcome() {
     assert_eq!(
         report
             .plan
+            .sites
             .iter()
-            .filter(|(site, _, _)| site == "mx.provider.test")
+            .filter(|site| site.name == "mx.provider.test")
             .count(),
         1,
         "40 domains, one site"
@@ -271,7 +272,7 @@ async fn server_closing_with_421_mid_batch_costs_a_reconnect_not_a_message() {
     }
     let job = Job::new(&csv, TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.connections_per_site = 1;
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(1).expect("non-zero");
     let report = run(cfg).await.expect("run");
     assert_eq!(
         report.summary.count(mailmerge::delivery::Status::Delivered),
@@ -314,9 +315,10 @@ async fn a_slow_server_times_out_and_the_next_mx_is_used() {
     .await;
     let job = Job::new("email,name\na@d.test,A\nslow@d.test,S\n", TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.connections_per_site = 1;
-    cfg.timeouts = mailmerge::smtp::Timeouts::uniform(std::time::Duration::from_millis(500));
-    cfg.retry = mailmerge::delivery::RetryPolicy::parse("none").unwrap();
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(1).expect("non-zero");
+    cfg.delivery.timeouts =
+        mailmerge::smtp::Timeouts::uniform(std::time::Duration::from_millis(500));
+    cfg.delivery.retry = mailmerge::delivery::RetryPolicy::parse("none").unwrap();
     run(cfg).await.expect("run");
     let rows = read_results(&job.results);
     let a = row(&rows, "a@d.test");
@@ -370,8 +372,8 @@ async fn connections_per_site_and_max_connections_cap_simultaneous_sessions() {
     // Per site: at most 2 sessions at once, and 2 are used.
     let job = Job::new(&csv, TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.connections_per_site = 2;
-    cfg.max_connections = 10;
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(2).expect("non-zero");
+    cfg.delivery.max_connections = std::num::NonZeroUsize::new(10).expect("non-zero");
     run(cfg).await.expect("run");
     assert_eq!(ga.peak(), 2, "connections per site");
 
@@ -386,8 +388,8 @@ async fn connections_per_site_and_max_connections_cap_simultaneous_sessions() {
     }
     let job = Job::new(&csv, TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.connections_per_site = 5;
-    cfg.max_connections = 3;
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(5).expect("non-zero");
+    cfg.delivery.max_connections = std::num::NonZeroUsize::new(3).expect("non-zero");
     let report = run(cfg).await.expect("run");
     assert_eq!(
         report.summary.count(mailmerge::delivery::Status::Delivered),

@@ -50,7 +50,7 @@ async fn opportunistic_starttls_encrypts_and_says_ehlo_again() {
     .await;
     let job = Job::new(&list(3, "d.test"), TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.connections_per_site = 1;
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(1).expect("non-zero");
     run(cfg).await.expect("run");
     for r in read_results(&job.results) {
         assert_eq!(
@@ -84,9 +84,9 @@ async fn failed_tls_handshake_falls_back_to_plaintext_and_is_remembered() {
     .await;
     let job = Job::new(&list(3, "d.test"), TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.connections_per_site = 1;
-    cfg.messages_per_connection = 1; // a new connection per message
-    cfg.retry = RetryPolicy::parse("none").unwrap();
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(1).expect("non-zero");
+    cfg.delivery.messages_per_connection = std::num::NonZeroUsize::new(1).expect("non-zero"); // a new connection per message
+    cfg.delivery.retry = RetryPolicy::parse("none").unwrap();
     run(cfg).await.expect("run");
     for r in read_results(&job.results) {
         assert_eq!(
@@ -125,7 +125,7 @@ async fn required_tls_verifies_the_certificate_against_the_given_root() {
     .await;
     let job = Job::new(&list(2, "d.test"), TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.tls = TlsMode::Required;
+    cfg.delivery.tls = TlsMode::Required;
     cfg.tls_extra_roots = vec![ca.root()];
     run(cfg).await.expect("run");
     for r in read_results(&job.results) {
@@ -176,9 +176,9 @@ async fn required_tls_defers_bad_certificates_and_hosts_without_starttls() {
         TEMPLATE,
     );
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.tls = TlsMode::Required;
+    cfg.delivery.tls = TlsMode::Required;
     cfg.tls_extra_roots = vec![ca.root()];
-    cfg.retry = RetryPolicy::parse("none").unwrap();
+    cfg.delivery.retry = RetryPolicy::parse("none").unwrap();
     run(cfg).await.expect("run");
     let rows = read_results(&job.results);
     for email in ["a@selfsigned.test", "b@wrongname.test"] {
@@ -223,7 +223,7 @@ async fn disabled_tls_never_sends_starttls() {
     .await;
     let job = Job::new(&list(1, "d.test"), TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.tls = TlsMode::Disabled;
+    cfg.delivery.tls = TlsMode::Disabled;
     run(cfg).await.expect("run");
     let r = &read_results(&job.results)[0];
     assert_eq!(
@@ -254,7 +254,7 @@ async fn pipelining_sends_the_transaction_in_one_group_only_when_advertised() {
     csv.push_str("x@nopipe.test,X\ny@nopipe.test,Y\n");
     let job = Job::new(&csv, TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.connections_per_site = 1;
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(1).expect("non-zero");
     let report = run(cfg).await.expect("run");
     assert_eq!(
         report.summary.count(mailmerge::delivery::Status::Delivered),
@@ -432,8 +432,8 @@ async fn a_421_pauses_the_site_before_the_next_connection() {
     .await;
     let job = Job::new(&list(3, "d.test"), TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.connections_per_site = 1;
-    cfg.retry = RetryPolicy::parse("400ms").unwrap();
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(1).expect("non-zero");
+    cfg.delivery.retry = RetryPolicy::parse("400ms").unwrap();
     let report = run(cfg).await.expect("run");
     assert_eq!(
         report.summary.count(mailmerge::delivery::Status::Delivered),
@@ -463,9 +463,9 @@ async fn a_site_whose_mx_refuses_everyone_is_not_hammered() {
     .await;
     let job = Job::new(&list(20, "d.test"), TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.connections_per_site = 4;
-    cfg.retry = RetryPolicy::parse("200ms").unwrap();
-    cfg.deadline = Duration::from_millis(1100);
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(4).expect("non-zero");
+    cfg.delivery.retry = RetryPolicy::parse("200ms").unwrap();
+    cfg.delivery.deadline = Duration::from_millis(1100);
     run(cfg).await.expect("run");
     for r in read_results(&job.results) {
         assert_eq!(
@@ -485,8 +485,8 @@ async fn rate_per_site_spaces_messages_evenly() {
     let mxs = Mxs::start(vec![(2, ReceiverConfig::default())]).await;
     let job = Job::new(&list(6, "d.test"), TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.connections_per_site = 3;
-    cfg.rate_per_site = Some("20/s".parse::<Rate>().unwrap());
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(3).expect("non-zero");
+    cfg.delivery.rate_per_site = Some("20/s".parse::<Rate>().unwrap());
     let started = Instant::now();
     let report = run(cfg).await.expect("run");
     let took = started.elapsed();

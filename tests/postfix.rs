@@ -131,7 +131,7 @@ async fn smtp_sink_takes_a_volume_batch_over_reused_pipelined_connections() {
     let names: Vec<&str> = domains.iter().map(String::as_str).collect();
     let job = Job::new(&list(1000, &names), TEMPLATE);
     let mut cfg = job.config(&dns, sink.addr.port());
-    cfg.connections_per_site = 4;
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(4).expect("non-zero");
     let report = run(cfg).await.expect("run");
     let rows = read_results(&job.results);
     assert_eq!(rows.len(), 1000);
@@ -166,8 +166,8 @@ async fn smtp_sink_soft_rejects_are_retried_and_hard_rejects_bounce_once() {
         let dns = dns(zone_to(domain, &format!("mx.{domain}"), octet)).await;
         let job = Job::new(&list(3, &[domain]), TEMPLATE);
         let mut cfg = job.config(&dns, sink.addr.port());
-        cfg.retry = RetryPolicy::parse("100ms").unwrap();
-        cfg.deadline = Duration::from_millis(800);
+        cfg.delivery.retry = RetryPolicy::parse("100ms").unwrap();
+        cfg.delivery.deadline = Duration::from_millis(800);
         run(cfg).await.expect("run");
         for r in read_results(&job.results) {
             if domain == "soft.test" {
@@ -202,8 +202,8 @@ async fn smtp_sink_421_and_silent_disconnects_are_deferred_not_lost() {
         let dns = dns(zone_to("d.test", "mx.d.test", octet)).await;
         let job = Job::new(&list(4, &["d.test"]), TEMPLATE);
         let mut cfg = job.config(&dns, sink.addr.port());
-        cfg.retry = RetryPolicy::parse("100ms").unwrap();
-        cfg.deadline = Duration::from_millis(700);
+        cfg.delivery.retry = RetryPolicy::parse("100ms").unwrap();
+        cfg.delivery.deadline = Duration::from_millis(700);
         run(cfg).await.expect("run");
         let rows = read_results(&job.results);
         assert_eq!(rows.len(), 4);
@@ -229,7 +229,7 @@ async fn smtp_sink_without_pipelining_or_enhanced_codes_still_delivers() {
     let dns = dns(zone_to("d.test", "mx.d.test", 66)).await;
     let job = Job::new(&list(5, &["d.test"]), TEMPLATE);
     let mut cfg = job.config(&dns, sink.addr.port());
-    cfg.connections_per_site = 1;
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(1).expect("non-zero");
     run(cfg).await.expect("run");
     for r in read_results(&job.results) {
         assert_eq!(
@@ -256,8 +256,8 @@ async fn smtp_sink_delays_are_tolerated_within_the_timeouts_and_deferred_past_th
     ] {
         let job = Job::new(&list(1, &["d.test"]), TEMPLATE);
         let mut cfg = job.config(&dns, sink.addr.port());
-        cfg.timeouts = Timeouts::uniform(limit);
-        cfg.retry = RetryPolicy::parse("none").unwrap();
+        cfg.delivery.timeouts = Timeouts::uniform(limit);
+        cfg.delivery.retry = RetryPolicy::parse("none").unwrap();
         run(cfg).await.expect("run");
         let r = &read_results(&job.results)[0];
         assert_eq!(r["status"], want, "timeout {limit:?}: {r:?}");
@@ -399,7 +399,7 @@ async fn postfix_smtpd_with_starttls_takes_a_tls_delivery() {
     let dns = dns(zone_to("pf.test", "mx.pf.test", 70)).await;
     let job = Job::new(&list(3, &["pf.test"]), TEMPLATE);
     let mut cfg = job.config(&dns, pf.addr.port());
-    cfg.connections_per_site = 1;
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(1).expect("non-zero");
     run(cfg).await.expect("run");
     for r in read_results(&job.results) {
         assert_eq!(

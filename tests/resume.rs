@@ -329,9 +329,9 @@ async fn rerun_after_a_finished_run_retries_only_deferred_rows() {
         TEMPLATE,
     );
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.retry = mailmerge::delivery::RetryPolicy::parse("none").unwrap();
+    cfg.delivery.retry = mailmerge::delivery::RetryPolicy::parse("none").unwrap();
     let first = run(cfg.clone()).await.expect("run 1");
-    assert_eq!(first.reused, 0);
+    assert_eq!(first.plan.already_done, 0);
     let rows = read_results(&job.results);
     assert_eq!(row(&rows, "late@a.test")["status"], "deferred");
     assert_eq!(row(&rows, "reject-r@a.test")["status"], "bounced");
@@ -339,7 +339,7 @@ async fn rerun_after_a_finished_run_retries_only_deferred_rows() {
     defer.store(false, Ordering::SeqCst);
     let rcpts_before = mxs.get(2).commands().len();
     let second = run(cfg).await.expect("run 2");
-    assert_eq!(second.reused, 2, "delivered + bounced reused");
+    assert_eq!(second.plan.already_done, 2, "delivered + bounced reused");
     let rows = read_results(&job.results);
     assert_eq!(rows.len(), 3);
     assert_eq!(row(&rows, "late@a.test")["status"], "delivered");
@@ -380,7 +380,7 @@ async fn an_edited_and_resorted_list_neither_resends_nor_skips_the_wrong_people(
     )
     .unwrap();
     let report = run(cfg).await.expect("run 2");
-    assert_eq!(report.reused, 2);
+    assert_eq!(report.plan.already_done, 2);
     let got = copies(mxs.get(2));
     assert_eq!(got.len(), 3);
     assert!(got.values().all(|&n| n == 1), "{got:?}");
@@ -404,7 +404,7 @@ async fn with_allow_duplicates_rows_are_told_apart_by_content() {
     )
     .unwrap();
     let report = run(cfg).await.expect("run 2");
-    assert_eq!(report.reused, 1);
+    assert_eq!(report.plan.already_done, 1);
     let names: Vec<String> = mxs
         .get(2)
         .received()
@@ -455,13 +455,13 @@ async fn limit_sends_a_canary_and_the_next_run_continues_and_fresh_starts_over()
     // Without the limit: the rest.
     cfg.limit = None;
     let report = run(cfg.clone()).await.expect("rest");
-    assert_eq!(report.reused, 6);
+    assert_eq!(report.plan.already_done, 6);
     assert_eq!(mxs.get(2).received().len(), 10);
     assert!(copies(mxs.get(2)).values().all(|&n| n == 1));
     // --fresh forgets the journal.
     cfg.fresh = true;
     let report = run(cfg).await.expect("fresh");
-    assert_eq!(report.reused, 0);
+    assert_eq!(report.plan.already_done, 0);
     assert_eq!(mxs.get(2).received().len(), 20);
 }
 
@@ -513,7 +513,7 @@ async fn a_new_template_on_the_same_list_is_refused_rather_than_silently_skipped
     let mut cfg = job.config(&dns, mxs.port);
     cfg.template_changed = true;
     let report = run(cfg).await.expect("same campaign");
-    assert_eq!(report.reused, 2);
+    assert_eq!(report.plan.already_done, 2);
     assert_eq!(mxs.get(2).received().len(), 2);
 
     // A new campaign: --fresh sends to everyone.

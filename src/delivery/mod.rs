@@ -12,6 +12,7 @@
 //! [`Rate`] spaces messages to a site evenly.
 
 pub mod limits;
+pub mod options;
 pub mod outcome;
 pub mod retry;
 
@@ -29,47 +30,49 @@ use tokio_util::sync::CancellationToken;
 use crate::message::BuiltMessage;
 use crate::mx::MxHost;
 use crate::smtp::{
-    ClientError, Connection, EnhancedCode, MaybeTls, Phase, Reply, Timeouts, TlsMode, TlsPolicy,
-    Transaction,
+    ClientError, Connection, EnhancedCode, MaybeTls, Phase, Reply, TlsMode, TlsPolicy, Transaction,
 };
 pub use limits::Rate;
+pub use options::DeliveryOptions;
 pub use outcome::{Outcome, Status, Step};
 pub use retry::RetryPolicy;
 
 /// Builds the message for a row, or says why the row cannot be sent.
 pub type MessageSource = Arc<dyn Fn(usize) -> Result<BuiltMessage, Box<Outcome>> + Send + Sync>;
 
-/// How to deliver.
+/// How to deliver: the user's [`DeliveryOptions`] and what the run derives from them.
 #[derive(Clone, Debug)]
 pub struct DeliveryConfig {
-    /// Name sent in EHLO.
-    pub helo: String,
-    /// TCP port of every MX (25 in production).
-    pub smtp_port: u16,
-    /// Connections at most per site.
-    pub connections_per_site: usize,
-    /// Connections at most in total.
-    pub max_connections: usize,
-    /// Messages at most per connection before it is closed and reopened.
-    pub messages_per_connection: usize,
-    /// Per-phase SMTP timeouts.
-    pub timeouts: Timeouts,
-    /// Waits between attempts.
-    pub retry: RetryPolicy,
-    /// No new attempt starts after this instant.
+    /// What the user chose (connections, retries, timeouts, TLS mode, pace).
+    pub options: DeliveryOptions,
+    /// No new attempt starts after this instant (the run's start + `options.deadline`).
     pub deadline: Instant,
     /// In-flight transactions are cut this long after the deadline.
     pub grace: Duration,
     /// Messages rendered per batch by a worker.
     pub batch: usize,
-    /// STARTTLS policy.
+    /// STARTTLS policy: `options.tls` with the trusted roots, built once.
     pub tls: TlsPolicy,
-    /// At most this many messages per period to one site.
-    pub rate_per_site: Option<Rate>,
     /// Set by whoever records outcomes durably (the journal): a worker does not send the
     /// next message's content until every final outcome reported so far is recorded, so a
     /// crash can cost at most one accepted-but-unrecorded message per connection.
     pub recorded: Option<Arc<Recorded>>,
+}
+
+impl DeliveryConfig {
+    /// A configuration starting now: the deadline is `options.deadline` from now, in-flight
+    /// messages get a tenth of it (at most 30 s) past it.
+    pub fn new(options: DeliveryOptions, tls: TlsPolicy) -> Self {
+        let budget = options.deadline;
+        Self {
+            options,
+            deadline: Instant::now() + budget,
+            grace: Duration::from_secs(30).min(budget / 10 + Duration::from_secs(1)),
+            batch: 16,
+            tls,
+            recorded: None,
+        }
+    }
 }
 
 /// How many of the engine's [`Event::Final`]s have been recorded durably.
@@ -110,21 +113,7 @@ impl Recorded {
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
-        Self {
-            helo: "localhost".into(),
-            smtp_port: 25,
-            connections_per_site: 10,
-            max_connections: 200,
-            messages_per_connection: 1000,
-            timeouts: Timeouts::default(),
-            retry: RetryPolicy::default(),
-            deadline: Instant::now() + Duration::from_secs(30 * 60),
-            grace: Duration::from_secs(30),
-            batch: 16,
-            tls: TlsPolicy::default(),
-            rate_per_site: None,
-            recorded: None,
-        }
+        Self::new(DeliveryOptions::default(), TlsPolicy::default())
     }
 }
 
@@ -335,7 +324,7 @@ impl Ctx {
         job.attempts += 1;
         outcome.attempts = job.attempts;
         let now = Instant::now();
-        match self.cfg.retry.delay_after(job.attempts) {
+        match self.cfg.options.retry.delay_after(job.attempts) {
             Some(delay) if now + delay < self.cfg.deadline => {
                 outcome.status = Status::Deferred;
                 job.not_before = now + delay;
@@ -493,7 +482,7 @@ async fn connect_one(
     ip: IpAddr,
     want_tls: bool,
 ) -> Result<(MxConnection, Option<String>), Failed> {
-    let t = ctx.cfg.timeouts;
+    let t = ctx.cfg.options.timeouts;
     let fail = |step, reply: Option<Reply>, text: String| ConnectFailure {
         step,
         reply,
@@ -501,7 +490,7 @@ async fn connect_one(
         host: Some(host.name.clone()),
         ip: Some(ip),
     };
-    let addr = SocketAddr::new(ip, ctx.cfg.smtp_port);
+    let addr = SocketAddr::new(ip, ctx.cfg.options.smtp_port);
     let stream = match timeout(t.connect, TcpStream::connect(addr)).await {
         Err(_) => {
             ctx.mark_dead(ip);
@@ -534,7 +523,7 @@ async fn connect_one(
             String::new(),
         )));
     }
-    hello(&mut conn, &ctx.cfg.helo, &fail).await?;
+    hello(&mut conn, ctx.cfg.options.helo(), &fail).await?;
     let required = ctx.cfg.tls.mode == TlsMode::Required;
     if want_tls && conn.capabilities().starttls {
         let reply = conn
@@ -547,7 +536,7 @@ async fn connect_one(
                 .await
                 .map_err(|e| Failed::Tls(fail(Phase::StartTls, None, e.to_string())))?;
             // RFC 3207 §4.2: forget what the plaintext EHLO said and ask again.
-            hello(&mut conn, &ctx.cfg.helo, &fail).await?;
+            hello(&mut conn, ctx.cfg.options.helo(), &fail).await?;
         } else if required {
             conn.quit().await;
             return Err(Failed::Next(fail(
@@ -703,10 +692,9 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                     continue;
                 }
             };
-            if session
-                .as_ref()
-                .is_some_and(|s| s.conn.transactions() >= ctx.cfg.messages_per_connection)
-                && let Some(s) = session.take()
+            if session.as_ref().is_some_and(|s| {
+                s.conn.transactions() >= ctx.cfg.options.messages_per_connection.get()
+            }) && let Some(s) = session.take()
             {
                 s.conn.quit().await;
             }
@@ -721,7 +709,7 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                         session = Some(s);
                     }
                     Err(fail) => {
-                        queue.pause(&ctx.cfg.retry);
+                        queue.pause(&ctx.cfg.options.retry);
                         // Circuit breaker: no MX of this site answers, so every job ready for it
                         // shares this failure and waits for the next retry round.
                         let outcome = fail.outcome();
@@ -745,7 +733,7 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                 ctx.final_outcome(&queue, job, refused);
                 continue;
             }
-            if let Some(rate) = ctx.cfg.rate_per_site {
+            if let Some(rate) = ctx.cfg.options.rate_per_site {
                 let slot = queue.send_slot(rate);
                 if slot >= ctx.cfg.deadline {
                     // No slot before the deadline: leave the rest for the deadline report.
@@ -759,8 +747,9 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
             // behind this one's content (one write and one read per message).
             let next = match batch.peek() {
                 Some((_, Ok(m)))
-                    if ctx.cfg.rate_per_site.is_none()
-                        && s.conn.transactions() + 1 < ctx.cfg.messages_per_connection
+                    if ctx.cfg.options.rate_per_site.is_none()
+                        && s.conn.transactions() + 1
+                            < ctx.cfg.options.messages_per_connection.get()
                         && local_refusal(s, m).is_none() =>
                 {
                     Some((&m.envelope, &m.payload))
@@ -806,7 +795,7 @@ async fn worker(ctx: Arc<Ctx>, queue: Arc<SiteQueue>) {
                     if closing {
                         // The site asked us to go away: no new connection for a while, and
                         // the rest of this batch waits for it (or for another open session).
-                        queue.pause(&ctx.cfg.retry);
+                        queue.pause(&ctx.cfg.options.retry);
                         ctx.transient(&queue, job, o);
                         let rest: Vec<Job> = batch.by_ref().map(|(j, _)| j).collect();
                         queue.unclaim(rest);
@@ -876,7 +865,7 @@ pub async fn deliver_until(
     let grace = cfg.grace;
     let ctx = Arc::new(Ctx {
         cancel: cancel.clone(),
-        connections: Arc::new(Semaphore::new(cfg.max_connections.max(1))),
+        connections: Arc::new(Semaphore::new(cfg.options.max_connections.get())),
         cfg,
         source,
         events,
@@ -888,7 +877,12 @@ pub async fn deliver_until(
     // Interleave sites so that the first connections go to many sites, not one.
     let mut queues = Vec::new();
     for work in sites {
-        let n = ctx.cfg.connections_per_site.max(1).min(work.rows.len());
+        let n = ctx
+            .cfg
+            .options
+            .connections_per_site
+            .get()
+            .min(work.rows.len());
         let now = Instant::now();
         let state = QueueState {
             ready: work

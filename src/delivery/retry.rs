@@ -16,21 +16,14 @@ pub struct RetryPolicy {
 #[error("invalid duration {0:?} (use a number with ms, s, m or h, e.g. 30s or 5m)")]
 pub struct DurationError(pub String);
 
-/// Parses `500ms`, `30s`, `5m`, `2h` (a bare number means seconds).
+/// Parses a duration as humantime does (`500ms`, `30s`, `5m`, `2h`, `1h 30m`); a bare number
+/// means seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
-    let err = || DurationError(s.to_string());
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| err())?;
-    let ms = match unit {
-        "ms" => n,
-        "" | "s" => n.checked_mul(1000).ok_or_else(err)?,
-        "m" => n.checked_mul(60_000).ok_or_else(err)?,
-        "h" => n.checked_mul(3_600_000).ok_or_else(err)?,
-        _ => return Err(err()),
-    };
-    Ok(Duration::from_millis(ms))
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|_| DurationError(s.to_string()))
 }
 
 impl RetryPolicy {
@@ -91,7 +84,9 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert!(parse_duration("5 min").is_err());
+        assert_eq!(parse_duration("5 min"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_duration("m").is_err());
         assert!(RetryPolicy::parse("1m,,2m").is_err());
     }

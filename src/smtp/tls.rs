@@ -45,15 +45,18 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// `--tls`: when to use STARTTLS.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TlsMode {
     /// Use TLS whenever offered, accept any certificate; fall back to plaintext when the
     /// handshake fails.
     #[default]
+    #[value(alias = "may")]
     Opportunistic,
     /// Verified TLS or no delivery (the message is deferred).
+    #[value(alias = "verify")]
     Required,
     /// Never STARTTLS.
+    #[value(aliases = ["none", "off"])]
     Disabled,
 }
 

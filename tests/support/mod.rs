@@ -82,11 +82,11 @@ impl Job {
         cfg.dns.server = Some(dns.addr());
         cfg.dns.timeout = Duration::from_millis(500);
         cfg.dns.attempts = 1;
-        cfg.smtp_port = smtp_port;
-        cfg.helo = "sender.test".into();
-        cfg.timeouts = Timeouts::uniform(Duration::from_secs(5));
-        cfg.retry = mailmerge::delivery::RetryPolicy::parse("100ms").expect("retry");
-        cfg.deadline = Duration::from_secs(10);
+        cfg.delivery.smtp_port = smtp_port;
+        cfg.delivery.helo = Some("sender.test".into());
+        cfg.delivery.timeouts = Timeouts::uniform(Duration::from_secs(5));
+        cfg.delivery.retry = mailmerge::delivery::RetryPolicy::parse("100ms").expect("retry");
+        cfg.delivery.deadline = Duration::from_secs(10);
         cfg.progress = mailmerge::progress::Mode::Quiet;
         cfg
     }

@@ -22,6 +22,9 @@
 //! `invalid` and `duplicate` rows are re-checked from the list (no network), so fixing a row
 //! or adding a missing attachment lets it go out on the next run.
 
+mod recorder;
+pub use recorder::Recorder;
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, Write};

@@ -1,0 +1,105 @@
+//! Settings: the parsed flags checked against each other and turned into the one
+//! [`RunConfig`] the library runs (ripgrep's low-args → high-args step). Flags whose value is
+//! a file (DKIM key) are loaded here, so a bad one stops the run before anything is sent.
+
+use anyhow::{Context, Result, bail};
+
+use mailmerge::address::Address;
+use mailmerge::dkim::Signer;
+use mailmerge::identity;
+use mailmerge::progress::Mode;
+use mailmerge::{RunConfig, RunMode};
+
+use super::args::{DeliverArgs, RunArgs};
+
+/// The run `args` describe (`check` = `plan_only`).
+pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
+    let mut cfg = RunConfig::new(args.recipients, args.template);
+    if let Some(r) = args.results {
+        cfg.results = r;
+    }
+    cfg.mode = match (plan_only || args.dry_run, args.out) {
+        (true, eml_out) => RunMode::Plan { eml_out },
+        (false, None) => RunMode::Send,
+        (false, Some(_)) => bail!(
+            "--out writes rendered messages instead of sending: use it with --dry-run or check"
+        ),
+    };
+    cfg.list.email_column = args.email_column;
+    cfg.list.allow_duplicates = args.allow_duplicates;
+    if let Some(f) = &args.from {
+        cfg.message.envelope_from =
+            Some(Address::parse(f).with_context(|| format!("--from {f:?}"))?);
+    }
+    cfg.dns.server = args.dns;
+    cfg.dns.timeout = args.dns_timeout;
+    cfg.delivery = args.delivery;
+    cfg.delivery.timeouts = args.timeouts.timeouts();
+    if cfg.delivery.helo.is_none() {
+        cfg.delivery.helo = Some(identity::default_helo());
+    }
+    cfg.limit = args.limit;
+    cfg.fresh = args.fresh;
+    cfg.template_changed = args.template_changed;
+    cfg.progress = if args.quiet { Mode::Quiet } else { Mode::Auto };
+    apply_deliverability(&args.deliver, &mut cfg)?;
+    Ok(cfg)
+}
+
+/// DKIM signer and List-Unsubscribe headers from `--dkim-*` / `--list-unsubscribe`.
+fn apply_deliverability(args: &DeliverArgs, cfg: &mut RunConfig) -> Result<()> {
+    cfg.message.dkim = signer(
+        args.dkim_key.as_deref(),
+        args.dkim_selector.as_deref(),
+        args.dkim_domain.as_deref(),
+    )?;
+    if args.list_unsubscribe.is_empty() {
+        return Ok(());
+    }
+    let uris: Vec<&str> = args
+        .list_unsubscribe
+        .iter()
+        .map(|u| u.trim().trim_start_matches('<').trim_end_matches('>'))
+        .collect();
+    for u in &uris {
+        let scheme = u.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if !u.contains(':') || !matches!(scheme.as_str(), "https" | "mailto") {
+            bail!("--list-unsubscribe {u:?}: give an https: or mailto: URI (RFC 8058)");
+        }
+    }
+    let value = uris
+        .iter()
+        .map(|u| format!("<{u}>"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let headers = &mut cfg.message.extra_headers;
+    headers.push(("List-Unsubscribe".into(), value));
+    if uris
+        .iter()
+        .any(|u| u.to_ascii_lowercase().starts_with("https:"))
+    {
+        headers.push((
+            "List-Unsubscribe-Post".into(),
+            mailmerge::message::ONE_CLICK.into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The DKIM signer `--dkim-key`, `--dkim-selector` and `--dkim-domain` describe. Checked here,
+/// not with clap's `requires`: one half may come from the config file.
+fn signer(
+    key: Option<&std::path::Path>,
+    selector: Option<&str>,
+    domain: Option<&str>,
+) -> Result<Option<Signer>> {
+    match (key, selector) {
+        (Some(key), Some(selector)) => Ok(Some(
+            Signer::from_file(key, selector, domain).context("--dkim-key")?,
+        )),
+        (Some(_), None) => bail!("--dkim-key needs --dkim-selector"),
+        (None, Some(_)) => bail!("--dkim-selector needs --dkim-key"),
+        (None, None) if domain.is_some() => bail!("--dkim-domain needs --dkim-key"),
+        (None, None) => Ok(None),
+    }
+}

@@ -1,0 +1,88 @@
+//! The delivery settings a user chooses, defined once: each field is a command-line flag (its
+//! doc comment is the `--help` text, its attribute the default), a config-file key (the flag's
+//! long name, see `docs/configuration.md`) and what the engine reads. [`Default`] is the flags'
+//! defaults, so no default is written twice.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+use super::limits::Rate;
+use super::retry::{RetryPolicy, parse_duration};
+use crate::smtp::{Timeouts, TlsMode};
+
+/// How to deliver: hosts, connections, retries, budget, TLS, pace.
+#[derive(Args, Clone, Debug, PartialEq)]
+pub struct DeliveryOptions {
+    /// Name sent in EHLO [default: this host's FQDN; mailmerge.sandbox.test with --sandbox].
+    #[arg(long, value_name = "NAME")]
+    pub helo: Option<String>,
+    /// TCP port used when connecting to MX hosts.
+    #[arg(long, value_name = "PORT", default_value_t = 25)]
+    pub smtp_port: u16,
+    /// Simultaneous connections at most per destination site (domains sharing MX hosts).
+    #[arg(long, value_name = "N", default_value = "10")]
+    pub connections_per_site: NonZeroUsize,
+    /// Simultaneous connections at most in total.
+    #[arg(long, value_name = "N", default_value = "200")]
+    pub max_connections: NonZeroUsize,
+    /// Messages sent over one connection before it is closed and a new one opened.
+    #[arg(long, value_name = "N", default_value = "1000")]
+    pub messages_per_connection: NonZeroUsize,
+    /// Waits before the 2nd, 3rd, 4th… attempt after a transient failure (ms, s, m, h; `none`
+    /// never retries) [1s with --sandbox].
+    #[arg(long, value_name = "LIST", default_value = "1m,5m,15m", value_parser = RetryPolicy::parse)]
+    pub retry: RetryPolicy,
+    /// Wall-clock budget of the whole run; what is not delivered by then is `deferred`.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// STARTTLS: opportunistic (any certificate, plaintext fallback), required (verified
+    /// certificate matching the MX name, else deferred) or disabled.
+    #[arg(long, value_name = "MODE", default_value = "opportunistic", value_enum)]
+    pub tls: TlsMode,
+    /// Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s).
+    #[arg(long, value_name = "N/PERIOD")]
+    pub rate_per_site: Option<Rate>,
+    /// Per-phase SMTP timeouts (set from `--smtp-timeout`, `--connect-timeout`, `--timeout`).
+    #[arg(skip)]
+    pub timeouts: Timeouts,
+}
+
+impl Default for DeliveryOptions {
+    /// The flags' defaults (the attributes above).
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            options: DeliveryOptions,
+        }
+        Defaults::parse_from(["mailmerge"]).options
+    }
+}
+
+impl DeliveryOptions {
+    /// The EHLO name, `localhost` when none was chosen (the binary always chooses one).
+    pub fn helo(&self) -> &str {
+        self.helo.as_deref().unwrap_or("localhost")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_flags_defaults() {
+        let d = DeliveryOptions::default();
+        assert_eq!(d.smtp_port, 25);
+        assert_eq!(d.connections_per_site.get(), 10);
+        assert_eq!(d.max_connections.get(), 200);
+        assert_eq!(d.messages_per_connection.get(), 1000);
+        assert_eq!(d.deadline, Duration::from_secs(30 * 60));
+        assert_eq!(d.retry, RetryPolicy::default());
+        assert_eq!(d.tls, TlsMode::Opportunistic);
+        assert_eq!(d.rate_per_site, None);
+        assert_eq!(d.timeouts, Timeouts::default());
+    }
+}

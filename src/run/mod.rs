@@ -1,0 +1,239 @@
+//! The pipeline, wired once: **prepare** (list, template, journal of earlier runs) → **triage**
+//! (rows that cannot or need not be sent) → **route** (one MX lookup per domain, rows grouped
+//! into sites) → **send** (the delivery engine, every outcome journaled as it arrives) or
+//! **plan** (render everything, connect nowhere) → **report** (results CSV and summary).
+//!
+//! Each stage is a file of its own and hands the next one a value; nothing reaches back.
+
+mod outcomes;
+mod plan;
+mod prepare;
+mod route;
+mod send;
+mod source;
+mod triage;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::{DeliveryOptions, Outcome, Status, Step};
+use crate::message::MessageOptions;
+use crate::mx::DnsOptions;
+use crate::recipients::ListOptions;
+use crate::report::{self, Plan, Summary};
+use crate::{journal, mx, progress, recipients, smtp, template};
+
+/// Everything a run needs, validated.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The CSV list.
+    pub recipients: PathBuf,
+    /// The template file.
+    pub template: PathBuf,
+    /// Where the results CSV goes.
+    pub results: PathBuf,
+    /// Send, or only plan.
+    pub mode: RunMode,
+    /// CSV reading options.
+    pub list: ListOptions,
+    /// Message options (envelope sender, DKIM, extra headers).
+    pub message: MessageOptions,
+    /// DNS options.
+    pub dns: DnsOptions,
+    /// How to deliver (connections, retries, deadline, TLS, timeouts).
+    pub delivery: DeliveryOptions,
+    /// Roots trusted under `--tls required` besides the Mozilla roots (a private or test CA).
+    pub tls_extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Progress display.
+    pub progress: progress::Mode,
+    /// Ignore (and empty) the journal of earlier runs: send to everyone again.
+    pub fresh: bool,
+    /// Send at most this many messages (a canary); the rest stay `deferred` (step `limit`).
+    pub limit: Option<usize>,
+    /// Go on with a journal written for another version of the template (a fix during a
+    /// campaign) instead of refusing.
+    pub template_changed: bool,
+}
+
+/// What a run does once the rows are routed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RunMode {
+    /// Deliver, journal and write the results CSV.
+    #[default]
+    Send,
+    /// Render every message and print the plan; connect nowhere (`check`, `--dry-run`).
+    Plan {
+        /// Write each rendered message here as `<row>-<address>.eml`.
+        eml_out: Option<PathBuf>,
+    },
+}
+
+impl RunConfig {
+    /// A configuration with defaults for everything but the files.
+    pub fn new(recipients: PathBuf, template: PathBuf) -> Self {
+        let results = default_results_path(&recipients);
+        Self {
+            recipients,
+            template,
+            results,
+            mode: RunMode::Send,
+            list: ListOptions::default(),
+            message: MessageOptions::default(),
+            dns: DnsOptions::default(),
+            delivery: DeliveryOptions::default(),
+            tls_extra_roots: Vec::new(),
+            progress: progress::Mode::Auto,
+            fresh: false,
+            limit: None,
+            template_changed: false,
+        }
+    }
+}
+
+/// `list.csv` → `list.results.csv` beside it.
+pub fn default_results_path(recipients: &std::path::Path) -> PathBuf {
+    let stem = recipients
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "recipients".into());
+    recipients.with_file_name(format!("{stem}.results.csv"))
+}
+
+/// The run could not happen at all (exit code 2).
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The list is unreadable.
+    #[error(transparent)]
+    List(#[from] recipients::ListError),
+    /// The template is unusable.
+    #[error(transparent)]
+    Template(#[from] template::TemplateError),
+    /// DNS resolver setup failed.
+    #[error(transparent)]
+    Resolver(#[from] mx::ResolverError),
+    /// The journal cannot be read or written.
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    /// `--out` folder cannot be written.
+    #[error("cannot write {path}: {source}")]
+    Out {
+        /// File or folder.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS configuration cannot be built (e.g. an unusable extra root).
+    #[error(transparent)]
+    Tls(#[from] smtp::tls::TlsSetupError),
+    /// The results file cannot be written.
+    #[error("cannot write results {path}: {source}")]
+    Results {
+        /// File.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct RunReport {
+    /// Counts and timing (a plan-only run counts what the rows would get).
+    pub summary: Summary,
+    /// What the run planned: counts by status, sites, connections, problems.
+    pub plan: Plan,
+    /// The run was cancelled (SIGINT/SIGTERM, or the journal failed) before it finished.
+    pub interrupted: bool,
+    /// Sender-identity warnings (EHLO name, DMARC alignment), each also printed once.
+    pub warnings: Vec<String>,
+}
+
+/// Runs the whole pipeline.
+pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
+    run_until(cfg, CancellationToken::new()).await
+}
+
+/// [`run`], stoppable: once `cancel` fires no new message starts, the ones in flight finish,
+/// and the rest are reported `deferred` (a re-run sends them).
+pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunReport, RunError> {
+    let started = std::time::Instant::now();
+    let warnings = Warnings::default();
+    let job = prepare::prepare(&cfg, &warnings)?;
+    let mut rows = triage::triage(&cfg, &job);
+    let routes = route::route(&cfg, &job, &mut rows).await?;
+    let source = source::message_source(&cfg, &job, &warnings);
+    let sent = match &cfg.mode {
+        RunMode::Plan { eml_out } => {
+            plan::plan(&cfg, &job, eml_out.as_deref(), &mut rows, routes, source).await?;
+            send::Sent::default()
+        }
+        RunMode::Send => send::send(&cfg, &job, &mut rows, routes, source, cancel).await?,
+    };
+    // Recorded outcomes are read back from the journal as the report is written, in input
+    // order, so a list of millions of rows never holds its outcomes in memory.
+    let reader = journal::JournalReader::open(&job.journal_path).ok();
+    let outcome = |i: usize| {
+        rows.outcomes
+            .get(i, reader.as_ref())
+            .unwrap_or_else(|| Outcome::local(Status::Deferred, Step::Deadline, "not attempted"))
+    };
+    let results = (cfg.mode == RunMode::Send).then_some(cfg.results.as_path());
+    let summary = report::write_results(
+        results,
+        &job.list,
+        &outcome,
+        started.elapsed(),
+        sent.connections,
+    )
+    .map_err(|source| RunError::Results {
+        path: cfg.results.clone(),
+        source,
+    })?;
+    if let Some(e) = sent.journal_error {
+        return Err(e.into());
+    }
+    Ok(RunReport {
+        summary: Summary {
+            delivered_now: sent.delivered_now,
+            ..summary
+        },
+        plan: rows.plan,
+        interrupted: sent.interrupted,
+        warnings: warnings.take(),
+    })
+}
+
+/// Distinct warnings of a run: each is printed to stderr the first time it occurs.
+#[derive(Clone, Default)]
+struct Warnings(Arc<Mutex<Vec<String>>>);
+
+impl Warnings {
+    fn add(&self, w: String) {
+        if let Ok(mut seen) = self.0.lock()
+            && !seen.contains(&w)
+        {
+            eprintln!("mailmerge: warning: {w}");
+            seen.push(w);
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
+
+/// `list.csv:3: problem` from a row error or render outcome that starts with `line N: `.
+fn problem(path: &std::path::Path, text: &str) -> String {
+    match text.strip_prefix("line ") {
+        Some(rest) => format!("{}:{rest}", path.display()),
+        None => format!("{}: {text}", path.display()),
+    }
+}

@@ -1,0 +1,143 @@
+//! Route: one MX lookup per destination domain (RFC 5321 §5.1), domains with the same MX
+//! hosts grouped into sites, every row still to send placed in its site. Rows whose domain
+//! has no usable route (null MX, NXDOMAIN, no address, DNS failure) are decided here.
+
+use std::collections::{HashMap, HashSet};
+
+use super::prepare::Job;
+use super::triage::Rows;
+use super::{RunConfig, RunError};
+use crate::delivery::{DeliveryOptions, Outcome, SiteWork, Status, Step};
+use crate::mx::{self, MxResolver, Route};
+use crate::report::PlanSite;
+use crate::smtp::{EnhancedCode, Reply};
+
+/// The rows still to send, by site.
+pub(super) struct Routes {
+    /// Per site: its hosts and rows, as the delivery engine takes them.
+    pub work: Vec<SiteWork>,
+    /// Per site: its MX hosts as shown in the plan (`name (pref N)`).
+    pub hosts: Vec<Vec<String>>,
+    /// Each row's site index (for progress), `u32::MAX` for none: 4 bytes per row.
+    pub site_of_row: Vec<u32>,
+    /// Outcomes decided by DNS, not yet stored (the send stage journals them first).
+    pub decided: Vec<(usize, Outcome)>,
+}
+
+impl Routes {
+    /// Rows the engine will be handed.
+    pub fn to_send(&self) -> usize {
+        self.work.iter().map(|w| w.rows.len()).sum()
+    }
+
+    /// The plan's sites: messages and estimated connections, rows in `invalid` left out.
+    pub fn plan_sites(&self, invalid: &HashSet<usize>, opts: &DeliveryOptions) -> Vec<PlanSite> {
+        let per_site = opts.connections_per_site.get();
+        let per_connection = opts.messages_per_connection.get();
+        self.work
+            .iter()
+            .zip(&self.hosts)
+            .filter_map(|(w, hosts)| {
+                let n = w.rows.iter().filter(|r| !invalid.contains(r)).count();
+                (n > 0).then(|| PlanSite {
+                    name: w.name.to_string(),
+                    hosts: hosts.clone(),
+                    messages: n,
+                    connections: per_site.min(n).max(n.div_ceil(per_connection)),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Resolves every domain once and routes the pending rows.
+pub(super) async fn route(cfg: &RunConfig, job: &Job, rows: &mut Rows) -> Result<Routes, RunError> {
+    let resolver = MxResolver::new(&cfg.dns)?;
+    let routes = resolver.routes(std::mem::take(&mut rows.domains)).await;
+    let sites = mx::group_sites(&routes);
+    let site_of: HashMap<&str, usize> = sites
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.domains.iter().map(move |d| (d.as_str(), i)))
+        .collect();
+    let mut out = Routes {
+        work: sites
+            .iter()
+            .map(|s| SiteWork {
+                name: s.name.as_str().into(),
+                hosts: s.hosts.clone(),
+                rows: Vec::new(),
+            })
+            .collect(),
+        hosts: sites
+            .iter()
+            .map(|s| {
+                s.hosts
+                    .iter()
+                    .map(|h| format!("{} (pref {})", h.name, h.preference))
+                    .collect()
+            })
+            .collect(),
+        site_of_row: vec![u32::MAX; job.list.len()],
+        decided: Vec::new(),
+    };
+    for (i, row) in job.list.iter().enumerate() {
+        if !rows.outcomes.is_pending(i) {
+            continue;
+        }
+        let Ok(addr) = &row.status else { continue };
+        let route = routes.get(addr.domain());
+        count_dns(&mut rows.plan, route);
+        let site = site_of.get(addr.domain());
+        match (route.and_then(dns_outcome), site) {
+            (None, Some(&s)) => {
+                out.work[s].rows.push(i);
+                out.site_of_row[i] = s as u32;
+            }
+            (decided, _) => {
+                let o = decided.unwrap_or_else(|| {
+                    Outcome::local(Status::Deferred, Step::Dns, "no DNS answer for the domain")
+                });
+                rows.outcomes.set_decided(i);
+                out.decided.push((i, o));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn count_dns(plan: &mut crate::report::Plan, route: Option<&Route>) {
+    match route {
+        Some(Route::NullMx) => plan.null_mx += 1,
+        Some(Route::NoSuchDomain) => plan.nxdomain += 1,
+        Some(Route::NoAddress(_)) => plan.no_address += 1,
+        Some(Route::TempFail(_)) | None => plan.dns_tempfail += 1,
+        Some(Route::Hosts(_)) => {}
+    }
+}
+
+/// The outcome of a domain that DNS already settled, `None` when it has MX hosts.
+fn dns_outcome(route: &Route) -> Option<Outcome> {
+    let (status, code, e, text) = match route {
+        Route::Hosts(_) => return None,
+        Route::NullMx => (
+            Status::Bounced,
+            556,
+            EnhancedCode::new(5, 1, 10),
+            "domain publishes a null MX (RFC 7505): it accepts no mail".to_string(),
+        ),
+        Route::NoSuchDomain => (
+            Status::Bounced,
+            550,
+            EnhancedCode::new(5, 1, 2),
+            "domain does not exist (NXDOMAIN)".to_string(),
+        ),
+        Route::NoAddress(t) => (Status::Bounced, 550, EnhancedCode::new(5, 4, 4), t.clone()),
+        Route::TempFail(t) => (Status::Deferred, 451, EnhancedCode::new(4, 4, 3), t.clone()),
+    };
+    Some(Outcome::from_reply(
+        status,
+        Step::Dns,
+        &Reply::local(code, e, text),
+    ))
+}

@@ -1,0 +1,47 @@
+//! The message source: how the delivery engine (and the plan) turn a row number into a
+//! message, on demand, so that only the messages in flight are ever in memory.
+
+use std::sync::Arc;
+
+use super::prepare::Job;
+use super::{RunConfig, Warnings};
+use crate::delivery::{MessageSource, Outcome, Status, Step};
+use crate::identity;
+use crate::message::{self, BuiltMessage, MessageOptions};
+
+/// Renders and builds row `i`'s message; a row that cannot be rendered is `invalid`.
+pub(super) fn message_source(cfg: &RunConfig, job: &Job, warnings: &Warnings) -> MessageSource {
+    let list = job.list.clone();
+    let template = job.template.clone();
+    let mut opts = cfg.message.clone();
+    opts.message_id_prefix
+        .get_or_insert_with(message::new_run_id);
+    let warnings = warnings.clone();
+    Arc::new(move |i: usize| {
+        let row = list.row(i);
+        let invalid = |step, text: String| Box::new(Outcome::local(Status::Invalid, step, text));
+        let addr = row
+            .status
+            .as_ref()
+            .map_err(|e| invalid(Step::Input, e.to_string()))?;
+        let rendered = template
+            .render(&list.columns, &row.fields)
+            .map_err(|e| invalid(Step::Render, format!("line {}: {e}", row.line)))?;
+        let built = message::build_row(rendered, addr, &opts, Some(row.row))
+            .map_err(|e| invalid(Step::Render, format!("line {}: {e}", row.line)))?;
+        check_identity(&built, &opts, &warnings);
+        Ok(built)
+    })
+}
+
+/// Warns once per distinct misalignment between From, envelope sender and DKIM `d=`.
+fn check_identity(built: &BuiltMessage, opts: &MessageOptions, warnings: &Warnings) {
+    let envelope_domain = built.envelope.from.rsplit_once('@').map_or("", |(_, d)| d);
+    let dkim_domain = opts
+        .dkim
+        .as_ref()
+        .map(|s| s.signing_domain(&built.from_domain));
+    for w in identity::alignment_warnings(&built.from_domain, envelope_domain, dkim_domain) {
+        warnings.add(w);
+    }
+}
