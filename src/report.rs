@@ -30,9 +30,12 @@ pub const COLUMNS: &[&str] = &[
 ];
 
 /// Writes the results CSV to `path` (when given) and tallies the summary, in one pass over the
-/// rows in input order; `outcome(i)` gives row `i`'s final outcome.
+/// rows in input order; `outcome(i)` gives row `i`'s final outcome. Unless `raw`, every cell is
+/// [`defuse`]d: list values and server replies are untrusted, and the file is opened in
+/// spreadsheets.
 pub fn write_results(
     path: Option<&Path>,
+    raw: bool,
     list: &RecipientList,
     outcome: &dyn Fn(usize) -> Outcome,
     elapsed: Duration,
@@ -57,7 +60,7 @@ pub fn write_results(
                 header.push(c.clone());
             }
         }
-        w.write_record(&header)?;
+        write_row(w, header.iter().map(String::as_str), raw)?;
     }
     for (i, row) in list.iter().enumerate() {
         let o = outcome(i);
@@ -92,7 +95,7 @@ pub fn write_results(
             o.step.as_str(),
         ];
         let inputs = (0..list.columns.len()).map(|c| row.fields.get(c).map_or("", String::as_str));
-        w.write_record(fixed.into_iter().chain(inputs))?;
+        write_row(w, fixed.into_iter().chain(inputs), raw)?;
     }
     if let (Some(mut w), Some(tmp), Some(path)) = (w, tmp, path) {
         w.flush()?;
@@ -100,6 +103,31 @@ pub fn write_results(
         std::fs::rename(&tmp, path)?;
     }
     Ok(summary)
+}
+
+/// Writes one record, each cell [`defuse`]d unless `raw`.
+fn write_row<'a, W: std::io::Write>(
+    w: &mut csv::Writer<W>,
+    cells: impl Iterator<Item = &'a str>,
+    raw: bool,
+) -> csv::Result<()> {
+    for cell in cells {
+        if raw {
+            w.write_field(cell)?;
+        } else {
+            w.write_field(defuse(cell).as_ref())?;
+        }
+    }
+    w.write_record(None::<&[u8]>)
+}
+
+/// A cell a spreadsheet would evaluate as a formula (`=`, `+`, `-`, `@`, tab or CR first) gets
+/// a leading apostrophe, as OWASP's CSV-injection guidance says; every other cell is as is.
+pub fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
 }
 
 /// Counts for the end-of-run summary.

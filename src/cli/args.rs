@@ -97,6 +97,14 @@ pub struct RunArgs {
     /// with the journal instead of refusing; rows already delivered are not sent again.
     #[arg(long)]
     pub template_changed: bool,
+    /// A damaged journal record stops the run (exit 2); with this flag damaged records are
+    /// skipped and their rows sent again.
+    #[arg(long)]
+    pub journal_repair: bool,
+    /// Write results cells exactly as they are. By default a cell that a spreadsheet would run
+    /// as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe.
+    #[arg(long)]
+    pub raw_csv: bool,
     /// Run the whole job against an embedded loopback DNS server and SMTP receiver.
     #[arg(long)]
     pub sandbox: bool,

@@ -41,6 +41,8 @@ pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
     cfg.limit = args.limit;
     cfg.fresh = args.fresh;
     cfg.template_changed = args.template_changed;
+    cfg.journal_repair = args.journal_repair;
+    cfg.raw_csv = args.raw_csv;
     cfg.progress = if args.quiet { Mode::Quiet } else { Mode::Auto };
     apply_deliverability(&args.deliver, &mut cfg)?;
     Ok(cfg)

@@ -69,6 +69,21 @@ pub enum JournalError {
         /// The file.
         path: PathBuf,
     },
+    /// A record before the last line cannot be read: the file was damaged after it was
+    /// written. Going on would silently send that row again.
+    #[error(
+        "journal {path}, line {line}: {reason}; the file was damaged after it was written. \
+         Rerun with --journal-repair to skip damaged records (their rows are sent again), or \
+         --fresh to start over"
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The file is not a mailmerge journal (or a newer format).
     #[error("journal {path}: {reason} (use --fresh to start over, or another --results)")]
     Foreign {
@@ -328,6 +343,9 @@ impl JournalReader {
             }
             line.extend_from_slice(&chunk[..n]);
             pos += n as u64;
+            if line.len() > MAX_RECORD_LEN {
+                return None;
+            }
         }
         serde_json::from_slice(&line).ok()
     }
@@ -349,8 +367,11 @@ pub struct Replay {
     reader: Option<JournalReader>,
     /// Records read.
     pub records: usize,
-    /// Lines that could not be read back (a torn last line after a crash), ignored.
-    pub unreadable: usize,
+    /// The last line was cut short (a crash while writing it): ignored, as that row's outcome
+    /// never reached the journal.
+    pub torn_tail: bool,
+    /// Damaged records skipped under `--journal-repair`.
+    pub damaged: usize,
     /// The message fingerprint the journal was started for (see [`Journal::open_for`]).
     pub template: Option<String>,
 }
@@ -400,8 +421,14 @@ pub fn path_for(results: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Reads a journal; a missing file is an empty replay.
-pub fn load(path: &Path) -> Result<Replay, JournalError> {
+/// Longest journal line read: a record holds one reply (at most 64 KiB) and a row's identity.
+/// A longer line is damage, and is never held in memory whole.
+pub const MAX_RECORD_LEN: usize = 1 << 20;
+
+/// Reads a journal; a missing file is an empty replay. A torn last line (a crash while it was
+/// written) is ignored; a damaged record elsewhere is an error naming its line, unless
+/// `repair`, which skips and counts it.
+pub fn load(path: &Path, repair: bool) -> Result<Replay, JournalError> {
     let io = |source| JournalError::Io {
         path: path.into(),
         source,
@@ -415,40 +442,44 @@ pub fn load(path: &Path) -> Result<Replay, JournalError> {
         reader: Some(JournalReader::open(path)?),
         ..Replay::default()
     };
-    let mut first = true;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
     let mut offset: u64 = 0;
-    for line in BufReader::new(file).split(b'\n') {
-        let line = line.map_err(io)?;
+    for number in 1.. {
+        let read = read_line_capped(&mut reader, &mut line, MAX_RECORD_LEN).map_err(io)?;
         let at = offset;
-        offset += line.len() as u64 + 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
+        offset += read.consumed;
+        if read.consumed == 0 {
+            break;
+        }
+        if !read.too_long && line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        if std::mem::take(&mut first) {
-            match serde_json::from_slice::<Header>(&line) {
-                Ok(h) if h.mailmerge_journal == VERSION => {
-                    replay.template = h.template;
-                    continue;
-                }
-                Ok(h) => {
-                    return Err(JournalError::Foreign {
-                        path: path.into(),
-                        reason: format!("journal format {} is not supported", h.mailmerge_journal),
-                    });
-                }
-                Err(_) => {
-                    return Err(JournalError::Foreign {
-                        path: path.into(),
-                        reason: "not a mailmerge journal".into(),
-                    });
-                }
-            }
+        if number == 1 {
+            replay.template = header(path, &line)?;
+            continue;
         }
-        let parsed = serde_json::from_slice::<Record>(&line)
-            .ok()
+        let parsed = (!read.too_long)
+            .then(|| serde_json::from_slice::<Record>(&line).ok())
+            .flatten()
             .and_then(|r| Some((r.key()?, r.outcome()?)));
         let Some((key, outcome)) = parsed else {
-            replay.unreadable += 1;
+            if !read.terminated {
+                replay.torn_tail = true;
+            } else if repair {
+                replay.damaged += 1;
+            } else {
+                let reason = if read.too_long {
+                    format!("a line longer than {MAX_RECORD_LEN} bytes")
+                } else {
+                    "not a readable record".to_string()
+                };
+                return Err(JournalError::Damaged {
+                    path: path.into(),
+                    line: number,
+                    reason,
+                });
+            }
             continue;
         };
         replay.records += 1;
@@ -458,6 +489,83 @@ pub fn load(path: &Path) -> Result<Replay, JournalError> {
         }
     }
     Ok(replay)
+}
+
+/// The header line: our format, and the message fingerprint the journal was started for.
+fn header(path: &Path, line: &[u8]) -> Result<Option<String>, JournalError> {
+    let reason = match serde_json::from_slice::<Header>(line) {
+        Ok(h) if h.mailmerge_journal == VERSION => return Ok(h.template),
+        Ok(h) => format!("journal format {} is not supported", h.mailmerge_journal),
+        Err(_) => "not a mailmerge journal".into(),
+    };
+    Err(JournalError::Foreign {
+        path: path.into(),
+        reason,
+    })
+}
+
+/// What [`read_line_capped`] read.
+struct LineRead {
+    /// Bytes consumed, newline included (0 at the end of the file).
+    consumed: u64,
+    /// The line was longer than the cap: the buffer holds nothing of it.
+    too_long: bool,
+    /// The line ended with a newline (else it is the file's torn last line).
+    terminated: bool,
+}
+
+/// Reads one line into `buf` (without the newline), keeping at most `cap` bytes in memory.
+fn read_line_capped(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<LineRead> {
+    buf.clear();
+    let mut read = LineRead {
+        consumed: 0,
+        too_long: false,
+        terminated: false,
+    };
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            return Ok(read);
+        }
+        let newline = avail.iter().position(|&b| b == b'\n');
+        let chunk = &avail[..newline.unwrap_or(avail.len())];
+        if !read.too_long {
+            if buf.len() + chunk.len() > cap {
+                read.too_long = true;
+                *buf = Vec::new();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        let used = newline.map_or(avail.len(), |i| i + 1);
+        read.consumed += used as u64;
+        r.consume(used);
+        if newline.is_some() {
+            read.terminated = true;
+            return Ok(read);
+        }
+    }
+}
+
+/// The length of `file` up to and including its last newline (`len` bytes long).
+fn complete_len(file: &File, len: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(part, start)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// An open journal, appending.
@@ -540,17 +648,23 @@ impl Journal {
             file.set_len(0).map_err(io)?;
         }
         let len = file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+        // A crash may have torn the last line: drop it (its row's outcome never reached the
+        // journal), so that damage can only ever be at the end of the file.
+        let keep = complete_len(&file, len).map_err(io)?;
+        if keep < len {
+            file.set_len(keep).map_err(io)?;
+        }
         let mut j = Self {
             path: path.into(),
             file,
-            end: len,
+            end: keep,
             buf: Vec::new(),
             unsynced: 0,
             last_sync: Instant::now(),
             syncer: None,
         };
         j.syncer = Syncer::start(&j.file);
-        if len == 0 {
+        if keep == 0 {
             let header = Header {
                 mailmerge_journal: VERSION,
                 list: list.display().to_string(),
@@ -559,16 +673,6 @@ impl Journal {
             serde_json::to_writer(&mut j.buf, &header).map_err(|e| io(e.into()))?;
             j.buf.push(b'\n');
             j.sync()?;
-        } else {
-            // A crash may have torn the last line: start ours on a fresh line.
-            use std::io::Read;
-            let mut last = [0u8; 1];
-            let mut f = &j.file;
-            f.seek(std::io::SeekFrom::End(-1)).map_err(io)?;
-            f.read_exact(&mut last).map_err(io)?;
-            if last[0] != b'\n' {
-                j.buf.push(b'\n');
-            }
         }
         Ok(j)
     }
@@ -708,17 +812,23 @@ mod tests {
         );
         j.flush().unwrap();
         drop(j);
-        // A crash in the middle of a line.
+        // A crash in the middle of a line: tolerated when reading, dropped when reopening.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"addr\":\"c@x.te").unwrap();
         drop(f);
+        let torn = load(&path, false).unwrap();
+        assert!(torn.torn_tail);
+        assert_eq!(torn.records, 2);
         let mut j = Journal::open(&path, Path::new("l.csv"), false).unwrap();
         let mut bounced = Outcome::local(Status::Bounced, Step::Dns, "nx");
         bounced.code = Some(550);
         j.append(&keys[2], 3, &bounced);
         j.sync().unwrap();
-        let r = load(&path).unwrap();
-        assert_eq!((r.records, r.unreadable, r.len()), (3, 1, 2));
+        let r = load(&path, false).unwrap();
+        assert_eq!(
+            (r.records, r.torn_tail, r.damaged, r.len()),
+            (3, false, 0, 2)
+        );
         assert_eq!(r.done(&keys[0], false), Some(o.clone()));
         assert_eq!(r.done(&keys[1], true), None, "deferred is not done");
         assert_eq!(r.done(&keys[2], true), Some(bounced.clone()));
@@ -729,7 +839,7 @@ mod tests {
         assert_eq!(j.reader().unwrap().outcome_at(at), Some(bounced));
         // --fresh empties it.
         drop(Journal::open(&path, Path::new("l.csv"), true).unwrap());
-        assert!(load(&path).unwrap().is_empty());
+        assert!(load(&path, false).unwrap().is_empty());
     }
 
     #[test]
@@ -737,6 +847,68 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.journal");
         std::fs::write(&path, "row,email\n1,a@x.test\n").unwrap();
-        assert!(matches!(load(&path), Err(JournalError::Foreign { .. })));
+        assert!(matches!(
+            load(&path, false),
+            Err(JournalError::Foreign { .. })
+        ));
+    }
+
+    /// Writes a journal with three records and returns its path and lines.
+    fn three_records(dir: &Path) -> (PathBuf, Vec<String>) {
+        let path = dir.join("x.journal");
+        let keys = row_keys(&list("email\na@x.test\nb@x.test\nc@x.test\n"));
+        let mut j = Journal::open(&path, Path::new("l.csv"), false).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            j.append(
+                k,
+                i + 1,
+                &Outcome::local(
+                    Status::Delivered,
+                    Step::Smtp(crate::smtp::Phase::DataEnd),
+                    "250 ok",
+                ),
+            );
+        }
+        j.sync().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        (path, text.lines().map(str::to_string).collect())
+    }
+
+    #[test]
+    fn a_damaged_record_in_the_middle_stops_the_run_unless_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut lines) = three_records(dir.path());
+        lines[2] = lines[2].replace("\"addr\"", "\"adr");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        match load(&path, false) {
+            Err(JournalError::Damaged { line, .. }) => assert_eq!(line, 3),
+            other => panic!("expected Damaged at line 3, got {other:?}"),
+        }
+        let r = load(&path, true).unwrap();
+        assert_eq!((r.records, r.damaged, r.torn_tail), (2, 1, false));
+    }
+
+    #[test]
+    fn a_huge_line_is_never_held_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, lines) = three_records(dir.path());
+        let mut text = lines.join("\n") + "\n";
+        // 3 MB of garbage without a newline: a torn tail, read in bounded memory.
+        text.push_str(&"x".repeat(3 * MAX_RECORD_LEN));
+        std::fs::write(&path, &text).unwrap();
+        let r = load(&path, false).unwrap();
+        assert_eq!((r.records, r.torn_tail), (3, true));
+        // The same line with a newline and a record after it: damage.
+        text.push('\n');
+        text.push_str(&lines[1]);
+        text.push('\n');
+        std::fs::write(&path, &text).unwrap();
+        assert!(matches!(
+            load(&path, false),
+            Err(JournalError::Damaged { line: 5, .. })
+        ));
+        // Reopening for appending keeps every complete line.
+        drop(Journal::open(&path, Path::new("l.csv"), false).unwrap());
+        assert_eq!(load(&path, true).unwrap().records, 4);
     }
 }

@@ -56,6 +56,10 @@ pub struct RunConfig {
     /// Go on with a journal written for another version of the template (a fix during a
     /// campaign) instead of refusing.
     pub template_changed: bool,
+    /// Skip damaged journal records (their rows are sent again) instead of stopping.
+    pub journal_repair: bool,
+    /// Write results cells as they are, without defusing spreadsheet formulas.
+    pub raw_csv: bool,
 }
 
 /// What a run does once the rows are routed.
@@ -89,6 +93,8 @@ impl RunConfig {
             fresh: false,
             limit: None,
             template_changed: false,
+            journal_repair: false,
+            raw_csv: false,
         }
     }
 }
@@ -185,6 +191,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     let results = (cfg.mode == RunMode::Send).then_some(cfg.results.as_path());
     let summary = report::write_results(
         results,
+        cfg.raw_csv,
         &job.list,
         &outcome,
         started.elapsed(),

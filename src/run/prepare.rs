@@ -42,8 +42,21 @@ pub(super) fn prepare(cfg: &RunConfig, warnings: &Warnings) -> Result<Job, RunEr
     let replay = if cfg.fresh {
         Replay::default()
     } else {
-        journal::load(&journal_path)?
+        journal::load(&journal_path, cfg.journal_repair)?
     };
+    if replay.torn_tail {
+        warnings.add(format!(
+            "journal {}: its last record was cut short (a crash while writing it); ignored",
+            journal_path.display()
+        ));
+    }
+    if replay.damaged > 0 {
+        warnings.add(format!(
+            "journal {}: skipped {} damaged record(s) (--journal-repair); their rows are sent again",
+            journal_path.display(),
+            replay.damaged
+        ));
+    }
     // The same list with another template is a new campaign, not a re-run.
     let fingerprint = journal::fingerprint(
         std::iter::once(template.source().as_bytes()).chain(

@@ -157,6 +157,26 @@ pub enum ReplyError {
     TooLong(usize),
 }
 
+/// A server's bytes as text safe for any report or terminal: invalid UTF-8 is shown escaped
+/// (`\xNN`) and control characters (C0, DEL, C1: a NUL, an escape sequence, a CR that would
+/// break a CSV cell) become `\xNN` / `\u{NN}` too. Printable text, any script, is kept.
+pub fn printable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// Upper bound on one reply; EHLO replies are a few hundred bytes.
 pub const MAX_REPLY_LEN: usize = 64 * 1024;
 
@@ -181,22 +201,22 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
         if let Some(stripped) = line.strip_suffix(b"\r") {
             line = stripped;
         }
-        let text = String::from_utf8_lossy(line);
+        let text = printable(line);
         let bytes = line;
         if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
-            return Err(ReplyError::Malformed(text.into_owned()));
+            return Err(ReplyError::Malformed(text));
         }
         let this_code = u16::from(bytes[0] - b'0') * 100
             + u16::from(bytes[1] - b'0') * 10
             + u16::from(bytes[2] - b'0');
         if !(200..600).contains(&this_code) {
-            return Err(ReplyError::Malformed(text.into_owned()));
+            return Err(ReplyError::Malformed(text));
         }
         let (last, rest) = match bytes.get(3) {
             None => (true, ""),
             Some(b' ') => (true, &text[4..]),
             Some(b'-') => (false, &text[4..]),
-            Some(_) => return Err(ReplyError::Malformed(text.into_owned())),
+            Some(_) => return Err(ReplyError::Malformed(text)),
         };
         match code {
             None => code = Some(this_code),
