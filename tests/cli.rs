@@ -147,3 +147,41 @@ fn without_a_terminal_progress_is_plain_lines_on_stderr_and_quiet_silences_it() 
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("progress:"), "{err}");
 }
+
+#[test]
+fn checked_in_man_pages_and_completions_are_current() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let dir = tempfile::tempdir().unwrap();
+    let out = mailmerge()
+        .args(["generate", "man"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut pages: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    pages.sort();
+    assert!(pages.len() >= 4, "{pages:?}");
+    let stale = "stale: regenerate with `mailmerge generate man docs/man` and \
+                 `mailmerge generate completions SHELL > docs/completions/mailmerge.SHELL`";
+    for page in pages {
+        let fresh = std::fs::read(dir.path().join(&page)).unwrap();
+        let kept = std::fs::read(docs.join("man").join(&page)).unwrap_or_default();
+        assert!(fresh == kept, "docs/man/{page:?} {stale}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = mailmerge()
+            .args(["generate", "completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let kept = std::fs::read(docs.join("completions").join(format!("mailmerge.{shell}")))
+            .unwrap_or_default();
+        assert!(
+            out.stdout == kept,
+            "docs/completions/mailmerge.{shell} {stale}"
+        );
+    }
+}

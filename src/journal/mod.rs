@@ -10,7 +10,7 @@
 //! before the results CSV is written.
 //!
 //! Row identity is by content, never by position, so a re-sorted or edited list maps to the right
-//! records (README "Re-running safely"):
+//! records (docs/results.md, "Re-running safely"):
 //! - by default (one message per address), a row is the normalized address (`local@domain`,
 //!   local part lower-cased, domain in A-label form): an address already delivered or bounced is
 //!   not sent again, whatever else changed in its row or where the row moved;

@@ -1,5 +1,5 @@
 //! Prepare: read the list and the template, check that they fit, and load what earlier runs
-//! of this job recorded (README "Re-running safely"). Everything that can stop a run before
+//! of this job recorded (docs/results.md, "Re-running safely"). Everything that can stop a run before
 //! any row is looked at happens here.
 
 use std::path::PathBuf;

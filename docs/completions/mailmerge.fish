@@ -1,0 +1,127 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_mailmerge_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_mailmerge_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_mailmerge_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_mailmerge_using_subcommand
+    set -l cmd (__fish_mailmerge_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c mailmerge -n "__fish_mailmerge_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailmerge -n "__fish_mailmerge_needs_command" -s V -l version -d 'Print version'
+complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "run" -d 'Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV'
+complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "check" -d 'Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as `run`'
+complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "check-sender" -d 'Check the sender domain\'s DNS (SPF, DKIM, DMARC); print what to publish'
+complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "generate" -d 'Write the man pages or print shell completions (generated from these definitions)'
+complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l results -d 'Results CSV [default: <RECIPIENTS stem>.results.csv beside the input]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dns -d 'Use this DNS server (IP:PORT) instead of the system resolver (/etc/resolv.conf)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dns-timeout -d 'DNS query timeout' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l from -d 'Envelope sender (MAIL FROM) [default: the address in the rendered From header]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l email-column -d 'Column holding the recipient address' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l helo -d 'Name sent in EHLO [default: this host\'s FQDN; mailmerge.sandbox.test with --sandbox]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l smtp-port -d 'TCP port used when connecting to MX hosts' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l connections-per-site -d 'Simultaneous connections at most per destination site (domains sharing MX hosts)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l max-connections -d 'Simultaneous connections at most in total' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l messages-per-connection -d 'Messages sent over one connection before it is closed and a new one opened' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l retry -d 'Waits before the 2nd, 3rd, 4th… attempt after a transient failure (ms, s, m, h; `none` never retries) [1s with --sandbox]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l deadline -d 'Wall-clock budget of the whole run; what is not delivered by then is `deferred`' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l tls -d 'STARTTLS: opportunistic (any certificate, plaintext fallback), required (verified certificate matching the MX name, else deferred) or disabled' -r -f -a "opportunistic\t'Use TLS whenever offered, accept any certificate; fall back to plaintext when the handshake fails'
+required\t'Verified TLS or no delivery (the message is deferred)'
+disabled\t'Never STARTTLS'"
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l rate-per-site -d 'Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l smtp-timeout -d 'Bound every SMTP phase by this timeout [default: RFC 5321 §4.5.3.2 values, 30 s connect]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l connect-timeout -d 'TCP connect timeout per MX address (applied after --smtp-timeout) [default: 30s]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l timeout -d 'One phase\'s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l out -d 'With --dry-run / check: write every rendered message to DIR as <row>-<address>.eml' -r -f -a "(__fish_complete_directories)"
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l limit -d 'Send at most N messages (a canary); the rest stay `deferred` (step `limit`) and a re-run of the same command continues with the next ones' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l sandbox-dir -d 'Where --sandbox stores received messages' -r -f -a "(__fish_complete_directories)"
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l config -d 'Config file of default options [default: ./mailmerge.toml if present]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dkim-key -d 'DKIM-sign every message with this PEM private key (RSA 2048+ or Ed25519)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dkim-selector -d 'DKIM selector: the key is published at <SELECTOR>._domainkey.<DOMAIN>' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dkim-domain -d 'DKIM signing domain (d=) [default: each message\'s From domain]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l list-unsubscribe -d 'Add List-Unsubscribe with this URI (templated per row, e.g. https://acme.example/u/{{token}}); repeat for a mailto: URI. An https URI also adds List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l allow-duplicates -d 'Send to repeated addresses too (default: first row only; others are `duplicate`)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dry-run -d 'Render, resolve and print the delivery plan without connecting to any MX (= `check`)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l fresh -d 'Forget earlier runs of this job (empty the journal) and send to every row again'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l template-changed -d 'The template changed since the journal was started (a fix during a campaign): go on with the journal instead of refusing; rows already delivered are not sent again'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l journal-repair -d 'A damaged journal record stops the run (exit 2); with this flag damaged records are skipped and their rows sent again'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l raw-csv -d 'Write results cells exactly as they are. By default a cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l sandbox -d 'Run the whole job against an embedded loopback DNS server and SMTP receiver'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -s q -l quiet -d 'No progress output (errors still go to stderr)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l results -d 'Results CSV [default: <RECIPIENTS stem>.results.csv beside the input]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dns -d 'Use this DNS server (IP:PORT) instead of the system resolver (/etc/resolv.conf)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dns-timeout -d 'DNS query timeout' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l from -d 'Envelope sender (MAIL FROM) [default: the address in the rendered From header]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l email-column -d 'Column holding the recipient address' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l helo -d 'Name sent in EHLO [default: this host\'s FQDN; mailmerge.sandbox.test with --sandbox]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l smtp-port -d 'TCP port used when connecting to MX hosts' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l connections-per-site -d 'Simultaneous connections at most per destination site (domains sharing MX hosts)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l max-connections -d 'Simultaneous connections at most in total' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l messages-per-connection -d 'Messages sent over one connection before it is closed and a new one opened' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l retry -d 'Waits before the 2nd, 3rd, 4th… attempt after a transient failure (ms, s, m, h; `none` never retries) [1s with --sandbox]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l deadline -d 'Wall-clock budget of the whole run; what is not delivered by then is `deferred`' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l tls -d 'STARTTLS: opportunistic (any certificate, plaintext fallback), required (verified certificate matching the MX name, else deferred) or disabled' -r -f -a "opportunistic\t'Use TLS whenever offered, accept any certificate; fall back to plaintext when the handshake fails'
+required\t'Verified TLS or no delivery (the message is deferred)'
+disabled\t'Never STARTTLS'"
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l rate-per-site -d 'Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l smtp-timeout -d 'Bound every SMTP phase by this timeout [default: RFC 5321 §4.5.3.2 values, 30 s connect]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l connect-timeout -d 'TCP connect timeout per MX address (applied after --smtp-timeout) [default: 30s]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l timeout -d 'One phase\'s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l out -d 'With --dry-run / check: write every rendered message to DIR as <row>-<address>.eml' -r -f -a "(__fish_complete_directories)"
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l limit -d 'Send at most N messages (a canary); the rest stay `deferred` (step `limit`) and a re-run of the same command continues with the next ones' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l sandbox-dir -d 'Where --sandbox stores received messages' -r -f -a "(__fish_complete_directories)"
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l config -d 'Config file of default options [default: ./mailmerge.toml if present]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dkim-key -d 'DKIM-sign every message with this PEM private key (RSA 2048+ or Ed25519)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dkim-selector -d 'DKIM selector: the key is published at <SELECTOR>._domainkey.<DOMAIN>' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dkim-domain -d 'DKIM signing domain (d=) [default: each message\'s From domain]' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l list-unsubscribe -d 'Add List-Unsubscribe with this URI (templated per row, e.g. https://acme.example/u/{{token}}); repeat for a mailto: URI. An https URI also adds List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l allow-duplicates -d 'Send to repeated addresses too (default: first row only; others are `duplicate`)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dry-run -d 'Render, resolve and print the delivery plan without connecting to any MX (= `check`)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l fresh -d 'Forget earlier runs of this job (empty the journal) and send to every row again'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l template-changed -d 'The template changed since the journal was started (a fix during a campaign): go on with the journal instead of refusing; rows already delivered are not sent again'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l journal-repair -d 'A damaged journal record stops the run (exit 2); with this flag damaged records are skipped and their rows sent again'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l raw-csv -d 'Write results cells exactly as they are. By default a cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l sandbox -d 'Run the whole job against an embedded loopback DNS server and SMTP receiver'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -s q -l quiet -d 'No progress output (errors still go to stderr)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -l config -d 'Config file [default: ./mailmerge.toml if present] (uses its dns and dkim-* keys)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -l dns -d 'Use this DNS server (IP:PORT) instead of the system resolver' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -l dns-timeout -d 'DNS query timeout' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -l dkim-selector -d 'DKIM selector to look up at <SELECTOR>._domainkey.<DOMAIN>' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -l dkim-key -d 'Private key (PEM) whose public half must be the one published' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -f -a "man" -d 'Write mailmerge.1 and one page per subcommand (mailmerge-run.1, …) into DIR'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -f -a "completions" -d 'Print the completion script for SHELL on stdout'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish_seen_subcommand_from man" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish_seen_subcommand_from completions" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "man" -d 'Write mailmerge.1 and one page per subcommand (mailmerge-run.1, …) into DIR'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "completions" -d 'Print the completion script for SHELL on stdout'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender generate help" -f -a "run" -d 'Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender generate help" -f -a "check" -d 'Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as `run`'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender generate help" -f -a "check-sender" -d 'Check the sender domain\'s DNS (SPF, DKIM, DMARC); print what to publish'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender generate help" -f -a "generate" -d 'Write the man pages or print shell completions (generated from these definitions)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "man" -d 'Write mailmerge.1 and one page per subcommand (mailmerge-run.1, …) into DIR'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "completions" -d 'Print the completion script for SHELL on stdout'

@@ -1,0 +1,375 @@
+#compdef mailmerge
+
+autoload -U is-at-least
+
+_mailmerge() {
+    typeset -A opt_args
+    typeset -a _arguments_options
+    local ret=1
+
+    if is-at-least 5.2; then
+        _arguments_options=(-s -S -C)
+    else
+        _arguments_options=(-s -C)
+    fi
+
+    local context curcontext="$curcontext" state line
+    _arguments "${_arguments_options[@]}" : \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+":: :_mailmerge_commands" \
+"*::: :->mailmerge" \
+&& ret=0
+    case $state in
+    (mailmerge)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:mailmerge-command-$line[1]:"
+        case $line[1] in
+            (run)
+_arguments "${_arguments_options[@]}" : \
+'--results=[Results CSV \[default\: <RECIPIENTS stem>.results.csv beside the input\]]:PATH:_files' \
+'--dns=[Use this DNS server (IP\:PORT) instead of the system resolver (/etc/resolv.conf)]:IP:PORT:_default' \
+'--dns-timeout=[DNS query timeout]:DURATION:_default' \
+'--from=[Envelope sender (MAIL FROM) \[default\: the address in the rendered From header\]]:ADDRESS:_default' \
+'--email-column=[Column holding the recipient address]:NAME:_default' \
+'--helo=[Name sent in EHLO \[default\: this host'\''s FQDN; mailmerge.sandbox.test with --sandbox\]]:NAME:_default' \
+'--smtp-port=[TCP port used when connecting to MX hosts]:PORT:_default' \
+'--connections-per-site=[Simultaneous connections at most per destination site (domains sharing MX hosts)]:N:_default' \
+'--max-connections=[Simultaneous connections at most in total]:N:_default' \
+'--messages-per-connection=[Messages sent over one connection before it is closed and a new one opened]:N:_default' \
+'--retry=[Waits before the 2nd, 3rd, 4th… attempt after a transient failure (ms, s, m, h; \`none\` never retries) \[1s with --sandbox\]]:LIST:_default' \
+'--deadline=[Wall-clock budget of the whole run; what is not delivered by then is \`deferred\`]:DURATION:_default' \
+'--tls=[STARTTLS\: opportunistic (any certificate, plaintext fallback), required (verified certificate matching the MX name, else deferred) or disabled]:MODE:((opportunistic\:"Use TLS whenever offered, accept any certificate; fall back to plaintext when the handshake fails"
+required\:"Verified TLS or no delivery (the message is deferred)"
+disabled\:"Never STARTTLS"))' \
+'--rate-per-site=[Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)]:N/PERIOD:_default' \
+'--smtp-timeout=[Bound every SMTP phase by this timeout \[default\: RFC 5321 §4.5.3.2 values, 30 s connect\]]:DURATION:_default' \
+'--connect-timeout=[TCP connect timeout per MX address (applied after --smtp-timeout) \[default\: 30s\]]:DURATION:_default' \
+'*--timeout=[One phase'\''s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last]:PHASE=DURATION:_default' \
+'--out=[With --dry-run / check\: write every rendered message to DIR as <row>-<address>.eml]:DIR:_files -/' \
+'--limit=[Send at most N messages (a canary); the rest stay \`deferred\` (step \`limit\`) and a re-run of the same command continues with the next ones]:N:_default' \
+'--sandbox-dir=[Where --sandbox stores received messages]:DIR:_files -/' \
+'--config=[Config file of default options \[default\: ./mailmerge.toml if present\]]:PATH:_files' \
+'--dkim-key=[DKIM-sign every message with this PEM private key (RSA 2048+ or Ed25519)]:PEM:_files' \
+'--dkim-selector=[DKIM selector\: the key is published at <SELECTOR>._domainkey.<DOMAIN>]:SELECTOR:_default' \
+'--dkim-domain=[DKIM signing domain (d=) \[default\: each message'\''s From domain\]]:DOMAIN:_default' \
+'*--list-unsubscribe=[Add List-Unsubscribe with this URI (templated per row, e.g. https\://acme.example/u/{{token}}); repeat for a mailto\: URI. An https URI also adds List-Unsubscribe-Post\: List-Unsubscribe=One-Click (RFC 8058)]:URI:_default' \
+'--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
+'--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \
+'--fresh[Forget earlier runs of this job (empty the journal) and send to every row again]' \
+'--template-changed[The template changed since the journal was started (a fix during a campaign)\: go on with the journal instead of refusing; rows already delivered are not sent again]' \
+'--journal-repair[A damaged journal record stops the run (exit 2); with this flag damaged records are skipped and their rows sent again]' \
+'--raw-csv[Write results cells exactly as they are. By default a cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe]' \
+'--sandbox[Run the whole job against an embedded loopback DNS server and SMTP receiver]' \
+'-q[No progress output (errors still go to stderr)]' \
+'--quiet[No progress output (errors still go to stderr)]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+':recipients -- CSV file with a header row; one recipient per row:_files' \
+':template -- Template\: header block, blank line, body (see docs/templates.md):_files' \
+&& ret=0
+;;
+(check)
+_arguments "${_arguments_options[@]}" : \
+'--results=[Results CSV \[default\: <RECIPIENTS stem>.results.csv beside the input\]]:PATH:_files' \
+'--dns=[Use this DNS server (IP\:PORT) instead of the system resolver (/etc/resolv.conf)]:IP:PORT:_default' \
+'--dns-timeout=[DNS query timeout]:DURATION:_default' \
+'--from=[Envelope sender (MAIL FROM) \[default\: the address in the rendered From header\]]:ADDRESS:_default' \
+'--email-column=[Column holding the recipient address]:NAME:_default' \
+'--helo=[Name sent in EHLO \[default\: this host'\''s FQDN; mailmerge.sandbox.test with --sandbox\]]:NAME:_default' \
+'--smtp-port=[TCP port used when connecting to MX hosts]:PORT:_default' \
+'--connections-per-site=[Simultaneous connections at most per destination site (domains sharing MX hosts)]:N:_default' \
+'--max-connections=[Simultaneous connections at most in total]:N:_default' \
+'--messages-per-connection=[Messages sent over one connection before it is closed and a new one opened]:N:_default' \
+'--retry=[Waits before the 2nd, 3rd, 4th… attempt after a transient failure (ms, s, m, h; \`none\` never retries) \[1s with --sandbox\]]:LIST:_default' \
+'--deadline=[Wall-clock budget of the whole run; what is not delivered by then is \`deferred\`]:DURATION:_default' \
+'--tls=[STARTTLS\: opportunistic (any certificate, plaintext fallback), required (verified certificate matching the MX name, else deferred) or disabled]:MODE:((opportunistic\:"Use TLS whenever offered, accept any certificate; fall back to plaintext when the handshake fails"
+required\:"Verified TLS or no delivery (the message is deferred)"
+disabled\:"Never STARTTLS"))' \
+'--rate-per-site=[Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)]:N/PERIOD:_default' \
+'--smtp-timeout=[Bound every SMTP phase by this timeout \[default\: RFC 5321 §4.5.3.2 values, 30 s connect\]]:DURATION:_default' \
+'--connect-timeout=[TCP connect timeout per MX address (applied after --smtp-timeout) \[default\: 30s\]]:DURATION:_default' \
+'*--timeout=[One phase'\''s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last]:PHASE=DURATION:_default' \
+'--out=[With --dry-run / check\: write every rendered message to DIR as <row>-<address>.eml]:DIR:_files -/' \
+'--limit=[Send at most N messages (a canary); the rest stay \`deferred\` (step \`limit\`) and a re-run of the same command continues with the next ones]:N:_default' \
+'--sandbox-dir=[Where --sandbox stores received messages]:DIR:_files -/' \
+'--config=[Config file of default options \[default\: ./mailmerge.toml if present\]]:PATH:_files' \
+'--dkim-key=[DKIM-sign every message with this PEM private key (RSA 2048+ or Ed25519)]:PEM:_files' \
+'--dkim-selector=[DKIM selector\: the key is published at <SELECTOR>._domainkey.<DOMAIN>]:SELECTOR:_default' \
+'--dkim-domain=[DKIM signing domain (d=) \[default\: each message'\''s From domain\]]:DOMAIN:_default' \
+'*--list-unsubscribe=[Add List-Unsubscribe with this URI (templated per row, e.g. https\://acme.example/u/{{token}}); repeat for a mailto\: URI. An https URI also adds List-Unsubscribe-Post\: List-Unsubscribe=One-Click (RFC 8058)]:URI:_default' \
+'--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
+'--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \
+'--fresh[Forget earlier runs of this job (empty the journal) and send to every row again]' \
+'--template-changed[The template changed since the journal was started (a fix during a campaign)\: go on with the journal instead of refusing; rows already delivered are not sent again]' \
+'--journal-repair[A damaged journal record stops the run (exit 2); with this flag damaged records are skipped and their rows sent again]' \
+'--raw-csv[Write results cells exactly as they are. By default a cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe]' \
+'--sandbox[Run the whole job against an embedded loopback DNS server and SMTP receiver]' \
+'-q[No progress output (errors still go to stderr)]' \
+'--quiet[No progress output (errors still go to stderr)]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+':recipients -- CSV file with a header row; one recipient per row:_files' \
+':template -- Template\: header block, blank line, body (see docs/templates.md):_files' \
+&& ret=0
+;;
+(check-sender)
+_arguments "${_arguments_options[@]}" : \
+'--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its dns and dkim-* keys)]:PATH:_files' \
+'--dns=[Use this DNS server (IP\:PORT) instead of the system resolver]:IP:PORT:_default' \
+'--dns-timeout=[DNS query timeout]:DURATION:_default' \
+'--dkim-selector=[DKIM selector to look up at <SELECTOR>._domainkey.<DOMAIN>]:SELECTOR:_default' \
+'--dkim-key=[Private key (PEM) whose public half must be the one published]:PEM:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+':domain -- The domain messages are sent from (the From domain):_default' \
+&& ret=0
+;;
+(generate)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+":: :_mailmerge__subcmd__generate_commands" \
+"*::: :->generate" \
+&& ret=0
+
+    case $state in
+    (generate)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:mailmerge-generate-command-$line[1]:"
+        case $line[1] in
+            (man)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+':dir -- Folder for the pages:_files -/' \
+&& ret=0
+;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+':shell -- bash, zsh, fish, elvish or powershell:(bash elvish fish powershell zsh)' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_mailmerge__subcmd__generate__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:mailmerge-generate-help-command-$line[1]:"
+        case $line[1] in
+            (man)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_mailmerge__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:mailmerge-help-command-$line[1]:"
+        case $line[1] in
+            (run)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(check)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(check-sender)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(generate)
+_arguments "${_arguments_options[@]}" : \
+":: :_mailmerge__subcmd__help__subcmd__generate_commands" \
+"*::: :->generate" \
+&& ret=0
+
+    case $state in
+    (generate)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:mailmerge-help-generate-command-$line[1]:"
+        case $line[1] in
+            (man)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+}
+
+(( $+functions[_mailmerge_commands] )) ||
+_mailmerge_commands() {
+    local commands; commands=(
+'run:Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV' \
+'check:Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as \`run\`' \
+'check-sender:Check the sender domain'\''s DNS (SPF, DKIM, DMARC); print what to publish' \
+'generate:Write the man pages or print shell completions (generated from these definitions)' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'mailmerge commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__check_commands] )) ||
+_mailmerge__subcmd__check_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge check commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__check-sender_commands] )) ||
+_mailmerge__subcmd__check-sender_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge check-sender commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__generate_commands] )) ||
+_mailmerge__subcmd__generate_commands() {
+    local commands; commands=(
+'man:Write mailmerge.1 and one page per subcommand (mailmerge-run.1, …) into DIR' \
+'completions:Print the completion script for SHELL on stdout' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'mailmerge generate commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__generate__subcmd__completions_commands] )) ||
+_mailmerge__subcmd__generate__subcmd__completions_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge generate completions commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__generate__subcmd__help_commands] )) ||
+_mailmerge__subcmd__generate__subcmd__help_commands() {
+    local commands; commands=(
+'man:Write mailmerge.1 and one page per subcommand (mailmerge-run.1, …) into DIR' \
+'completions:Print the completion script for SHELL on stdout' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'mailmerge generate help commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__generate__subcmd__help__subcmd__completions_commands] )) ||
+_mailmerge__subcmd__generate__subcmd__help__subcmd__completions_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge generate help completions commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__generate__subcmd__help__subcmd__help_commands] )) ||
+_mailmerge__subcmd__generate__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge generate help help commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__generate__subcmd__help__subcmd__man_commands] )) ||
+_mailmerge__subcmd__generate__subcmd__help__subcmd__man_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge generate help man commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__generate__subcmd__man_commands] )) ||
+_mailmerge__subcmd__generate__subcmd__man_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge generate man commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help_commands] )) ||
+_mailmerge__subcmd__help_commands() {
+    local commands; commands=(
+'run:Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV' \
+'check:Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as \`run\`' \
+'check-sender:Check the sender domain'\''s DNS (SPF, DKIM, DMARC); print what to publish' \
+'generate:Write the man pages or print shell completions (generated from these definitions)' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'mailmerge help commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__check_commands] )) ||
+_mailmerge__subcmd__help__subcmd__check_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help check commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__check-sender_commands] )) ||
+_mailmerge__subcmd__help__subcmd__check-sender_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help check-sender commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__generate_commands] )) ||
+_mailmerge__subcmd__help__subcmd__generate_commands() {
+    local commands; commands=(
+'man:Write mailmerge.1 and one page per subcommand (mailmerge-run.1, …) into DIR' \
+'completions:Print the completion script for SHELL on stdout' \
+    )
+    _describe -t commands 'mailmerge help generate commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__generate__subcmd__completions_commands] )) ||
+_mailmerge__subcmd__help__subcmd__generate__subcmd__completions_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help generate completions commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__generate__subcmd__man_commands] )) ||
+_mailmerge__subcmd__help__subcmd__generate__subcmd__man_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help generate man commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__help_commands] )) ||
+_mailmerge__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help help commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__run_commands] )) ||
+_mailmerge__subcmd__help__subcmd__run_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help run commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__run_commands] )) ||
+_mailmerge__subcmd__run_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge run commands' commands "$@"
+}
+
+if [ "$funcstack[1]" = "_mailmerge" ]; then
+    _mailmerge "$@"
+else
+    compdef _mailmerge mailmerge
+fi
