@@ -9,6 +9,7 @@
 //! skips what is done.
 
 pub mod address;
+pub mod classify;
 pub mod delivery;
 pub mod dkim;
 pub mod identity;

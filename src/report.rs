@@ -9,8 +9,10 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::delivery::{Outcome, Status};
+use crate::classify::{Category, classify};
+use crate::delivery::{Outcome, Status, Step};
 use crate::recipients::RecipientList;
+use crate::smtp::Phase;
 
 /// Our columns, in order (a contract: other tools read them by name).
 pub const COLUMNS: &[&str] = &[
@@ -27,6 +29,7 @@ pub const COLUMNS: &[&str] = &[
     "message_id",
     "tls",
     "step",
+    "category",
 ];
 
 /// Writes the results CSV to `path` (when given) and tallies the summary, in one pass over the
@@ -79,7 +82,8 @@ pub fn write_results(
         let ip = o.mx_ip.map(|i| i.to_string()).unwrap_or_default();
         let row_no = row.row.to_string();
         let attempts = o.attempts.to_string();
-        let fixed: [&str; 13] = [
+        let category = category_of(&o).map_or("", Category::as_str);
+        let fixed: [&str; 14] = [
             &row_no,
             &row.email,
             &domain,
@@ -93,6 +97,7 @@ pub fn write_results(
             o.message_id.as_deref().unwrap_or_default(),
             o.tls.as_deref().unwrap_or("none"),
             o.step.as_str(),
+            category,
         ];
         let inputs = (0..list.columns.len()).map(|c| row.fields.get(c).map_or("", String::as_str));
         write_row(w, fixed.into_iter().chain(inputs), raw)?;
@@ -103,6 +108,28 @@ pub fn write_results(
         std::fs::rename(&tmp, path)?;
     }
     Ok(summary)
+}
+
+/// Why a row was not delivered (the `category` column; see [`crate::classify`]): empty for
+/// delivered and duplicate rows.
+pub fn category_of(o: &Outcome) -> Option<Category> {
+    let dns_verdict = |e: Option<crate::smtp::EnhancedCode>| match e {
+        Some(e) if e.class == 5 && matches!((e.subject, e.detail), (1, 2 | 10) | (4, 4)) => {
+            Category::BadDomain
+        }
+        _ => Category::Dns,
+    };
+    Some(match (o.status, o.step, o.code) {
+        (Status::Delivered | Status::Duplicate, _, _) => return None,
+        (Status::Invalid, _, _) | (_, Step::Input | Step::Render, _) => Category::InvalidInput,
+        (_, Step::Dns, _) => dns_verdict(o.enhanced),
+        (_, Step::Smtp(Phase::StartTls), None) => Category::Tls,
+        (_, Step::Smtp(phase), Some(code)) => {
+            classify(Some(phase), code, o.enhanced, &o.response).category
+        }
+        (_, _, Some(code)) => classify(None, code, o.enhanced, &o.response).category,
+        (_, _, None) => Category::Other,
+    })
 }
 
 /// Writes one record, each cell [`defuse`]d unless `raw`.

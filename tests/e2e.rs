@@ -136,6 +136,22 @@ async fn delivers_many_domains_with_every_kind_of_outcome() {
     assert_eq!(r["status"], "invalid");
     assert!(r["response"].contains("line break"), "{r:?}");
 
+    // Every row that was not delivered says why, by the documented rule table.
+    let categories = [
+        ("user1@d1.test", ""),
+        ("gus@nullmx.test", "bad-domain"),
+        ("hana@nxdomain.test", "bad-domain"),
+        ("sam@servfail.test", "dns"),
+        ("reject-rex@d1.test", "bad-mailbox"),
+        ("defer-dee@d2.test", "other"),
+        ("spam-sue@d3.test", "content-rejected"),
+        ("no-at-sign", "invalid-input"),
+        ("evil@d4.test", "invalid-input"),
+    ];
+    for (email, category) in categories {
+        assert_eq!(row(&rows, email)["category"], category, "{email}");
+    }
+
     // What the receivers got.
     let provider = mxs.get(2).received();
     assert_eq!(provider.len(), 200);
