@@ -198,7 +198,7 @@ fn throttling(code: u16, enhanced: Option<EnhancedCode>, lower: &str) -> Option<
         || yahoo.iter().chain(&apple).any(|w| lower.contains(w));
     // A 5yz "too many" is usually about recipients per message (RFC 5321 §4.5.3.1.10).
     let recipients = lower.contains("too many recipients");
-    ((code_says || words) && !recipients && code < 500 || code_says).then_some(Scope::Sender)
+    (code_says || (words && !recipients && code < 500)).then_some(Scope::Sender)
 }
 
 /// Words of a reputation or blocklist refusal.
