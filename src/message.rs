@@ -46,13 +46,19 @@ pub enum BuildError {
         /// What is wrong.
         reason: String,
     },
-    /// An attachment could not be read.
-    #[error("attachment {path}: {reason}")]
-    Attachment {
-        /// File.
-        path: PathBuf,
-        /// OS error text.
-        reason: String,
+    /// An `Attachment:` value names no readable file inside the attachments folder. One
+    /// neutral message for every cause (absent, outside the folder, a symlink out, not a
+    /// file), naming the value as given: never the resolved path or the OS error, which would
+    /// tell a list's author what exists on this machine.
+    #[error("attachment not available: {0}")]
+    Attachment(String),
+    /// The message is larger than `--max-message-size`.
+    #[error("message is {size} bytes, over the limit of {limit} (--max-message-size)")]
+    TooLarge {
+        /// Built size.
+        size: usize,
+        /// The limit.
+        limit: usize,
     },
     /// `--from` or the From header gives no usable envelope sender.
     #[error("no valid envelope sender: {0}")]
@@ -64,6 +70,55 @@ pub enum BuildError {
     #[error("{0}")]
     Dkim(String),
 }
+
+/// The one folder attachments are read from (the template's, or `--attachments-dir`). CSV
+/// values decide which file a row attaches, so they must never reach outside it.
+#[derive(Clone, Debug)]
+pub struct AttachmentDir {
+    /// Canonical path of the folder.
+    root: PathBuf,
+}
+
+impl AttachmentDir {
+    /// The folder `dir` (resolved once: symlinks in the folder's own path are fine).
+    pub fn new(dir: &std::path::Path) -> Self {
+        Self {
+            root: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        }
+    }
+
+    /// Reads the file `value` names, relative to the folder, at most `limit` bytes. Refused:
+    /// absolute paths, any `..`, a path whose canonical form (symlinks resolved) leaves the
+    /// folder, anything but a regular file.
+    pub fn read(&self, value: &str, limit: usize) -> Result<Vec<u8>, BuildError> {
+        use std::path::Component;
+        let refuse = || BuildError::Attachment(value.to_string());
+        let rel = std::path::Path::new(value);
+        if value.is_empty()
+            || !rel
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(refuse());
+        }
+        let path = std::fs::canonicalize(self.root.join(rel)).map_err(|_| refuse())?;
+        let meta = std::fs::metadata(&path).map_err(|_| refuse())?;
+        if !path.starts_with(&self.root) || !meta.is_file() {
+            return Err(refuse());
+        }
+        if meta.len() > limit as u64 {
+            return Err(BuildError::TooLarge {
+                size: usize::try_from(meta.len()).unwrap_or(usize::MAX),
+                limit,
+            });
+        }
+        std::fs::read(&path).map_err(|_| refuse())
+    }
+}
+
+/// Default `--max-message-size`: far above what receivers accept (Gmail 25 MB, Outlook
+/// 35 MB after encoding), low enough that a hostile row cannot exhaust memory.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1024 * 1024;
 
 /// Settings that are the same for every message of a run.
 #[derive(Clone, Debug, Default)]
@@ -79,6 +134,10 @@ pub struct MessageOptions {
     /// every attempt of the run (a receiver can then spot the copy a lost connection may
     /// have left); without it every message gets a fresh one.
     pub message_id_prefix: Option<String>,
+    /// Where `Attachment:` files are read from (`None`: the working directory).
+    pub attachments: Option<AttachmentDir>,
+    /// Largest message built, in bytes (`0`: [`DEFAULT_MAX_MESSAGE_SIZE`]).
+    pub max_message_size: usize,
 }
 
 /// RFC 8058 §3.1: the only value List-Unsubscribe-Post may have.
@@ -341,11 +400,14 @@ pub fn build_row(
     if let Some(html) = rendered.html {
         builder = builder.html_body(html);
     }
+    let limit = match opts.max_message_size {
+        0 => DEFAULT_MAX_MESSAGE_SIZE,
+        n => n,
+    };
+    let here = AttachmentDir::new(std::path::Path::new("."));
+    let dir = opts.attachments.as_ref().unwrap_or(&here);
     for path in rendered.attachments {
-        let bytes = std::fs::read(&path).map_err(|e| BuildError::Attachment {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let bytes = dir.read(&path.to_string_lossy(), limit)?;
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -355,6 +417,12 @@ pub fn build_row(
     let mut bytes = builder
         .write_to_vec()
         .map_err(|e| BuildError::Sender(e.to_string()))?;
+    if bytes.len() > limit {
+        return Err(BuildError::TooLarge {
+            size: bytes.len(),
+            limit,
+        });
+    }
     if let Some(signer) = &opts.dkim {
         let header = signer
             .sign(&bytes, from_addr.domain())
@@ -439,12 +507,54 @@ mod tests {
             build(r.clone(), &rcpt, &opts).unwrap().envelope.from,
             "bounces@acme.example"
         );
-        r.attachments.push(PathBuf::from("/nonexistent/file.pdf"));
+        r.attachments.push(PathBuf::from("nonexistent/file.pdf"));
         let e = build(r, &rcpt, &opts).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("attachment /nonexistent/file.pdf")
+        assert_eq!(
+            e.to_string(),
+            "attachment not available: nonexistent/file.pdf"
         );
+    }
+
+    #[test]
+    fn attachments_stay_inside_their_folder() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.txt"), "secret").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("files")).unwrap();
+        std::fs::write(dir.path().join("files/ok.txt"), "fine").unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.txt"),
+            dir.path().join("files/link.txt"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("files/ok.txt"), dir.path().join("in.txt"))
+            .unwrap();
+        let att = AttachmentDir::new(dir.path());
+        assert_eq!(att.read("files/ok.txt", 100).unwrap(), b"fine");
+        assert_eq!(
+            att.read("./in.txt", 100).unwrap(),
+            b"fine",
+            "a symlink inside is fine"
+        );
+        let secret = outside.path().join("secret.txt");
+        for hostile in [
+            "../../../../etc/passwd",
+            "files/../../secret.txt",
+            "/etc/shadow",
+            "/proc/self/environ",
+            secret.to_str().unwrap(),
+            "files/link.txt",
+            "files",
+            "files/missing.pdf",
+            "",
+        ] {
+            let e = att.read(hostile, 100).unwrap_err().to_string();
+            assert_eq!(e, format!("attachment not available: {hostile}"));
+        }
+        assert!(matches!(
+            att.read("files/ok.txt", 3),
+            Err(BuildError::TooLarge { size: 4, limit: 3 })
+        ));
     }
 
     #[test]

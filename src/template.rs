@@ -231,6 +231,12 @@ impl MessageTemplate {
         Self::parse(&src, path, &base)
     }
 
+    /// The folder `Attachment:` values are relative to unless `--attachments-dir` says
+    /// otherwise: the template's own.
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
     /// Compiles template source; `path` is for messages, `base_dir` resolves attachments.
     pub fn parse(src: &str, path: &Path, base_dir: &Path) -> Result<Self, TemplateError> {
         let src = src.strip_prefix('\u{feff}').unwrap_or(src);
@@ -485,7 +491,8 @@ impl MessageTemplate {
                     header: ATTACHMENT_HEADER.into(),
                 });
             }
-            attachments.push(self.base_dir.join(value.trim()));
+            // Resolved inside the attachments folder when the message is built.
+            attachments.push(PathBuf::from(value.trim()));
         }
         let text = if self.has_text {
             Some(render(&self.plain, "text")?)

@@ -118,3 +118,68 @@ async fn a_damaged_journal_record_stops_the_next_run_unless_repaired() {
         report.warnings
     );
 }
+
+const ATTACH: &str = "From: Sender <news@sender.test>\nTo: {{name}} <{{email}}>\nSubject: Your document\nAttachment: {{note}}\n\nHi {{name}}, your document is attached.\n";
+
+#[tokio::test]
+async fn attachment_values_cannot_reach_outside_the_template_folder() {
+    let (dns, mxs) = servers().await;
+    let hostile = [
+        "../../../../etc/passwd",
+        "/etc/shadow",
+        "/proc/self/environ",
+        "link.txt",
+        "missing.txt",
+    ];
+    let mut list = String::from("email,name,note\nok@example.com,Ok,doc.txt\n");
+    for (i, value) in hostile.iter().enumerate() {
+        list.push_str(&format!("h{i}@example.com,H,{value}\n"));
+    }
+    let job = Job::new(&list, ATTACH);
+    std::fs::write(job.path("doc.txt"), "the document").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", job.path("link.txt")).unwrap();
+    run(job.config(&dns, mxs.port)).await.expect("run");
+    let rows = read_results(&job.results);
+    assert_eq!(row(&rows, "ok@example.com")["status"], "delivered");
+    for (i, value) in hostile.iter().enumerate() {
+        let r = row(&rows, &format!("h{i}@example.com"));
+        assert_eq!(
+            (r["status"].as_str(), r["category"].as_str()),
+            ("invalid", "invalid-input"),
+            "{value}"
+        );
+        // One neutral message naming the value as given: no resolved path, no OS error.
+        assert!(
+            r["response"].ends_with(&format!("attachment not available: {value}")),
+            "{value}: {}",
+            r["response"]
+        );
+        assert!(!r["response"].contains("No such file"), "{}", r["response"]);
+    }
+    let got = mxs.get(2).received();
+    assert_eq!(got.len(), 1, "only the legitimate row was sent");
+    let text = String::from_utf8_lossy(&got[0].data);
+    assert!(!text.contains("root:"), "no system file travelled");
+}
+
+#[tokio::test]
+async fn an_oversized_row_is_invalid_instead_of_eating_memory() {
+    let (dns, mxs) = servers().await;
+    let big = "x".repeat(300 * 1024);
+    let job = Job::new(
+        &format!("email,name,note\nbig@example.com,{big},n\nsmall@example.com,Small,n\n"),
+        TEMPLATE,
+    );
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.message.max_message_size = 256 * 1024;
+    run(cfg).await.expect("run");
+    let rows = read_results(&job.results);
+    let r = row(&rows, "big@example.com");
+    assert_eq!(r["status"], "invalid");
+    assert!(
+        r["response"].contains("--max-message-size"),
+        "{}",
+        r["response"]
+    );
+    assert_eq!(row(&rows, "small@example.com")["status"], "delivered");
+}

@@ -91,7 +91,7 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__check)
-            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --smtp-timeout --connect-timeout --timeout --dry-run --out --limit --fresh --template-changed --journal-repair --raw-csv --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --help"
+            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --smtp-timeout --connect-timeout --timeout --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --raw-csv --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -173,6 +173,17 @@ _mailmerge() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attachments-dir)
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
+                    return 0
+                    ;;
+                --max-message-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -510,7 +521,7 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__run)
-            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --smtp-timeout --connect-timeout --timeout --dry-run --out --limit --fresh --template-changed --journal-repair --raw-csv --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --help"
+            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --smtp-timeout --connect-timeout --timeout --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --raw-csv --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -592,6 +603,17 @@ _mailmerge() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attachments-dir)
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
+                    return 0
+                    ;;
+                --max-message-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -50,6 +50,8 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l rate-per-sit
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l smtp-timeout -d 'Bound every SMTP phase by this timeout [default: RFC 5321 §4.5.3.2 values, 30 s connect]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l connect-timeout -d 'TCP connect timeout per MX address (applied after --smtp-timeout) [default: 30s]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l timeout -d 'One phase\'s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l attachments-dir -d 'Folder that `Attachment:` files are read from; a value naming anything outside it (absolute, `..`, a symlink out) makes the row invalid [default: the template\'s folder]' -r -f -a "(__fish_complete_directories)"
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l max-message-size -d 'Largest message built, attachments included (bytes, or with K, M, G); a row whose message is larger is `invalid`' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l out -d 'With --dry-run / check: write every rendered message to DIR as <row>-<address>.eml' -r -f -a "(__fish_complete_directories)"
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l limit -d 'Send at most N messages (a canary); the rest stay `deferred` (step `limit`) and a re-run of the same command continues with the next ones' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l sandbox-dir -d 'Where --sandbox stores received messages' -r -f -a "(__fish_complete_directories)"
@@ -86,6 +88,8 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l rate-per-s
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l smtp-timeout -d 'Bound every SMTP phase by this timeout [default: RFC 5321 §4.5.3.2 values, 30 s connect]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l connect-timeout -d 'TCP connect timeout per MX address (applied after --smtp-timeout) [default: 30s]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l timeout -d 'One phase\'s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l attachments-dir -d 'Folder that `Attachment:` files are read from; a value naming anything outside it (absolute, `..`, a symlink out) makes the row invalid [default: the template\'s folder]' -r -f -a "(__fish_complete_directories)"
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l max-message-size -d 'Largest message built, attachments included (bytes, or with K, M, G); a row whose message is larger is `invalid`' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l out -d 'With --dry-run / check: write every rendered message to DIR as <row>-<address>.eml' -r -f -a "(__fish_complete_directories)"
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l limit -d 'Send at most N messages (a canary); the rest stay `deferred` (step `limit`) and a re-run of the same command continues with the next ones' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l sandbox-dir -d 'Where --sandbox stores received messages' -r -f -a "(__fish_complete_directories)"

@@ -49,6 +49,8 @@ disabled\:"Never STARTTLS"))' \
 '--smtp-timeout=[Bound every SMTP phase by this timeout \[default\: RFC 5321 §4.5.3.2 values, 30 s connect\]]:DURATION:_default' \
 '--connect-timeout=[TCP connect timeout per MX address (applied after --smtp-timeout) \[default\: 30s\]]:DURATION:_default' \
 '*--timeout=[One phase'\''s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last]:PHASE=DURATION:_default' \
+'--attachments-dir=[Folder that \`Attachment\:\` files are read from; a value naming anything outside it (absolute, \`..\`, a symlink out) makes the row invalid \[default\: the template'\''s folder\]]:DIR:_files -/' \
+'--max-message-size=[Largest message built, attachments included (bytes, or with K, M, G); a row whose message is larger is \`invalid\`]:SIZE:_default' \
 '--out=[With --dry-run / check\: write every rendered message to DIR as <row>-<address>.eml]:DIR:_files -/' \
 '--limit=[Send at most N messages (a canary); the rest stay \`deferred\` (step \`limit\`) and a re-run of the same command continues with the next ones]:N:_default' \
 '--sandbox-dir=[Where --sandbox stores received messages]:DIR:_files -/' \
@@ -93,6 +95,8 @@ disabled\:"Never STARTTLS"))' \
 '--smtp-timeout=[Bound every SMTP phase by this timeout \[default\: RFC 5321 §4.5.3.2 values, 30 s connect\]]:DURATION:_default' \
 '--connect-timeout=[TCP connect timeout per MX address (applied after --smtp-timeout) \[default\: 30s\]]:DURATION:_default' \
 '*--timeout=[One phase'\''s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last]:PHASE=DURATION:_default' \
+'--attachments-dir=[Folder that \`Attachment\:\` files are read from; a value naming anything outside it (absolute, \`..\`, a symlink out) makes the row invalid \[default\: the template'\''s folder\]]:DIR:_files -/' \
+'--max-message-size=[Largest message built, attachments included (bytes, or with K, M, G); a row whose message is larger is \`invalid\`]:SIZE:_default' \
 '--out=[With --dry-run / check\: write every rendered message to DIR as <row>-<address>.eml]:DIR:_files -/' \
 '--limit=[Send at most N messages (a canary); the rest stay \`deferred\` (step \`limit\`) and a re-run of the same command continues with the next ones]:N:_default' \
 '--sandbox-dir=[Where --sandbox stores received messages]:DIR:_files -/' \

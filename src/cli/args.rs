@@ -80,6 +80,14 @@ pub struct RunArgs {
     /// SMTP timeouts.
     #[command(flatten)]
     pub timeouts: TimeoutArgs,
+    /// Folder that `Attachment:` files are read from; a value naming anything outside it
+    /// (absolute, `..`, a symlink out) makes the row invalid [default: the template's folder].
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub attachments_dir: Option<PathBuf>,
+    /// Largest message built, attachments included (bytes, or with K, M, G); a row whose
+    /// message is larger is `invalid`.
+    #[arg(long, value_name = "SIZE", default_value = "25M", value_parser = parse_size)]
+    pub max_message_size: usize,
     /// Render, resolve and print the delivery plan without connecting to any MX (= `check`).
     #[arg(long)]
     pub dry_run: bool,
@@ -149,6 +157,30 @@ impl TimeoutArgs {
         }
         t
     }
+}
+
+/// Parses a size: bytes, or a number with K, M or G (binary multiples; a trailing B or iB is
+/// allowed): `25M`, `1MiB`, `500000`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    num.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            format!("invalid size {s:?} (use bytes or a number with K, M or G, e.g. 25M)")
+        })
 }
 
 /// Parses `PHASE=DURATION`, checking the phase name.

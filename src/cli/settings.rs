@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use mailmerge::address::Address;
 use mailmerge::dkim::Signer;
 use mailmerge::identity;
+use mailmerge::message::AttachmentDir;
 use mailmerge::progress::Mode;
 use mailmerge::{RunConfig, RunMode};
 
@@ -31,6 +32,8 @@ pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
         cfg.message.envelope_from =
             Some(Address::parse(f).with_context(|| format!("--from {f:?}"))?);
     }
+    cfg.message.attachments = args.attachments_dir.as_deref().map(AttachmentDir::new);
+    cfg.message.max_message_size = args.max_message_size;
     cfg.dns.server = args.dns;
     cfg.dns.timeout = args.dns_timeout;
     cfg.delivery = args.delivery;

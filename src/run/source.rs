@@ -7,7 +7,7 @@ use super::prepare::Job;
 use super::{RunConfig, Warnings};
 use crate::delivery::{MessageSource, Outcome, Status, Step};
 use crate::identity;
-use crate::message::{self, BuiltMessage, MessageOptions};
+use crate::message::{self, AttachmentDir, BuiltMessage, MessageOptions};
 
 /// Renders and builds row `i`'s message; a row that cannot be rendered is `invalid`.
 pub(super) fn message_source(cfg: &RunConfig, job: &Job, warnings: &Warnings) -> MessageSource {
@@ -16,6 +16,8 @@ pub(super) fn message_source(cfg: &RunConfig, job: &Job, warnings: &Warnings) ->
     let mut opts = cfg.message.clone();
     opts.message_id_prefix
         .get_or_insert_with(message::new_run_id);
+    opts.attachments
+        .get_or_insert_with(|| AttachmentDir::new(template.base_dir()));
     let warnings = warnings.clone();
     Arc::new(move |i: usize| {
         let row = list.row(i);
