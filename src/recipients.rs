@@ -3,7 +3,7 @@
 //!
 //! A broken row never stops the batch: it is kept, with its line number and what is wrong, and
 //! ends as an `invalid` (or `duplicate`) result row. Only problems with the file as a whole
-//! (unreadable, empty, no address column) are fatal.
+//! (unreadable, empty, a bad header row, no address column) are fatal.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -195,171 +195,28 @@ impl RecipientList {
     }
 
     /// Reads CSV held in memory; `path` is only used in messages.
+    ///
+    /// One pass: the header row gives the columns, then each record is checked and indexed
+    /// (its fields are parsed again when [`RecipientList::row`] asks for them).
     pub fn from_bytes(data: Vec<u8>, path: &Path, opts: &ListOptions) -> Result<Self, ListError> {
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(true)
             .has_headers(true)
             .from_reader(&data[..]);
-        let header = rdr.byte_headers().map_err(|e| match e.kind() {
-            csv::ErrorKind::Io(_) => ListError::Io {
-                path: path.into(),
-                source: std::io::Error::other(e.to_string()),
-            },
-            _ => ListError::BadHeader {
-                path: path.into(),
-                reason: e.to_string(),
-            },
-        })?;
-        if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-            return Err(ListError::Empty(path.into()));
-        }
-        let mut columns = Vec::with_capacity(header.len());
-        for (i, raw) in header.iter().enumerate() {
-            let mut name = std::str::from_utf8(raw)
-                .map_err(|_| ListError::BadHeader {
-                    path: path.into(),
-                    reason: format!("column {} is not valid UTF-8", i + 1),
-                })?
-                .trim();
-            if i == 0 {
-                name = name.trim_start_matches('\u{feff}');
-            }
-            columns.push(name.to_string());
-        }
-        let email_column = columns
-            .iter()
-            .position(|c| c.eq_ignore_ascii_case(&opts.email_column))
-            .ok_or_else(|| ListError::NoEmailColumn {
-                path: path.into(),
-                column: opts.email_column.clone(),
-                available: columns.join(", "),
-            })?;
-
-        let mut rows: Vec<RowMeta> = Vec::new();
-        let mut errors: HashMap<usize, RowError> = HashMap::new();
-        // Duplicate detection by a 64-bit hash of the normalized address (16 bytes per row
-        // instead of the address); a hash match is confirmed on the addresses themselves.
-        let mut seen: HashMap<u64, usize> = HashMap::new();
-        let mut collided: HashMap<String, usize> = HashMap::new();
+        let columns = read_columns(&mut rdr, path)?;
+        let email_column = find_email_column(&columns, &opts.email_column, path)?;
+        let mut index = RowIndex::new(&data, &columns, email_column, opts.allow_duplicates);
         let mut record = csv::ByteRecord::new();
         loop {
-            let row = rows.len() + 1;
             let line_before = rdr.position().line();
             let byte_before = rdr.position().byte();
             match rdr.read_byte_record(&mut record) {
                 Ok(false) => break,
-                Ok(true) => {}
-                Err(e) => {
-                    if let csv::ErrorKind::Io(_) = e.kind() {
-                        return Err(ListError::Io {
-                            path: path.into(),
-                            source: std::io::Error::other(e.to_string()),
-                        });
-                    }
-                    let line = e.position().map_or(line_before, |p| p.line());
-                    let start = e.position().map_or(byte_before, |p| p.byte());
-                    errors.insert(
-                        row - 1,
-                        RowError::Malformed {
-                            line,
-                            reason: e.to_string(),
-                        },
-                    );
-                    rows.push(RowMeta { start, line });
-                    continue;
-                }
+                Ok(true) => index.push_record(&record, line_before, rdr.position()),
+                Err(e) => index.push_malformed(&e, line_before, byte_before, path)?,
             }
-            let line = record.position().map_or(line_before, |p| p.line());
-            let start = record.position().map_or(0, |p| p.byte()) as usize;
-            // Blank lines are skipped by the reader; a row of one empty field is a stray blank.
-            let mut bad_utf8 = None;
-            let fields: Vec<String> = record
-                .iter()
-                .enumerate()
-                .map(|(i, f)| match std::str::from_utf8(f) {
-                    Ok(s) => s.to_string(),
-                    Err(_) => {
-                        bad_utf8.get_or_insert(i);
-                        String::from_utf8_lossy(f).into_owned()
-                    }
-                })
-                .collect();
-            let email = fields
-                .get(email_column)
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default();
-            // The CSV reader ends an unclosed quoted field at the end of the file, silently
-            // swallowing every following line: an odd number of quotes left in the file.
-            let unclosed = rdr.position().byte() as usize >= data.len()
-                && record.iter().any(|f| f.contains(&b'\n'))
-                && data
-                    .get(start..)
-                    .is_some_and(|rest| rest.iter().filter(|&&b| b == b'"').count() % 2 == 1);
-            let status = if unclosed {
-                Err(RowError::Malformed {
-                    line,
-                    reason: format!(
-                        "a quoted field opened here is never closed (lines {line}-{} were read \
-                         as one value)",
-                        rdr.position().line().saturating_sub(1).max(line)
-                    ),
-                })
-            } else if fields.len() != columns.len() {
-                Err(RowError::FieldCount {
-                    line,
-                    expected: columns.len(),
-                    found: fields.len(),
-                })
-            } else if let Some(i) = bad_utf8 {
-                Err(RowError::InvalidUtf8 {
-                    line,
-                    column: columns[i].clone(),
-                })
-            } else {
-                match Address::parse(&email) {
-                    Err(source) => Err(RowError::Address { line, source }),
-                    Ok(addr) => {
-                        let key = normalized(&addr);
-                        let h = hash_str(&key);
-                        let first = match seen.get(&h) {
-                            None => None,
-                            Some(&first)
-                                if first_address(&data, &rows, first, email_column) == key =>
-                            {
-                                Some(first)
-                            }
-                            // Same hash, other address: track this one exactly.
-                            Some(_) => collided.get(&key).copied(),
-                        };
-                        match first {
-                            Some(first_row) if !opts.allow_duplicates => {
-                                Err(RowError::Duplicate { line, first_row })
-                            }
-                            Some(_) => Ok(()),
-                            None => {
-                                match seen.entry(h) {
-                                    std::collections::hash_map::Entry::Occupied(_) => {
-                                        collided.insert(key, row);
-                                    }
-                                    std::collections::hash_map::Entry::Vacant(v) => {
-                                        v.insert(row);
-                                    }
-                                }
-                                Ok(())
-                            }
-                        }
-                    }
-                }
-            };
-            if let Err(e) = status {
-                errors.insert(row - 1, e);
-            }
-            rows.push(RowMeta {
-                start: start as u64,
-                line,
-            });
         }
-        rows.shrink_to_fit();
+        let (rows, errors) = index.finish();
         Ok(Self {
             columns,
             email_column,
@@ -413,6 +270,256 @@ impl RecipientList {
     pub fn is_sendable(&self, i: usize) -> bool {
         !self.errors.contains_key(&i)
     }
+}
+
+/// The column names from the header row (trimmed, a leading BOM removed). A header that is
+/// missing, unparsable or not UTF-8 is fatal: no row could be read against it.
+fn read_columns(rdr: &mut csv::Reader<&[u8]>, path: &Path) -> Result<Vec<String>, ListError> {
+    let header = rdr.byte_headers().map_err(|e| match e.kind() {
+        csv::ErrorKind::Io(_) => io_error(path, &e),
+        _ => ListError::BadHeader {
+            path: path.into(),
+            reason: e.to_string(),
+        },
+    })?;
+    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+        return Err(ListError::Empty(path.into()));
+    }
+    let mut columns = Vec::with_capacity(header.len());
+    for (i, raw) in header.iter().enumerate() {
+        let mut name = std::str::from_utf8(raw)
+            .map_err(|_| ListError::BadHeader {
+                path: path.into(),
+                reason: format!("column {} is not valid UTF-8", i + 1),
+            })?
+            .trim();
+        if i == 0 {
+            name = name.trim_start_matches('\u{feff}');
+        }
+        columns.push(name.to_string());
+    }
+    Ok(columns)
+}
+
+/// Index of the address column `name` (case-insensitive); without one nothing can be sent.
+fn find_email_column(columns: &[String], name: &str, path: &Path) -> Result<usize, ListError> {
+    columns
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(name))
+        .ok_or_else(|| ListError::NoEmailColumn {
+            path: path.into(),
+            column: name.to_string(),
+            available: columns.join(", "),
+        })
+}
+
+/// A read error from the CSV reader as the fatal [`ListError::Io`].
+fn io_error(path: &Path, e: &csv::Error) -> ListError {
+    ListError::Io {
+        path: path.into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// What the one pass over the records builds: a [`RowMeta`] per row, the errors of the rows
+/// that have one, and what is needed to spot repeated addresses. Kept small per row, for
+/// lists of millions of rows.
+struct RowIndex<'a> {
+    /// The whole file (earlier rows are re-read from it to confirm a duplicate).
+    data: &'a [u8],
+    /// Column names, for field counts and error messages.
+    columns: &'a [String],
+    email_column: usize,
+    allow_duplicates: bool,
+    rows: Vec<RowMeta>,
+    /// Keyed by 0-based row index.
+    errors: HashMap<usize, RowError>,
+    /// Duplicate detection by a 64-bit hash of the normalized address (16 bytes per row
+    /// instead of the address) to the first row with it; a hash match is confirmed on the
+    /// addresses themselves.
+    seen: HashMap<u64, usize>,
+    /// Addresses whose hash an earlier, different address already has: tracked exactly.
+    collided: HashMap<String, usize>,
+}
+
+impl<'a> RowIndex<'a> {
+    /// An empty index over `data`, whose header gave `columns`.
+    fn new(
+        data: &'a [u8],
+        columns: &'a [String],
+        email_column: usize,
+        allow_duplicates: bool,
+    ) -> Self {
+        Self {
+            data,
+            columns,
+            email_column,
+            allow_duplicates,
+            rows: Vec::new(),
+            errors: HashMap::new(),
+            seen: HashMap::new(),
+            collided: HashMap::new(),
+        }
+    }
+
+    /// Adds a record the CSV reader parsed: where it starts and, if it cannot be sent, why.
+    /// `after` is the reader's position once past the record.
+    fn push_record(&mut self, record: &csv::ByteRecord, line_before: u64, after: &csv::Position) {
+        let row = self.rows.len() + 1;
+        let line = record.position().map_or(line_before, |p| p.line());
+        let start = record.position().map_or(0, |p| p.byte()) as usize;
+        if let Err(e) = self.check_record(record, row, line, start, after) {
+            self.errors.insert(row - 1, e);
+        }
+        self.rows.push(RowMeta {
+            start: start as u64,
+            line,
+        });
+    }
+
+    /// Adds a record the CSV reader could not parse: an `invalid` row, not a fatal error,
+    /// unless reading itself failed.
+    fn push_malformed(
+        &mut self,
+        e: &csv::Error,
+        line_before: u64,
+        byte_before: u64,
+        path: &Path,
+    ) -> Result<(), ListError> {
+        if let csv::ErrorKind::Io(_) = e.kind() {
+            return Err(io_error(path, e));
+        }
+        let line = e.position().map_or(line_before, |p| p.line());
+        let start = e.position().map_or(byte_before, |p| p.byte());
+        self.errors.insert(
+            self.rows.len(),
+            RowError::Malformed {
+                line,
+                reason: e.to_string(),
+            },
+        );
+        self.rows.push(RowMeta { start, line });
+        Ok(())
+    }
+
+    /// Why data row `row` (1-based, starting at byte `start` and file line `line`) cannot be
+    /// sent, checking in this order: an unclosed quote, the field count, UTF-8, the address,
+    /// an earlier row with the same address. A sendable address is remembered for the
+    /// duplicate check of later rows.
+    fn check_record(
+        &mut self,
+        record: &csv::ByteRecord,
+        row: usize,
+        line: u64,
+        start: usize,
+        after: &csv::Position,
+    ) -> Result<(), RowError> {
+        // Blank lines are skipped by the reader; a row of one empty field is a stray blank.
+        let (fields, bad_utf8) = decode_fields(record);
+        let email = fields
+            .get(self.email_column)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        if let Some(e) = unclosed_quote(self.data, record, start, line, after) {
+            return Err(e);
+        }
+        if fields.len() != self.columns.len() {
+            return Err(RowError::FieldCount {
+                line,
+                expected: self.columns.len(),
+                found: fields.len(),
+            });
+        }
+        if let Some(i) = bad_utf8 {
+            return Err(RowError::InvalidUtf8 {
+                line,
+                column: self.columns[i].clone(),
+            });
+        }
+        let addr = Address::parse(&email).map_err(|source| RowError::Address { line, source })?;
+        match self.first_row_with(normalized(&addr), row) {
+            Some(first_row) if !self.allow_duplicates => {
+                Err(RowError::Duplicate { line, first_row })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The earlier row (1-based) with the normalized address `key`; when there is none,
+    /// `row` is recorded as the first with it.
+    fn first_row_with(&mut self, key: String, row: usize) -> Option<usize> {
+        let h = hash_str(&key);
+        let first = match self.seen.get(&h) {
+            None => None,
+            Some(&first)
+                if first_address(self.data, &self.rows, first, self.email_column) == key =>
+            {
+                Some(first)
+            }
+            // Same hash, other address: track this one exactly.
+            Some(_) => self.collided.get(&key).copied(),
+        };
+        if first.is_none() {
+            match self.seen.entry(h) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    self.collided.insert(key, row);
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(row);
+                }
+            }
+        }
+        first
+    }
+
+    /// The row records and errors, for the [`RecipientList`].
+    fn finish(self) -> (Vec<RowMeta>, HashMap<usize, RowError>) {
+        let mut rows = self.rows;
+        rows.shrink_to_fit();
+        (rows, self.errors)
+    }
+}
+
+/// The record's fields as text (invalid UTF-8 replaced), and the first field that was not
+/// UTF-8.
+fn decode_fields(record: &csv::ByteRecord) -> (Vec<String>, Option<usize>) {
+    let mut bad_utf8 = None;
+    let fields = record
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match std::str::from_utf8(f) {
+            Ok(s) => s.to_string(),
+            Err(_) => {
+                bad_utf8.get_or_insert(i);
+                String::from_utf8_lossy(f).into_owned()
+            }
+        })
+        .collect();
+    (fields, bad_utf8)
+}
+
+/// The CSV reader ends an unclosed quoted field at the end of the file, silently swallowing
+/// every following line: this is the error for the last record (one that spans lines) when
+/// an odd number of quotes is left in the file from its `start`.
+fn unclosed_quote(
+    data: &[u8],
+    record: &csv::ByteRecord,
+    start: usize,
+    line: u64,
+    after: &csv::Position,
+) -> Option<RowError> {
+    let unclosed = after.byte() as usize >= data.len()
+        && record.iter().any(|f| f.contains(&b'\n'))
+        && data
+            .get(start..)
+            .is_some_and(|rest| rest.iter().filter(|&&b| b == b'"').count() % 2 == 1);
+    unclosed.then(|| RowError::Malformed {
+        line,
+        reason: format!(
+            "a quoted field opened here is never closed (lines {line}-{} were read as one value)",
+            after.line().saturating_sub(1).max(line)
+        ),
+    })
 }
 
 /// `local@domain` with the local part lower-cased: the address identity used for duplicates.

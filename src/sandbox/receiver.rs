@@ -12,6 +12,10 @@
 //! botch the handshake, so that the client's TLS policy is tested over real sockets. It records
 //! which commands arrived together in one read ([`Receiver::command_groups`]), which is how the
 //! tests see PIPELINING (RFC 2920) on the wire.
+//!
+//! Each connection is a `Session`: it greets, then reads one command at a time and answers it
+//! (`Session::answer` dispatches on the verb); after STARTTLS a second `Session` runs over the
+//! encrypted stream.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +24,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -352,231 +358,335 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     state: Arc<Mutex<State>>,
     tls: Option<String>,
 ) -> Option<S> {
-    let (r, mut w) = tokio::io::split(stream);
-    let mut r = BufReader::new(r);
-    if tls.is_none() {
-        if let Some(text) = &config.greeting_reject {
-            let _ = w.write_all(format!("{text}\r\n").as_bytes()).await;
-            return None;
-        }
-        let greet = format!("220 {} ESMTP mailmerge-sandbox\r\n", config.hostname);
-        if w.write_all(greet.as_bytes()).await.is_err() {
-            return None;
+    let (r, w) = tokio::io::split(stream);
+    let mut s = Session {
+        r: BufReader::new(r),
+        w,
+        conn,
+        config,
+        state,
+        tls,
+        group: Vec::new(),
+        mail_from: None,
+        rcpt: None,
+        messages: 0,
+        line: Vec::new(),
+    };
+    if s.tls.is_none() && !s.greet().await {
+        return None;
+    }
+    loop {
+        let text = s.read_command().await?;
+        match s.answer(&text).await {
+            Next::Reply(out) => {
+                if s.w.write_all(out.as_bytes()).await.is_err() {
+                    return None;
+                }
+            }
+            Next::Close => return None,
+            // Anything the client pipelined after STARTTLS is discarded (RFC 3207 §5).
+            Next::StartTls => return Some(s.r.into_inner().unsplit(s.w)),
         }
     }
-    let mut group: Vec<String> = Vec::new();
-    let mut mail_from: Option<String> = None;
-    let mut rcpt: Option<(String, Rule)> = None;
-    let mut messages = 0usize;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match r.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
+}
+
+/// What the dialogue does after a command.
+enum Next {
+    /// Send this reply, then read the next command.
+    Reply(String),
+    /// End the session (any last words are already sent).
+    Close,
+    /// The client was told to start TLS: hand the stream back.
+    StartTls,
+}
+
+/// One SMTP dialogue (plaintext, or encrypted after STARTTLS): the connection and the
+/// transaction in progress.
+struct Session<S> {
+    r: BufReader<ReadHalf<S>>,
+    w: WriteHalf<S>,
+    /// Connection number (1-based).
+    conn: usize,
+    config: Arc<ReceiverConfig>,
+    state: Arc<Mutex<State>>,
+    /// TLS version when encrypted.
+    tls: Option<String>,
+    /// Commands of the group arriving now (read together), for [`Receiver::command_groups`].
+    group: Vec<String>,
+    /// Sender of the transaction in progress.
+    mail_from: Option<String>,
+    /// The accepted recipient waiting for DATA, with its rule (a later RCPT replaces it).
+    rcpt: Option<(String, Rule)>,
+    /// Messages received in this session (for the per-connection limit and queue ids).
+    messages: usize,
+    /// Line buffer, reused for every line read.
+    line: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Sends the greeting, or the configured rejection; false when the session ends here.
+    async fn greet(&mut self) -> bool {
+        if let Some(text) = &self.config.greeting_reject {
+            let _ = self.w.write_all(format!("{text}\r\n").as_bytes()).await;
+            return false;
         }
-        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        if config.keep_messages {
-            group.push(text.clone());
+        let greet = format!("220 {} ESMTP mailmerge-sandbox\r\n", self.config.hostname);
+        self.w.write_all(greet.as_bytes()).await.is_ok()
+    }
+
+    /// Reads one line into `self.line`; false when the client is gone.
+    async fn read_line(&mut self) -> bool {
+        self.line.clear();
+        matches!(self.r.read_until(b'\n', &mut self.line).await, Ok(n) if n > 0)
+    }
+
+    /// Reads the next command and logs it, with the group it arrived in; `None` when the
+    /// client is gone.
+    async fn read_command(&mut self) -> Option<String> {
+        if !self.read_line().await {
+            return None;
         }
-        let group_ended = r.buffer().is_empty();
-        if config.keep_messages
-            && let Ok(mut s) = state.lock()
+        let text = String::from_utf8_lossy(&self.line).trim_end().to_string();
+        if self.config.keep_messages {
+            self.group.push(text.clone());
+        }
+        // Nothing more buffered: the commands that arrived together end here.
+        let group_ended = self.r.buffer().is_empty();
+        if self.config.keep_messages
+            && let Ok(mut s) = self.state.lock()
         {
             s.commands.push(text.clone());
             if group_ended {
-                s.groups.push(std::mem::take(&mut group));
+                s.groups.push(std::mem::take(&mut self.group));
             }
         }
+        Some(text)
+    }
+
+    /// Answers one command line.
+    async fn answer(&mut self, text: &str) -> Next {
         let upper = text.to_ascii_uppercase();
-        let out = if upper.starts_with("EHLO") {
-            let mut ext = vec![config.hostname.clone()];
-            if config.pipelining {
-                ext.push("PIPELINING".into());
-            }
-            if let Some(size) = config.size_limit {
-                ext.push(format!("SIZE {size}"));
-            }
-            ext.push("8BITMIME".into());
-            if config.enhanced_codes {
-                ext.push("ENHANCEDSTATUSCODES".into());
-            }
-            if config.smtputf8 {
-                ext.push("SMTPUTF8".into());
-            }
-            if config.starttls.is_some() && tls.is_none() {
-                ext.push("STARTTLS".into());
-            }
-            let n = ext.len();
-            ext.iter()
-                .enumerate()
-                .map(|(i, e)| format!("250{}{e}\r\n", if i + 1 == n { ' ' } else { '-' }))
-                .collect()
+        if upper.starts_with("EHLO") {
+            Next::Reply(self.on_ehlo())
         } else if upper.starts_with("HELO") {
-            format!("250 {}\r\n", config.hostname)
+            Next::Reply(format!("250 {}\r\n", self.config.hostname))
         } else if upper.starts_with("MAIL FROM:") {
-            if let Some(max) = config.max_messages_per_connection
-                && messages >= max
-            {
-                let _ = w
-                    .write_all(
-                        reply(
-                            &config,
-                            421,
-                            "4.7.0",
-                            "too many messages on this connection, closing",
-                        )
-                        .as_bytes(),
-                    )
-                    .await;
-                return None;
-            }
-            mail_from = Some(extract_path(&text[10..]));
-            rcpt = None;
-            reply(&config, 250, "2.1.0", "sender ok")
+            self.on_mail(&text[10..]).await
         } else if upper.starts_with("RCPT TO:") {
-            let to = extract_path(&text[8..]);
-            if mail_from.is_none() {
-                reply(&config, 503, "5.5.1", "need MAIL first")
-            } else {
-                // How often this recipient was seen before (for greylisting-style scripts);
-                // not tracked in count-only mode, which must stay small for benchmarks.
-                let seen = if config.keep_messages {
-                    state
-                        .lock()
-                        .map(|mut s| {
-                            let e = s.seen.entry(to.to_ascii_lowercase()).or_default();
-                            *e += 1;
-                            *e - 1
-                        })
-                        .unwrap_or(0)
-                } else {
-                    0
-                };
-                let rule = (config.script)(&to, seen);
-                match &rule {
-                    Rule::Rcpt(code, t) => {
-                        let (e, t) = split_enhanced(t);
-                        reply(&config, *code, e, t)
-                    }
-                    Rule::SlowRcpt(d) => {
-                        tokio::time::sleep(*d).await;
-                        rcpt = Some((to, Rule::Accept));
-                        reply(&config, 250, "2.1.5", "recipient ok")
-                    }
-                    _ => {
-                        rcpt = Some((to, rule));
-                        reply(&config, 250, "2.1.5", "recipient ok")
-                    }
-                }
-            }
+            Next::Reply(self.on_rcpt(&text[8..]).await)
         } else if upper == "DATA" {
-            match (&mail_from, rcpt.take()) {
-                (Some(from), Some((to, rule))) => {
-                    if w.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
-                        .await
-                        .is_err()
-                    {
-                        return None;
-                    }
-                    let mut data = Vec::new();
-                    let mut dropped = false;
-                    loop {
-                        line.clear();
-                        match r.read_until(b'\n', &mut line).await {
-                            Ok(0) | Err(_) => return None,
-                            Ok(_) => {}
-                        }
-                        if line == b".\r\n" || line == b".\n" {
-                            if !r.buffer().is_empty()
-                                && let Ok(mut s) = state.lock()
-                            {
-                                s.commands_behind_content += 1;
-                            }
-                            break;
-                        }
-                        if rule == Rule::DropInData && data.len() > 100 {
-                            dropped = true;
-                            break;
-                        }
-                        data.extend_from_slice(&line);
-                    }
-                    if dropped {
-                        return None;
-                    }
-                    data.extend_from_slice(b".\r\n");
-                    let data = DataPayload::unstuff(&data);
-                    messages += 1;
-                    let from = from.clone();
-                    mail_from = None;
-                    if let Some(max) = config.size_limit
-                        && data.len() > max
-                    {
-                        reply(&config, 552, "5.3.4", "message too big")
-                    } else if let Rule::DataEnd(code, t) = &rule {
-                        let (e, t) = split_enhanced(t);
-                        reply(&config, *code, e, t)
-                    } else {
-                        let id = format!("{conn}.{messages}");
-                        if let Some(dir) = &config.store_dir {
-                            let safe: String = to
-                                .chars()
-                                .map(|c| {
-                                    if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
-                                        c
-                                    } else {
-                                        '_'
-                                    }
-                                })
-                                .collect();
-                            let _ = tokio::fs::write(dir.join(format!("{safe}.eml")), &data).await;
-                        }
-                        if let Ok(mut s) = state.lock() {
-                            s.accepted += 1;
-                            if config.keep_messages {
-                                s.received.push(Received {
-                                    connection: conn,
-                                    mail_from: from,
-                                    rcpt_to: to,
-                                    data,
-                                    tls: tls.clone(),
-                                });
-                            }
-                        }
-                        if let Rule::SlowDataEnd(d) = rule {
-                            tokio::time::sleep(d).await;
-                        }
-                        reply(&config, 250, "2.0.0", &format!("ok queued as {id}"))
-                    }
-                }
-                _ => reply(&config, 554, "5.5.1", "no valid recipients"),
-            }
+            self.on_data().await
         } else if upper == "RSET" {
-            mail_from = None;
-            rcpt = None;
-            reply(&config, 250, "2.0.0", "ok")
+            self.mail_from = None;
+            self.rcpt = None;
+            Next::Reply(reply(&self.config, 250, "2.0.0", "ok"))
         } else if upper == "STARTTLS" {
-            if config.starttls.is_some() && tls.is_none() {
-                let ready = reply(&config, 220, "2.0.0", "ready to start TLS");
-                if w.write_all(ready.as_bytes()).await.is_err() {
-                    return None;
-                }
-                // Anything the client pipelined after STARTTLS is discarded (RFC 3207 §5).
-                return Some(r.into_inner().unsplit(w));
-            }
-            reply(&config, 502, "5.5.1", "STARTTLS not offered")
+            self.on_starttls().await
         } else if upper == "NOOP" {
-            reply(&config, 250, "2.0.0", "ok")
+            Next::Reply(reply(&self.config, 250, "2.0.0", "ok"))
         } else if upper == "QUIT" {
-            let _ = w
-                .write_all(reply(&config, 221, "2.0.0", "bye").as_bytes())
-                .await;
-            return None;
+            let bye = reply(&self.config, 221, "2.0.0", "bye");
+            let _ = self.w.write_all(bye.as_bytes()).await;
+            Next::Close
         } else {
-            reply(&config, 502, "5.5.2", "command not implemented")
-        };
-        if w.write_all(out.as_bytes()).await.is_err() {
-            return None;
+            Next::Reply(reply(&self.config, 502, "5.5.2", "command not implemented"))
         }
     }
+
+    /// The EHLO reply: the hostname, then the extensions this configuration advertises.
+    fn on_ehlo(&self) -> String {
+        let config = &self.config;
+        let mut ext = vec![config.hostname.clone()];
+        if config.pipelining {
+            ext.push("PIPELINING".into());
+        }
+        if let Some(size) = config.size_limit {
+            ext.push(format!("SIZE {size}"));
+        }
+        ext.push("8BITMIME".into());
+        if config.enhanced_codes {
+            ext.push("ENHANCEDSTATUSCODES".into());
+        }
+        if config.smtputf8 {
+            ext.push("SMTPUTF8".into());
+        }
+        if config.starttls.is_some() && self.tls.is_none() {
+            ext.push("STARTTLS".into());
+        }
+        let n = ext.len();
+        ext.iter()
+            .enumerate()
+            .map(|(i, e)| format!("250{}{e}\r\n", if i + 1 == n { ' ' } else { '-' }))
+            .collect()
+    }
+
+    /// MAIL FROM (`arg` is what follows the colon): starts a transaction, or closes the
+    /// connection once it has carried `max_messages_per_connection`.
+    async fn on_mail(&mut self, arg: &str) -> Next {
+        if let Some(max) = self.config.max_messages_per_connection
+            && self.messages >= max
+        {
+            let text = "too many messages on this connection, closing";
+            let bye = reply(&self.config, 421, "4.7.0", text);
+            let _ = self.w.write_all(bye.as_bytes()).await;
+            return Next::Close;
+        }
+        self.mail_from = Some(extract_path(arg));
+        self.rcpt = None;
+        Next::Reply(reply(&self.config, 250, "2.1.0", "sender ok"))
+    }
+
+    /// RCPT TO (`arg` is what follows the colon): the script's rule for the recipient decides
+    /// the reply; an accepted recipient waits for DATA with its rule.
+    async fn on_rcpt(&mut self, arg: &str) -> String {
+        let to = extract_path(arg);
+        if self.mail_from.is_none() {
+            return reply(&self.config, 503, "5.5.1", "need MAIL first");
+        }
+        let rule = (self.config.script)(&to, self.times_seen(&to));
+        match &rule {
+            Rule::Rcpt(code, t) => {
+                let (e, t) = split_enhanced(t);
+                reply(&self.config, *code, e, t)
+            }
+            Rule::SlowRcpt(d) => {
+                tokio::time::sleep(*d).await;
+                self.rcpt = Some((to, Rule::Accept));
+                reply(&self.config, 250, "2.1.5", "recipient ok")
+            }
+            _ => {
+                self.rcpt = Some((to, rule));
+                reply(&self.config, 250, "2.1.5", "recipient ok")
+            }
+        }
+    }
+
+    /// How often this recipient was seen before (0 the first time; for greylisting-style
+    /// scripts), and counts this time; not tracked in count-only mode, which must stay small
+    /// for benchmarks.
+    fn times_seen(&self, to: &str) -> usize {
+        if !self.config.keep_messages {
+            return 0;
+        }
+        self.state
+            .lock()
+            .map(|mut s| {
+                let e = s.seen.entry(to.to_ascii_lowercase()).or_default();
+                *e += 1;
+                *e - 1
+            })
+            .unwrap_or(0)
+    }
+
+    /// DATA: reads the message and gives the reply to its final ".", which ends the
+    /// transaction.
+    async fn on_data(&mut self) -> Next {
+        let (Some(from), Some((to, rule))) = (&self.mail_from, self.rcpt.take()) else {
+            return Next::Reply(reply(&self.config, 554, "5.5.1", "no valid recipients"));
+        };
+        let from = from.clone();
+        let go_ahead = b"354 end data with <CR><LF>.<CR><LF>\r\n";
+        if self.w.write_all(go_ahead).await.is_err() {
+            return Next::Close;
+        }
+        let Some(data) = self.read_message(&rule).await else {
+            return Next::Close;
+        };
+        self.messages += 1;
+        self.mail_from = None;
+        Next::Reply(self.verdict(from, to, rule, data).await)
+    }
+
+    /// Reads the message up to the final "." and dot-unstuffs it; `None` when the client is
+    /// gone, or when the rule says to drop the connection ([`Rule::DropInData`]).
+    async fn read_message(&mut self, rule: &Rule) -> Option<Vec<u8>> {
+        let mut data = Vec::new();
+        loop {
+            if !self.read_line().await {
+                return None;
+            }
+            if self.line == b".\r\n" || self.line == b".\n" {
+                if !self.r.buffer().is_empty()
+                    && let Ok(mut s) = self.state.lock()
+                {
+                    s.commands_behind_content += 1;
+                }
+                break;
+            }
+            if *rule == Rule::DropInData && data.len() > 100 {
+                return None;
+            }
+            data.extend_from_slice(&self.line);
+        }
+        data.extend_from_slice(b".\r\n");
+        Some(DataPayload::unstuff(&data))
+    }
+
+    /// The reply to a message's final ".": too big, refused by the rule, or accepted (kept,
+    /// then answered, after a delay under [`Rule::SlowDataEnd`]).
+    async fn verdict(&mut self, from: String, to: String, rule: Rule, data: Vec<u8>) -> String {
+        if let Some(max) = self.config.size_limit
+            && data.len() > max
+        {
+            return reply(&self.config, 552, "5.3.4", "message too big");
+        }
+        if let Rule::DataEnd(code, t) = &rule {
+            let (e, t) = split_enhanced(t);
+            return reply(&self.config, *code, e, t);
+        }
+        let id = format!("{}.{}", self.conn, self.messages);
+        self.keep(from, to, data).await;
+        if let Rule::SlowDataEnd(d) = rule {
+            tokio::time::sleep(d).await;
+        }
+        reply(&self.config, 250, "2.0.0", &format!("ok queued as {id}"))
+    }
+
+    /// Keeps an accepted message: as a `.eml` file when there is a store folder, and in the
+    /// receiver's state (or only counted, when messages are not kept).
+    async fn keep(&mut self, from: String, to: String, data: Vec<u8>) {
+        if let Some(dir) = &self.config.store_dir {
+            let file = dir.join(format!("{}.eml", file_name(&to)));
+            let _ = tokio::fs::write(file, &data).await;
+        }
+        if let Ok(mut s) = self.state.lock() {
+            s.accepted += 1;
+            if self.config.keep_messages {
+                s.received.push(Received {
+                    connection: self.conn,
+                    mail_from: from,
+                    rcpt_to: to,
+                    data,
+                    tls: self.tls.clone(),
+                });
+            }
+        }
+    }
+
+    /// STARTTLS: when offered and not yet encrypted, says go ahead; the caller then hands the
+    /// stream over to the TLS handshake.
+    async fn on_starttls(&mut self) -> Next {
+        if self.config.starttls.is_some() && self.tls.is_none() {
+            let ready = reply(&self.config, 220, "2.0.0", "ready to start TLS");
+            if self.w.write_all(ready.as_bytes()).await.is_err() {
+                return Next::Close;
+            }
+            return Next::StartTls;
+        }
+        Next::Reply(reply(&self.config, 502, "5.5.1", "STARTTLS not offered"))
+    }
+}
+
+/// A recipient address as a file name: anything but letters, digits and `@.-_+` becomes `_`.
+fn file_name(address: &str) -> String {
+    address
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
