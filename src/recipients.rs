@@ -49,6 +49,20 @@ pub enum RowError {
         /// Fields in this row.
         found: usize,
     },
+    /// A field over `--max-field-size`.
+    #[error(
+        "line {line}: field {column:?} is {size} bytes, over the limit of {limit} (--max-field-size)"
+    )]
+    FieldTooLarge {
+        /// Line number.
+        line: u64,
+        /// Column name.
+        column: String,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Bytes that are not UTF-8.
     #[error("line {line}: field {column:?} is not valid UTF-8")]
     InvalidUtf8 {
@@ -153,13 +167,20 @@ pub struct ListOptions {
     pub email_column: String,
     /// Send to repeated addresses instead of marking them `duplicate`.
     pub allow_duplicates: bool,
+    /// Largest field accepted, in bytes: a longer one makes its row `invalid` (a hostile
+    /// list cannot make messages of any size).
+    pub max_field_size: usize,
 }
+
+/// Default `--max-field-size`: far above any real value (1 MiB).
+pub const DEFAULT_MAX_FIELD_SIZE: usize = 1024 * 1024;
 
 impl Default for ListOptions {
     fn default() -> Self {
         Self {
             email_column: "email".into(),
             allow_duplicates: false,
+            max_field_size: DEFAULT_MAX_FIELD_SIZE,
         }
     }
 }
@@ -205,7 +226,7 @@ impl RecipientList {
             .from_reader(&data[..]);
         let columns = read_columns(&mut rdr, path)?;
         let email_column = find_email_column(&columns, &opts.email_column, path)?;
-        let mut index = RowIndex::new(&data, &columns, email_column, opts.allow_duplicates);
+        let mut index = RowIndex::new(&data, &columns, email_column, opts);
         let mut record = csv::ByteRecord::new();
         loop {
             let line_before = rdr.position().line();
@@ -331,6 +352,7 @@ struct RowIndex<'a> {
     columns: &'a [String],
     email_column: usize,
     allow_duplicates: bool,
+    max_field_size: usize,
     rows: Vec<RowMeta>,
     /// Keyed by 0-based row index.
     errors: HashMap<usize, RowError>,
@@ -344,17 +366,13 @@ struct RowIndex<'a> {
 
 impl<'a> RowIndex<'a> {
     /// An empty index over `data`, whose header gave `columns`.
-    fn new(
-        data: &'a [u8],
-        columns: &'a [String],
-        email_column: usize,
-        allow_duplicates: bool,
-    ) -> Self {
+    fn new(data: &'a [u8], columns: &'a [String], email_column: usize, opts: &ListOptions) -> Self {
         Self {
             data,
             columns,
             email_column,
-            allow_duplicates,
+            allow_duplicates: opts.allow_duplicates,
+            max_field_size: opts.max_field_size,
             rows: Vec::new(),
             errors: HashMap::new(),
             seen: HashMap::new(),
@@ -428,6 +446,18 @@ impl<'a> RowIndex<'a> {
                 line,
                 expected: self.columns.len(),
                 found: fields.len(),
+            });
+        }
+        if let Some((i, field)) = record
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.len() > self.max_field_size)
+        {
+            return Err(RowError::FieldTooLarge {
+                line,
+                column: self.columns[i].clone(),
+                size: field.len(),
+                limit: self.max_field_size,
             });
         }
         if let Some(i) = bad_utf8 {

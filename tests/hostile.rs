@@ -183,3 +183,26 @@ async fn an_oversized_row_is_invalid_instead_of_eating_memory() {
     );
     assert_eq!(row(&rows, "small@example.com")["status"], "delivered");
 }
+
+#[tokio::test]
+async fn an_oversized_field_makes_its_row_invalid_and_the_rest_goes_on() {
+    let (dns, mxs) = servers().await;
+    let big = "y".repeat(5000);
+    let job = Job::new(
+        &format!("email,name,note\nbig@example.com,B,{big}\nsmall@example.com,Small,n\n"),
+        TEMPLATE,
+    );
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.list.max_field_size = 4096;
+    run(cfg).await.expect("run");
+    let rows = read_results(&job.results);
+    let r = row(&rows, "big@example.com");
+    assert_eq!(r["status"], "invalid");
+    assert!(
+        r["response"].contains("line 2: field \"note\" is 5000 bytes, over the limit of 4096"),
+        "{}",
+        r["response"]
+    );
+    assert_eq!(row(&rows, "small@example.com")["status"], "delivered");
+    assert_eq!(mxs.get(2).received().len(), 1);
+}

@@ -36,6 +36,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dns -d 'Use 
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dns-timeout -d 'DNS query timeout' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l from -d 'Envelope sender (MAIL FROM) [default: the address in the rendered From header]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l email-column -d 'Column holding the recipient address' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l max-field-size -d 'Largest CSV field accepted (bytes, or with K, M, G); a row with a longer one is `invalid`' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l helo -d 'Name sent in EHLO [default: this host\'s FQDN; mailmerge.sandbox.test with --sandbox]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l smtp-port -d 'TCP port used when connecting to MX hosts' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l connections-per-site -d 'Simultaneous connections at most per destination site (domains sharing MX hosts)' -r
@@ -74,6 +75,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dns -d 'Us
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dns-timeout -d 'DNS query timeout' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l from -d 'Envelope sender (MAIL FROM) [default: the address in the rendered From header]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l email-column -d 'Column holding the recipient address' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l max-field-size -d 'Largest CSV field accepted (bytes, or with K, M, G); a row with a longer one is `invalid`' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l helo -d 'Name sent in EHLO [default: this host\'s FQDN; mailmerge.sandbox.test with --sandbox]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l smtp-port -d 'TCP port used when connecting to MX hosts' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l connections-per-site -d 'Simultaneous connections at most per destination site (domains sharing MX hosts)' -r

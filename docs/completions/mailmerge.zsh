@@ -35,6 +35,7 @@ _arguments "${_arguments_options[@]}" : \
 '--dns-timeout=[DNS query timeout]:DURATION:_default' \
 '--from=[Envelope sender (MAIL FROM) \[default\: the address in the rendered From header\]]:ADDRESS:_default' \
 '--email-column=[Column holding the recipient address]:NAME:_default' \
+'--max-field-size=[Largest CSV field accepted (bytes, or with K, M, G); a row with a longer one is \`invalid\`]:SIZE:_default' \
 '--helo=[Name sent in EHLO \[default\: this host'\''s FQDN; mailmerge.sandbox.test with --sandbox\]]:NAME:_default' \
 '--smtp-port=[TCP port used when connecting to MX hosts]:PORT:_default' \
 '--connections-per-site=[Simultaneous connections at most per destination site (domains sharing MX hosts)]:N:_default' \
@@ -81,6 +82,7 @@ _arguments "${_arguments_options[@]}" : \
 '--dns-timeout=[DNS query timeout]:DURATION:_default' \
 '--from=[Envelope sender (MAIL FROM) \[default\: the address in the rendered From header\]]:ADDRESS:_default' \
 '--email-column=[Column holding the recipient address]:NAME:_default' \
+'--max-field-size=[Largest CSV field accepted (bytes, or with K, M, G); a row with a longer one is \`invalid\`]:SIZE:_default' \
 '--helo=[Name sent in EHLO \[default\: this host'\''s FQDN; mailmerge.sandbox.test with --sandbox\]]:NAME:_default' \
 '--smtp-port=[TCP port used when connecting to MX hosts]:PORT:_default' \
 '--connections-per-site=[Simultaneous connections at most per destination site (domains sharing MX hosts)]:N:_default' \

@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// Send to repeated addresses too (default: first row only; others are `duplicate`).
     #[arg(long)]
     pub allow_duplicates: bool,
+    /// Largest CSV field accepted (bytes, or with K, M, G); a row with a longer one is
+    /// `invalid`.
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+    pub max_field_size: usize,
     /// How to deliver.
     #[command(flatten)]
     pub delivery: DeliveryOptions,

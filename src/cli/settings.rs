@@ -28,6 +28,7 @@ pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
     };
     cfg.list.email_column = args.email_column;
     cfg.list.allow_duplicates = args.allow_duplicates;
+    cfg.list.max_field_size = args.max_field_size;
     if let Some(f) = &args.from {
         cfg.message.envelope_from =
             Some(Address::parse(f).with_context(|| format!("--from {f:?}"))?);
