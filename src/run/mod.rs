@@ -11,6 +11,7 @@ mod prepare;
 mod route;
 mod send;
 mod source;
+mod suppress;
 mod triage;
 
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub struct RunConfig {
     /// Go on with a journal written for another version of the template (a fix during a
     /// campaign) instead of refusing.
     pub template_changed: bool,
+    /// The suppression list: skip suppressed rows, record hard bounces (issue 12).
+    pub suppress: crate::suppress::RunSuppression,
 }
 
 /// What a run does once the rows are routed.
@@ -89,6 +92,7 @@ impl RunConfig {
             fresh: false,
             limit: None,
             template_changed: false,
+            suppress: Default::default(),
         }
     }
 }
@@ -129,6 +133,9 @@ pub enum RunError {
     /// The TLS configuration cannot be built (e.g. an unusable extra root).
     #[error(transparent)]
     Tls(#[from] smtp::tls::TlsSetupError),
+    /// The suppression list cannot be read or written.
+    #[error(transparent)]
+    Suppressions(#[from] crate::suppress::StoreError),
     /// The results file cannot be written.
     #[error("cannot write results {path}: {source}")]
     Results {
@@ -151,6 +158,8 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Sender-identity warnings (EHLO name, DMARC alignment), each also printed once.
     pub warnings: Vec<String>,
+    /// Addresses this run added to the suppression list (hard bounces).
+    pub newly_suppressed: usize,
 }
 
 /// Runs the whole pipeline.
@@ -164,7 +173,11 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     let started = std::time::Instant::now();
     let warnings = Warnings::default();
     let job = prepare::prepare(&cfg, &warnings)?;
-    let mut rows = triage::triage(&cfg, &job);
+    let mut screen = suppress::Screen::open(&cfg)?;
+    let mut rows = triage::triage(&cfg, &job, &mut |a| screen.check(a));
+    if let Some(e) = screen.error.take() {
+        return Err(e.into());
+    }
     let routes = route::route(&cfg, &job, &mut rows).await?;
     let source = source::message_source(&cfg, &job, &warnings);
     let sent = match &cfg.mode {
@@ -197,6 +210,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     if let Some(e) = sent.journal_error {
         return Err(e.into());
     }
+    let newly_suppressed = suppress::record(&cfg, &job, &outcome)?;
     Ok(RunReport {
         summary: Summary {
             delivered_now: sent.delivered_now,
@@ -205,6 +219,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
         plan: rows.plan,
         interrupted: sent.interrupted,
         warnings: warnings.take(),
+        newly_suppressed,
     })
 }
 

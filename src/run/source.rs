@@ -16,6 +16,9 @@ pub(super) fn message_source(cfg: &RunConfig, job: &Job, warnings: &Warnings) ->
     let mut opts = cfg.message.clone();
     opts.message_id_prefix
         .get_or_insert_with(message::new_run_id);
+    if let Some(verp) = opts.verp.as_mut() {
+        verp.campaign = super::suppress::campaign(cfg, job);
+    }
     let warnings = warnings.clone();
     Arc::new(move |i: usize| {
         let row = list.row(i);
