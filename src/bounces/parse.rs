@@ -127,13 +127,21 @@ fn delivery_status(body: &str, r: &mut Report) -> bool {
             "original-recipient",
             "x-actual-recipient",
         ] {
-            if let Some(a) = get(n).and_then(typed_address) {
+            if let Some(a) = get(n).and_then(typed_address)
+                && !r.recipients.contains(&a)
+            {
                 r.recipients.push(a);
             }
         }
-        r.status = get("status").and_then(|s| find_status(s).map(|(e, _)| e));
         let diag = get("diagnostic-code").map(|d| d.split_once(';').map_or(d, |(_, t)| t).trim());
         r.diagnostic = diag.unwrap_or_default().to_string();
+        // Exim and others write a generic `Status: 5.0.0`; the remote reply is more precise.
+        let status = get("status").and_then(|s| find_status(s).map(|(e, _)| e));
+        let from_reply = find_status(&r.diagnostic).map(|(e, _)| e);
+        r.status = match (status, from_reply) {
+            (Some(s), Some(d)) if s.subject == 0 && s.detail == 0 && d.class == s.class => Some(d),
+            (s, d) => s.or(d),
+        };
         r.code = reply_code(&r.diagnostic);
     }
     found
