@@ -101,6 +101,9 @@ impl Results {
     }
 }
 
+/// A row found: campaign id, its results CSV, index of the row in the file.
+type Hit = (String, PathBuf, usize);
+
 /// Matches reports against the campaigns the suppression list knows.
 pub struct Matcher {
     key: Option<hmac::Key>,
@@ -149,10 +152,7 @@ impl Matcher {
 
     /// By VERP token: `Err` when tokens are there but none is ours (forged) or the row
     /// disagrees with the report's recipient.
-    fn by_token(
-        &mut self,
-        r: &Report,
-    ) -> Result<Result<Option<(String, PathBuf, usize)>, Verdict>, BounceError> {
+    fn by_token(&mut self, r: &Report) -> Result<Result<Option<Hit>, Verdict>, BounceError> {
         let Some(key) = &self.key else {
             return Ok(Ok(None));
         };
@@ -192,10 +192,7 @@ impl Matcher {
     }
 
     /// By the original Message-ID plus a recipient the row has.
-    fn by_message_id(
-        &mut self,
-        r: &Report,
-    ) -> Result<Option<(String, PathBuf, usize)>, BounceError> {
+    fn by_message_id(&mut self, r: &Report) -> Result<Option<Hit>, BounceError> {
         let Some(id) = &r.message_id else {
             return Ok(None);
         };

@@ -80,10 +80,10 @@ pub fn import_csv(
                     .and_then(Reason::parse)
                     .unwrap_or(reason);
                 let mut e = Entry::new(key, why, format!("imported from {name}"), "");
-                if let Some(c) = find("created").and_then(|c| rec.get(c)) {
-                    if !c.trim().is_empty() {
-                        e.created = c.trim().to_string();
-                    }
+                if let Some(c) = find("created").and_then(|c| rec.get(c))
+                    && !c.trim().is_empty()
+                {
+                    e.created = c.trim().to_string();
                 }
                 out.entries.push(e);
             }

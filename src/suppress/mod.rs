@@ -383,7 +383,7 @@ mod tests {
             "550 5.1.1",
             "c1",
         );
-        assert_eq!(s.add(&[e.clone()]).unwrap(), 1);
+        assert_eq!(s.add(std::slice::from_ref(&e)).unwrap(), 1);
         let again = Entry::new("ann@example.com".into(), Reason::Manual, "later", "");
         assert_eq!(s.add(&[again]).unwrap(), 0);
         assert_eq!(s.lookup(&addr("ANN@example.com")).unwrap(), Some(e));
