@@ -89,8 +89,8 @@ pub struct BouncesArgs {
     pub config: Option<PathBuf>,
 }
 
-/// The suppression and VERP flags of `run`/`check` into `cfg`. `--sandbox` keeps its list in
-/// the sandbox folder unless `--suppressions` says otherwise: a demo must not suppress real
+/// The suppression and VERP flags of `run`/`check` into `cfg`. `--sandbox` keeps its list
+/// beside the sandbox folder (`sandbox-mail.suppressions.sqlite`) unless `--suppressions` says otherwise: a demo must not suppress real
 /// addresses.
 pub fn apply(
     opts: &SuppressOptions,
@@ -99,7 +99,12 @@ pub fn apply(
 ) -> Result<()> {
     cfg.suppress.store = match (&opts.store.suppressions, sandbox_dir) {
         (Some(p), _) => Some(p.clone()),
-        (None, Some(dir)) => Some(dir.join("suppressions.sqlite")),
+        (None, Some(dir)) => {
+            // Beside the folder, not in it: the folder holds only received messages.
+            let mut name = dir.file_name().unwrap_or_default().to_os_string();
+            name.push(".suppressions.sqlite");
+            Some(dir.with_file_name(name))
+        }
         (None, None) => Some(suppress::default_path().ok_or_else(|| {
             anyhow!("no home folder for the suppression list: give --suppressions PATH")
         })?),

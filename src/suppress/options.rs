@@ -11,7 +11,7 @@ use clap::{Args, ValueHint};
 pub struct StoreOptions {
     /// Suppression list (SQLite; shared safely by runs at once) [default:
     /// $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox
-    /// suppressions.sqlite in --sandbox-dir].
+    /// <--sandbox-dir>.suppressions.sqlite].
     #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath, global = true)]
     pub suppressions: Option<PathBuf>,
 }
