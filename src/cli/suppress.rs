@@ -90,7 +90,8 @@ pub struct BouncesArgs {
 }
 
 /// The suppression and VERP flags of `run`/`check` into `cfg`. `--sandbox` keeps its list
-/// beside the sandbox folder (`sandbox-mail.suppressions.sqlite`) unless `--suppressions` says otherwise: a demo must not suppress real
+/// beside the sandbox folder (`sandbox-mail.suppressions.sqlite`) unless `--suppressions` says
+/// otherwise: a demo must not suppress real
 /// addresses.
 pub fn apply(
     opts: &SuppressOptions,
