@@ -9,6 +9,7 @@
 //! skips what is done.
 
 pub mod address;
+pub mod bounces;
 pub mod classify;
 pub mod delivery;
 pub mod dkim;
@@ -23,7 +24,9 @@ pub mod report;
 pub mod run;
 pub mod sandbox;
 pub mod smtp;
+pub mod suppress;
 pub mod template;
+pub mod verp;
 
 pub use run::{RunConfig, RunError, RunMode, RunReport, default_results_path, run, run_until};
 pub use tokio_util::sync::CancellationToken;

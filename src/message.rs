@@ -138,6 +138,9 @@ pub struct MessageOptions {
     pub attachments: Option<AttachmentDir>,
     /// Largest message built, in bytes (`0`: [`DEFAULT_MAX_MESSAGE_SIZE`]).
     pub max_message_size: usize,
+    /// Per-row envelope sender with a signed token (`--return-path`, [`crate::verp`]);
+    /// overrides `envelope_from` for the rows of a list.
+    pub verp: Option<crate::verp::Verp>,
 }
 
 /// RFC 8058 §3.1: the only value List-Unsubscribe-Post may have.
@@ -388,7 +391,10 @@ pub fn build_row(
         ));
     }
     let from_addr = from_addr.ok_or_else(|| addr_err("From", "missing".into()))?;
-    let envelope_from = opts.envelope_from.clone().unwrap_or(from_addr.clone());
+    let envelope_from = match (&opts.verp, row) {
+        (Some(verp), Some(row)) => verp.address(row).map_err(BuildError::Sender)?,
+        _ => opts.envelope_from.clone().unwrap_or(from_addr.clone()),
+    };
     let message_id = match (&opts.message_id_prefix, row) {
         (Some(prefix), Some(row)) => format!("{prefix}.r{row}@{}", from_addr.domain()),
         _ => new_message_id(from_addr.domain()),

@@ -120,7 +120,7 @@ pub fn category_of(o: &Outcome) -> Option<Category> {
         _ => Category::Dns,
     };
     Some(match (o.status, o.step, o.code) {
-        (Status::Delivered | Status::Duplicate, _, _) => return None,
+        (Status::Delivered | Status::Duplicate | Status::Suppressed, _, _) => return None,
         (Status::Invalid, _, _) | (_, Step::Input | Step::Render, _) => Category::InvalidInput,
         (_, Step::Dns, _) => dns_verdict(o.enhanced),
         (_, Step::Smtp(Phase::StartTls), None) => Category::Tls,
@@ -204,7 +204,12 @@ impl Summary {
     pub fn all_delivered(&self) -> bool {
         Status::ALL
             .iter()
-            .filter(|s| !matches!(s, Status::Delivered | Status::Duplicate))
+            .filter(|s| {
+                !matches!(
+                    s,
+                    Status::Delivered | Status::Duplicate | Status::Suppressed
+                )
+            })
             .all(|s| self.count(*s) == 0)
     }
 }
@@ -266,6 +271,8 @@ pub struct Plan {
     pub invalid: usize,
     /// Repeated addresses, not sent.
     pub duplicate: usize,
+    /// Addresses on the suppression list, not sent.
+    pub suppressed: usize,
     /// Domains publishing a null MX (RFC 7505).
     pub null_mx: usize,
     /// Domains that do not exist.
@@ -304,6 +311,7 @@ impl fmt::Display for Plan {
             (self.beyond_limit, "beyond --limit: left for a later run"),
             (self.invalid, "invalid"),
             (self.duplicate, "duplicate (not sent)"),
+            (self.suppressed, "suppressed (suppression list): not sent"),
             (self.null_mx, "null MX: would bounce"),
             (self.nxdomain, "NXDOMAIN: would bounce"),
             (self.no_address, "MX without address: would bounce"),

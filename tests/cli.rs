@@ -5,7 +5,7 @@ mod support;
 use std::process::Command;
 
 fn mailmerge() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mailmerge"))
+    support::binary()
 }
 
 #[test]

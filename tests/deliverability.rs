@@ -336,7 +336,7 @@ async fn check_sender_passes_a_complete_domain_and_lists_what_is_missing() {
 // ---- the binary: flags, config file, precedence ---------------------------------------------
 
 fn mailmerge(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mailmerge"));
+    let mut c = support::binary();
     c.current_dir(dir);
     c
 }

@@ -12,7 +12,7 @@ use mailmerge::sandbox::receiver::ReceiverConfig;
 use support::*;
 
 fn mailmerge() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mailmerge"))
+    support::binary()
 }
 
 fn check_cmd(job: &Job, dns: &DnsServer, port: u16) -> Command {

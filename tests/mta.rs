@@ -499,7 +499,7 @@ async fn rate_per_site_spaces_messages_evenly() {
 }
 
 fn mailmerge_bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_mailmerge"))
+    support::binary()
 }
 
 #[test]

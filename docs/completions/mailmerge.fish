@@ -29,6 +29,8 @@ complete -c mailmerge -n "__fish_mailmerge_needs_command" -s V -l version -d 'Pr
 complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "run" -d 'Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV'
 complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "check" -d 'Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as `run`'
 complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "check-sender" -d 'Check the sender domain\'s DNS (SPF, DKIM, DMARC); print what to publish'
+complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "suppress" -d 'Manage the suppression list: addresses no campaign sends to (docs/list-hygiene.md)'
+complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "bounces" -d 'Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign\'s results CSV and suppress the addresses'
 complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "generate" -d 'Write the man pages or print shell completions (generated from these definitions)'
 complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l results -d 'Results CSV [default: <RECIPIENTS stem>.results.csv beside the input]' -r -F
@@ -61,6 +63,10 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dkim-key -d 
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dkim-selector -d 'DKIM selector: the key is published at <SELECTOR>._domainkey.<DOMAIN>' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dkim-domain -d 'DKIM signing domain (d=) [default: each message\'s From domain]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l list-unsubscribe -d 'Add List-Unsubscribe with this URI (templated per row, e.g. https://acme.example/u/{{token}}); repeat for a mailto: URI. An https URI also adds List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l suppressions -d 'Suppression list (SQLite; shared safely by runs at once) [default: $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l return-path -d 'Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row: e.g. \'bounces+{token}@acme.example\' (needs --verp-key). Overrides --from' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l verp-key -d 'Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l verp-key-file -d 'File holding the VERP key (surrounding white space ignored)' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l allow-duplicates -d 'Send to repeated addresses too (default: first row only; others are `duplicate`)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dry-run -d 'Render, resolve and print the delivery plan without connecting to any MX (= `check`)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l fresh -d 'Forget earlier runs of this job (empty the journal) and send to every row again'
@@ -69,6 +75,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l journal-repa
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l raw-csv -d 'Write results cells exactly as they are. By default a cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l sandbox -d 'Run the whole job against an embedded loopback DNS server and SMTP receiver'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -s q -l quiet -d 'No progress output (errors still go to stderr)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l ignore-suppressions -d 'Send to suppressed addresses too (transactional mail: receipts, password resets); hard bounces are still recorded'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l results -d 'Results CSV [default: <RECIPIENTS stem>.results.csv beside the input]' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dns -d 'Use this DNS server (IP:PORT) instead of the system resolver (/etc/resolv.conf)' -r
@@ -100,6 +107,10 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dkim-key -
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dkim-selector -d 'DKIM selector: the key is published at <SELECTOR>._domainkey.<DOMAIN>' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dkim-domain -d 'DKIM signing domain (d=) [default: each message\'s From domain]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l list-unsubscribe -d 'Add List-Unsubscribe with this URI (templated per row, e.g. https://acme.example/u/{{token}}); repeat for a mailto: URI. An https URI also adds List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l suppressions -d 'Suppression list (SQLite; shared safely by runs at once) [default: $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l return-path -d 'Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row: e.g. \'bounces+{token}@acme.example\' (needs --verp-key). Overrides --from' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l verp-key -d 'Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l verp-key-file -d 'File holding the VERP key (surrounding white space ignored)' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l allow-duplicates -d 'Send to repeated addresses too (default: first row only; others are `duplicate`)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dry-run -d 'Render, resolve and print the delivery plan without connecting to any MX (= `check`)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l fresh -d 'Forget earlier runs of this job (empty the journal) and send to every row again'
@@ -108,6 +119,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l journal-re
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l raw-csv -d 'Write results cells exactly as they are. By default a cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l sandbox -d 'Run the whole job against an embedded loopback DNS server and SMTP receiver'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -s q -l quiet -d 'No progress output (errors still go to stderr)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l ignore-suppressions -d 'Send to suppressed addresses too (transactional mail: receipts, password resets); hard bounces are still recorded'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -l config -d 'Config file [default: ./mailmerge.toml if present] (uses its dns and dkim-* keys)' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -l dns -d 'Use this DNS server (IP:PORT) instead of the system resolver' -r
@@ -115,6 +127,45 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -l dns
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -l dkim-selector -d 'DKIM selector to look up at <SELECTOR>._domainkey.<DOMAIN>' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -l dkim-key -d 'Private key (PEM) whose public half must be the one published' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check-sender" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and not __fish_seen_subcommand_from list add remove import export help" -l suppressions -d 'Suppression list (SQLite; shared safely by runs at once) [default: $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and not __fish_seen_subcommand_from list add remove import export help" -l config -d 'Config file [default: ./mailmerge.toml if present] (uses its suppressions key)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and not __fish_seen_subcommand_from list add remove import export help" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and not __fish_seen_subcommand_from list add remove import export help" -f -a "list" -d 'Print every entry as CSV (address, reason, cause, campaign, created)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and not __fish_seen_subcommand_from list add remove import export help" -f -a "add" -d 'Suppress addresses, or whole domains written @domain'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and not __fish_seen_subcommand_from list add remove import export help" -f -a "remove" -d 'Take addresses (or @domains) off the list'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and not __fish_seen_subcommand_from list add remove import export help" -f -a "import" -d 'Add the addresses of a CSV file, e.g. another tool\'s unsubscribe export'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and not __fish_seen_subcommand_from list add remove import export help" -f -a "export" -d 'Write every entry as CSV to FILE (or stdout when omitted or `-`)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and not __fish_seen_subcommand_from list add remove import export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from list" -l suppressions -d 'Suppression list (SQLite; shared safely by runs at once) [default: $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from list" -l config -d 'Config file [default: ./mailmerge.toml if present] (uses its suppressions key)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from add" -l reason -d 'Why' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from add" -l note -d 'A note kept with the entry' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from add" -l suppressions -d 'Suppression list (SQLite; shared safely by runs at once) [default: $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from add" -l config -d 'Config file [default: ./mailmerge.toml if present] (uses its suppressions key)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from remove" -l suppressions -d 'Suppression list (SQLite; shared safely by runs at once) [default: $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from remove" -l config -d 'Config file [default: ./mailmerge.toml if present] (uses its suppressions key)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from import" -l column -d 'Column holding the addresses' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from import" -l reason -d 'Reason for rows without a `reason` column' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from import" -l suppressions -d 'Suppression list (SQLite; shared safely by runs at once) [default: $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from import" -l config -d 'Config file [default: ./mailmerge.toml if present] (uses its suppressions key)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from export" -l suppressions -d 'Suppression list (SQLite; shared safely by runs at once) [default: $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from export" -l config -d 'Config file [default: ./mailmerge.toml if present] (uses its suppressions key)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from help" -f -a "list" -d 'Print every entry as CSV (address, reason, cause, campaign, created)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from help" -f -a "add" -d 'Suppress addresses, or whole domains written @domain'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Take addresses (or @domains) off the list'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from help" -f -a "import" -d 'Add the addresses of a CSV file, e.g. another tool\'s unsubscribe export'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from help" -f -a "export" -d 'Write every entry as CSV to FILE (or stdout when omitted or `-`)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand suppress; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand bounces" -l suppressions -d 'Suppression list (SQLite; shared safely by runs at once) [default: $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand bounces" -l verp-key -d 'Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand bounces" -l verp-key-file -d 'File holding the VERP key (surrounding white space ignored)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand bounces" -l config -d 'Config file [default: ./mailmerge.toml if present]' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand bounces" -s h -l help -d 'Print help'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -s h -l help -d 'Print help'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -f -a "man" -d 'Write mailmerge.1 and one page per subcommand (mailmerge-run.1, …) into DIR'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -f -a "completions" -d 'Print the completion script for SHELL on stdout'
@@ -124,10 +175,17 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "man" -d 'Write mailmerge.1 and one page per subcommand (mailmerge-run.1, …) into DIR'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "completions" -d 'Print the completion script for SHELL on stdout'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender generate help" -f -a "run" -d 'Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender generate help" -f -a "check" -d 'Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as `run`'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender generate help" -f -a "check-sender" -d 'Check the sender domain\'s DNS (SPF, DKIM, DMARC); print what to publish'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender generate help" -f -a "generate" -d 'Write the man pages or print shell completions (generated from these definitions)'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "run" -d 'Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "check" -d 'Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as `run`'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "check-sender" -d 'Check the sender domain\'s DNS (SPF, DKIM, DMARC); print what to publish'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "suppress" -d 'Manage the suppression list: addresses no campaign sends to (docs/list-hygiene.md)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "bounces" -d 'Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign\'s results CSV and suppress the addresses'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "generate" -d 'Write the man pages or print shell completions (generated from these definitions)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from suppress" -f -a "list" -d 'Print every entry as CSV (address, reason, cause, campaign, created)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from suppress" -f -a "add" -d 'Suppress addresses, or whole domains written @domain'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from suppress" -f -a "remove" -d 'Take addresses (or @domains) off the list'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from suppress" -f -a "import" -d 'Add the addresses of a CSV file, e.g. another tool\'s unsubscribe export'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from suppress" -f -a "export" -d 'Write every entry as CSV to FILE (or stdout when omitted or `-`)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "man" -d 'Write mailmerge.1 and one page per subcommand (mailmerge-run.1, …) into DIR'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "completions" -d 'Print the completion script for SHELL on stdout'

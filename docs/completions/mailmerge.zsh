@@ -60,6 +60,10 @@ disabled\:"Never STARTTLS"))' \
 '--dkim-selector=[DKIM selector\: the key is published at <SELECTOR>._domainkey.<DOMAIN>]:SELECTOR:_default' \
 '--dkim-domain=[DKIM signing domain (d=) \[default\: each message'\''s From domain\]]:DOMAIN:_default' \
 '*--list-unsubscribe=[Add List-Unsubscribe with this URI (templated per row, e.g. https\://acme.example/u/{{token}}); repeat for a mailto\: URI. An https URI also adds List-Unsubscribe-Post\: List-Unsubscribe=One-Click (RFC 8058)]:URI:_default' \
+'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--return-path=[Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row\: e.g. '\''bounces+{token}@acme.example'\'' (needs --verp-key). Overrides --from]:ADDRESS:_default' \
+'--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
+'--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
 '--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \
 '--fresh[Forget earlier runs of this job (empty the journal) and send to every row again]' \
@@ -69,6 +73,7 @@ disabled\:"Never STARTTLS"))' \
 '--sandbox[Run the whole job against an embedded loopback DNS server and SMTP receiver]' \
 '-q[No progress output (errors still go to stderr)]' \
 '--quiet[No progress output (errors still go to stderr)]' \
+'--ignore-suppressions[Send to suppressed addresses too (transactional mail\: receipts, password resets); hard bounces are still recorded]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 ':recipients -- CSV file with a header row; one recipient per row:_files' \
@@ -107,6 +112,10 @@ disabled\:"Never STARTTLS"))' \
 '--dkim-selector=[DKIM selector\: the key is published at <SELECTOR>._domainkey.<DOMAIN>]:SELECTOR:_default' \
 '--dkim-domain=[DKIM signing domain (d=) \[default\: each message'\''s From domain\]]:DOMAIN:_default' \
 '*--list-unsubscribe=[Add List-Unsubscribe with this URI (templated per row, e.g. https\://acme.example/u/{{token}}); repeat for a mailto\: URI. An https URI also adds List-Unsubscribe-Post\: List-Unsubscribe=One-Click (RFC 8058)]:URI:_default' \
+'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--return-path=[Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row\: e.g. '\''bounces+{token}@acme.example'\'' (needs --verp-key). Overrides --from]:ADDRESS:_default' \
+'--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
+'--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
 '--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \
 '--fresh[Forget earlier runs of this job (empty the journal) and send to every row again]' \
@@ -116,6 +125,7 @@ disabled\:"Never STARTTLS"))' \
 '--sandbox[Run the whole job against an embedded loopback DNS server and SMTP receiver]' \
 '-q[No progress output (errors still go to stderr)]' \
 '--quiet[No progress output (errors still go to stderr)]' \
+'--ignore-suppressions[Send to suppressed addresses too (transactional mail\: receipts, password resets); hard bounces are still recorded]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 ':recipients -- CSV file with a header row; one recipient per row:_files' \
@@ -132,6 +142,125 @@ _arguments "${_arguments_options[@]}" : \
 '-h[Print help]' \
 '--help[Print help]' \
 ':domain -- The domain messages are sent from (the From domain):_default' \
+&& ret=0
+;;
+(suppress)
+_arguments "${_arguments_options[@]}" : \
+'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+":: :_mailmerge__subcmd__suppress_commands" \
+"*::: :->suppress" \
+&& ret=0
+
+    case $state in
+    (suppress)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:mailmerge-suppress-command-$line[1]:"
+        case $line[1] in
+            (list)
+_arguments "${_arguments_options[@]}" : \
+'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(add)
+_arguments "${_arguments_options[@]}" : \
+'--reason=[Why]:REASON:_default' \
+'--note=[A note kept with the entry]:NOTE:_default' \
+'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::addresses -- Addresses or @domains:_default' \
+&& ret=0
+;;
+(remove)
+_arguments "${_arguments_options[@]}" : \
+'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::addresses -- Addresses or @domains:_default' \
+&& ret=0
+;;
+(import)
+_arguments "${_arguments_options[@]}" : \
+'--column=[Column holding the addresses]:COLUMN:_default' \
+'--reason=[Reason for rows without a \`reason\` column]:REASON:_default' \
+'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+':file -- CSV file with a header row:_files' \
+&& ret=0
+;;
+(export)
+_arguments "${_arguments_options[@]}" : \
+'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+'::file -- Output file:_files' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_mailmerge__subcmd__suppress__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:mailmerge-suppress-help-command-$line[1]:"
+        case $line[1] in
+            (list)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(add)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(remove)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(import)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(export)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+;;
+(bounces)
+_arguments "${_arguments_options[@]}" : \
+'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
+'--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
+'--config=[Config file \[default\: ./mailmerge.toml if present\]]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::paths -- Maildir folders, mbox files or single .eml files:_files' \
 && ret=0
 ;;
 (generate)
@@ -218,6 +347,46 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(suppress)
+_arguments "${_arguments_options[@]}" : \
+":: :_mailmerge__subcmd__help__subcmd__suppress_commands" \
+"*::: :->suppress" \
+&& ret=0
+
+    case $state in
+    (suppress)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:mailmerge-help-suppress-command-$line[1]:"
+        case $line[1] in
+            (list)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(add)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(remove)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(import)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(export)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+(bounces)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (generate)
 _arguments "${_arguments_options[@]}" : \
 ":: :_mailmerge__subcmd__help__subcmd__generate_commands" \
@@ -261,10 +430,17 @@ _mailmerge_commands() {
 'run:Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV' \
 'check:Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as \`run\`' \
 'check-sender:Check the sender domain'\''s DNS (SPF, DKIM, DMARC); print what to publish' \
+'suppress:Manage the suppression list\: addresses no campaign sends to (docs/list-hygiene.md)' \
+'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'mailmerge commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__bounces_commands] )) ||
+_mailmerge__subcmd__bounces_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge bounces commands' commands "$@"
 }
 (( $+functions[_mailmerge__subcmd__check_commands] )) ||
 _mailmerge__subcmd__check_commands() {
@@ -325,10 +501,17 @@ _mailmerge__subcmd__help_commands() {
 'run:Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV' \
 'check:Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as \`run\`' \
 'check-sender:Check the sender domain'\''s DNS (SPF, DKIM, DMARC); print what to publish' \
+'suppress:Manage the suppression list\: addresses no campaign sends to (docs/list-hygiene.md)' \
+'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'mailmerge help commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__bounces_commands] )) ||
+_mailmerge__subcmd__help__subcmd__bounces_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help bounces commands' commands "$@"
 }
 (( $+functions[_mailmerge__subcmd__help__subcmd__check_commands] )) ||
 _mailmerge__subcmd__help__subcmd__check_commands() {
@@ -368,10 +551,125 @@ _mailmerge__subcmd__help__subcmd__run_commands() {
     local commands; commands=()
     _describe -t commands 'mailmerge help run commands' commands "$@"
 }
+(( $+functions[_mailmerge__subcmd__help__subcmd__suppress_commands] )) ||
+_mailmerge__subcmd__help__subcmd__suppress_commands() {
+    local commands; commands=(
+'list:Print every entry as CSV (address, reason, cause, campaign, created)' \
+'add:Suppress addresses, or whole domains written @domain' \
+'remove:Take addresses (or @domains) off the list' \
+'import:Add the addresses of a CSV file, e.g. another tool'\''s unsubscribe export' \
+'export:Write every entry as CSV to FILE (or stdout when omitted or \`-\`)' \
+    )
+    _describe -t commands 'mailmerge help suppress commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__suppress__subcmd__add_commands] )) ||
+_mailmerge__subcmd__help__subcmd__suppress__subcmd__add_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help suppress add commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__suppress__subcmd__export_commands] )) ||
+_mailmerge__subcmd__help__subcmd__suppress__subcmd__export_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help suppress export commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__suppress__subcmd__import_commands] )) ||
+_mailmerge__subcmd__help__subcmd__suppress__subcmd__import_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help suppress import commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__suppress__subcmd__list_commands] )) ||
+_mailmerge__subcmd__help__subcmd__suppress__subcmd__list_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help suppress list commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__suppress__subcmd__remove_commands] )) ||
+_mailmerge__subcmd__help__subcmd__suppress__subcmd__remove_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help suppress remove commands' commands "$@"
+}
 (( $+functions[_mailmerge__subcmd__run_commands] )) ||
 _mailmerge__subcmd__run_commands() {
     local commands; commands=()
     _describe -t commands 'mailmerge run commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress_commands] )) ||
+_mailmerge__subcmd__suppress_commands() {
+    local commands; commands=(
+'list:Print every entry as CSV (address, reason, cause, campaign, created)' \
+'add:Suppress addresses, or whole domains written @domain' \
+'remove:Take addresses (or @domains) off the list' \
+'import:Add the addresses of a CSV file, e.g. another tool'\''s unsubscribe export' \
+'export:Write every entry as CSV to FILE (or stdout when omitted or \`-\`)' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'mailmerge suppress commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__add_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__add_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge suppress add commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__export_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__export_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge suppress export commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__help_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__help_commands() {
+    local commands; commands=(
+'list:Print every entry as CSV (address, reason, cause, campaign, created)' \
+'add:Suppress addresses, or whole domains written @domain' \
+'remove:Take addresses (or @domains) off the list' \
+'import:Add the addresses of a CSV file, e.g. another tool'\''s unsubscribe export' \
+'export:Write every entry as CSV to FILE (or stdout when omitted or \`-\`)' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'mailmerge suppress help commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__help__subcmd__add_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__help__subcmd__add_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge suppress help add commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__help__subcmd__export_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__help__subcmd__export_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge suppress help export commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__help__subcmd__help_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge suppress help help commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__help__subcmd__import_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__help__subcmd__import_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge suppress help import commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__help__subcmd__list_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__help__subcmd__list_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge suppress help list commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__help__subcmd__remove_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__help__subcmd__remove_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge suppress help remove commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__import_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__import_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge suppress import commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__list_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__list_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge suppress list commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__suppress__subcmd__remove_commands] )) ||
+_mailmerge__subcmd__suppress__subcmd__remove_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge suppress remove commands' commands "$@"
 }
 
 if [ "$funcstack[1]" = "_mailmerge" ]; then

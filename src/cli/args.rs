@@ -43,6 +43,11 @@ pub enum Command {
     Check(RunArgs),
     /// Check the sender domain's DNS (SPF, DKIM, DMARC); print what to publish.
     CheckSender(CheckSenderArgs),
+    /// Manage the suppression list: addresses no campaign sends to (docs/list-hygiene.md).
+    Suppress(super::suppress::SuppressArgs),
+    /// Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their
+    /// rows bounced in the campaign's results CSV and suppress the addresses.
+    Bounces(super::suppress::BouncesArgs),
     /// Write the man pages or print shell completions (generated from these definitions).
     Generate(GenerateArgs),
 }
@@ -129,6 +134,9 @@ pub struct RunArgs {
     /// Deliverability options.
     #[command(flatten)]
     pub deliver: DeliverArgs,
+    /// Suppression list and VERP return path (docs/list-hygiene.md).
+    #[command(flatten)]
+    pub suppress: mailmerge::suppress::options::SuppressOptions,
 }
 
 /// The three ways to set SMTP timeouts, applied in this order.

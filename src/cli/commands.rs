@@ -58,6 +58,12 @@ pub async fn run(args: RunArgs, plan_only: bool) -> Result<ExitCode> {
         );
     }
     print!("{}", report.summary);
+    if report.newly_suppressed > 0 {
+        println!(
+            "{} address(es) added to the suppression list (hard bounces)",
+            report.newly_suppressed
+        );
+    }
     println!("results: {}", results.display());
     if report.interrupted {
         let code = signal_exit.map_or(0, |c| c.load(Ordering::SeqCst));

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config_file;
 pub mod settings;
 pub mod signals;
+pub mod suppress;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -18,6 +18,8 @@ pub enum Status {
     Invalid,
     /// Same address as an earlier row; sent once.
     Duplicate,
+    /// On the suppression list (hard bounce, unsubscribe, complaint, manual): not sent.
+    Suppressed,
 }
 
 impl Status {
@@ -29,6 +31,7 @@ impl Status {
             Status::Deferred => "deferred",
             Status::Invalid => "invalid",
             Status::Duplicate => "duplicate",
+            Status::Suppressed => "suppressed",
         }
     }
 
@@ -40,17 +43,19 @@ impl Status {
             "deferred" => Status::Deferred,
             "invalid" => Status::Invalid,
             "duplicate" => Status::Duplicate,
+            "suppressed" => Status::Suppressed,
             _ => return None,
         })
     }
 
     /// All statuses, in report order.
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Delivered,
         Status::Bounced,
         Status::Deferred,
         Status::Invalid,
         Status::Duplicate,
+        Status::Suppressed,
     ];
 }
 
@@ -73,6 +78,10 @@ pub enum Step {
     Limit,
     /// Not attempted or not finished: the run was interrupted (SIGINT/SIGTERM).
     Interrupted,
+    /// Not attempted: the address is on the suppression list.
+    Suppressed,
+    /// A bounce that arrived after the MX had accepted the message (`mailmerge bounces`).
+    LateBounce,
 }
 
 impl Step {
@@ -87,6 +96,8 @@ impl Step {
             Step::Deadline => "deadline",
             Step::Limit => "limit",
             Step::Interrupted => "interrupted",
+            Step::Suppressed => "suppressed",
+            Step::LateBounce => "late-bounce",
         }
     }
 
@@ -112,6 +123,8 @@ impl Step {
             "deadline" => Step::Deadline,
             "limit" => Step::Limit,
             "interrupted" => Step::Interrupted,
+            "suppressed" => Step::Suppressed,
+            "late-bounce" => Step::LateBounce,
             _ => Step::Smtp(PHASES.into_iter().find(|p| p.as_str() == s)?),
         })
     }

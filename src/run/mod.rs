@@ -11,6 +11,7 @@ mod prepare;
 mod route;
 mod send;
 mod source;
+mod suppress;
 mod triage;
 
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ pub struct RunConfig {
     pub journal_repair: bool,
     /// Write results cells as they are, without defusing spreadsheet formulas.
     pub raw_csv: bool,
+    /// The suppression list: skip suppressed rows, record hard bounces (issue 12).
+    pub suppress: crate::suppress::RunSuppression,
 }
 
 /// What a run does once the rows are routed.
@@ -95,6 +98,7 @@ impl RunConfig {
             template_changed: false,
             journal_repair: false,
             raw_csv: false,
+            suppress: Default::default(),
         }
     }
 }
@@ -135,6 +139,9 @@ pub enum RunError {
     /// The TLS configuration cannot be built (e.g. an unusable extra root).
     #[error(transparent)]
     Tls(#[from] smtp::tls::TlsSetupError),
+    /// The suppression list cannot be read or written.
+    #[error(transparent)]
+    Suppressions(#[from] crate::suppress::StoreError),
     /// The results file cannot be written.
     #[error("cannot write results {path}: {source}")]
     Results {
@@ -157,6 +164,8 @@ pub struct RunReport {
     pub interrupted: bool,
     /// Sender-identity warnings (EHLO name, DMARC alignment), each also printed once.
     pub warnings: Vec<String>,
+    /// Addresses this run added to the suppression list (hard bounces).
+    pub newly_suppressed: usize,
 }
 
 /// Runs the whole pipeline.
@@ -170,7 +179,11 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     let started = std::time::Instant::now();
     let warnings = Warnings::default();
     let job = prepare::prepare(&cfg, &warnings)?;
-    let mut rows = triage::triage(&cfg, &job);
+    let mut screen = suppress::Screen::open(&cfg)?;
+    let mut rows = triage::triage(&cfg, &job, &mut |a| screen.check(a));
+    if let Some(e) = screen.error.take() {
+        return Err(e.into());
+    }
     let routes = route::route(&cfg, &job, &mut rows).await?;
     let source = source::message_source(&cfg, &job, &warnings);
     let sent = match &cfg.mode {
@@ -204,6 +217,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     if let Some(e) = sent.journal_error {
         return Err(e.into());
     }
+    let newly_suppressed = suppress::record(&cfg, &job, &outcome)?;
     Ok(RunReport {
         summary: Summary {
             delivered_now: sent.delivered_now,
@@ -212,6 +226,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
         plan: rows.plan,
         interrupted: sent.interrupted,
         warnings: warnings.take(),
+        newly_suppressed,
     })
 }
 

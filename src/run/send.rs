@@ -89,6 +89,7 @@ pub(super) async fn send(
     // Rows settled before sending count too: the progress line and the summary count rows.
     progress.settled(Status::Invalid, rows.plan.invalid);
     progress.settled(Status::Duplicate, rows.plan.duplicate);
+    progress.settled(Status::Suppressed, rows.plan.suppressed);
     progress.settled(Status::Deferred, rows.plan.beyond_limit);
     progress.earlier(rows.plan.already_done);
     for (_, o) in &routes.decided {

@@ -18,6 +18,9 @@ pub(super) fn message_source(cfg: &RunConfig, job: &Job, warnings: &Warnings) ->
         .get_or_insert_with(message::new_run_id);
     opts.attachments
         .get_or_insert_with(|| AttachmentDir::new(template.base_dir()));
+    if let Some(verp) = opts.verp.as_mut() {
+        verp.campaign = super::suppress::campaign(cfg, job);
+    }
     let warnings = warnings.clone();
     Arc::new(move |i: usize| {
         let row = list.row(i);

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use super::outcomes::OutcomeStore;
 use super::prepare::Job;
 use super::{RunConfig, problem};
+use crate::address::Address;
 use crate::delivery::{Outcome, Status, Step};
 use crate::report::Plan;
 
@@ -20,8 +21,13 @@ pub(super) struct Rows {
     pub domains: BTreeSet<String>,
 }
 
-/// Settles what can be settled without the network.
-pub(super) fn triage(cfg: &RunConfig, job: &Job) -> Rows {
+/// Settles what can be settled without the network; `suppressed(address)` gives the reason
+/// an address is on the suppression list.
+pub(super) fn triage(
+    cfg: &RunConfig,
+    job: &Job,
+    suppressed: &mut dyn FnMut(&Address) -> Option<String>,
+) -> Rows {
     let list = &job.list;
     let mut rows = Rows {
         outcomes: OutcomeStore::new(list.len()),
@@ -61,6 +67,10 @@ pub(super) fn triage(cfg: &RunConfig, job: &Job) -> Rows {
         if let Some(at) = done {
             rows.outcomes.set_journal(i, at);
             rows.plan.already_done += 1;
+        } else if let Some(why) = suppressed(addr) {
+            rows.outcomes
+                .set_local(i, Outcome::local(Status::Suppressed, Step::Suppressed, why));
+            rows.plan.suppressed += 1;
         } else if budget == 0 {
             let limit = cfg.limit.unwrap_or_default();
             rows.outcomes.set_local(

@@ -1,0 +1,236 @@
+//! `mailmerge suppress list|add|remove|import|export` and `mailmerge bounces PATH...`, and
+//! how the suppression/VERP flags of `run` become the [`RunConfig`]'s settings
+//! (docs/list-hygiene.md).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand, ValueHint};
+
+use mailmerge::RunConfig;
+use mailmerge::bounces::{self, Matcher, Verdict};
+use mailmerge::suppress::options::{StoreOptions, SuppressOptions, VerpKeyOptions};
+use mailmerge::suppress::{self, Entry, Reason, Store};
+use mailmerge::verp::Verp;
+
+/// `suppress`.
+#[derive(Args, Debug)]
+pub struct SuppressArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: SuppressAction,
+    /// The list.
+    #[command(flatten)]
+    pub store: StoreOptions,
+    /// Config file [default: ./mailmerge.toml if present] (uses its suppressions key).
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// The `suppress` actions.
+#[derive(Subcommand, Debug)]
+pub enum SuppressAction {
+    /// Print every entry as CSV (address, reason, cause, campaign, created).
+    List,
+    /// Suppress addresses, or whole domains written @domain.
+    Add {
+        /// Addresses or @domains.
+        #[arg(required = true)]
+        addresses: Vec<String>,
+        /// Why.
+        #[arg(long, default_value = "manual")]
+        reason: Reason,
+        /// A note kept with the entry.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Take addresses (or @domains) off the list.
+    Remove {
+        /// Addresses or @domains.
+        #[arg(required = true)]
+        addresses: Vec<String>,
+    },
+    /// Add the addresses of a CSV file, e.g. another tool's unsubscribe export.
+    Import {
+        /// CSV file with a header row.
+        #[arg(value_hint = ValueHint::FilePath)]
+        file: PathBuf,
+        /// Column holding the addresses.
+        #[arg(long, default_value = "address")]
+        column: String,
+        /// Reason for rows without a `reason` column.
+        #[arg(long, default_value = "unsubscribe")]
+        reason: Reason,
+    },
+    /// Write every entry as CSV to FILE (or stdout when omitted or `-`).
+    Export {
+        /// Output file.
+        #[arg(value_hint = ValueHint::FilePath)]
+        file: Option<PathBuf>,
+    },
+}
+
+/// `bounces`.
+#[derive(Args, Debug)]
+pub struct BouncesArgs {
+    /// Maildir folders, mbox files or single .eml files.
+    #[arg(required = true, value_hint = ValueHint::AnyPath)]
+    pub paths: Vec<PathBuf>,
+    /// The list (it also knows each campaign's results CSV).
+    #[command(flatten)]
+    pub store: StoreOptions,
+    /// The key that signed the --return-path tokens.
+    #[command(flatten)]
+    pub key: VerpKeyOptions,
+    /// Config file [default: ./mailmerge.toml if present].
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pub config: Option<PathBuf>,
+}
+
+/// The suppression and VERP flags of `run`/`check` into `cfg`. `--sandbox` keeps its list
+/// beside the sandbox folder (`sandbox-mail.suppressions.sqlite`) unless `--suppressions` says
+/// otherwise: a demo must not suppress real
+/// addresses.
+pub fn apply(
+    opts: &SuppressOptions,
+    sandbox_dir: Option<&PathBuf>,
+    cfg: &mut RunConfig,
+) -> Result<()> {
+    cfg.suppress.store = match (&opts.store.suppressions, sandbox_dir) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(dir)) => {
+            // Beside the folder, not in it: the folder holds only received messages.
+            let mut name = dir.file_name().unwrap_or_default().to_os_string();
+            name.push(".suppressions.sqlite");
+            Some(dir.with_file_name(name))
+        }
+        (None, None) => Some(suppress::default_path().ok_or_else(|| {
+            anyhow!("no home folder for the suppression list: give --suppressions PATH")
+        })?),
+    };
+    cfg.suppress.ignore = opts.ignore_suppressions;
+    let key = opts.key.load().map_err(|e| anyhow!(e))?;
+    if let Some(template) = &opts.return_path {
+        let Some(key) = key else {
+            bail!("--return-path needs --verp-key or --verp-key-file (the tokens are signed)");
+        };
+        cfg.message.verp = Some(Verp::new(template, &key)?);
+    }
+    Ok(())
+}
+
+fn open(store: &StoreOptions) -> Result<Store> {
+    let path = store.path().ok_or_else(|| {
+        anyhow!("no home folder for the suppression list: give --suppressions PATH")
+    })?;
+    Ok(Store::open(&path)?)
+}
+
+/// `suppress ...`.
+pub fn suppress(args: SuppressArgs) -> Result<ExitCode> {
+    let mut store = open(&args.store)?;
+    match args.action {
+        SuppressAction::List => export(&store, None)?,
+        SuppressAction::Export { file } => export(&store, file.as_deref())?,
+        SuppressAction::Add {
+            addresses,
+            reason,
+            note,
+        } => {
+            let entries = addresses
+                .iter()
+                .map(|a| {
+                    Ok(Entry::new(
+                        suppress::normalize(a)?,
+                        reason,
+                        note.clone(),
+                        "",
+                    ))
+                })
+                .collect::<Result<Vec<_>, suppress::StoreError>>()?;
+            let n = store.add(&entries)?;
+            println!("{n} added, {} already suppressed", entries.len() - n);
+        }
+        SuppressAction::Remove { addresses } => {
+            let mut missing = 0;
+            for a in &addresses {
+                if !store.remove(&suppress::normalize(a)?)? {
+                    eprintln!("mailmerge: {a} was not suppressed");
+                    missing += 1;
+                }
+            }
+            println!("{} removed", addresses.len() - missing);
+        }
+        SuppressAction::Import {
+            file,
+            column,
+            reason,
+        } => {
+            let name = file.display().to_string();
+            let input = std::fs::File::open(&file).with_context(|| format!("opening {name}"))?;
+            let got = suppress::import_csv(input, &name, &column, reason)?;
+            for s in &got.skipped {
+                eprintln!("mailmerge: {name}: skipped {s}");
+            }
+            let n = store.add(&got.entries)?;
+            println!(
+                "{n} added, {} already suppressed, {} skipped",
+                got.entries.len() - n,
+                got.skipped.len()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(store: &Store, file: Option<&Path>) -> Result<()> {
+    let entries = store.list()?;
+    match file.filter(|f| f.as_os_str() != "-") {
+        Some(f) => {
+            let out =
+                std::fs::File::create(f).with_context(|| format!("creating {}", f.display()))?;
+            suppress::export_csv(&entries, out, &f.display().to_string())?;
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            suppress::export_csv(&entries, &mut lock, "stdout")?;
+            lock.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// `bounces PATH...`: exit 0 when every report was matched (or ignored), 1 when some were
+/// unmatched or forged.
+pub fn bounces(args: BouncesArgs) -> Result<ExitCode> {
+    let store = open(&args.store)?;
+    let key = args.key.load().map_err(|e| anyhow!(e))?;
+    if key.is_none() {
+        eprintln!("mailmerge: no --verp-key: matching by Message-ID and recipient only");
+    }
+    let mut matcher = Matcher::new(store, key.as_deref())?;
+    let (mut matched, mut missed, mut ignored) = (0, 0, 0);
+    for path in &args.paths {
+        for raw in bounces::read::messages(path)? {
+            let v = matcher.apply(&raw.bytes)?;
+            match v {
+                Verdict::Matched { .. } => matched += 1,
+                Verdict::Ignored(_) => ignored += 1,
+                Verdict::Forged(_) | Verdict::Unmatched(_) => missed += 1,
+            }
+            println!("{}: {v}", raw.origin);
+        }
+    }
+    let files = matcher.finish()?;
+    println!(
+        "{matched} matched, {missed} unmatched or forged, {ignored} ignored; {files} results file(s) updated"
+    );
+    Ok(if missed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
