@@ -91,7 +91,7 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__check)
-            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --smtp-timeout --connect-timeout --timeout --dry-run --out --limit --fresh --template-changed --journal-repair --raw-csv --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --help"
+            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --smtp-timeout --connect-timeout --timeout --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -510,7 +510,7 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__run)
-            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --smtp-timeout --connect-timeout --timeout --dry-run --out --limit --fresh --template-changed --journal-repair --raw-csv --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --help"
+            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --smtp-timeout --connect-timeout --timeout --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

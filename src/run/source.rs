@@ -16,6 +16,8 @@ pub(super) fn message_source(cfg: &RunConfig, job: &Job, warnings: &Warnings) ->
     let mut opts = cfg.message.clone();
     opts.message_id_prefix
         .get_or_insert_with(message::new_run_id);
+    opts.trace
+        .get_or_insert_with(|| message::Trace::new(&cfg.recipients, cfg.delivery.helo()));
     let warnings = warnings.clone();
     Arc::new(move |i: usize| {
         let row = list.row(i);
