@@ -133,3 +133,4 @@ pub async fn dns(zone: Zone) -> DnsServer {
 
 /// A plain template using `name` and `email`.
 pub const TEMPLATE: &str = "From: Sender <news@sender.test>\nTo: {{name}} <{{email}}>\nSubject: Hello {{name}}\n\nHi {{name}},\n.leading dot line\n..two dots\nbye\n";
+pub mod mta;
