@@ -7,12 +7,18 @@
 //! `List-Unsubscribe`/`List-Unsubscribe-Post` (RFC 2369/8058) are checked and written as they
 //! are (never RFC 2047-encoded), and with `--dkim-key` the finished bytes are DKIM-signed here,
 //! on the worker thread that built them.
+//!
+//! Every message starts with one `Received:` trace header recording the submission, as an MTA
+//! writes one when it picks a message up (RFC 5321 §4.4): from the list file, by the HELO name,
+//! with the run id; `--no-received-header` leaves it out. It goes in before DKIM signing but is
+//! not signed: trace headers are not in [`crate::dkim::SIGNED_HEADERS`] (RFC 6376 §5.4.1).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address as MbAddress;
+use mail_builder::headers::date::Date;
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 use thiserror::Error;
@@ -121,7 +127,7 @@ impl AttachmentDir {
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1024 * 1024;
 
 /// Settings that are the same for every message of a run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MessageOptions {
     /// Envelope sender override (`--from`); default: the From header's address.
     pub envelope_from: Option<Address>,
@@ -141,6 +147,98 @@ pub struct MessageOptions {
     /// Per-row envelope sender with a signed token (`--return-path`, [`crate::verp`]);
     /// overrides `envelope_from` for the rows of a list.
     pub verp: Option<crate::verp::Verp>,
+    /// Start every message with a `Received:` trace header (on by default;
+    /// `--no-received-header` turns it off).
+    pub received_header: bool,
+    /// What the trace header names; the run fills it in from the list file and the HELO name.
+    pub trace: Option<Trace>,
+}
+
+impl Default for MessageOptions {
+    fn default() -> Self {
+        Self {
+            envelope_from: None,
+            dkim: None,
+            extra_headers: Vec::new(),
+            message_id_prefix: None,
+            attachments: None,
+            max_message_size: 0,
+            verp: None,
+            received_header: true,
+            trace: None,
+        }
+    }
+}
+
+/// The `from` and `by` parts of the `Received:` trace header, already made safe to write
+/// (see [`Trace::new`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trace {
+    /// Where the message came from: the list file's name.
+    pub from: String,
+    /// Who submitted it: the HELO name.
+    pub by: String,
+}
+
+impl Trace {
+    /// The trace of messages made from the list at `list` and sent with HELO name `helo`. Only
+    /// the file's name is kept (never the folder), and both are reduced to a dot-atom (RFC 5322
+    /// §3.2.3: letters, digits, `-`, `_`, `.`, and `[]:` for an address literal in HELO) of
+    /// at most 64 characters, so neither can break the header or leak a path.
+    pub fn new(list: &Path, helo: &str) -> Self {
+        let name = list
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self {
+            from: dot_atom(&name, "", "list"),
+            by: dot_atom(helo, "[]:", "localhost"),
+        }
+    }
+}
+
+/// `value` with every character outside letters, digits, `-`, `_`, `.` and `extra` replaced by
+/// `-`, empty dot-separated parts dropped, cut to 64 characters; `fallback` if nothing is left.
+fn dot_atom(value: &str, extra: &str, fallback: &str) -> String {
+    let mapped: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) || extra.contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut out = String::new();
+    for part in mapped.split('.').filter(|p| !p.is_empty()) {
+        let sep = usize::from(!out.is_empty());
+        if out.len() + sep + part.len() > 64 {
+            break;
+        }
+        if sep == 1 {
+            out.push('.');
+        }
+        out.push_str(part);
+    }
+    if out.is_empty() {
+        fallback.to_string()
+    } else {
+        out
+    }
+}
+
+/// The trace header (with its CRLF) for a message of run `run_id`: `Received: from <list> by
+/// <helo> (mailmerge) id <run id>; <date>`, folded before `by` and before the date (RFC 5322
+/// §2.2.3) so that, for names of ordinary length, no line is longer than 78 characters.
+pub fn received_header(trace: &Trace, run_id: &str, now: &Date) -> String {
+    format!(
+        "Received: from {}\r\n\tby {} (mailmerge) id {};\r\n\t{}\r\n",
+        trace.from,
+        trace.by,
+        dot_atom(run_id, "", "unknown"),
+        now.to_rfc822()
+    )
 }
 
 /// RFC 8058 §3.1: the only value List-Unsubscribe-Post may have.
@@ -429,6 +527,24 @@ pub fn build_row(
             limit,
         });
     }
+    if opts.received_header {
+        // First in the header block, as an MTA prepends its trace header; DKIM (below) adds
+        // its signature above it and does not sign it.
+        let default_trace;
+        let trace = match &opts.trace {
+            Some(t) => t,
+            None => {
+                default_trace = Trace::new(Path::new(""), "localhost");
+                &default_trace
+            }
+        };
+        let run_id = match &opts.message_id_prefix {
+            Some(prefix) => prefix.clone(),
+            None => new_run_id(),
+        };
+        let header = received_header(trace, &run_id, &Date::now());
+        bytes.splice(0..0, header.into_bytes());
+    }
     if let Some(signer) = &opts.dkim {
         let header = signer
             .sign(&bytes, from_addr.domain())
@@ -519,6 +635,105 @@ mod tests {
             e.to_string(),
             "attachment not available: nonexistent/file.pdf"
         );
+    }
+
+    /// The header block of an unstuffed message, unfolded, as (name, value) pairs in order.
+    fn header_fields(message: &str) -> Vec<(String, String)> {
+        let head = message.split("\r\n\r\n").next().unwrap();
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for line in head.split("\r\n") {
+            if line.starts_with([' ', '\t']) {
+                fields.last_mut().unwrap().1.push_str(line);
+            } else {
+                let (name, value) = line.split_once(':').unwrap();
+                fields.push((name.to_string(), value.trim().to_string()));
+            }
+        }
+        fields
+    }
+
+    #[test]
+    fn a_received_trace_header_comes_first_unless_turned_off() {
+        let r = rendered(&[("From", "a@acme.example"), ("To", "b@example.com")], "x");
+        let rcpt = Address::parse("b@example.com").unwrap();
+        let opts = MessageOptions {
+            message_id_prefix: Some("runid.1".into()),
+            trace: Some(Trace::new(
+                Path::new("/home/ann/Spring list (final).csv"),
+                "mta.acme.example",
+            )),
+            ..MessageOptions::default()
+        };
+        let m = build_row(r.clone(), &rcpt, &opts, Some(7)).unwrap();
+        let text = String::from_utf8(DataPayload::unstuff(m.payload.as_bytes())).unwrap();
+        let fields = header_fields(&text);
+        assert_eq!(fields[0].0, "Received", "{text}");
+        let received = &fields[0].1;
+        let (trace, date) = received.split_once(';').unwrap();
+        assert_eq!(
+            trace,
+            "from Spring-list--final-.csv\tby mta.acme.example (mailmerge) id runid.1"
+        );
+        // The same RFC 5322 date-time form as the Date header.
+        let date = date.trim();
+        assert_eq!(
+            date.len(),
+            "Sat, 29 Nov 2026 05:10:00 +0000".len(),
+            "{date:?}"
+        );
+        assert!(
+            date.ends_with(" +0000") && date.as_bytes()[3] == b',',
+            "{date:?}"
+        );
+        assert_eq!(fields.iter().filter(|f| f.0 == "Received").count(), 1);
+        // Folded, every line under 78 characters.
+        assert!(text.split("\r\n").all(|l| l.len() <= 78), "{text}");
+        assert!(text.starts_with("Received: from Spring-list--final-.csv\r\n\tby "));
+
+        // DKIM signs over it: the signature goes above and does not cover Received.
+        let pem = include_str!("../tests/fixtures/dkim-ed25519.pem");
+        let signed = MessageOptions {
+            dkim: Some(Signer::from_pem(pem.as_bytes(), "ed", None).unwrap()),
+            ..opts.clone()
+        };
+        let m = build_row(r.clone(), &rcpt, &signed, Some(7)).unwrap();
+        let text = String::from_utf8(DataPayload::unstuff(m.payload.as_bytes())).unwrap();
+        let fields = header_fields(&text);
+        assert_eq!(fields[0].0, "DKIM-Signature");
+        assert_eq!(fields[1].0, "Received");
+        let h = fields[0]
+            .1
+            .split(';')
+            .find(|t| t.trim().starts_with("h="))
+            .unwrap();
+        assert!(!h.to_ascii_lowercase().contains("received"), "{h}");
+
+        // --no-received-header.
+        let off = MessageOptions {
+            received_header: false,
+            ..opts
+        };
+        let m = build_row(r, &rcpt, &off, Some(7)).unwrap();
+        let text = String::from_utf8(DataPayload::unstuff(m.payload.as_bytes())).unwrap();
+        assert!(!text.contains("Received"), "{text}");
+    }
+
+    #[test]
+    fn trace_names_are_reduced_to_safe_dot_atoms() {
+        let t = Trace::new(
+            Path::new("../x/..list\r\nX-Evil: 1.csv"),
+            "host\r\nBcc: e@x",
+        );
+        assert_eq!(t.from, "list--X-Evil--1.csv");
+        assert_eq!(t.by, "host--Bcc:-e-x");
+        let t = Trace::new(Path::new("/"), "[192.0.2.1]");
+        assert_eq!((t.from.as_str(), t.by.as_str()), ("list", "[192.0.2.1]"));
+        let t = Trace::new(Path::new("Grüße.csv"), "");
+        assert_eq!((t.from.as_str(), t.by.as_str()), ("Gr--e.csv", "localhost"));
+        let long = format!("{}.csv", "a".repeat(100));
+        assert_eq!(Trace::new(Path::new(&long), "h").from, "list");
+        let long = format!("{}.{}.csv", "a".repeat(40), "b".repeat(40));
+        assert_eq!(Trace::new(Path::new(&long), "h").from, "a".repeat(40));
     }
 
     #[test]

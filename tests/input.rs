@@ -378,6 +378,7 @@ async fn hostile_rows_never_create_a_header_a_recipient_or_a_mime_part() {
         assert_eq!(boxes[0].address.to_string(), m.rcpt_to, "{to}");
     }
     let allowed = [
+        "received",
         "from",
         "to",
         "subject",
@@ -395,6 +396,8 @@ async fn hostile_rows_never_create_a_header_a_recipient_or_a_mime_part() {
             let name = l.split(':').next().unwrap().to_ascii_lowercase();
             assert!(allowed.contains(&name.as_str()), "header {l:?} in {head}");
         }
+        // Only our own trace header, once.
+        assert_eq!(head.matches("Received:").count(), 1, "{head}");
         // One text part and one attachment, nothing more.
         assert_eq!(
             body.matches("Content-Type:").count(),

@@ -69,6 +69,7 @@ disabled\:"Never STARTTLS"))' \
 '--fresh[Forget earlier runs of this job (empty the journal) and send to every row again]' \
 '--template-changed[The template changed since the journal was started (a fix during a campaign)\: go on with the journal instead of refusing; rows already delivered are not sent again]' \
 '--journal-repair[A damaged journal record stops the run (exit 2); with this flag damaged records are skipped and their rows sent again]' \
+'--no-received-header[Leave out the \`Received\:\` trace header that records the submission (list file, HELO name, run id and time) at the top of every message]' \
 '--raw-csv[Write results cells exactly as they are. By default a cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe]' \
 '--sandbox[Run the whole job against an embedded loopback DNS server and SMTP receiver]' \
 '-q[No progress output (errors still go to stderr)]' \
@@ -121,6 +122,7 @@ disabled\:"Never STARTTLS"))' \
 '--fresh[Forget earlier runs of this job (empty the journal) and send to every row again]' \
 '--template-changed[The template changed since the journal was started (a fix during a campaign)\: go on with the journal instead of refusing; rows already delivered are not sent again]' \
 '--journal-repair[A damaged journal record stops the run (exit 2); with this flag damaged records are skipped and their rows sent again]' \
+'--no-received-header[Leave out the \`Received\:\` trace header that records the submission (list file, HELO name, run id and time) at the top of every message]' \
 '--raw-csv[Write results cells exactly as they are. By default a cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe]' \
 '--sandbox[Run the whole job against an embedded loopback DNS server and SMTP receiver]' \
 '-q[No progress output (errors still go to stderr)]' \

@@ -37,6 +37,7 @@ pub fn smtp_reply(data: &[u8]) {
 pub const TEMPLATE: &str = "From: Fuzz <fuzz@sender.test>\nTo: {{name}} <{{email}}>\nSubject: {{x}} for {{name}}\nX-Fuzz: {{x}}\n\n{{name}}\n{{x}}\n";
 
 const ALLOWED: &[&str] = &[
+    "received",
     "from",
     "to",
     "subject",
@@ -104,13 +105,16 @@ pub fn csv_message(data: &[u8]) -> usize {
         let text = DataPayload::unstuff(wire);
         let text = String::from_utf8_lossy(&text);
         let (head, _) = text.split_once("\r\n\r\n").expect("header block");
-        let mut to = 0;
+        let (mut to, mut received) = (0, 0);
         for l in head.split("\r\n").filter(|l| !l.starts_with([' ', '\t'])) {
             let name = l.split(':').next().unwrap_or_default().to_ascii_lowercase();
             assert!(ALLOWED.contains(&name.as_str()), "header {l:?}");
             to += usize::from(name == "to");
+            received += usize::from(name == "received");
         }
-        assert_eq!(to, 1);
+        // One To, and only our own trace header (first): a row cannot add another.
+        assert_eq!((to, received), (1, 1));
+        assert!(head.starts_with("Received: from "), "{head}");
         // One part: a single, non-multipart Content-Type in the header block (body text that
         // merely reads "Content-Type: multipart/..." is just text).
         let ct: Vec<&str> = head

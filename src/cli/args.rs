@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// skipped and their rows sent again.
     #[arg(long)]
     pub journal_repair: bool,
+    /// Leave out the `Received:` trace header that records the submission (list file, HELO
+    /// name, run id and time) at the top of every message.
+    #[arg(long)]
+    pub no_received_header: bool,
     /// Write results cells exactly as they are. By default a cell that a spreadsheet would run
     /// as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe.
     #[arg(long)]

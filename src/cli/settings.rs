@@ -35,6 +35,7 @@ pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
     }
     cfg.message.attachments = args.attachments_dir.as_deref().map(AttachmentDir::new);
     cfg.message.max_message_size = args.max_message_size;
+    cfg.message.received_header = !args.no_received_header;
     cfg.dns.server = args.dns;
     cfg.dns.timeout = args.dns_timeout;
     cfg.delivery = args.delivery;
@@ -112,5 +113,28 @@ fn signer(
         (None, Some(_)) => bail!("--dkim-selector needs --dkim-key"),
         (None, None) if domain.is_some() => bail!("--dkim-domain needs --dkim-key"),
         (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::args::{Cli, Command};
+    use super::*;
+
+    fn config(flags: &[&str]) -> RunConfig {
+        let argv = ["mailmerge", "run", "list.csv", "message.hbs"];
+        let cli = Cli::parse_from(argv.iter().chain(flags));
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        run_config(args, false).unwrap()
+    }
+
+    #[test]
+    fn the_received_trace_header_is_on_unless_turned_off() {
+        assert!(config(&[]).message.received_header);
+        assert!(!config(&["--no-received-header"]).message.received_header);
     }
 }

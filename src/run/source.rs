@@ -21,6 +21,8 @@ pub(super) fn message_source(cfg: &RunConfig, job: &Job, warnings: &Warnings) ->
     if let Some(verp) = opts.verp.as_mut() {
         verp.campaign = super::suppress::campaign(cfg, job);
     }
+    opts.trace
+        .get_or_insert_with(|| message::Trace::new(&cfg.recipients, cfg.delivery.helo()));
     let warnings = warnings.clone();
     Arc::new(move |i: usize| {
         let row = list.row(i);

@@ -147,3 +147,4 @@ pub fn scratch_data_home() -> &'static Path {
     DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"))
         .path()
 }
+pub mod mta;
