@@ -33,6 +33,7 @@ mod worker;
 #[cfg(test)]
 mod sim;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ pub struct DeliveryConfig {
     /// Set by whoever records outcomes durably (the journal): a worker does not send the
     /// next message's content until every final outcome reported so far is recorded, so a
     /// crash can cost at most one accepted-but-unrecorded message per connection.
-    pub recorded: Option<std::sync::Arc<Recorded>>,
+    pub recorded: Option<Arc<Recorded>>,
 }
 
 impl DeliveryConfig {
