@@ -5,6 +5,9 @@
 //! RFC 7505, NXDOMAIN, a temporary DNS failure). Domains whose MX host sets are identical are
 //! grouped into one [`Site`], so that e.g. hundreds of domains hosted by one provider share one
 //! connection pool and one politeness limit (as KumoMTA does).
+//!
+//! Lookups sit behind the [`Resolve`] trait so that what consumes routes can be tested with a
+//! fixed table instead of a DNS server.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -76,6 +79,42 @@ impl Default for DnsOptions {
             attempts: 2,
             concurrency: 64,
         }
+    }
+}
+
+/// Where MX answers come from: [`MxResolver`] asks DNS; a map of domain → [`Route`] answers
+/// from a fixed table (tests, or answers known in advance).
+pub trait Resolve: Send + Sync {
+    /// Resolves one domain (A-label form) to a route.
+    fn route(&self, domain: &str) -> impl Future<Output = Route> + Send;
+
+    /// Resolves many domains, each exactly once. The default asks one at a time.
+    fn routes(&self, domains: Vec<String>) -> impl Future<Output = HashMap<String, Route>> + Send {
+        async move {
+            let mut out = HashMap::with_capacity(domains.len());
+            for domain in domains {
+                let route = self.route(&domain).await;
+                out.insert(domain, route);
+            }
+            out
+        }
+    }
+}
+
+impl Resolve for MxResolver {
+    fn route(&self, domain: &str) -> impl Future<Output = Route> + Send {
+        MxResolver::route(self, domain)
+    }
+
+    fn routes(&self, domains: Vec<String>) -> impl Future<Output = HashMap<String, Route>> + Send {
+        MxResolver::routes(self, domains)
+    }
+}
+
+/// A fixed table: a domain not in it does not exist (NXDOMAIN).
+impl Resolve for HashMap<String, Route> {
+    fn route(&self, domain: &str) -> impl Future<Output = Route> + Send {
+        std::future::ready(self.get(domain).cloned().unwrap_or(Route::NoSuchDomain))
     }
 }
 
@@ -365,6 +404,23 @@ mod tests {
         }
         // Both equal-preference hosts come first sometimes.
         assert_eq!(firsts.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_fixed_table_resolves_like_dns_and_unknown_domains_do_not_exist() {
+        let provider: Arc<[MxHost]> = vec![host("mx1.p.test", 10)].into();
+        let mut table = HashMap::new();
+        table.insert("a.test".to_string(), Route::Hosts(provider.clone()));
+        table.insert("b.test".to_string(), Route::Hosts(provider));
+        table.insert("null.test".to_string(), Route::NullMx);
+        let domains = ["a.test", "b.test", "null.test", "gone.test"].map(String::from);
+        let routes = Resolve::routes(&table, domains.to_vec()).await;
+        assert_eq!(routes.len(), 4);
+        assert_eq!(routes["gone.test"], Route::NoSuchDomain);
+        assert_eq!(routes["null.test"], Route::NullMx);
+        let sites = group_sites(&routes);
+        assert_eq!(sites.len(), 1);
+        assert_eq!(sites[0].domains, vec!["a.test", "b.test"]);
     }
 
     #[test]

@@ -1,0 +1,287 @@
+//! Opening an SMTP session to a site: try its MX addresses in order (skipping those known to be
+//! failing), connect, read the greeting, EHLO, STARTTLS per the TLS policy and EHLO again; and,
+//! once a session is open, the checks that refuse a message locally before it is sent (SIZE,
+//! SMTPUTF8).
+//!
+//! Every failure here is about one address, so the next address is tried; only when none gives
+//! a session does the worker hear about it, as a [`ConnectFailure`] carrying the last reason.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::timeout;
+
+use super::connect::Connect;
+use super::engine::{Ctx, Event, SiteWork};
+use super::outcome::{Outcome, Status, Step};
+use crate::message::BuiltMessage;
+use crate::mx::MxHost;
+use crate::smtp::{Connection, EnhancedCode, MaybeTls, Phase, Reply, TlsMode};
+
+/// An SMTP connection over a connector's stream, plaintext until STARTTLS.
+pub(super) type MxConnection<S> = Connection<MaybeTls<S>>;
+
+/// An open, greeted, EHLO'd session with one MX.
+pub(super) struct Session<S> {
+    /// The connection.
+    pub(super) conn: MxConnection<S>,
+    /// MX host name (for outcomes).
+    pub(super) host: String,
+    /// The address connected to.
+    pub(super) ip: IpAddr,
+    /// TLS version, `None` in plaintext.
+    pub(super) tls: Option<String>,
+    /// This session's share of `--max-connections`.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<S> Session<S> {
+    /// Fills in where an outcome happened: this session's host, address and TLS version.
+    pub(super) fn stamp(&self, outcome: &mut Outcome) {
+        outcome.mx_host = Some(self.host.clone());
+        outcome.mx_ip = Some(self.ip);
+        outcome.tls.clone_from(&self.tls);
+    }
+}
+
+/// Why no session could be opened: the last failure seen over all MX addresses.
+pub(super) struct ConnectFailure {
+    step: Phase,
+    reply: Option<Reply>,
+    text: String,
+    host: Option<String>,
+    ip: Option<IpAddr>,
+}
+
+impl ConnectFailure {
+    /// A failure before any address was tried.
+    fn before_connecting(text: &str) -> Self {
+        Self {
+            step: Phase::Connect,
+            reply: None,
+            text: text.into(),
+            host: None,
+            ip: None,
+        }
+    }
+
+    /// The (deferred) outcome every row waiting for the site gets.
+    pub(super) fn outcome(&self) -> Outcome {
+        let mut o = match &self.reply {
+            Some(r) => Outcome::from_reply(Status::Deferred, Step::Smtp(self.step), r),
+            None => Outcome::local(Status::Deferred, Step::Smtp(self.step), self.text.clone()),
+        };
+        if o.enhanced.is_none() && self.reply.is_none() {
+            // RFC 3463 4.4.1: no answer from host; 4.4.2: bad connection; 4.7.5: cryptographic
+            // failure (TLS).
+            o.enhanced = Some(match self.step {
+                Phase::Connect => EnhancedCode::new(4, 4, 1),
+                Phase::StartTls => EnhancedCode::new(4, 7, 5),
+                _ => EnhancedCode::new(4, 4, 2),
+            });
+        }
+        o.mx_host = self.host.clone();
+        o.mx_ip = self.ip;
+        o
+    }
+}
+
+/// Opens a session with the first address of `site` that gives one.
+pub(super) async fn open_session<C: Connect>(
+    ctx: &Ctx<C>,
+    site: &SiteWork,
+) -> Result<Session<C::Stream>, ConnectFailure> {
+    let permit = ctx
+        .connections
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ConnectFailure::before_connecting("shutting down"))?;
+    let mut last = ConnectFailure::before_connecting("no MX address to try");
+    for (host, ip) in ctx.hosts.candidates(&site.hosts) {
+        let to = Target { host, ip };
+        let want_tls = ctx.cfg.tls.mode != TlsMode::Disabled && !ctx.hosts.tls_broken(ip);
+        let result = match connect_one(ctx, &to, want_tls).await {
+            Err(Failed::Tls(_)) if ctx.cfg.tls.mode == TlsMode::Opportunistic => {
+                // RFC 3207 leaves it to the client; like Postfix, retry in plaintext on a new
+                // connection and do not try TLS with this address again during the run.
+                ctx.hosts.remember_tls_broken(ip);
+                connect_one(ctx, &to, false).await
+            }
+            other => other,
+        };
+        match result {
+            Ok((conn, tls)) => {
+                ctx.emit(Event::Connected {
+                    site: site.name.clone(),
+                });
+                return Ok(Session {
+                    conn,
+                    host: host.name.clone(),
+                    ip,
+                    tls,
+                    _permit: permit,
+                });
+            }
+            Err(Failed::Next(f) | Failed::Tls(f)) => last = f,
+        }
+    }
+    Err(last)
+}
+
+/// Why one address did not give a session.
+enum Failed {
+    /// Try the next address.
+    Next(ConnectFailure),
+    /// The TLS handshake failed (opportunistic mode retries in plaintext).
+    Tls(ConnectFailure),
+}
+
+/// The address being tried.
+struct Target<'h> {
+    host: &'h MxHost,
+    ip: IpAddr,
+}
+
+impl Target<'_> {
+    fn fail(&self, step: Phase, reply: Option<Reply>, text: String) -> Failed {
+        Failed::Next(self.failure(step, reply, text))
+    }
+
+    fn failure(&self, step: Phase, reply: Option<Reply>, text: String) -> ConnectFailure {
+        ConnectFailure {
+            step,
+            reply,
+            text,
+            host: Some(self.host.name.clone()),
+            ip: Some(self.ip),
+        }
+    }
+}
+
+/// Connects to one address: greeting, EHLO, and STARTTLS + EHLO again when `want_tls` and
+/// offered. Returns the session and its TLS version.
+async fn connect_one<C: Connect>(
+    ctx: &Ctx<C>,
+    to: &Target<'_>,
+    want_tls: bool,
+) -> Result<(MxConnection<C::Stream>, Option<String>), Failed> {
+    let stream = dial(ctx, to).await?;
+    let (mut conn, greeting) = Connection::greet(MaybeTls::Plain(stream), ctx.cfg.options.timeouts)
+        .await
+        .map_err(|e| to.fail(e.phase(), None, e.to_string()))?;
+    if !greeting.is_positive() {
+        // 4yz/5yz greeting: this host will not talk to us now; try the next MX.
+        conn.quit().await;
+        return Err(to.fail(Phase::Greeting, Some(greeting), String::new()));
+    }
+    hello(&mut conn, ctx.cfg.options.helo(), to).await?;
+    if want_tls && conn.capabilities().starttls {
+        conn = starttls(ctx, conn, to).await?;
+    }
+    let tls = conn.stream().tls_version();
+    if ctx.cfg.tls.mode == TlsMode::Required && tls.is_none() {
+        conn.quit().await;
+        let text = format!(
+            "{} does not offer STARTTLS and --tls required is set",
+            to.host.name
+        );
+        return Err(to.fail(Phase::StartTls, None, text));
+    }
+    Ok((conn, tls))
+}
+
+/// Connects, bounded by the connect timeout; an address that refuses or does not answer is
+/// skipped for a while.
+async fn dial<C: Connect>(ctx: &Ctx<C>, to: &Target<'_>) -> Result<C::Stream, Failed> {
+    let limit = ctx.cfg.options.timeouts.connect;
+    let addr = SocketAddr::new(to.ip, ctx.cfg.options.smtp_port);
+    let text = match timeout(limit, ctx.connector.connect(&to.host.name, addr)).await {
+        Ok(Ok(stream)) => return Ok(stream),
+        Err(_) => format!("connect to {addr} timed out after {limit:?}"),
+        Ok(Err(e)) => format!("connect to {addr}: {e}"),
+    };
+    ctx.hosts.mark_dead(to.ip);
+    Err(to.fail(Phase::Connect, None, text))
+}
+
+/// STARTTLS, the handshake and EHLO again. A refused STARTTLS goes on in plaintext unless TLS
+/// is required.
+async fn starttls<C: Connect>(
+    ctx: &Ctx<C>,
+    mut conn: MxConnection<C::Stream>,
+    to: &Target<'_>,
+) -> Result<MxConnection<C::Stream>, Failed> {
+    let reply = conn
+        .starttls()
+        .await
+        .map_err(|e| to.fail(e.phase(), None, e.to_string()))?;
+    if reply.code == 220 {
+        let config = ctx.cfg.tls.client_config();
+        let mut conn = crate::smtp::tls::handshake(conn, config, &to.host.name, to.ip)
+            .await
+            .map_err(|e| Failed::Tls(to.failure(Phase::StartTls, None, e.to_string())))?;
+        // RFC 3207 §4.2: forget what the plaintext EHLO said and ask again.
+        hello(&mut conn, ctx.cfg.options.helo(), to).await?;
+        return Ok(conn);
+    }
+    if ctx.cfg.tls.mode == TlsMode::Required {
+        conn.quit().await;
+        return Err(to.fail(Phase::StartTls, Some(reply), String::new()));
+    }
+    // Opportunistic and STARTTLS refused: go on in plaintext on this session.
+    Ok(conn)
+}
+
+/// EHLO (or HELO); a refusal or a lost connection means this address cannot be used.
+async fn hello<S>(conn: &mut MxConnection<S>, name: &str, to: &Target<'_>) -> Result<(), Failed>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match conn.hello(name).await {
+        Ok(r) if r.is_positive() => Ok(()),
+        Ok(r) => Err(to.fail(Phase::Ehlo, Some(r), String::new())),
+        Err(e) => Err(to.fail(e.phase(), None, e.to_string())),
+    }
+}
+
+/// Checks what the session offers against the message before sending (RFC 1870, RFC 6531).
+pub(super) fn local_refusal<S>(session: &Session<S>, msg: &BuiltMessage) -> Option<Outcome>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let caps = session.conn.capabilities();
+    if let Some(limit) = caps.size
+        && limit > 0
+        && msg.payload.message_len() as u64 > limit
+    {
+        return Some(Outcome::from_reply(
+            Status::Bounced,
+            Step::Local,
+            &Reply::local(
+                552,
+                EnhancedCode::new(5, 3, 4),
+                format!(
+                    "message is {} bytes, {} accepts at most {limit} (SIZE)",
+                    msg.payload.message_len(),
+                    session.host
+                ),
+            ),
+        ));
+    }
+    if msg.envelope.needs_smtputf8() && !caps.smtputf8 {
+        return Some(Outcome::from_reply(
+            Status::Bounced,
+            Step::Local,
+            &Reply::local(
+                553,
+                EnhancedCode::new(5, 6, 7),
+                format!(
+                    "non-ASCII address needs SMTPUTF8, which {} does not offer",
+                    session.host
+                ),
+            ),
+        ));
+    }
+    None
+}

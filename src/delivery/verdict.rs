@@ -1,0 +1,416 @@
+//! The verdict on one delivery attempt: what the server's answer (or a broken session) means
+//! for the row, the session, the rest of the batch and the site, as one pure function.
+//!
+//! The worker sends and applies; this file decides. Keeping the decision free of I/O makes every
+//! rule one row of the table test below, and a new rule (a provider's throttling reply, a
+//! protocol error that must not bounce) one match arm and one table row. Each [`Action`] names
+//! the [`Scope`] it is about, and [`Action::effects`] spells out what it does at every scope,
+//! so the worker never re-derives a decision from reply codes.
+
+use super::outcome::Status;
+use crate::smtp::{ClientError, Phase, Reply, Transaction};
+
+/// What one attempt came to, as far as the verdict is concerned.
+#[derive(Clone, Copy, Debug)]
+pub enum Attempt<'a> {
+    /// No address of the site gave a session (every MX refused, timed out, failed to greet or
+    /// to say EHLO, or failed the TLS policy).
+    NoSession,
+    /// The server answered the transaction: it accepted the message at the end of data, or it
+    /// refused one command (the phase says which).
+    Answered(&'a Transaction),
+    /// The session broke during the transaction: timeout, close, socket or protocol error.
+    Broke(&'a ClientError),
+}
+
+impl<'a> From<&'a Result<Transaction, ClientError>> for Attempt<'a> {
+    fn from(result: &'a Result<Transaction, ClientError>) -> Self {
+        match result {
+            Ok(t) => Attempt::Answered(t),
+            Err(e) => Attempt::Broke(e),
+        }
+    }
+}
+
+/// What a reply or a failure is about: the widest thing it says something about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One recipient (a refused RCPT).
+    Recipient,
+    /// One message (MAIL, DATA or the end of data).
+    Message,
+    /// The SMTP session: the connection broke or stopped answering.
+    Session,
+    /// The dialogue is out of step (a refused RSET, bytes that are not a reply).
+    Protocol,
+    /// The site as a whole (a 421, no MX reachable); one day the provider behind it.
+    Site,
+}
+
+/// What to do after one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// The end of data was answered 2yz: the row is delivered.
+    Delivered,
+    /// A permanent refusal (5yz, RFC 5321 §4.2.1) of MAIL, RCPT, DATA or the end of data: the
+    /// row bounces and is never retried; the session goes on with the next message.
+    Bounce(Scope),
+    /// Any other refusal of those commands (4yz, or 452/552 x.5.3 "too many recipients", RFC
+    /// 5321 §4.5.3.1.10): the row is tried again after its retry delay (the attempt counts
+    /// against its budget); the session goes on.
+    Retry(Scope),
+    /// The session cannot be trusted any more but nothing says the host is failing (a refused
+    /// RSET, a socket error, garbage): the row is retried later, the session is dropped and the
+    /// rest of the batch goes on over a new one.
+    Reconnect(Scope),
+    /// The session timed out or was closed by the server: the row is retried later (a drop
+    /// after the final "." can duplicate, RFC 5321 §4.1.1.4, but nothing confirmed it), the
+    /// session is dropped, and the rest of the batch goes back to the queue for any session.
+    SessionLost,
+    /// 421, at any command: the server closes the session and wants us gone for a while (RFC
+    /// 5321 §3.8). As [`Action::SessionLost`], and no new connection to the site until the
+    /// retry delay for its consecutive failures has passed.
+    PauseSite,
+    /// No MX of the site gave a session (circuit breaker): the site is paused and the row, the
+    /// rest of the batch and every row ready for the site share the failure (each is retried
+    /// later, each attempt counted).
+    Unreachable,
+}
+
+/// What becomes of the row an action is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Row {
+    /// A final outcome with this status.
+    Final(Status),
+    /// Another attempt after the retry delay (or `deferred` when the deadline comes first).
+    Retry,
+}
+
+/// What becomes of the rest of the worker's batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rest {
+    /// Sent next, by this worker.
+    GoOn,
+    /// Back to the front of the site's queue, attempts unchanged.
+    Requeue,
+    /// Each row, and every row ready for the site, fails like this one.
+    SameFate,
+}
+
+/// An action's effect at each scope, in the order the worker applies them: the session, the
+/// site, the row, the rest of the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Effects {
+    /// Whether the session is kept for the next message.
+    pub keep_session: bool,
+    /// Whether the site gets no new connection for its next retry delay.
+    pub pause_site: bool,
+    /// The row.
+    pub row: Row,
+    /// The rest of the batch.
+    pub rest: Rest,
+}
+
+impl Action {
+    /// What the action is about.
+    pub fn scope(self) -> Scope {
+        match self {
+            Action::Delivered => Scope::Message,
+            Action::Bounce(s) | Action::Retry(s) | Action::Reconnect(s) => s,
+            Action::SessionLost => Scope::Session,
+            Action::PauseSite | Action::Unreachable => Scope::Site,
+        }
+    }
+
+    /// What the action does.
+    pub fn effects(self) -> Effects {
+        let (keep_session, pause_site, row, rest) = match self {
+            Action::Delivered => (true, false, Row::Final(Status::Delivered), Rest::GoOn),
+            Action::Bounce(_) => (true, false, Row::Final(Status::Bounced), Rest::GoOn),
+            Action::Retry(_) => (true, false, Row::Retry, Rest::GoOn),
+            Action::Reconnect(_) => (false, false, Row::Retry, Rest::GoOn),
+            Action::SessionLost => (false, false, Row::Retry, Rest::Requeue),
+            Action::PauseSite => (false, true, Row::Retry, Rest::Requeue),
+            Action::Unreachable => (false, true, Row::Retry, Rest::SameFate),
+        };
+        Effects {
+            keep_session,
+            pause_site,
+            row,
+            rest,
+        }
+    }
+}
+
+/// The verdict on one attempt.
+pub fn verdict(attempt: Attempt<'_>) -> Action {
+    match attempt {
+        Attempt::NoSession => Action::Unreachable,
+        Attempt::Answered(Transaction::Accepted(_)) => Action::Delivered,
+        Attempt::Answered(Transaction::Rejected { phase, reply }) => refused(*phase, reply),
+        Attempt::Broke(e) => broke(e),
+    }
+}
+
+/// A command of the transaction was refused.
+fn refused(phase: Phase, reply: &Reply) -> Action {
+    if reply.code == 421 {
+        return Action::PauseSite;
+    }
+    if phase == Phase::Rset {
+        // Not about the message, so never a bounce: the session is confused, start a new one.
+        return Action::Reconnect(Scope::Protocol);
+    }
+    let scope = if phase == Phase::RcptTo {
+        Scope::Recipient
+    } else {
+        Scope::Message
+    };
+    if reply.is_permanent() {
+        Action::Bounce(scope)
+    } else {
+        Action::Retry(scope)
+    }
+}
+
+/// The connection failed mid-transaction.
+fn broke(e: &ClientError) -> Action {
+    match e {
+        // Gone or silent: another session (maybe to another MX) takes the rest of the batch.
+        ClientError::Timeout { .. } | ClientError::Closed { .. } => Action::SessionLost,
+        ClientError::Io { .. } | ClientError::Tls { .. } => Action::Reconnect(Scope::Session),
+        ClientError::Protocol { .. } => Action::Reconnect(Scope::Protocol),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::smtp::{ReplyError, parse_reply};
+
+    fn reply(wire: &str) -> Reply {
+        let wire = format!("{wire}\r\n");
+        match parse_reply(wire.as_bytes()) {
+            Ok(Some((r, _))) => r,
+            other => panic!("{wire:?}: {other:?}"),
+        }
+    }
+
+    fn accepted(wire: &str) -> Result<Transaction, ClientError> {
+        Ok(Transaction::Accepted(reply(wire)))
+    }
+
+    fn refused(phase: Phase, wire: &str) -> Result<Transaction, ClientError> {
+        Ok(Transaction::Rejected {
+            phase,
+            reply: reply(wire),
+        })
+    }
+
+    fn timeout(phase: Phase) -> Result<Transaction, ClientError> {
+        Err(ClientError::Timeout {
+            phase,
+            after: Duration::from_secs(300),
+        })
+    }
+
+    fn closed(phase: Phase) -> Result<Transaction, ClientError> {
+        Err(ClientError::Closed { phase })
+    }
+
+    fn io(phase: Phase) -> Result<Transaction, ClientError> {
+        let source = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        Err(ClientError::Io { phase, source })
+    }
+
+    fn garbage(phase: Phase) -> Result<Transaction, ClientError> {
+        let source = ReplyError::Malformed("HTTP/1.1 400".into());
+        Err(ClientError::Protocol { phase, source })
+    }
+
+    fn tls() -> Result<Transaction, ClientError> {
+        let source = std::io::Error::other("handshake");
+        Err(ClientError::Tls { source })
+    }
+
+    use Action::*;
+    use Phase::*;
+    use Scope::*;
+
+    /// (what happened, the action). `None` is "no session could be opened".
+    fn table() -> Vec<(Option<Result<Transaction, ClientError>>, Action)> {
+        let at = |r, a| (Some(r), a);
+        vec![
+            at(accepted("250 2.0.0 Ok: queued as 4F2"), Delivered),
+            // 5yz: bounce, whatever command was refused — except RSET.
+            at(refused(RcptTo, "550 5.1.1 no such user"), Bounce(Recipient)),
+            at(
+                refused(RcptTo, "550-5.1.1 no such user\r\n550 5.1.1 see docs"),
+                Bounce(Recipient),
+            ),
+            at(
+                refused(MailFrom, "553 5.7.1 sender refused"),
+                Bounce(Message),
+            ),
+            at(
+                refused(Data, "554 5.5.1 no valid recipients"),
+                Bounce(Message),
+            ),
+            at(
+                refused(DataEnd, "552 5.3.4 message too big"),
+                Bounce(Message),
+            ),
+            at(
+                refused(DataEnd, "550 5.7.26 unauthenticated mail"),
+                Bounce(Message),
+            ),
+            at(
+                refused(DataEnd, "550 5.7.515 bulk sender requirements"),
+                Bounce(Message),
+            ),
+            at(
+                refused(MailFrom, "550 5.2.1 ReceivingRatePerm"),
+                Bounce(Message),
+            ),
+            // Today a protocol refusal bounces like any 5yz (issue 9 will change these rows).
+            at(
+                refused(RcptTo, "503 5.5.1 Bad sequence of commands"),
+                Bounce(Recipient),
+            ),
+            at(refused(MailFrom, "500 5.5.2 syntax error"), Bounce(Message)),
+            // The reply code decides, not the enhanced code (see Reply::is_transient).
+            at(refused(RcptTo, "550 4.2.1 mailbox busy"), Bounce(Recipient)),
+            at(refused(RcptTo, "450 5.2.1 mailbox busy"), Retry(Recipient)),
+            // 4yz: retry this row; the session goes on.
+            at(
+                refused(RcptTo, "451 4.7.1 greylisted, try again"),
+                Retry(Recipient),
+            ),
+            at(
+                refused(RcptTo, "450 4.2.1 receiving mail at a rate"),
+                Retry(Recipient),
+            ),
+            at(refused(MailFrom, "451 4.3.0 try later"), Retry(Message)),
+            at(refused(Data, "451 4.3.0 try later"), Retry(Message)),
+            at(refused(DataEnd, "451 4.7.650 rate limited"), Retry(Message)),
+            at(
+                refused(DataEnd, "452 4.3.1 insufficient storage"),
+                Retry(Message),
+            ),
+            // "Too many recipients" is transient whether 452 or 552 (RFC 5321 §4.5.3.1.10).
+            at(
+                refused(RcptTo, "452 4.5.3 too many recipients"),
+                Retry(Recipient),
+            ),
+            at(
+                refused(RcptTo, "552 5.5.3 too many recipients"),
+                Retry(Recipient),
+            ),
+            // Neither 2yz nor 4yz nor 5yz: not a bounce.
+            at(refused(Data, "250 ok"), Retry(Message)),
+            // 421 anywhere: the site asks us to go away.
+            at(
+                refused(MailFrom, "421 4.7.0 Try again later, closing connection"),
+                PauseSite,
+            ),
+            at(
+                refused(RcptTo, "421 4.7.28 unusual rate of unsolicited mail"),
+                PauseSite,
+            ),
+            at(refused(Data, "421 4.3.2 too many connections"), PauseSite),
+            at(
+                refused(DataEnd, "421 4.7.0 [TSS04] temporarily deferred"),
+                PauseSite,
+            ),
+            at(refused(Rset, "421 4.3.2 closing"), PauseSite),
+            // A refused RSET: new session, never a bounce.
+            at(refused(Rset, "500 5.5.1 what?"), Reconnect(Protocol)),
+            at(refused(Rset, "451 4.3.0 later"), Reconnect(Protocol)),
+            // The connection broke.
+            at(timeout(DataEnd), SessionLost),
+            at(timeout(RcptTo), SessionLost),
+            at(closed(MailFrom), SessionLost),
+            at(closed(DataEnd), SessionLost),
+            at(io(DataEnd), Reconnect(Session)),
+            at(tls(), Reconnect(Session)),
+            at(garbage(RcptTo), Reconnect(Protocol)),
+            (None, Unreachable),
+        ]
+    }
+
+    #[test]
+    fn each_answer_gets_its_action() {
+        for (happened, expected) in table() {
+            let action = match &happened {
+                Some(result) => verdict(Attempt::from(result)),
+                None => verdict(Attempt::NoSession),
+            };
+            assert_eq!(action, expected, "{happened:?}");
+        }
+    }
+
+    #[test]
+    fn each_action_does_what_its_scope_implies() {
+        let effects = |keep_session, pause_site, row, rest| Effects {
+            keep_session,
+            pause_site,
+            row,
+            rest,
+        };
+        let (delivered, bounced) = (Row::Final(Status::Delivered), Row::Final(Status::Bounced));
+        // (action, scope, keep the session, pause the site, the row, the rest of the batch)
+        let table = [
+            (
+                Delivered,
+                Message,
+                effects(true, false, delivered, Rest::GoOn),
+            ),
+            (
+                Bounce(Recipient),
+                Recipient,
+                effects(true, false, bounced, Rest::GoOn),
+            ),
+            (
+                Bounce(Message),
+                Message,
+                effects(true, false, bounced, Rest::GoOn),
+            ),
+            (
+                Retry(Recipient),
+                Recipient,
+                effects(true, false, Row::Retry, Rest::GoOn),
+            ),
+            (
+                Reconnect(Protocol),
+                Protocol,
+                effects(false, false, Row::Retry, Rest::GoOn),
+            ),
+            (
+                Reconnect(Session),
+                Session,
+                effects(false, false, Row::Retry, Rest::GoOn),
+            ),
+            (
+                SessionLost,
+                Session,
+                effects(false, false, Row::Retry, Rest::Requeue),
+            ),
+            (
+                PauseSite,
+                Site,
+                effects(false, true, Row::Retry, Rest::Requeue),
+            ),
+            (
+                Unreachable,
+                Site,
+                effects(false, true, Row::Retry, Rest::SameFate),
+            ),
+        ];
+        for (action, scope, expected) in table {
+            assert_eq!(action.scope(), scope, "{action:?}");
+            assert_eq!(action.effects(), expected, "{action:?}");
+        }
+    }
+}

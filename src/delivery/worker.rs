@@ -1,0 +1,339 @@
+//! A worker: one connection slot of one site. It takes a batch of rows from the site's queue,
+//! renders them (opening a session meanwhile), and sends them one by one over its session,
+//! applying the [`verdict`] on each attempt. It keeps its session across batches, closes it
+//! when there is nothing to send for a while, and stops at the deadline or on cancellation.
+//!
+//! This file only sequences the steps; what an answer means is decided in [`super::verdict`],
+//! how a session is opened in [`super::session`], and the queue rules live in [`super::queue`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinError;
+use tokio::time::{Instant, sleep_until};
+
+use super::connect::Connect;
+use super::engine::Ctx;
+use super::outcome::{Outcome, Status, Step};
+use super::queue::{Job, Next, SiteQueue};
+use super::session::{ConnectFailure, Session, local_refusal, open_session};
+use super::verdict::{Action, Attempt, Rest, Row, verdict};
+use crate::message::BuiltMessage;
+use crate::smtp::{ClientError, DataPayload, EnhancedCode, Envelope, Phase, Transaction};
+
+/// A row's message, or why it cannot be sent.
+type Built = Result<BuiltMessage, Box<Outcome>>;
+
+/// A session opened while a batch rendered, not yet used.
+type Opened<S> = Option<Result<Session<S>, ConnectFailure>>;
+
+/// What the batch does after one message.
+enum Flow {
+    /// On to the next message.
+    Next,
+    /// Stop: this job (when still unsent) and the rest of the batch go back to the queue.
+    Requeue(Option<Job>),
+    /// Stop: the rest of the batch, and every job ready for the site, fail like this.
+    SameFate(Outcome),
+}
+
+struct Worker<C: Connect> {
+    ctx: Arc<Ctx<C>>,
+    queue: Arc<SiteQueue>,
+    /// The open session, kept across batches.
+    session: Option<Session<C::Stream>>,
+}
+
+/// Runs one worker of `queue`'s site until the site is done, the deadline passes or the run
+/// is cancelled.
+pub(super) async fn run<C: Connect>(ctx: Arc<Ctx<C>>, queue: Arc<SiteQueue>) {
+    let mut w = Worker {
+        ctx,
+        queue,
+        session: None,
+    };
+    while let Some(jobs) = w.next_jobs().await {
+        w.batch(jobs).await;
+    }
+    w.close().await;
+}
+
+impl<C: Connect> Worker<C> {
+    /// Waits for the next batch; `None` when there is no more work for this worker.
+    async fn next_jobs(&mut self) -> Option<Vec<Job>> {
+        loop {
+            let now = Instant::now();
+            if now >= self.ctx.cfg.deadline || self.ctx.cancel.is_cancelled() {
+                return None;
+            }
+            let max = self.ctx.cfg.batch.max(1);
+            match self.queue.take(max, now, self.session.is_some()) {
+                Next::Done => return None,
+                Next::Jobs(jobs) => return Some(jobs),
+                Next::Wait(until) => self.wait(now, until).await,
+            }
+        }
+    }
+
+    /// Nothing to take before `until`: a session is not kept idle through a long wait, and
+    /// the queue is looked at again at least every 250 ms.
+    async fn wait(&mut self, now: Instant, until: Instant) {
+        if until > now + Duration::from_secs(2) {
+            self.close().await;
+        }
+        let wake = until
+            .min(now + Duration::from_millis(250))
+            .min(self.ctx.cfg.deadline);
+        tokio::select! {
+            () = sleep_until(wake) => {}
+            () = self.ctx.cancel.cancelled() => {}
+        }
+    }
+
+    /// QUITs the session, if any.
+    async fn close(&mut self) {
+        if let Some(s) = self.session.take() {
+            s.conn.quit().await;
+        }
+    }
+
+    /// Renders the batch and sends it, message by message.
+    async fn batch(&mut self, jobs: Vec<Job>) {
+        let (rendered, mut opened) = self.render_and_open(&jobs).await;
+        let built = match rendered {
+            Ok(b) => b,
+            Err(e) => {
+                for job in jobs {
+                    let why = format!("rendering failed: {e}");
+                    let outcome = Outcome::local(Status::Invalid, Step::Render, why);
+                    self.ctx.final_outcome(&self.queue, job, outcome);
+                }
+                return;
+            }
+        };
+        if matches!(opened, Some(Ok(_))) {
+            self.session = opened.take().and_then(Result::ok);
+            self.queue.healthy();
+        }
+        let mut batch = jobs.into_iter().zip(built).peekable();
+        while let Some((job, built)) = batch.next() {
+            let next = batch.peek().map(|(_, b)| b);
+            match self.message(job, built, next, &mut opened).await {
+                Flow::Next => {}
+                Flow::Requeue(job) => {
+                    let rest = job.into_iter().chain(batch.map(|(j, _)| j));
+                    self.queue.unclaim(rest.collect());
+                    return;
+                }
+                Flow::SameFate(outcome) => {
+                    // Circuit breaker: no MX of this site answers, so every job ready for it
+                    // shares this failure and waits for the next retry round.
+                    for (j, _) in batch {
+                        self.ctx.transient(&self.queue, j, outcome.clone());
+                    }
+                    for j in self.queue.drain_ready() {
+                        self.ctx.transient(&self.queue, j, outcome.clone());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Renders the batch on the blocking pool. A worker without a session opens one
+    /// meanwhile, so the first message goes out one connect + greeting + EHLO after the
+    /// batch is taken, not after it is rendered.
+    async fn render_and_open(
+        // `&mut`: a shared borrow of the worker would make the future need a `Sync` stream.
+        &mut self,
+        jobs: &[Job],
+    ) -> (Result<Vec<Built>, JoinError>, Opened<C::Stream>) {
+        let source = self.ctx.source.clone();
+        let rows: Vec<usize> = jobs.iter().map(|j| j.row).collect();
+        let render = tokio::task::spawn_blocking(move || {
+            rows.into_iter().map(|r| source(r)).collect::<Vec<_>>()
+        });
+        if self.session.is_none() {
+            let (r, o) = tokio::join!(render, open_session(&self.ctx, &self.queue.work));
+            (r, Some(o))
+        } else {
+            (render.await, None)
+        }
+    }
+
+    /// One message of the batch; `next` is the one after it, if any.
+    async fn message(
+        &mut self,
+        job: Job,
+        built: Built,
+        next: Option<&Built>,
+        opened: &mut Opened<C::Stream>,
+    ) -> Flow {
+        if self.ctx.cancel.is_cancelled() {
+            // Stop taking new work: this job and the rest of the batch stay unsent.
+            return Flow::Requeue(Some(job));
+        }
+        let msg = match built {
+            Ok(m) => m,
+            Err(outcome) => {
+                self.ctx.final_outcome(&self.queue, job, *outcome);
+                return Flow::Next;
+            }
+        };
+        self.retire_if_used_up().await;
+        if let Err(outcome) = self.ensure_session(opened).await {
+            return self.apply(job, verdict(Attempt::NoSession), outcome);
+        }
+        self.send(job, &msg, next).await
+    }
+
+    /// A session that carried `--messages-per-connection` messages is closed.
+    async fn retire_if_used_up(&mut self) {
+        let max = self.ctx.cfg.options.messages_per_connection.get();
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.conn.transactions() >= max)
+        {
+            self.close().await;
+        }
+    }
+
+    /// Makes sure a session is open: the one opened while the batch rendered, or a new one.
+    /// `Err` when no MX of the site gave one, with the outcome the waiting rows share.
+    async fn ensure_session(&mut self, opened: &mut Opened<C::Stream>) -> Result<(), Outcome> {
+        if self.session.is_some() {
+            return Ok(());
+        }
+        let attempt = match opened.take() {
+            Some(o) => o,
+            None => open_session(&self.ctx, &self.queue.work).await,
+        };
+        match attempt {
+            Ok(s) => {
+                self.queue.healthy();
+                self.session = Some(s);
+                Ok(())
+            }
+            Err(fail) => Err(fail.outcome()),
+        }
+    }
+
+    /// Sends one message over the open session and applies the verdict.
+    async fn send(&mut self, job: Job, msg: &BuiltMessage, next: Option<&Built>) -> Flow {
+        let (ctx, queue) = (&self.ctx, &self.queue);
+        let Some(s) = self.session.as_mut() else {
+            return Flow::Next;
+        };
+        if let Some(mut refused) = local_refusal(s, msg) {
+            refused.attempts = job.attempts + 1;
+            s.stamp(&mut refused);
+            ctx.final_outcome(queue, job, refused);
+            return Flow::Next;
+        }
+        if !pace(ctx, queue).await {
+            // No slot before the deadline: leave the rest for the deadline report.
+            return Flow::Requeue(Some(job));
+        }
+        let next = announce(ctx, s, next);
+        // The bound on duplicates after a crash: the last message accepted on this
+        // session is recorded before another one can be.
+        ctx.wait_recorded().await;
+        let result = s.conn.send_then(&msg.envelope, &msg.payload, next).await;
+        let outcome = transaction_outcome(s, job, msg, &result);
+        self.apply(job, verdict(Attempt::from(&result)), outcome)
+    }
+
+    /// Does what `action` says to the session, the site, the row and the rest of the batch.
+    fn apply(&mut self, job: Job, action: Action, outcome: Outcome) -> Flow {
+        let effects = action.effects();
+        if !effects.keep_session {
+            // Dropped, not QUIT: the server is gone, closing, or out of step.
+            self.session = None;
+        }
+        if effects.pause_site {
+            self.queue.pause(&self.ctx.cfg.options.retry);
+        }
+        let flow = match effects.rest {
+            Rest::GoOn => Flow::Next,
+            Rest::Requeue => Flow::Requeue(None),
+            Rest::SameFate => Flow::SameFate(outcome.clone()),
+        };
+        match effects.row {
+            Row::Final(status) => {
+                let outcome = Outcome { status, ..outcome };
+                self.ctx.final_outcome(&self.queue, job, outcome);
+            }
+            Row::Retry => self.ctx.transient(&self.queue, job, outcome),
+        }
+        flow
+    }
+}
+
+/// Waits for this message's slot under `--rate-per-site`; `false` when there is none before
+/// the deadline.
+async fn pace<C>(ctx: &Ctx<C>, queue: &SiteQueue) -> bool {
+    let Some(rate) = ctx.cfg.options.rate_per_site else {
+        return true;
+    };
+    let slot = queue.send_slot(rate);
+    if slot >= ctx.cfg.deadline {
+        return false;
+    }
+    sleep_until(slot).await;
+    true
+}
+
+/// When the next message of the batch will surely go over this session, it is announced
+/// behind this one's content (one write and one read per message).
+fn announce<'m, C: Connect>(
+    ctx: &Ctx<C>,
+    s: &Session<C::Stream>,
+    next: Option<&'m Built>,
+) -> Option<(&'m Envelope, &'m DataPayload)> {
+    match next {
+        Some(Ok(m))
+            if ctx.cfg.options.rate_per_site.is_none()
+                && s.conn.transactions() + 1 < ctx.cfg.options.messages_per_connection.get()
+                && local_refusal(s, m).is_none() =>
+        {
+            Some((&m.envelope, &m.payload))
+        }
+        _ => None,
+    }
+}
+
+/// What the transaction's result says, for the results CSV; the status is the verdict's.
+fn transaction_outcome<S>(
+    s: &Session<S>,
+    job: Job,
+    msg: &BuiltMessage,
+    result: &Result<Transaction, ClientError>,
+) -> Outcome {
+    let mut base = Outcome::local(Status::Deferred, Step::Smtp(Phase::DataEnd), String::new());
+    s.stamp(&mut base);
+    base.message_id = Some(msg.message_id.clone());
+    base.attempts = job.attempts + 1;
+    match result {
+        Ok(Transaction::Accepted(reply)) => Outcome {
+            code: Some(reply.code),
+            enhanced: reply.enhanced,
+            response: reply.text(),
+            ..base
+        },
+        Ok(Transaction::Rejected { phase, reply }) => Outcome {
+            step: Step::Smtp(*phase),
+            code: Some(reply.code),
+            enhanced: reply.enhanced,
+            response: reply.text(),
+            ..base
+        },
+        Err(e) => Outcome {
+            step: Step::Smtp(e.phase()),
+            // RFC 3463 4.4.2: bad connection.
+            enhanced: Some(EnhancedCode::new(4, 4, 2)),
+            response: e.to_string(),
+            ..base
+        },
+    }
+}
