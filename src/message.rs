@@ -433,62 +433,7 @@ pub fn build_row(
     opts: &MessageOptions,
     row: Option<usize>,
 ) -> Result<BuiltMessage, BuildError> {
-    let addr_err = |header: &str, reason: String| BuildError::AddressHeader {
-        header: header.to_string(),
-        reason,
-    };
-    let mut builder = MessageBuilder::new();
-    let mut from_addr: Option<Address> = None;
-    let (mut unsubscribe_https, mut one_click) = (None, false);
-    for (name, value) in rendered.headers {
-        let lower = name.to_ascii_lowercase();
-        match lower.as_str() {
-            "list-unsubscribe" => {
-                let (value, https) =
-                    normalize_list_unsubscribe(&value).map_err(BuildError::ListUnsubscribe)?;
-                unsubscribe_https = Some(https);
-                builder = builder.header("List-Unsubscribe", Raw::new(value));
-            }
-            "list-unsubscribe-post" => {
-                if value.trim() != ONE_CLICK {
-                    return Err(BuildError::ListUnsubscribe(format!(
-                        "List-Unsubscribe-Post must be exactly {ONE_CLICK:?} (RFC 8058), got {value:?}"
-                    )));
-                }
-                one_click = true;
-                builder = builder.header("List-Unsubscribe-Post", Raw::new(ONE_CLICK));
-            }
-            "from" | "to" | "cc" | "reply-to" | "sender" => {
-                let boxes = parse_mailboxes(&value).map_err(|r| addr_err(&name, r))?;
-                if lower == "from" {
-                    from_addr = Some(boxes[0].address.clone());
-                }
-                let list = mb_list(boxes);
-                builder = match lower.as_str() {
-                    "from" => builder.from(list),
-                    "to" => builder.to(list),
-                    "cc" => builder.cc(list),
-                    "reply-to" => builder.reply_to(list),
-                    _ => builder.sender(list),
-                };
-            }
-            "subject" => builder = builder.subject(value),
-            _ => {
-                builder = if value.is_ascii() {
-                    builder.header(name, Raw::new(value))
-                } else {
-                    builder.header(name, Text::new(value))
-                };
-            }
-        }
-    }
-    if one_click && unsubscribe_https != Some(true) {
-        return Err(BuildError::ListUnsubscribe(
-            "List-Unsubscribe-Post (one-click) needs an https URI in List-Unsubscribe (RFC 8058 §3.1)"
-                .into(),
-        ));
-    }
-    let from_addr = from_addr.ok_or_else(|| addr_err("From", "missing".into()))?;
+    let (builder, from_addr) = headers(MessageBuilder::new(), rendered.headers)?;
     let envelope_from = match (&opts.verp, row) {
         (Some(verp), Some(row)) => verp.address(row).map_err(BuildError::Sender)?,
         _ => opts.envelope_from.clone().unwrap_or(from_addr.clone()),
@@ -497,7 +442,7 @@ pub fn build_row(
         (Some(prefix), Some(row)) => format!("{prefix}.r{row}@{}", from_addr.domain()),
         _ => new_message_id(from_addr.domain()),
     };
-    builder = builder.message_id(message_id.clone());
+    let mut builder = builder.message_id(message_id.clone());
     if let Some(text) = rendered.text {
         builder = builder.text_body(text);
     }
@@ -508,16 +453,7 @@ pub fn build_row(
         0 => DEFAULT_MAX_MESSAGE_SIZE,
         n => n,
     };
-    let here = AttachmentDir::new(std::path::Path::new("."));
-    let dir = opts.attachments.as_ref().unwrap_or(&here);
-    for path in rendered.attachments {
-        let bytes = dir.read(&path.to_string_lossy(), limit)?;
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "attachment".into());
-        builder = builder.attachment(content_type_for(&path), file_name, bytes);
-    }
+    let builder = attachments(builder, rendered.attachments, opts, limit)?;
     let mut bytes = builder
         .write_to_vec()
         .map_err(|e| BuildError::Sender(e.to_string()))?;
@@ -530,20 +466,7 @@ pub fn build_row(
     if opts.received_header {
         // First in the header block, as an MTA prepends its trace header; DKIM (below) adds
         // its signature above it and does not sign it.
-        let default_trace;
-        let trace = match &opts.trace {
-            Some(t) => t,
-            None => {
-                default_trace = Trace::new(Path::new(""), "localhost");
-                &default_trace
-            }
-        };
-        let run_id = match &opts.message_id_prefix {
-            Some(prefix) => prefix.clone(),
-            None => new_run_id(),
-        };
-        let header = received_header(trace, &run_id, &Date::now());
-        bytes.splice(0..0, header.into_bytes());
+        bytes.splice(0..0, trace_header(opts).into_bytes());
     }
     if let Some(signer) = &opts.dkim {
         let header = signer
@@ -560,6 +483,102 @@ pub fn build_row(
         from_domain: from_addr.domain().to_string(),
         payload: DataPayload::from_message(&bytes),
     })
+}
+
+/// Adds the rendered headers: address headers parsed (never raw CSV text), List-Unsubscribe
+/// checked (RFC 2369, RFC 8058). Returns the builder and the From address.
+fn headers(
+    mut builder: MessageBuilder<'static>,
+    rendered: Vec<(String, String)>,
+) -> Result<(MessageBuilder<'static>, Address), BuildError> {
+    let addr_err = |header: &str, reason: String| BuildError::AddressHeader {
+        header: header.to_string(),
+        reason,
+    };
+    let mut from_addr: Option<Address> = None;
+    let (mut unsubscribe_https, mut one_click) = (None, false);
+    for (name, value) in rendered {
+        let lower = name.to_ascii_lowercase();
+        builder = match lower.as_str() {
+            "list-unsubscribe" => {
+                let (value, https) =
+                    normalize_list_unsubscribe(&value).map_err(BuildError::ListUnsubscribe)?;
+                unsubscribe_https = Some(https);
+                builder.header("List-Unsubscribe", Raw::new(value))
+            }
+            "list-unsubscribe-post" => {
+                if value.trim() != ONE_CLICK {
+                    return Err(BuildError::ListUnsubscribe(format!(
+                        "List-Unsubscribe-Post must be exactly {ONE_CLICK:?} (RFC 8058), got {value:?}"
+                    )));
+                }
+                one_click = true;
+                builder.header("List-Unsubscribe-Post", Raw::new(ONE_CLICK))
+            }
+            "from" | "to" | "cc" | "reply-to" | "sender" => {
+                let boxes = parse_mailboxes(&value).map_err(|r| addr_err(&name, r))?;
+                if lower == "from" {
+                    from_addr = Some(boxes[0].address.clone());
+                }
+                let list = mb_list(boxes);
+                match lower.as_str() {
+                    "from" => builder.from(list),
+                    "to" => builder.to(list),
+                    "cc" => builder.cc(list),
+                    "reply-to" => builder.reply_to(list),
+                    _ => builder.sender(list),
+                }
+            }
+            "subject" => builder.subject(value),
+            _ if value.is_ascii() => builder.header(name, Raw::new(value)),
+            _ => builder.header(name, Text::new(value)),
+        };
+    }
+    if one_click && unsubscribe_https != Some(true) {
+        return Err(BuildError::ListUnsubscribe(
+            "List-Unsubscribe-Post (one-click) needs an https URI in List-Unsubscribe (RFC 8058 §3.1)"
+                .into(),
+        ));
+    }
+    let from_addr = from_addr.ok_or_else(|| addr_err("From", "missing".into()))?;
+    Ok((builder, from_addr))
+}
+
+/// Attaches each file, read inside the attachments folder, each at most `limit` bytes.
+fn attachments(
+    mut builder: MessageBuilder<'static>,
+    files: Vec<PathBuf>,
+    opts: &MessageOptions,
+    limit: usize,
+) -> Result<MessageBuilder<'static>, BuildError> {
+    let here = AttachmentDir::new(Path::new("."));
+    let dir = opts.attachments.as_ref().unwrap_or(&here);
+    for path in files {
+        let bytes = dir.read(&path.to_string_lossy(), limit)?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "attachment".into());
+        builder = builder.attachment(content_type_for(&path), file_name, bytes);
+    }
+    Ok(builder)
+}
+
+/// The `Received:` header for this run (see [`Trace`]).
+fn trace_header(opts: &MessageOptions) -> String {
+    let fallback;
+    let trace = match &opts.trace {
+        Some(t) => t,
+        None => {
+            fallback = Trace::new(Path::new(""), "localhost");
+            &fallback
+        }
+    };
+    let run_id = match &opts.message_id_prefix {
+        Some(prefix) => prefix.clone(),
+        None => new_run_id(),
+    };
+    received_header(trace, &run_id, &Date::now())
 }
 
 #[cfg(test)]
