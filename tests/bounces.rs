@@ -219,3 +219,108 @@ fn reports_without_the_key_match_by_message_id_only_and_others_are_not_reports()
     );
     assert_eq!(r.message_id.as_deref(), Some("x@sender.test"));
 }
+
+/// A real MTA's late bounce, end to end: a private Postfix accepts the message (250), then
+/// fails to deliver it (its delivery program exits EX_NOUSER, which pipe(8) reports as
+/// 5.1.1), and its bounce daemon sends a real
+/// RFC 3464 DSN to our VERP return path through a loopback relay, which stores it. That DSN,
+/// put into a Maildir, updates the campaign's row and the suppression list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dsn_written_by_postfix_itself_is_matched_to_its_row() {
+    use support::mta::{Postfix, PostfixOptions};
+    // The relay that receives Postfix's DSNs for sender.test.
+    let relay = Mxs::start(vec![(3, ReceiverConfig::default())]).await;
+    let main_cf = format!(
+        "virtual_transport = gone\n\
+         default_transport = smtp\n\
+         relay_transport = smtp\n\
+         relayhost = [127.0.0.3]:{}\n\
+         smtp_tls_security_level = none\n\
+         bounce_queue_lifetime = 0\n",
+        relay.port
+    );
+    let Some(pf) = Postfix::start(
+        83,
+        PostfixOptions {
+            domain: "late.test",
+            tls: None,
+            main_cf: &main_cf,
+            master_cf: "gone unix - n n - - pipe flags=q user=nobody argv=/bin/sh -c { exit 67 }\n",
+        },
+    ) else {
+        return;
+    };
+    let mut z = zone();
+    z.mx("late.test", 10, "mx.late.test")
+        .addr("mx.late.test", loopback(83));
+    let dns = dns(z).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let store_path = scratch.path().join("s.sqlite");
+    let job = Job::new("email,name\ngone@late.test,Gone\n", TEMPLATE);
+    let mut cfg = job.config(&dns, pf.addr.port());
+    cfg.suppress.store = Some(store_path.clone());
+    cfg.message.verp = Some(Verp::new("bounces+{token}@sender.test", KEY).unwrap());
+    let report = mailmerge::run(cfg).await.expect("run");
+    assert!(
+        report.summary.all_delivered(),
+        "Postfix accepts first: {}{:?}",
+        report.summary,
+        read_results(&job.results)
+    );
+
+    // Postfix bounces it and sends the DSN to the return path, via the relay.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let dsn = loop {
+        if let Some(m) = relay.get(3).received().into_iter().next() {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no DSN from Postfix; its log:\n{}",
+            pf.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(dsn.rcpt_to.starts_with("bounces+"), "{}", dsn.rcpt_to);
+    let text = String::from_utf8_lossy(&dsn.data);
+    assert!(
+        text.contains("report-type=delivery-status"),
+        "a real RFC 3464 report: {text}"
+    );
+
+    let maildir = scratch.path().join("Maildir");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(d)).unwrap();
+    }
+    std::fs::write(maildir.join("new/1.postfix-real"), &dsn.data).unwrap();
+    let mut matcher = Matcher::new(Store::open(&store_path).unwrap(), Some(KEY)).unwrap();
+    let verdicts: Vec<Verdict> = read::messages(&maildir)
+        .unwrap()
+        .iter()
+        .map(|m| matcher.apply(&m.bytes).unwrap())
+        .collect();
+    matcher.finish().unwrap();
+    assert!(
+        matches!(&verdicts[..], [Verdict::Matched { email, kind: Kind::Bounce, suppressed: true, .. }] if email == "gone@late.test"),
+        "{verdicts:?}"
+    );
+    let rows = read_results(&job.results);
+    let r = row(&rows, "gone@late.test");
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["step"].as_str(),
+            r["enhanced_code"].as_str()
+        ),
+        ("bounced", "late-bounce", "5.1.1")
+    );
+    assert_eq!(r["category"], "bad-mailbox", "{r:?}");
+    let store = Store::open(&store_path).unwrap();
+    assert!(
+        store
+            .list()
+            .unwrap()
+            .iter()
+            .any(|e| e.key == "gone@late.test" && e.reason == Reason::HardBounce)
+    );
+}

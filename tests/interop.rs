@@ -302,6 +302,7 @@ async fn postfix_with_smuggling_protection_takes_a_batch_over_reused_connections
             // Postfix ≥ 3.7.6/3.7.9 (3.9 defaults): disconnect on commands sent ahead where
             // RFC 2920 forbids it, refuse bare LF (also from "trusted" networks), plus the
             // classic strictness knobs.
+            master_cf: "",
             main_cf: "smtpd_forbid_unauth_pipelining = yes\n\
                       smtpd_forbid_bare_newline = yes\n\
                       smtpd_forbid_bare_newline_exclusions =\n\

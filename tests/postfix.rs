@@ -228,6 +228,7 @@ async fn postfix_smtpd_with_starttls_takes_a_tls_delivery() {
         PostfixOptions {
             domain: "pf.test",
             tls: Some((&id.cert_pem, &id.key_pem)),
+            master_cf: "",
             main_cf: "",
         },
     ) else {

@@ -266,6 +266,14 @@ impl Matcher {
         let entry = match r.kind {
             Kind::Complaint => Some((Reason::Complaint, r.diagnostic.clone())),
             _ => {
+                let outcome = r.status.map(|e| {
+                    let reply = Reply::local(r.code.unwrap_or(550), e, r.diagnostic.clone());
+                    Outcome::from_reply(Status::Bounced, Step::LateBounce, &reply)
+                });
+                let category = outcome
+                    .as_ref()
+                    .and_then(crate::report::category_of)
+                    .map_or("other", |c| c.as_str());
                 file.set(
                     i,
                     &[
@@ -274,16 +282,10 @@ impl Matcher {
                         ("code", code.clone()),
                         ("enhanced_code", status.clone()),
                         ("response", r.diagnostic.clone()),
+                        ("category", category.to_string()),
                     ],
                 );
-                let recipient = r.status.is_some_and(|e| {
-                    let reply = Reply::local(r.code.unwrap_or(550), e, "");
-                    suppress::is_recipient_failure(&Outcome::from_reply(
-                        Status::Bounced,
-                        Step::LateBounce,
-                        &reply,
-                    ))
-                });
+                let recipient = outcome.as_ref().is_some_and(suppress::is_recipient_failure);
                 recipient.then(|| (Reason::HardBounce, format!("late bounce: {detail}")))
             }
         };

@@ -229,6 +229,8 @@ pub struct PostfixOptions<'a> {
     pub tls: Option<(&'a str, &'a str)>,
     /// More `main.cf` lines (later lines win).
     pub main_cf: &'a str,
+    /// More `master.cf` service lines.
+    pub master_cf: &'a str,
 }
 
 /// A private Postfix instance (own config, queue and log under a temp dir) whose `smtpd`
@@ -309,6 +311,7 @@ impl Postfix {
             ("proxymap", "unix - - n - -", "proxymap"),
             ("showq", "unix n - n - -", "showq"),
             ("error", "unix - - n - -", "error"),
+            ("smtp", "unix - - n - -", "smtp"),
             ("retry", "unix - - n - -", "error"),
             ("discard", "unix - - n - -", "discard"),
             ("virtual", "unix - n n - - ", "virtual"),
@@ -320,6 +323,7 @@ impl Postfix {
         for (name, spec, program) in services {
             writeln!(master, "{name} {spec} {program}").unwrap();
         }
+        master.push_str(opts.master_cf);
         std::fs::write(d.join("conf/master.cf"), master).unwrap();
         let pf = Self {
             dir,
