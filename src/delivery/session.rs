@@ -136,7 +136,7 @@ async fn try_address<C: Connect>(
     ip: IpAddr,
 ) -> Result<(MxConnection<C::Stream>, Option<String>, Option<Lease>), ConnectFailure> {
     loop {
-        let source = lease_source(ctx, site, host, ip)?;
+        let source = lease_source(ctx, site, host, ip).map_err(|f| *f)?;
         let to = Target {
             host,
             ip,
@@ -170,7 +170,7 @@ fn lease_source<C: Connect>(
     site: &SiteWork,
     host: &MxHost,
     ip: IpAddr,
-) -> Result<Option<Lease>, ConnectFailure> {
+) -> Result<Option<Lease>, Box<ConnectFailure>> {
     let pool = &ctx.cfg.sources;
     if pool.is_empty() {
         return Ok(None);
@@ -178,13 +178,13 @@ fn lease_source<C: Connect>(
     let _ = site;
     match pool.lease_where(|s: &SourceIp| s.addr.is_ipv4() == ip.is_ipv4()) {
         Some(lease) => Ok(Some(lease)),
-        None => Err(ConnectFailure {
+        None => Err(Box::new(ConnectFailure {
             host: Some(host.name.clone()),
             ip: Some(ip),
             ..ConnectFailure::before_connecting(&format!(
                 "no usable --source-ip address to reach {ip} from (unbindable or other family)"
             ))
-        }),
+        })),
     }
 }
 
