@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod dkim;
 pub mod identity;
 pub mod journal;
+pub mod merge;
 pub mod message;
 pub mod mx;
 pub mod preflight;

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::CheckSender(args) => rt.block_on(cli::commands::check_sender_command(args)),
         Command::Suppress(args) => cli::suppress::suppress(args),
         Command::Bounces(args) => cli::suppress::bounces(args),
+        Command::MergeResults(args) => cli::commands::merge_results(args),
         Command::Generate(g) => cli::commands::generate(g.what),
     };
     result.unwrap_or_else(|e| {

@@ -25,6 +25,7 @@ pub const COLUMNS: &[&str] = &[
     "response",
     "mx_host",
     "mx_ip",
+    "source_ip",
     "attempts",
     "message_id",
     "tls",
@@ -33,14 +34,15 @@ pub const COLUMNS: &[&str] = &[
 ];
 
 /// Writes the results CSV to `path` (when given) and tallies the summary, in one pass over the
-/// rows in input order; `outcome(i)` gives row `i`'s final outcome. Unless `raw`, every cell is
+/// rows in input order; `outcome(i)` gives row `i`'s final outcome, `None` for a row another
+/// shard reports (`--shard`: left out of this file and this summary). Unless `raw`, every cell is
 /// [`defuse`]d: list values and server replies are untrusted, and the file is opened in
 /// spreadsheets.
 pub fn write_results(
     path: Option<&Path>,
     raw: bool,
     list: &RecipientList,
-    outcome: &dyn Fn(usize) -> Outcome,
+    outcome: &dyn Fn(usize) -> Option<Outcome>,
     elapsed: Duration,
     connections: usize,
 ) -> std::io::Result<Summary> {
@@ -66,7 +68,7 @@ pub fn write_results(
         write_row(w, header.iter().map(String::as_str), raw)?;
     }
     for (i, row) in list.iter().enumerate() {
-        let o = outcome(i);
+        let Some(o) = outcome(i) else { continue };
         summary.add(&row, &o);
         let Some(w) = w.as_mut() else { continue };
         let domain = match &row.status {
@@ -80,10 +82,11 @@ pub fn write_results(
         let code = o.code.map(|c| c.to_string()).unwrap_or_default();
         let enhanced = o.enhanced.map(|e| e.to_string()).unwrap_or_default();
         let ip = o.mx_ip.map(|i| i.to_string()).unwrap_or_default();
+        let source_ip = o.source_ip.map(|i| i.to_string()).unwrap_or_default();
         let row_no = row.row.to_string();
         let attempts = o.attempts.to_string();
         let category = category_of(&o).map_or("", Category::as_str);
-        let fixed: [&str; 14] = [
+        let fixed: [&str; 15] = [
             &row_no,
             &row.email,
             &domain,
@@ -93,6 +96,7 @@ pub fn write_results(
             &o.response,
             o.mx_host.as_deref().unwrap_or_default(),
             &ip,
+            &source_ip,
             &attempts,
             o.message_id.as_deref().unwrap_or_default(),
             o.tls.as_deref().unwrap_or("none"),

@@ -31,6 +31,9 @@ _mailmerge() {
             mailmerge,help)
                 cmd="mailmerge__subcmd__help"
                 ;;
+            mailmerge,merge-results)
+                cmd="mailmerge__subcmd__merge__subcmd__results"
+                ;;
             mailmerge,run)
                 cmd="mailmerge__subcmd__run"
                 ;;
@@ -69,6 +72,9 @@ _mailmerge() {
                 ;;
             mailmerge__subcmd__help,help)
                 cmd="mailmerge__subcmd__help__subcmd__help"
+                ;;
+            mailmerge__subcmd__help,merge-results)
+                cmd="mailmerge__subcmd__help__subcmd__merge__subcmd__results"
                 ;;
             mailmerge__subcmd__help,run)
                 cmd="mailmerge__subcmd__help__subcmd__run"
@@ -140,7 +146,7 @@ _mailmerge() {
 
     case "${cmd}" in
         mailmerge)
-            opts="-h -V --help --version run check check-sender suppress bounces generate help"
+            opts="-h -V --help --version run check check-sender suppress bounces merge-results generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -217,7 +223,7 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__check)
-            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --smtp-timeout --connect-timeout --timeout --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --help"
+            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --source-ip --smtp-timeout --connect-timeout --timeout --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --shard --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -294,6 +300,10 @@ _mailmerge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --source-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --smtp-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -325,6 +335,10 @@ _mailmerge() {
                     return 0
                     ;;
                 --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shard)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -577,7 +591,7 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__help)
-            opts="run check check-sender suppress bounces generate help"
+            opts="run check check-sender suppress bounces merge-results generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -675,6 +689,20 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailmerge__subcmd__help__subcmd__merge__subcmd__results)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -786,8 +814,71 @@ _mailmerge() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mailmerge__subcmd__merge__subcmd__results)
+            opts="-o -h --list --output --email-column --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --list)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --output)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                -o)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --email-column)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mailmerge__subcmd__run)
-            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --smtp-timeout --connect-timeout --timeout --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --help"
+            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --source-ip --smtp-timeout --connect-timeout --timeout --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --shard --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -864,6 +955,10 @@ _mailmerge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --source-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --smtp-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -895,6 +990,10 @@ _mailmerge() {
                     return 0
                     ;;
                 --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shard)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

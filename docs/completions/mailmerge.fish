@@ -31,6 +31,7 @@ complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "check" -d 'Vali
 complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "check-sender" -d 'Check the sender domain\'s DNS (SPF, DKIM, DMARC); print what to publish'
 complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "suppress" -d 'Manage the suppression list: addresses no campaign sends to (docs/list-hygiene.md)'
 complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "bounces" -d 'Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign\'s results CSV and suppress the addresses'
+complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "merge-results" -d 'Join the results of `run --shard 0/N` … `N-1/N` into one results CSV in the list\'s order. Exits 2, naming the rows, unless every row of LIST appears exactly once'
 complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "generate" -d 'Write the man pages or print shell completions (generated from these definitions)'
 complete -c mailmerge -n "__fish_mailmerge_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l results -d 'Results CSV [default: <RECIPIENTS stem>.results.csv beside the input]' -r -F
@@ -50,6 +51,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l tls -d 'STAR
 required\t'Verified TLS or no delivery (the message is deferred)'
 disabled\t'Never STARTTLS'"
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l rate-per-site -d 'Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l source-ip -d 'Local address new connections leave from, with the EHLO name its PTR record gives [default HELO: --helo]; repeat for a pool (each new connection takes the least-used address; one that cannot be bound is skipped for the run). See docs/scaling.md' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l smtp-timeout -d 'Bound every SMTP phase by this timeout [default: RFC 5321 §4.5.3.2 values, 30 s connect]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l connect-timeout -d 'TCP connect timeout per MX address (applied after --smtp-timeout) [default: 30s]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l timeout -d 'One phase\'s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last' -r
@@ -57,6 +59,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l attachments-
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l max-message-size -d 'Largest message built, attachments included (bytes, or with K, M, G); a row whose message is larger is `invalid`' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l out -d 'With --dry-run / check: write every rendered message to DIR as <row>-<address>.eml' -r -f -a "(__fish_complete_directories)"
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l limit -d 'Send at most N messages (a canary); the rest stay `deferred` (step `limit`) and a re-run of the same command continues with the next ones' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l shard -d 'Send (or with check, plan) only shard I of N: the rows whose destination site hashes to I, so each destination stays in one shard. `auto/N` takes I from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs). Results go to <RECIPIENTS stem>.results.shard-I-of-N.csv unless --results is given; join them with merge-results (docs/scaling.md)' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l sandbox-dir -d 'Where --sandbox stores received messages' -r -f -a "(__fish_complete_directories)"
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l config -d 'Config file of default options [default: ./mailmerge.toml if present]' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dkim-key -d 'DKIM-sign every message with this PEM private key (RSA 2048+ or Ed25519)' -r -F
@@ -95,6 +98,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l tls -d 'ST
 required\t'Verified TLS or no delivery (the message is deferred)'
 disabled\t'Never STARTTLS'"
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l rate-per-site -d 'Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l source-ip -d 'Local address new connections leave from, with the EHLO name its PTR record gives [default HELO: --helo]; repeat for a pool (each new connection takes the least-used address; one that cannot be bound is skipped for the run). See docs/scaling.md' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l smtp-timeout -d 'Bound every SMTP phase by this timeout [default: RFC 5321 §4.5.3.2 values, 30 s connect]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l connect-timeout -d 'TCP connect timeout per MX address (applied after --smtp-timeout) [default: 30s]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l timeout -d 'One phase\'s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last' -r
@@ -102,6 +106,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l attachment
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l max-message-size -d 'Largest message built, attachments included (bytes, or with K, M, G); a row whose message is larger is `invalid`' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l out -d 'With --dry-run / check: write every rendered message to DIR as <row>-<address>.eml' -r -f -a "(__fish_complete_directories)"
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l limit -d 'Send at most N messages (a canary); the rest stay `deferred` (step `limit`) and a re-run of the same command continues with the next ones' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l shard -d 'Send (or with check, plan) only shard I of N: the rows whose destination site hashes to I, so each destination stays in one shard. `auto/N` takes I from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs). Results go to <RECIPIENTS stem>.results.shard-I-of-N.csv unless --results is given; join them with merge-results (docs/scaling.md)' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l sandbox-dir -d 'Where --sandbox stores received messages' -r -f -a "(__fish_complete_directories)"
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l config -d 'Config file of default options [default: ./mailmerge.toml if present]' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dkim-key -d 'DKIM-sign every message with this PEM private key (RSA 2048+ or Ed25519)' -r -F
@@ -168,6 +173,10 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand bounces" -l verp-key
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand bounces" -l verp-key-file -d 'File holding the VERP key (surrounding white space ignored)' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand bounces" -l config -d 'Config file [default: ./mailmerge.toml if present]' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand bounces" -s h -l help -d 'Print help'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand merge-results" -l list -d 'The list the shards were run on (gives the rows and their order)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand merge-results" -s o -l output -d 'The merged results CSV' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand merge-results" -l email-column -d 'Column of LIST holding the recipient address (as given to `run`)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand merge-results" -s h -l help -d 'Print help'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -s h -l help -d 'Print help'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -f -a "man" -d 'Write mailmerge.1 and one page per subcommand (mailmerge-run.1, …) into DIR'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and not __fish_seen_subcommand_from man completions help" -f -a "completions" -d 'Print the completion script for SHELL on stdout'
@@ -177,13 +186,14 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "man" -d 'Write mailmerge.1 and one page per subcommand (mailmerge-run.1, …) into DIR'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "completions" -d 'Print the completion script for SHELL on stdout'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "run" -d 'Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "check" -d 'Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as `run`'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "check-sender" -d 'Check the sender domain\'s DNS (SPF, DKIM, DMARC); print what to publish'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "suppress" -d 'Manage the suppression list: addresses no campaign sends to (docs/list-hygiene.md)'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "bounces" -d 'Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign\'s results CSV and suppress the addresses'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "generate" -d 'Write the man pages or print shell completions (generated from these definitions)'
-complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces merge-results generate help" -f -a "run" -d 'Render and deliver every row of RECIPIENTS with TEMPLATE; write a results CSV'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces merge-results generate help" -f -a "check" -d 'Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as `run`'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces merge-results generate help" -f -a "check-sender" -d 'Check the sender domain\'s DNS (SPF, DKIM, DMARC); print what to publish'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces merge-results generate help" -f -a "suppress" -d 'Manage the suppression list: addresses no campaign sends to (docs/list-hygiene.md)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces merge-results generate help" -f -a "bounces" -d 'Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign\'s results CSV and suppress the addresses'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces merge-results generate help" -f -a "merge-results" -d 'Join the results of `run --shard 0/N` … `N-1/N` into one results CSV in the list\'s order. Exits 2, naming the rows, unless every row of LIST appears exactly once'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces merge-results generate help" -f -a "generate" -d 'Write the man pages or print shell completions (generated from these definitions)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and not __fish_seen_subcommand_from run check check-sender suppress bounces merge-results generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from suppress" -f -a "list" -d 'Print every entry as CSV (address, reason, cause, campaign, created)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from suppress" -f -a "add" -d 'Suppress addresses, or whole domains written @domain'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand help; and __fish_seen_subcommand_from suppress" -f -a "remove" -d 'Take addresses (or @domains) off the list'

@@ -47,6 +47,7 @@ _arguments "${_arguments_options[@]}" : \
 required\:"Verified TLS or no delivery (the message is deferred)"
 disabled\:"Never STARTTLS"))' \
 '--rate-per-site=[Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)]:N/PERIOD:_default' \
+'*--source-ip=[Local address new connections leave from, with the EHLO name its PTR record gives \[default HELO\: --helo\]; repeat for a pool (each new connection takes the least-used address; one that cannot be bound is skipped for the run). See docs/scaling.md]:ADDR[=HELO]:_default' \
 '--smtp-timeout=[Bound every SMTP phase by this timeout \[default\: RFC 5321 §4.5.3.2 values, 30 s connect\]]:DURATION:_default' \
 '--connect-timeout=[TCP connect timeout per MX address (applied after --smtp-timeout) \[default\: 30s\]]:DURATION:_default' \
 '*--timeout=[One phase'\''s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last]:PHASE=DURATION:_default' \
@@ -54,6 +55,7 @@ disabled\:"Never STARTTLS"))' \
 '--max-message-size=[Largest message built, attachments included (bytes, or with K, M, G); a row whose message is larger is \`invalid\`]:SIZE:_default' \
 '--out=[With --dry-run / check\: write every rendered message to DIR as <row>-<address>.eml]:DIR:_files -/' \
 '--limit=[Send at most N messages (a canary); the rest stay \`deferred\` (step \`limit\`) and a re-run of the same command continues with the next ones]:N:_default' \
+'--shard=[Send (or with check, plan) only shard I of N\: the rows whose destination site hashes to I, so each destination stays in one shard. \`auto/N\` takes I from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs). Results go to <RECIPIENTS stem>.results.shard-I-of-N.csv unless --results is given; join them with merge-results (docs/scaling.md)]:I/N:_default' \
 '--sandbox-dir=[Where --sandbox stores received messages]:DIR:_files -/' \
 '--config=[Config file of default options \[default\: ./mailmerge.toml if present\]]:PATH:_files' \
 '--dkim-key=[DKIM-sign every message with this PEM private key (RSA 2048+ or Ed25519)]:PEM:_files' \
@@ -100,6 +102,7 @@ _arguments "${_arguments_options[@]}" : \
 required\:"Verified TLS or no delivery (the message is deferred)"
 disabled\:"Never STARTTLS"))' \
 '--rate-per-site=[Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)]:N/PERIOD:_default' \
+'*--source-ip=[Local address new connections leave from, with the EHLO name its PTR record gives \[default HELO\: --helo\]; repeat for a pool (each new connection takes the least-used address; one that cannot be bound is skipped for the run). See docs/scaling.md]:ADDR[=HELO]:_default' \
 '--smtp-timeout=[Bound every SMTP phase by this timeout \[default\: RFC 5321 §4.5.3.2 values, 30 s connect\]]:DURATION:_default' \
 '--connect-timeout=[TCP connect timeout per MX address (applied after --smtp-timeout) \[default\: 30s\]]:DURATION:_default' \
 '*--timeout=[One phase'\''s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last]:PHASE=DURATION:_default' \
@@ -107,6 +110,7 @@ disabled\:"Never STARTTLS"))' \
 '--max-message-size=[Largest message built, attachments included (bytes, or with K, M, G); a row whose message is larger is \`invalid\`]:SIZE:_default' \
 '--out=[With --dry-run / check\: write every rendered message to DIR as <row>-<address>.eml]:DIR:_files -/' \
 '--limit=[Send at most N messages (a canary); the rest stay \`deferred\` (step \`limit\`) and a re-run of the same command continues with the next ones]:N:_default' \
+'--shard=[Send (or with check, plan) only shard I of N\: the rows whose destination site hashes to I, so each destination stays in one shard. \`auto/N\` takes I from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs). Results go to <RECIPIENTS stem>.results.shard-I-of-N.csv unless --results is given; join them with merge-results (docs/scaling.md)]:I/N:_default' \
 '--sandbox-dir=[Where --sandbox stores received messages]:DIR:_files -/' \
 '--config=[Config file of default options \[default\: ./mailmerge.toml if present\]]:PATH:_files' \
 '--dkim-key=[DKIM-sign every message with this PEM private key (RSA 2048+ or Ed25519)]:PEM:_files' \
@@ -265,6 +269,17 @@ _arguments "${_arguments_options[@]}" : \
 '*::paths -- Maildir folders, mbox files or single .eml files:_files' \
 && ret=0
 ;;
+(merge-results)
+_arguments "${_arguments_options[@]}" : \
+'--list=[The list the shards were run on (gives the rows and their order)]:PATH:_files' \
+'-o+[The merged results CSV]:PATH:_files' \
+'--output=[The merged results CSV]:PATH:_files' \
+'--email-column=[Column of LIST holding the recipient address (as given to \`run\`)]:NAME:_default' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::results -- The shards'\'' results CSVs (any order):_files' \
+&& ret=0
+;;
 (generate)
 _arguments "${_arguments_options[@]}" : \
 '-h[Print help]' \
@@ -389,6 +404,10 @@ esac
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(merge-results)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (generate)
 _arguments "${_arguments_options[@]}" : \
 ":: :_mailmerge__subcmd__help__subcmd__generate_commands" \
@@ -434,6 +453,7 @@ _mailmerge_commands() {
 'check-sender:Check the sender domain'\''s DNS (SPF, DKIM, DMARC); print what to publish' \
 'suppress:Manage the suppression list\: addresses no campaign sends to (docs/list-hygiene.md)' \
 'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses' \
+'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -505,6 +525,7 @@ _mailmerge__subcmd__help_commands() {
 'check-sender:Check the sender domain'\''s DNS (SPF, DKIM, DMARC); print what to publish' \
 'suppress:Manage the suppression list\: addresses no campaign sends to (docs/list-hygiene.md)' \
 'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses' \
+'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -548,6 +569,11 @@ _mailmerge__subcmd__help__subcmd__help_commands() {
     local commands; commands=()
     _describe -t commands 'mailmerge help help commands' commands "$@"
 }
+(( $+functions[_mailmerge__subcmd__help__subcmd__merge-results_commands] )) ||
+_mailmerge__subcmd__help__subcmd__merge-results_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help merge-results commands' commands "$@"
+}
 (( $+functions[_mailmerge__subcmd__help__subcmd__run_commands] )) ||
 _mailmerge__subcmd__help__subcmd__run_commands() {
     local commands; commands=()
@@ -588,6 +614,11 @@ _mailmerge__subcmd__help__subcmd__suppress__subcmd__list_commands() {
 _mailmerge__subcmd__help__subcmd__suppress__subcmd__remove_commands() {
     local commands; commands=()
     _describe -t commands 'mailmerge help suppress remove commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__merge-results_commands] )) ||
+_mailmerge__subcmd__merge-results_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge merge-results commands' commands "$@"
 }
 (( $+functions[_mailmerge__subcmd__run_commands] )) ||
 _mailmerge__subcmd__run_commands() {

@@ -13,6 +13,7 @@ use clap_complete::Shell;
 
 use mailmerge::delivery::DeliveryOptions;
 use mailmerge::delivery::retry::parse_duration;
+use mailmerge::run::shard::ShardSpec;
 use mailmerge::smtp::Timeouts;
 
 /// The whole command line.
@@ -48,6 +49,9 @@ pub enum Command {
     /// Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their
     /// rows bounced in the campaign's results CSV and suppress the addresses.
     Bounces(super::suppress::BouncesArgs),
+    /// Join the results of `run --shard 0/N` … `N-1/N` into one results CSV in the list's
+    /// order. Exits 2, naming the rows, unless every row of LIST appears exactly once.
+    MergeResults(MergeArgs),
     /// Write the man pages or print shell completions (generated from these definitions).
     Generate(GenerateArgs),
 }
@@ -126,6 +130,12 @@ pub struct RunArgs {
     /// as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe.
     #[arg(long)]
     pub raw_csv: bool,
+    /// Send (or with check, plan) only shard I of N: the rows whose destination site hashes to
+    /// I, so each destination stays in one shard. `auto/N` takes I from JOB_COMPLETION_INDEX
+    /// (Kubernetes Indexed Jobs). Results go to <RECIPIENTS stem>.results.shard-I-of-N.csv
+    /// unless --results is given; join them with merge-results (docs/scaling.md).
+    #[arg(long, value_name = "I/N", value_parser = ShardSpec::parse)]
+    pub shard: Option<ShardSpec>,
     /// Run the whole job against an embedded loopback DNS server and SMTP receiver.
     #[arg(long)]
     pub sandbox: bool,
@@ -253,6 +263,23 @@ pub struct CheckSenderArgs {
     /// Private key (PEM) whose public half must be the one published.
     #[arg(long, value_name = "PEM", value_hint = ValueHint::FilePath)]
     pub dkim_key: Option<PathBuf>,
+}
+
+/// `merge-results`.
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The shards' results CSVs (any order).
+    #[arg(required = true, value_hint = ValueHint::FilePath)]
+    pub results: Vec<PathBuf>,
+    /// The list the shards were run on (gives the rows and their order).
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pub list: PathBuf,
+    /// The merged results CSV.
+    #[arg(long, short, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pub output: PathBuf,
+    /// Column of LIST holding the recipient address (as given to `run`).
+    #[arg(long, value_name = "NAME", default_value = "email")]
+    pub email_column: String,
 }
 
 /// `generate`.

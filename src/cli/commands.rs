@@ -8,11 +8,13 @@ use anyhow::{Context, Result, bail};
 use clap::CommandFactory;
 
 use mailmerge::dkim::Signer;
+use mailmerge::merge;
 use mailmerge::preflight::{SenderCheckOptions, check_sender};
+use mailmerge::recipients::{ListOptions, RecipientList};
 use mailmerge::sandbox::Sandbox;
 use mailmerge::{CancellationToken, RunMode, run_until};
 
-use super::args::{CheckSenderArgs, Cli, Generate, RunArgs};
+use super::args::{CheckSenderArgs, Cli, Generate, MergeArgs, RunArgs};
 use super::{settings, signals};
 
 /// `run` and `check` (`plan_only`).
@@ -92,6 +94,30 @@ pub async fn check_sender_command(args: CheckSenderArgs) -> Result<ExitCode> {
     let report = check_sender(&args.domain, &opts).await?;
     print!("{report}");
     Ok(exit(report.all_ok()))
+}
+
+/// `merge-results`: 0 merged, 2 when the inputs do not cover the list exactly once (or cannot
+/// be read).
+pub fn merge_results(args: MergeArgs) -> Result<ExitCode> {
+    let opts = ListOptions {
+        email_column: args.email_column,
+        ..ListOptions::default()
+    };
+    let result = RecipientList::from_path(&args.list, &opts)
+        .map_err(|e| e.to_string())
+        .and_then(|list| {
+            merge::merge_results(&args.results, list.len(), &args.output).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(rows) => {
+            println!("{rows} rows merged into {}", args.output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("mailmerge: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 /// `generate man DIR` / `generate completions SHELL`.

@@ -9,6 +9,7 @@ use mailmerge::dkim::Signer;
 use mailmerge::identity;
 use mailmerge::message::AttachmentDir;
 use mailmerge::progress::Mode;
+use mailmerge::run::shard::INDEX_VARIABLE;
 use mailmerge::{RunConfig, RunMode};
 
 use super::args::{DeliverArgs, RunArgs};
@@ -16,6 +17,15 @@ use super::args::{DeliverArgs, RunArgs};
 /// The run `args` describe (`check` = `plan_only`).
 pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
     let mut cfg = RunConfig::new(args.recipients, args.template);
+    if let Some(spec) = args.shard {
+        let env = std::env::var(INDEX_VARIABLE).ok();
+        let shard = spec.resolve(env.as_deref()).map_err(anyhow::Error::msg)?;
+        if args.limit.is_some() {
+            bail!("--limit counts rows before they are sharded: use it without --shard");
+        }
+        cfg.results = shard.results_path(&cfg.results);
+        cfg.shard = Some(shard);
+    }
     if let Some(r) = args.results {
         cfg.results = r;
     }
@@ -130,6 +140,16 @@ mod tests {
             panic!("run expected");
         };
         run_config(args, false).unwrap()
+    }
+
+    #[test]
+    fn a_shard_gets_its_own_default_results_and_source_ips_their_helo() {
+        let cfg = config(&["--shard", "1/3", "--source-ip", "127.0.0.10=a.example"]);
+        assert_eq!(cfg.shard.map(|s| s.to_string()).as_deref(), Some("1/3"));
+        assert!(cfg.results.ends_with("list.results.shard-1-of-3.csv"));
+        assert_eq!(cfg.delivery.source_ip[0].helo("run"), "a.example");
+        let explicit = config(&["--shard", "0/2", "--results", "r0.csv"]);
+        assert!(explicit.results.ends_with("r0.csv"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod outcome;
 mod queue;
 pub mod retry;
 mod session;
+pub mod source_ip;
 pub mod verdict;
 mod worker;
 
@@ -47,6 +48,7 @@ pub use limits::Rate;
 pub use options::DeliveryOptions;
 pub use outcome::{Outcome, Status, Step};
 pub use retry::RetryPolicy;
+pub use source_ip::{SourceIp, SourcePool};
 pub use verdict::{Action, Attempt, Scope, verdict};
 
 /// How to deliver: the user's [`DeliveryOptions`] and what the run derives from them.
@@ -66,6 +68,8 @@ pub struct DeliveryConfig {
     /// next message's content until every final outcome reported so far is recorded, so a
     /// crash can cost at most one accepted-but-unrecorded message per connection.
     pub recorded: Option<Arc<Recorded>>,
+    /// The `--source-ip` pool new connections leave from (issue 15), shared by all workers.
+    pub sources: Arc<SourcePool>,
 }
 
 impl DeliveryConfig {
@@ -74,12 +78,13 @@ impl DeliveryConfig {
     pub fn new(options: DeliveryOptions, tls: TlsPolicy) -> Self {
         let budget = options.deadline;
         Self {
-            options,
             deadline: Instant::now() + budget,
             grace: Duration::from_secs(30).min(budget / 10 + Duration::from_secs(1)),
             batch: 16,
             tls,
             recorded: None,
+            sources: SourcePool::new(&options.source_ip),
+            options,
         }
     }
 }

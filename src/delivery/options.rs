@@ -44,6 +44,11 @@ pub struct DeliveryOptions {
     /// Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s).
     #[arg(long, value_name = "N/PERIOD")]
     pub rate_per_site: Option<Rate>,
+    /// Local address new connections leave from, with the EHLO name its PTR record gives
+    /// [default HELO: --helo]; repeat for a pool (each new connection takes the least-used
+    /// address; one that cannot be bound is skipped for the run). See docs/scaling.md.
+    #[arg(long, value_name = "ADDR[=HELO]", value_parser = super::source_ip::SourceIp::parse)]
+    pub source_ip: Vec<super::source_ip::SourceIp>,
     /// Per-phase SMTP timeouts (set from `--smtp-timeout`, `--connect-timeout`, `--timeout`).
     #[arg(skip)]
     pub timeouts: Timeouts,

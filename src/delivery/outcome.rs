@@ -147,6 +147,8 @@ pub struct Outcome {
     pub mx_host: Option<String>,
     /// Its address.
     pub mx_ip: Option<IpAddr>,
+    /// The local address the session left from (`--source-ip`), `None` when the OS chose.
+    pub source_ip: Option<IpAddr>,
     /// Delivery attempts made (0 when nothing was tried).
     pub attempts: u32,
     /// Message-ID of the message sent.
@@ -166,6 +168,7 @@ impl Outcome {
             response: response.into(),
             mx_host: None,
             mx_ip: None,
+            source_ip: None,
             attempts: 0,
             message_id: None,
             tls: None,

@@ -11,9 +11,10 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
 
-use super::connect::Connect;
+use super::connect::{Connect, ConnectError};
 use super::engine::{Ctx, Event, SiteWork};
 use super::outcome::{Outcome, Status, Step};
+use super::source_ip::{Lease, SourceIp};
 use crate::message::BuiltMessage;
 use crate::mx::MxHost;
 use crate::smtp::{Connection, EnhancedCode, MaybeTls, Phase, Reply, TlsMode};
@@ -31,6 +32,8 @@ pub(super) struct Session<S> {
     pub(super) ip: IpAddr,
     /// TLS version, `None` in plaintext.
     pub(super) tls: Option<String>,
+    /// The `--source-ip` address this session left from (held until the session ends).
+    pub(super) source: Option<Lease>,
     /// This session's share of `--max-connections`.
     _permit: OwnedSemaphorePermit,
 }
@@ -41,6 +44,7 @@ impl<S> Session<S> {
         outcome.mx_host = Some(self.host.clone());
         outcome.mx_ip = Some(self.ip);
         outcome.tls.clone_from(&self.tls);
+        outcome.source_ip = self.source.as_ref().map(|s| s.ip().addr);
     }
 }
 
@@ -51,6 +55,8 @@ pub(super) struct ConnectFailure {
     text: String,
     host: Option<String>,
     ip: Option<IpAddr>,
+    /// The source address tried (`--source-ip`).
+    source: Option<IpAddr>,
 }
 
 impl ConnectFailure {
@@ -62,6 +68,7 @@ impl ConnectFailure {
             text: text.into(),
             host: None,
             ip: None,
+            source: None,
         }
     }
 
@@ -82,6 +89,7 @@ impl ConnectFailure {
         }
         o.mx_host = self.host.clone();
         o.mx_ip = self.ip;
+        o.source_ip = self.source;
         o
     }
 }
@@ -99,7 +107,41 @@ pub(super) async fn open_session<C: Connect>(
         .map_err(|_| ConnectFailure::before_connecting("shutting down"))?;
     let mut last = ConnectFailure::before_connecting("no MX address to try");
     for (host, ip) in ctx.hosts.candidates(&site.hosts) {
-        let to = Target { host, ip };
+        match try_address(ctx, site, host, ip).await {
+            Ok((conn, tls, source)) => {
+                ctx.emit(Event::Connected {
+                    site: site.name.clone(),
+                });
+                return Ok(Session {
+                    conn,
+                    host: host.name.clone(),
+                    ip,
+                    tls,
+                    source,
+                    _permit: permit,
+                });
+            }
+            Err(f) => last = f,
+        }
+    }
+    Err(last)
+}
+
+/// A session with one MX address, leaving from a source address of the pool (when there is
+/// one): a source that cannot be bound is marked unusable for the run and the next one tried.
+async fn try_address<C: Connect>(
+    ctx: &Ctx<C>,
+    site: &SiteWork,
+    host: &MxHost,
+    ip: IpAddr,
+) -> Result<(MxConnection<C::Stream>, Option<String>, Option<Lease>), ConnectFailure> {
+    loop {
+        let source = lease_source(ctx, site, host, ip).map_err(|f| *f)?;
+        let to = Target {
+            host,
+            ip,
+            source: source.as_ref().map(Lease::ip),
+        };
         let want_tls = ctx.cfg.tls.mode != TlsMode::Disabled && !ctx.hosts.tls_broken(ip);
         let result = match connect_one(ctx, &to, want_tls).await {
             Err(Failed::Tls(_)) if ctx.cfg.tls.mode == TlsMode::Opportunistic => {
@@ -111,26 +153,45 @@ pub(super) async fn open_session<C: Connect>(
             other => other,
         };
         match result {
-            Ok((conn, tls)) => {
-                ctx.emit(Event::Connected {
-                    site: site.name.clone(),
-                });
-                return Ok(Session {
-                    conn,
-                    host: host.name.clone(),
-                    ip,
-                    tls,
-                    _permit: permit,
-                });
-            }
-            Err(Failed::Next(f) | Failed::Tls(f)) => last = f,
+            Ok((conn, tls)) => return Ok((conn, tls, source)),
+            Err(Failed::Bind(index)) => ctx.cfg.sources.mark_unusable(index),
+            Err(Failed::Next(f) | Failed::Tls(f)) => return Err(f),
         }
     }
-    Err(last)
+}
+
+/// The source address for a new connection to `ip`: `None` without a pool; an error when the
+/// pool has no usable address of `ip`'s family left.
+///
+/// Per-(provider, source IP) limits hook in here: the filter below becomes "same family and
+/// the provider's limiter lets `(provider of site, source.index)` open a connection now".
+fn lease_source<C: Connect>(
+    ctx: &Ctx<C>,
+    site: &SiteWork,
+    host: &MxHost,
+    ip: IpAddr,
+) -> Result<Option<Lease>, Box<ConnectFailure>> {
+    let pool = &ctx.cfg.sources;
+    if pool.is_empty() {
+        return Ok(None);
+    }
+    let _ = site;
+    match pool.lease_where(|s: &SourceIp| s.addr.is_ipv4() == ip.is_ipv4()) {
+        Some(lease) => Ok(Some(lease)),
+        None => Err(Box::new(ConnectFailure {
+            host: Some(host.name.clone()),
+            ip: Some(ip),
+            ..ConnectFailure::before_connecting(&format!(
+                "no usable --source-ip address to reach {ip} from (unbindable or other family)"
+            ))
+        })),
+    }
 }
 
 /// Why one address did not give a session.
 enum Failed {
+    /// The source address (its pool index) cannot be bound here: try another source.
+    Bind(usize),
     /// Try the next address.
     Next(ConnectFailure),
     /// The TLS handshake failed (opportunistic mode retries in plaintext).
@@ -141,6 +202,8 @@ enum Failed {
 struct Target<'h> {
     host: &'h MxHost,
     ip: IpAddr,
+    /// The source address to leave from (`--source-ip`).
+    source: Option<&'h SourceIp>,
 }
 
 impl Target<'_> {
@@ -155,7 +218,13 @@ impl Target<'_> {
             text,
             host: Some(self.host.name.clone()),
             ip: Some(self.ip),
+            source: self.source.map(|s| s.addr),
         }
+    }
+
+    /// The EHLO name: the source address's, else the run's.
+    fn helo<'a>(&'a self, run_helo: &'a str) -> &'a str {
+        self.source.map_or(run_helo, |s| s.helo(run_helo))
     }
 }
 
@@ -175,7 +244,7 @@ async fn connect_one<C: Connect>(
         conn.quit().await;
         return Err(to.fail(Phase::Greeting, Some(greeting), String::new()));
     }
-    hello(&mut conn, ctx.cfg.options.helo(), to).await?;
+    hello(&mut conn, to.helo(ctx.cfg.options.helo()), to).await?;
     if want_tls && conn.capabilities().starttls {
         conn = starttls(ctx, conn, to).await?;
     }
@@ -196,10 +265,15 @@ async fn connect_one<C: Connect>(
 async fn dial<C: Connect>(ctx: &Ctx<C>, to: &Target<'_>) -> Result<C::Stream, Failed> {
     let limit = ctx.cfg.options.timeouts.connect;
     let addr = SocketAddr::new(to.ip, ctx.cfg.options.smtp_port);
-    let text = match timeout(limit, ctx.connector.connect(&to.host.name, addr)).await {
+    let dialled = ctx.connector.connect_from(&to.host.name, addr, to.source);
+    let text = match timeout(limit, dialled).await {
         Ok(Ok(stream)) => return Ok(stream),
+        // The source, not the MX, is at fault: no mark against the MX address.
+        Ok(Err(ConnectError::Bind(_))) => {
+            return Err(Failed::Bind(to.source.map_or(0, |s| s.index)));
+        }
         Err(_) => format!("connect to {addr} timed out after {limit:?}"),
-        Ok(Err(e)) => format!("connect to {addr}: {e}"),
+        Ok(Err(ConnectError::Connect(e))) => format!("connect to {addr}: {e}"),
     };
     ctx.hosts.mark_dead(to.ip);
     Err(to.fail(Phase::Connect, None, text))
@@ -222,7 +296,7 @@ async fn starttls<C: Connect>(
             .await
             .map_err(|e| Failed::Tls(to.failure(Phase::StartTls, None, e.to_string())))?;
         // RFC 3207 §4.2: forget what the plaintext EHLO said and ask again.
-        hello(&mut conn, ctx.cfg.options.helo(), to).await?;
+        hello(&mut conn, to.helo(ctx.cfg.options.helo()), to).await?;
         return Ok(conn);
     }
     if ctx.cfg.tls.mode == TlsMode::Required {

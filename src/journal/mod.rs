@@ -234,6 +234,8 @@ struct Record {
     mx_host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mx_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_ip: Option<String>,
     attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message_id: Option<String>,
@@ -275,6 +277,7 @@ impl Record {
             response: o.response.clone(),
             mx_host: o.mx_host.clone(),
             mx_ip: o.mx_ip.map(|i| i.to_string()),
+            source_ip: o.source_ip.map(|i| i.to_string()),
             attempts: o.attempts,
             message_id: o.message_id.clone(),
             tls: o.tls.clone(),
@@ -301,6 +304,10 @@ impl Record {
             response: self.response.clone(),
             mx_host: self.mx_host.clone(),
             mx_ip: match &self.mx_ip {
+                Some(ip) => Some(ip.parse().ok()?),
+                None => None,
+            },
+            source_ip: match &self.source_ip {
                 Some(ip) => Some(ip.parse().ok()?),
                 None => None,
             },

@@ -10,6 +10,7 @@ mod plan;
 mod prepare;
 mod route;
 mod send;
+pub mod shard;
 mod source;
 mod suppress;
 mod triage;
@@ -63,6 +64,8 @@ pub struct RunConfig {
     pub raw_csv: bool,
     /// The suppression list: skip suppressed rows, record hard bounces (issue 12).
     pub suppress: crate::suppress::RunSuppression,
+    /// `--shard I/N`: send and report only this shard's rows (issue 15).
+    pub shard: Option<shard::Shard>,
 }
 
 /// What a run does once the rows are routed.
@@ -99,6 +102,7 @@ impl RunConfig {
             journal_repair: false,
             raw_csv: false,
             suppress: Default::default(),
+            shard: None,
         }
     }
 }
@@ -184,7 +188,10 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     if let Some(e) = screen.error.take() {
         return Err(e.into());
     }
-    let routes = route::route(&cfg, &job, &mut rows).await?;
+    let mut routes = route::route(&cfg, &job, &mut rows).await?;
+    if let Some(s) = cfg.shard {
+        shard::select(s, &job, &mut rows, &mut routes);
+    }
     let source = source::message_source(&cfg, &job, &warnings);
     let sent = match &cfg.mode {
         RunMode::Plan { eml_out } => {
@@ -196,10 +203,13 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     // Recorded outcomes are read back from the journal as the report is written, in input
     // order, so a list of millions of rows never holds its outcomes in memory.
     let reader = journal::JournalReader::open(&job.journal_path).ok();
+    // `None`: another shard's row, left out of the results.
     let outcome = |i: usize| {
-        rows.outcomes
-            .get(i, reader.as_ref())
-            .unwrap_or_else(|| Outcome::local(Status::Deferred, Step::Deadline, "not attempted"))
+        (!rows.outcomes.is_elsewhere(i)).then(|| {
+            rows.outcomes.get(i, reader.as_ref()).unwrap_or_else(|| {
+                Outcome::local(Status::Deferred, Step::Deadline, "not attempted")
+            })
+        })
     };
     let results = (cfg.mode == RunMode::Send).then_some(cfg.results.as_path());
     let summary = report::write_results(

@@ -18,6 +18,8 @@ pub(super) struct OutcomeStore {
 impl OutcomeStore {
     const PENDING: u64 = u64::MAX;
     const DECIDED: u64 = u64::MAX - 1;
+    /// Another shard's row (`--shard`): not in this run's results.
+    const ELSEWHERE: u64 = u64::MAX - 2;
     const LOCAL: u64 = 1 << 63;
     /// Up to this many rows, outcomes stay in memory (≈ 300 bytes each).
     const IN_MEMORY_ROWS: usize = 100_000;
@@ -49,6 +51,16 @@ impl OutcomeStore {
         self.slots[i] = Self::DECIDED;
     }
 
+    /// Another shard's row: left out of this run.
+    pub(super) fn set_elsewhere(&mut self, i: usize) {
+        self.slots[i] = Self::ELSEWHERE;
+    }
+
+    /// Another shard's row.
+    pub(super) fn is_elsewhere(&self, i: usize) -> bool {
+        self.slots[i] == Self::ELSEWHERE
+    }
+
     pub(super) fn set_local(&mut self, i: usize, o: Outcome) {
         self.slots[i] = Self::LOCAL | self.locals.len() as u64;
         self.locals.push(o);
@@ -60,7 +72,7 @@ impl OutcomeStore {
 
     pub(super) fn get(&self, i: usize, reader: Option<&journal::JournalReader>) -> Option<Outcome> {
         match self.slots[i] {
-            Self::PENDING | Self::DECIDED => None,
+            Self::PENDING | Self::DECIDED | Self::ELSEWHERE => None,
             s if s & Self::LOCAL != 0 => self.locals.get((s & !Self::LOCAL) as usize).cloned(),
             offset => reader?.outcome_at(offset),
         }

@@ -79,7 +79,7 @@ pub(super) async fn send(
     ));
     let mut progress = Progress::new(
         cfg.progress,
-        job.list.len(),
+        rows.plan.rows,
         routes
             .work
             .iter()

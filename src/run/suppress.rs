@@ -49,7 +49,7 @@ impl Screen {
 pub(super) fn record(
     cfg: &RunConfig,
     job: &Job,
-    outcome: &dyn Fn(usize) -> Outcome,
+    outcome: &dyn Fn(usize) -> Option<Outcome>,
 ) -> Result<usize, RunError> {
     let Some(path) = &cfg.suppress.store else {
         return Ok(0);
@@ -61,7 +61,8 @@ pub(super) fn record(
     let mut entries = Vec::new();
     for (i, row) in job.list.iter().enumerate() {
         let Ok(addr) = &row.status else { continue };
-        let o = outcome(i);
+        // `None`: another shard's row.
+        let Some(o) = outcome(i) else { continue };
         if suppress::is_recipient_failure(&o) {
             let cause = match (o.code, o.enhanced) {
                 (Some(c), Some(e)) => format!("{c} {e} {}", o.response),

@@ -39,7 +39,16 @@ pub(super) fn triage(
     };
     let per_address = !cfg.list.allow_duplicates;
     let mut budget = cfg.limit.unwrap_or(usize::MAX);
+    // `--shard`: rows settled here (never routed) are placed by domain (super::shard).
+    let elsewhere = |row: &crate::recipients::Row| {
+        cfg.shard
+            .is_some_and(|s| !s.owns(&super::shard::domain_key(row)))
+    };
     for (i, row) in list.iter().enumerate() {
+        if row.status.is_err() && elsewhere(&row) {
+            rows.outcomes.set_elsewhere(i);
+            continue;
+        }
         let addr = match &row.status {
             Ok(addr) => addr,
             Err(e) => {
@@ -68,6 +77,10 @@ pub(super) fn triage(
             rows.outcomes.set_journal(i, at);
             rows.plan.already_done += 1;
         } else if let Some(why) = suppressed(addr) {
+            if elsewhere(&row) {
+                rows.outcomes.set_elsewhere(i);
+                continue;
+            }
             rows.outcomes
                 .set_local(i, Outcome::local(Status::Suppressed, Step::Suppressed, why));
             rows.plan.suppressed += 1;

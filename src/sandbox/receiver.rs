@@ -181,6 +181,8 @@ struct State {
     /// Messages whose final "." arrived together with further commands (RFC 2920 §3.1).
     commands_behind_content: usize,
     accepted_at: Vec<std::time::Instant>,
+    /// Per connection number: the client's address and its EHLO name (see [`Receiver::peers`]).
+    peers: HashMap<usize, (std::net::IpAddr, Option<String>)>,
 }
 
 /// A running receiver; stops when dropped.
@@ -215,13 +217,14 @@ impl Receiver {
         let (s, c) = (state.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let n = c.fetch_add(1, Ordering::SeqCst) + 1;
                 if let Ok(mut st) = s.lock() {
                     st.accepted_at.push(std::time::Instant::now());
+                    st.peers.insert(n, (peer.ip(), None));
                 }
                 let config = config.clone();
                 let state = s.clone();
@@ -287,6 +290,17 @@ impl Receiver {
             .lock()
             .map(|s| s.accepted_at.clone())
             .unwrap_or_default()
+    }
+
+    /// Per connection, in order: the client's source address and the EHLO name it gave.
+    pub fn peers(&self) -> Vec<(std::net::IpAddr, Option<String>)> {
+        let mut peers: Vec<_> = self
+            .state
+            .lock()
+            .map(|s| s.peers.clone().into_iter().collect())
+            .unwrap_or_default();
+        peers.sort_by_key(|(n, _)| *n);
+        peers.into_iter().map(|(_, p)| p).collect()
     }
 
     /// Every command line received, in order, over all connections.
@@ -467,6 +481,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn answer(&mut self, text: &str) -> Next {
         let upper = text.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
+            if let Ok(mut s) = self.state.lock()
+                && let Some(peer) = s.peers.get_mut(&self.conn)
+            {
+                peer.1 = Some(text[4..].trim().to_string());
+            }
             Next::Reply(self.on_ehlo())
         } else if upper.starts_with("HELO") {
             Next::Reply(format!("250 {}\r\n", self.config.hostname))
