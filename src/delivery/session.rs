@@ -111,7 +111,8 @@ pub(super) async fn open_session<C: Connect>(
             other => other,
         };
         match result {
-            Ok((conn, tls)) => {
+            Ok((mut conn, tls)) => {
+                conn.set_dialect(ctx.hosts.dialect(ip));
                 ctx.emit(Event::Connected {
                     site: site.name.clone(),
                 });
