@@ -53,7 +53,10 @@ async fn run_against(
 fn all_delivered_at_once(rows: &[HashMap<String, String>]) {
     for r in rows {
         assert_eq!(r["status"], "delivered", "{r:?}");
-        assert_eq!(r["attempts"], "1", "the protocol retry is not counted: {r:?}");
+        assert_eq!(
+            r["attempts"], "1",
+            "the protocol retry is not counted: {r:?}"
+        );
     }
 }
 
@@ -91,7 +94,10 @@ async fn a_server_refusing_any_pipelining_gets_one_command_at_a_time() {
     assert_eq!(mxs.get(41).received().len(), 6);
     let fallbacks = &report.summary.dialect_fallbacks;
     assert_eq!(fallbacks.len(), 2, "{fallbacks:?}");
-    assert!(fallbacks[1].contains("fell back to no-pipelining"), "{fallbacks:?}");
+    assert!(
+        fallbacks[1].contains("fell back to no-pipelining"),
+        "{fallbacks:?}"
+    );
 }
 
 #[tokio::test]
@@ -109,12 +115,19 @@ async fn a_503_to_rcpt_in_every_dialect_defers_the_row_as_protocol_never_bounces
     let (report, rows, _mxs) = run_against(42, 4, config).await;
     let r = row(&rows, "user1@example.com");
     assert_eq!(
-        (r["status"].as_str(), r["category"].as_str(), r["code"].as_str()),
+        (
+            r["status"].as_str(),
+            r["category"].as_str(),
+            r["code"].as_str()
+        ),
         ("deferred", "protocol", "503"),
         "{r:?}"
     );
     for i in [0, 2, 3] {
-        assert_eq!(row(&rows, &format!("user{i}@example.com"))["status"], "delivered");
+        assert_eq!(
+            row(&rows, &format!("user{i}@example.com"))["status"],
+            "delivered"
+        );
     }
     assert_eq!(report.summary.dialect_fallbacks.len(), 2);
 }
@@ -136,7 +149,10 @@ async fn outlooks_550_5_5_0_at_rcpt_is_still_a_bounce() {
     };
     let (report, rows, _mxs) = run_against(43, 2, config).await;
     let r = row(&rows, "user0@example.com");
-    assert_eq!((r["status"].as_str(), r["category"].as_str()), ("bounced", "bad-mailbox"));
+    assert_eq!(
+        (r["status"].as_str(), r["category"].as_str()),
+        ("bounced", "bad-mailbox")
+    );
     assert_eq!(row(&rows, "user1@example.com")["status"], "delivered");
     assert!(report.summary.dialect_fallbacks.is_empty());
 }
@@ -159,7 +175,11 @@ async fn a_session_limit_at_mail_opens_a_new_session_without_deferring_anything(
     // Only the first session learns the limit the hard way (one refused MAIL, plus the
     // ones other workers' sessions met before they knew).
     assert!(refused <= 2, "{refused} MAIL commands refused");
-    assert!(report.summary.connections >= 5, "{}", report.summary.connections);
+    assert!(
+        report.summary.connections >= 5,
+        "{}",
+        report.summary.connections
+    );
 }
 
 #[tokio::test]
@@ -171,11 +191,18 @@ async fn chunking_sends_bdat_and_the_message_arrives_unstuffed() {
     let (_, rows, mxs) = run_against(45, 5, config).await;
     all_delivered_at_once(&rows);
     let rx = mxs.get(45);
-    assert!(rx.commands().iter().any(|c| c.starts_with("BDAT ") && c.ends_with(" LAST")));
+    assert!(
+        rx.commands()
+            .iter()
+            .any(|c| c.starts_with("BDAT ") && c.ends_with(" LAST"))
+    );
     assert!(!rx.commands().iter().any(|c| c == "DATA"));
     for m in rx.received() {
         let text = String::from_utf8(m.data).unwrap();
-        assert!(text.contains("\r\n.leading dot line\r\n..two dots\r\n"), "{text}");
+        assert!(
+            text.contains("\r\n.leading dot line\r\n..two dots\r\n"),
+            "{text}"
+        );
     }
 }
 
@@ -221,7 +248,8 @@ async fn scripted(stream: tokio::net::TcpStream, quirk: Option<Quirk>, played: A
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let play = |q: Quirk| {
-        let hit = matches!(quirk, Some(x) if std::mem::discriminant(&x) == std::mem::discriminant(&q));
+        let hit =
+            matches!(quirk, Some(x) if std::mem::discriminant(&x) == std::mem::discriminant(&q));
         if hit {
             played.fetch_add(1, Ordering::SeqCst);
         }
@@ -283,7 +311,10 @@ async fn survives(octet: u8, quirk: Quirk) -> Vec<HashMap<String, String>> {
     let dns = dns_for(octet).await;
     let job = Job::new(&list(3), TEMPLATE);
     run(job.config(&dns, port)).await.expect("run");
-    assert!(played.load(Ordering::SeqCst) >= 1, "{quirk:?} was never played");
+    assert!(
+        played.load(Ordering::SeqCst) >= 1,
+        "{quirk:?} was never played"
+    );
     let rows = read_results(&job.results);
     for r in &rows {
         assert_eq!(r["status"], "delivered", "{quirk:?}: {r:?}");

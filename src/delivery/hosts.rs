@@ -153,7 +153,10 @@ mod tests {
         // A second session that was opened before the fallback reports the same objection.
         assert_eq!(h.fall_back(ip, Dialect::Full), None);
         assert_eq!(h.dialect(ip), Dialect::NoAnnounce);
-        assert_eq!(h.fall_back(ip, Dialect::NoAnnounce), Some(Dialect::Lockstep));
+        assert_eq!(
+            h.fall_back(ip, Dialect::NoAnnounce),
+            Some(Dialect::Lockstep)
+        );
         assert_eq!(h.fall_back(ip, Dialect::Lockstep), None);
         assert_eq!(h.dialect(ip), Dialect::Lockstep);
         assert_eq!(h.dialect(IpAddr::from([10, 0, 0, 2])), Dialect::Full);

@@ -340,7 +340,10 @@ mod tests {
             at(group_dropped(RcptTo), Fallback),
             // OpenSMTPD's per-session limit, at MAIL on a used session: a new session.
             at(
-                refused(MailFrom, "452 4.5.3 Too many recipients: Too many messages sent"),
+                refused(
+                    MailFrom,
+                    "452 4.5.3 Too many recipients: Too many messages sent",
+                ),
                 SessionFull,
             ),
             // The reply code decides, not the enhanced code (see Reply::is_transient).
@@ -431,11 +434,18 @@ mod tests {
             transactions,
         };
         let bad_sequence = refused(RcptTo, "503 5.5.1 Bad sequence of commands");
-        let too_many = refused(MailFrom, "452 4.5.3 Too many recipients: Too many messages sent");
+        let too_many = refused(
+            MailFrom,
+            "452 4.5.3 Too many recipients: Too many messages sent",
+        );
         let rows = [
             (&bad_sequence, at(Dialect::NoAnnounce, 1), Fallback),
             (&bad_sequence, at(Dialect::Lockstep, 1), ProtocolFailed),
-            (&out_of_step(MailFrom), at(Dialect::Lockstep, 2), ProtocolFailed),
+            (
+                &out_of_step(MailFrom),
+                at(Dialect::Lockstep, 2),
+                ProtocolFailed,
+            ),
             // The very first MAIL of a session refused so: not the session's limit.
             (&too_many, at(Dialect::Full, 1), Retry(Session)),
             (&too_many, at(Dialect::Lockstep, 7), SessionFull),

@@ -129,9 +129,9 @@ pub(super) async fn send(
                 ip,
                 dialect,
                 reason,
-            } => sent
-                .dialect_fallbacks
-                .push(format!("{host} [{ip}] fell back to {dialect} after {reason:?}")),
+            } => sent.dialect_fallbacks.push(format!(
+                "{host} [{ip}] fell back to {dialect} after {reason:?}"
+            )),
         })
         .await;
     let _ = engine.await;

@@ -668,7 +668,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if !r.is_positive() || bdat {
             return self.judge_envelope(m, Some(r), None).await;
         }
-        let d = self.command(Command::Data, Phase::Data, t.data_init).await?;
+        let d = self
+            .command(Command::Data, Phase::Data, t.data_init)
+            .await?;
         self.judge_envelope(m, Some(r), Some(d)).await
     }
 
@@ -710,6 +712,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         next: Option<(&Envelope, &DataPayload)>,
     ) -> Result<(), ClientError> {
         let limit = self.timeouts.data_block;
+        // Every reply owed so far was read: one more would be taken for the message's.
+        self.check_in_step(Phase::DataEnd)?;
         if bdat {
             let size = payload.raw_len();
             self.queue(&Command::Bdat { size, last: true });
@@ -809,6 +813,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         phase: Phase,
         limit: Duration,
     ) -> Result<Reply, ClientError> {
+        // One command, one reply: nothing else may be waiting.
+        self.check_in_step(phase)?;
         self.queue(&cmd);
         self.flush(phase, limit).await?;
         self.expect(phase, limit, false).await
