@@ -425,3 +425,56 @@ async fn one_session(seed: u64) -> (usize, usize) {
     );
     (ok, oos)
 }
+
+/// The cargo-fuzz target `smtp_session` on generated scripts: well-formed sessions mutated
+/// piece by piece (a piece swapped, doubled, cut, dropped or replaced by noise).
+#[test]
+fn smtp_session_target_on_mutated_scripts() {
+    let mut rng = Rng(0x5eed_0004);
+    let good: &[&[u8]] = &[
+        b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n",
+        b"250 2.1.0 ok\r\n",
+        b"250 2.1.5 ok\r\n",
+        b"354 go ahead\r\n",
+        b"250 2.0.0 queued\r\n",
+        b"250 2.0.0 ok\r\n",
+    ];
+    let noise: &[&[u8]] = &[
+        b"503 5.5.1 Bad sequence of commands\r\n",
+        b"500 5.5.2 what\r\n",
+        b"550 5.5.0 Requested action not taken: mailbox unavailable\r\n",
+        b"452 4.5.3 Too many messages sent\r\n",
+        b"421 4.3.2 bye\r\n",
+        b"354 early\r\n",
+        b"250 ok\r\n250 twice\r\n",
+        b"250-",
+        b"\r\n",
+        b"garbage\r\n",
+    ];
+    for _ in 0..3_000 {
+        let mut data = vec![rng.next() as u8];
+        let mut pieces: Vec<&[u8]> = vec![good[0]];
+        for _ in 0..4 {
+            pieces.extend_from_slice(&good[1..]);
+        }
+        for piece in pieces {
+            let piece: Vec<u8> = match rng.below(12) {
+                0 => rng.pick(noise).to_vec(),
+                1 => [piece, piece].concat(),
+                // At least one byte: a server that skips a reply altogether cannot be told
+                // from one that answers the next command, by any pipelining client.
+                2 => piece[..1 + rng.below(piece.len())].to_vec(),
+                3 => continue,
+                _ => piece.to_vec(),
+            };
+            data.extend_from_slice(&piece);
+            data.push(0xff);
+        }
+        let caught = std::panic::catch_unwind(|| checks::smtp_session(&data));
+        assert!(
+            caught.is_ok(),
+            "script {:?}",
+            data.escape_ascii().to_string()
+        );
+    }
+}
