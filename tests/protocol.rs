@@ -222,6 +222,8 @@ enum Quirk {
     EndlessLine,
     /// A 500-line reply to RCPT.
     EndlessReply,
+    /// Offers PIPELINING, then hangs up on a pipelined MAIL.
+    DropPipelinedGroup,
 }
 
 /// A lockstep-only SMTP server on 127.0.0.`octet` doing `quirk` on its first connection;
@@ -269,8 +271,12 @@ async fn scripted(stream: tokio::net::TcpStream, quirk: Option<Quirk>, played: A
             return;
         }
         let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        let grouped = !r.buffer().is_empty();
+        let pipelining = matches!(quirk, Some(Quirk::DropPipelinedGroup));
         let answer = match verb.as_str() {
+            "EHLO" if pipelining => "250-mx\r\n250 PIPELINING\r\n".to_string(),
             "EHLO" => "250-mx\r\n250 ENHANCEDSTATUSCODES\r\n".to_string(),
+            "MAIL" if grouped && play(Quirk::DropPipelinedGroup) => return,
             "MAIL" if play(Quirk::Early354) => "354 go ahead\r\n".into(),
             "RCPT" if play(Quirk::ExtraReplyToRcpt) => "250 ok\r\n250 ok\r\n".into(),
             "RCPT" if play(Quirk::EndlessLine) => format!("250 {}\r\n", "x".repeat(10_000)),
@@ -306,11 +312,11 @@ async fn scripted(stream: tokio::net::TcpStream, quirk: Option<Quirk>, played: A
 
 /// Runs 3 rows against a hostile server: the quirk was played, no row bounced, all ended
 /// delivered over later sessions.
-async fn survives(octet: u8, quirk: Quirk) -> Vec<HashMap<String, String>> {
+async fn survives(octet: u8, quirk: Quirk) -> (RunReport, Vec<HashMap<String, String>>) {
     let (port, played) = hostile(octet, quirk).await;
     let dns = dns_for(octet).await;
     let job = Job::new(&list(3), TEMPLATE);
-    run(job.config(&dns, port)).await.expect("run");
+    let report = run(job.config(&dns, port)).await.expect("run");
     assert!(
         played.load(Ordering::SeqCst) >= 1,
         "{quirk:?} was never played"
@@ -319,7 +325,16 @@ async fn survives(octet: u8, quirk: Quirk) -> Vec<HashMap<String, String>> {
     for r in &rows {
         assert_eq!(r["status"], "delivered", "{quirk:?}: {r:?}");
     }
-    rows
+    (report, rows)
+}
+
+#[tokio::test]
+async fn a_drop_right_after_a_pipelined_group_falls_back_uncounted() {
+    let (report, rows) = survives(56, Quirk::DropPipelinedGroup).await;
+    all_delivered_at_once(&rows);
+    let fallbacks = &report.summary.dialect_fallbacks;
+    assert_eq!(fallbacks.len(), 1, "{fallbacks:?}");
+    assert!(fallbacks[0].contains("connection lost right after a pipelined group"));
 }
 
 #[tokio::test]
