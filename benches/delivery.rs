@@ -9,7 +9,9 @@
 //! - `MAILMERGE_BENCH_TARGET=IP:PORT`: deliver to an external receiver (e.g. Postfix's
 //!   smtp-sink) instead; every MX resolves to IP;
 //! - `MAILMERGE_BENCH_SESSIONS`: parallel SMTP sessions in total (default 5 per site);
-//! - `MAILMERGE_BENCH_SIZE`: approximate message size in bytes (default 2000).
+//! - `MAILMERGE_BENCH_SIZE`: approximate message size in bytes (default 2000);
+//! - `MAILMERGE_BENCH_CHUNKING=1`: the in-process receivers offer CHUNKING, so messages go
+//!   with `BDAT` instead of `DATA` (compare the two).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +67,7 @@ fn main() {
                     let ip = loopback(u8::try_from(10 + s).unwrap_or(250));
                     let config = ReceiverConfig {
                         keep_messages: false,
+                        chunking: std::env::var_os("MAILMERGE_BENCH_CHUNKING").is_some(),
                         ..ReceiverConfig::default()
                     };
                     let r = Receiver::start(SocketAddr::new(ip, port), config).await.expect("receiver");

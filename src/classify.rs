@@ -102,19 +102,24 @@ impl Category {
     }
 }
 
-/// What a failed reply is a verdict on: the engine acts at this scope and no wider.
+/// What a failed reply (or a failed attempt) is a verdict on: the engine acts at this scope
+/// and no wider. One type for the crate: [`classify`] gives it for replies, and the delivery
+/// verdict (`delivery::verdict`) adds [`Scope::Site`] for what no reply says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// This recipient (unknown mailbox, mailbox full, one mailbox receiving too fast).
     Recipient,
     /// This message (content, size, authentication).
     Message,
-    /// This connection only (421, a lost or confused session).
+    /// This connection only (421, a lost or confused session, a session that takes no more
+    /// messages).
     Session,
     /// The sender's rate or reputation at this provider: slow down or suspend the provider.
     Sender,
     /// Our own protocol: the session is suspect, retry with a more conservative dialect.
     Protocol,
+    /// The site as a whole: no MX of it gave a session, or it asked us to go away (421).
+    Site,
 }
 
 /// A reply's category and scope.
@@ -139,6 +144,16 @@ pub fn classify(
     // 1. The conversation went wrong. 550 5.5.0 at RCPT is Outlook's unknown mailbox.
     if (500..=504).contains(&code) {
         return verdict(Category::Protocol, Scope::Protocol);
+    }
+    // 1b. "Too many recipients" before any recipient was named: the session's limit of
+    // messages (OpenSMTPD: `452 4.5.3 Too many recipients: Too many messages sent`).
+    if phase == Some(Phase::MailFrom)
+        && (400..500).contains(&code)
+        && code != 421
+        && (enhanced.is_some_and(|e| (e.subject, e.detail) == (5, 3))
+            || lower.contains("too many messages"))
+    {
+        return verdict(Category::Throttled, Scope::Session);
     }
     // 2. Throttling, whatever the code.
     if let Some(scope) = throttling(code, enhanced, &lower) {
@@ -408,6 +423,12 @@ mod tests {
             "452 4.5.3 too many recipients",
             Category::Other,
             Scope::Recipient,
+        ),
+        (
+            Phase::MailFrom,
+            "452 4.5.3 Too many recipients: Too many messages sent",
+            Category::Throttled,
+            Scope::Session,
         ),
         (
             Phase::RcptTo,

@@ -132,6 +132,10 @@ pub fn category_of(o: &Outcome) -> Option<Category> {
             classify(Some(phase), code, o.enhanced, &o.response).category
         }
         (_, _, Some(code)) => classify(None, code, o.enhanced, &o.response).category,
+        // RFC 3463 X.5.X: the session broke on our protocol (a reply out of step, garbage).
+        (_, Step::Smtp(_), None) if o.enhanced.is_some_and(|e| e.subject == 5) => {
+            Category::Protocol
+        }
         (_, _, None) => Category::Other,
     })
 }
@@ -174,6 +178,9 @@ pub struct Summary {
     pub connections: usize,
     /// Messages delivered by this run (not counting outcomes reused from the journal).
     pub delivered_now: usize,
+    /// MX addresses that objected to our pipelining during the run (issue 11), one line each:
+    /// `mx.example.test [192.0.2.1] fell back to no-pipelining after "503 5.5.1 ..."`.
+    pub dialect_fallbacks: Vec<String>,
 }
 
 impl Summary {
@@ -241,6 +248,9 @@ impl fmt::Display for Summary {
                 write!(f, " {d} {ok}/{n}")?;
             }
             writeln!(f)?;
+        }
+        for line in &self.dialect_fallbacks {
+            writeln!(f, "dialect: {line}")?;
         }
         Ok(())
     }

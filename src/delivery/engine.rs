@@ -47,6 +47,18 @@ pub enum Event {
         /// Site name.
         site: Arc<str>,
     },
+    /// An MX address objected to our pipelining: its sessions speak `dialect` from now on
+    /// (issue 11; listed in the run summary).
+    DialectFallback {
+        /// MX host name.
+        host: String,
+        /// Its address.
+        ip: std::net::IpAddr,
+        /// The dialect it gets now.
+        dialect: crate::smtp::Dialect,
+        /// What it said (or what happened), shortened.
+        reason: String,
+    },
 }
 
 /// One site's work: its hosts and the rows to deliver there.

@@ -2,6 +2,10 @@
 //! addresses that refused or timed out recently are skipped while another one is available
 //! (RFC 5321 §4.5.4.1: remember unreachable hosts), and addresses whose TLS handshake failed
 //! get plaintext for the rest of the run (opportunistic mode only, as Postfix does).
+//!
+//! Also, per address, for the rest of the run (issue 11): the SMTP [`Dialect`] it tolerates
+//! (lowered a step each time it objects to our pipelining), and a lower messages-per-connection
+//! limit when it told us that a session takes no more messages.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -11,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::mx::MxHost;
+use crate::smtp::Dialect;
 
 /// How long an address that refused or timed out is skipped.
 const DEAD_FOR: Duration = Duration::from_secs(60);
@@ -22,6 +27,10 @@ pub(super) struct Hosts {
     dead: Mutex<HashMap<IpAddr, Instant>>,
     /// Addresses whose TLS handshake failed: plaintext from now on.
     no_tls: Mutex<HashSet<IpAddr>>,
+    /// Addresses that objected to a dialect: the one they get now (absent: the fullest).
+    dialects: Mutex<HashMap<IpAddr, Dialect>>,
+    /// Addresses whose sessions take fewer messages than `--messages-per-connection`.
+    per_connection: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// A poisoned lock means a worker panicked; the sets themselves are still consistent.
@@ -60,6 +69,36 @@ impl Hosts {
     /// The TLS handshake with `ip` failed: plaintext from now on.
     pub(super) fn remember_tls_broken(&self, ip: IpAddr) {
         lock(&self.no_tls).insert(ip);
+    }
+
+    /// The dialect new sessions with `ip` speak.
+    pub(super) fn dialect(&self, ip: IpAddr) -> Dialect {
+        lock(&self.dialects).get(&ip).copied().unwrap_or_default()
+    }
+
+    /// A session with `ip` speaking `from` failed on our protocol: `ip` gets the next more
+    /// conservative dialect. Returns it when this call lowered it (not when another session
+    /// already had, or when there is nothing left to fall back to).
+    pub(super) fn fall_back(&self, ip: IpAddr, from: Dialect) -> Option<Dialect> {
+        let mut dialects = lock(&self.dialects);
+        let now = dialects.entry(ip).or_default();
+        if *now != from {
+            return None;
+        }
+        *now = from.fallback()?;
+        Some(*now)
+    }
+
+    /// `ip` takes at most `n` messages per session (at least one).
+    pub(super) fn limit_messages(&self, ip: IpAddr, n: usize) {
+        let mut limits = lock(&self.per_connection);
+        let limit = limits.entry(ip).or_insert(usize::MAX);
+        *limit = (*limit).min(n.max(1));
+    }
+
+    /// The messages per session `ip` takes, when it said so.
+    pub(super) fn messages_per_connection(&self, ip: IpAddr) -> Option<usize> {
+        lock(&self.per_connection).get(&ip).copied()
     }
 }
 
@@ -103,6 +142,36 @@ mod tests {
         );
         tokio::time::advance(DEAD_FOR).await;
         assert_eq!(ips(&h.candidates(&hosts)), vec![one, two, three]);
+    }
+
+    #[test]
+    fn an_address_falls_back_one_dialect_at_a_time_and_only_once_per_objection() {
+        let h = Hosts::default();
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        assert_eq!(h.dialect(ip), Dialect::Full);
+        assert_eq!(h.fall_back(ip, Dialect::Full), Some(Dialect::NoAnnounce));
+        // A second session that was opened before the fallback reports the same objection.
+        assert_eq!(h.fall_back(ip, Dialect::Full), None);
+        assert_eq!(h.dialect(ip), Dialect::NoAnnounce);
+        assert_eq!(
+            h.fall_back(ip, Dialect::NoAnnounce),
+            Some(Dialect::Lockstep)
+        );
+        assert_eq!(h.fall_back(ip, Dialect::Lockstep), None);
+        assert_eq!(h.dialect(ip), Dialect::Lockstep);
+        assert_eq!(h.dialect(IpAddr::from([10, 0, 0, 2])), Dialect::Full);
+    }
+
+    #[test]
+    fn the_messages_per_connection_limit_only_goes_down() {
+        let h = Hosts::default();
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        assert_eq!(h.messages_per_connection(ip), None);
+        h.limit_messages(ip, 20);
+        h.limit_messages(ip, 50);
+        assert_eq!(h.messages_per_connection(ip), Some(20));
+        h.limit_messages(ip, 0);
+        assert_eq!(h.messages_per_connection(ip), Some(1));
     }
 
     #[test]

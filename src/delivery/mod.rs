@@ -49,7 +49,7 @@ pub use options::DeliveryOptions;
 pub use outcome::{Outcome, Status, Step};
 pub use retry::RetryPolicy;
 pub use source_ip::{SourceIp, SourcePool};
-pub use verdict::{Action, Attempt, Scope, verdict};
+pub use verdict::{Action, Attempt, Scope, SessionFacts, verdict};
 
 /// How to deliver: the user's [`DeliveryOptions`] and what the run derives from them.
 #[derive(Clone, Debug)]

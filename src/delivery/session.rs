@@ -153,7 +153,10 @@ async fn try_address<C: Connect>(
             other => other,
         };
         match result {
-            Ok((conn, tls)) => return Ok((conn, tls, source)),
+            Ok((mut conn, tls)) => {
+                conn.set_dialect(ctx.hosts.dialect(ip));
+                return Ok((conn, tls, source));
+            }
             Err(Failed::Bind(index)) => ctx.cfg.sources.mark_unusable(index),
             Err(Failed::Next(f) | Failed::Tls(f)) => return Err(f),
         }

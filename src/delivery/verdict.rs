@@ -6,9 +6,18 @@
 //! protocol error that must not bounce) one match arm and one table row. Each [`Action`] names
 //! the [`Scope`] it is about, and [`Action::effects`] spells out what it does at every scope,
 //! so the worker never re-derives a decision from reply codes.
+//!
+//! What a reply is about comes from [`crate::classify::classify`] (one [`Scope`] type for the
+//! crate): a 5yz is a bounce only when it is about the recipient or the message. A reply that
+//! says the conversation went wrong (500–504), one out of step, or a drop right after a
+//! pipelined group is our session's failure (issue 11): the host falls back to a more
+//! conservative [`Dialect`] and the row goes at once over a new session, uncounted; only when
+//! [`Dialect::Lockstep`] fails too does the row end, deferred.
 
 use super::outcome::Status;
-use crate::smtp::{ClientError, Phase, Reply, Transaction};
+pub use crate::classify::Scope;
+use crate::classify::classify;
+use crate::smtp::{ClientError, Dialect, Phase, Reply, Transaction};
 
 /// What one attempt came to, as far as the verdict is concerned.
 #[derive(Clone, Copy, Debug)]
@@ -32,19 +41,13 @@ impl<'a> From<&'a Result<Transaction, ClientError>> for Attempt<'a> {
     }
 }
 
-/// What a reply or a failure is about: the widest thing it says something about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// One recipient (a refused RCPT).
-    Recipient,
-    /// One message (MAIL, DATA or the end of data).
-    Message,
-    /// The SMTP session: the connection broke or stopped answering.
-    Session,
-    /// The dialogue is out of step (a refused RSET, bytes that are not a reply).
-    Protocol,
-    /// The site as a whole (a 421, no MX reachable); one day the provider behind it.
-    Site,
+/// What the verdict needs to know about the session the attempt was made on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionFacts {
+    /// The dialect the session spoke.
+    pub dialect: Dialect,
+    /// Transactions started on it, this one included.
+    pub transactions: usize,
 }
 
 /// What to do after one attempt.
@@ -52,8 +55,9 @@ pub enum Scope {
 pub enum Action {
     /// The end of data was answered 2yz: the row is delivered.
     Delivered,
-    /// A permanent refusal (5yz, RFC 5321 §4.2.1) of MAIL, RCPT, DATA or the end of data: the
-    /// row bounces and is never retried; the session goes on with the next message.
+    /// A permanent refusal (5yz, RFC 5321 §4.2.1) about the recipient or the message at MAIL,
+    /// RCPT, DATA or the end of data: the row bounces and is never retried; the session goes
+    /// on with the next message.
     Bounce(Scope),
     /// Any other refusal of those commands (4yz, or 452/552 x.5.3 "too many recipients", RFC
     /// 5321 §4.5.3.1.10): the row is tried again after its retry delay (the attempt counts
@@ -63,6 +67,18 @@ pub enum Action {
     /// RSET, a socket error, garbage): the row is retried later, the session is dropped and the
     /// rest of the batch goes on over a new one.
     Reconnect(Scope),
+    /// The server objected to how we talk (500–504, a reply out of step, a drop right after a
+    /// pipelined group): the session is dropped, the host falls back to a more conservative
+    /// dialect, and the row and the rest of the batch go at once over a new session; the
+    /// attempt is not counted.
+    Fallback,
+    /// As [`Action::Fallback`], but the session already spoke [`Dialect::Lockstep`]: the row
+    /// ends deferred (category `protocol`), never bounced.
+    ProtocolFailed,
+    /// The session takes no more messages (OpenSMTPD's `452 4.5.3 ... Too many messages sent`
+    /// at MAIL): it is closed, the host's messages per connection are lowered, and the row and
+    /// the rest of the batch go at once over a new session; the attempt is not counted.
+    SessionFull,
     /// The session timed out or was closed by the server: the row is retried later (a drop
     /// after the final "." can duplicate, RFC 5321 §4.1.1.4, but nothing confirmed it), the
     /// session is dropped, and the rest of the batch goes back to the queue for any session.
@@ -84,6 +100,8 @@ pub enum Row {
     Final(Status),
     /// Another attempt after the retry delay (or `deferred` when the deadline comes first).
     Retry,
+    /// Another attempt at once, over a new session; this one is not counted.
+    Again,
 }
 
 /// What becomes of the rest of the worker's batch.
@@ -117,18 +135,22 @@ impl Action {
         match self {
             Action::Delivered => Scope::Message,
             Action::Bounce(s) | Action::Retry(s) | Action::Reconnect(s) => s,
-            Action::SessionLost => Scope::Session,
+            Action::Fallback | Action::ProtocolFailed => Scope::Protocol,
+            Action::SessionFull | Action::SessionLost => Scope::Session,
             Action::PauseSite | Action::Unreachable => Scope::Site,
         }
     }
 
     /// What the action does.
     pub fn effects(self) -> Effects {
+        let deferred = Row::Final(Status::Deferred);
         let (keep_session, pause_site, row, rest) = match self {
             Action::Delivered => (true, false, Row::Final(Status::Delivered), Rest::GoOn),
             Action::Bounce(_) => (true, false, Row::Final(Status::Bounced), Rest::GoOn),
             Action::Retry(_) => (true, false, Row::Retry, Rest::GoOn),
             Action::Reconnect(_) => (false, false, Row::Retry, Rest::GoOn),
+            Action::Fallback | Action::SessionFull => (false, false, Row::Again, Rest::Requeue),
+            Action::ProtocolFailed => (false, false, deferred, Rest::Requeue),
             Action::SessionLost => (false, false, Row::Retry, Rest::Requeue),
             Action::PauseSite => (false, true, Row::Retry, Rest::Requeue),
             Action::Unreachable => (false, true, Row::Retry, Rest::SameFate),
@@ -142,18 +164,26 @@ impl Action {
     }
 }
 
-/// The verdict on one attempt.
-pub fn verdict(attempt: Attempt<'_>) -> Action {
+/// The verdict on one attempt made on a session described by `facts`.
+pub fn verdict(attempt: Attempt<'_>, facts: SessionFacts) -> Action {
     match attempt {
         Attempt::NoSession => Action::Unreachable,
         Attempt::Answered(Transaction::Accepted(_)) => Action::Delivered,
-        Attempt::Answered(Transaction::Rejected { phase, reply }) => refused(*phase, reply),
-        Attempt::Broke(e) => broke(e),
+        Attempt::Answered(Transaction::Rejected { phase, reply }) => refused(*phase, reply, facts),
+        Attempt::Broke(e) => broke(e, facts),
+    }
+}
+
+/// Our protocol failed on this session: fall back, unless there is nothing left to fall to.
+fn protocol(facts: SessionFacts) -> Action {
+    match facts.dialect.fallback() {
+        Some(_) => Action::Fallback,
+        None => Action::ProtocolFailed,
     }
 }
 
 /// A command of the transaction was refused.
-fn refused(phase: Phase, reply: &Reply) -> Action {
+fn refused(phase: Phase, reply: &Reply, facts: SessionFacts) -> Action {
     if reply.code == 421 {
         return Action::PauseSite;
     }
@@ -161,11 +191,15 @@ fn refused(phase: Phase, reply: &Reply) -> Action {
         // Not about the message, so never a bounce: the session is confused, start a new one.
         return Action::Reconnect(Scope::Protocol);
     }
-    let scope = if phase == Phase::RcptTo {
-        Scope::Recipient
-    } else {
-        Scope::Message
-    };
+    let scope = classify(Some(phase), reply.code, reply.enhanced, &reply.text()).scope;
+    match scope {
+        Scope::Protocol => return protocol(facts),
+        // On a fresh session the limit cannot be the session's: an ordinary deferral.
+        Scope::Session if phase == Phase::MailFrom && facts.transactions > 1 => {
+            return Action::SessionFull;
+        }
+        _ => {}
+    }
     if reply.is_permanent() {
         Action::Bounce(scope)
     } else {
@@ -174,12 +208,13 @@ fn refused(phase: Phase, reply: &Reply) -> Action {
 }
 
 /// The connection failed mid-transaction.
-fn broke(e: &ClientError) -> Action {
+fn broke(e: &ClientError, facts: SessionFacts) -> Action {
     match e {
         // Gone or silent: another session (maybe to another MX) takes the rest of the batch.
         ClientError::Timeout { .. } | ClientError::Closed { .. } => Action::SessionLost,
         ClientError::Io { .. } | ClientError::Tls { .. } => Action::Reconnect(Scope::Session),
         ClientError::Protocol { .. } => Action::Reconnect(Scope::Protocol),
+        ClientError::OutOfStep { .. } | ClientError::GroupDropped { .. } => protocol(facts),
     }
 }
 
@@ -230,6 +265,15 @@ mod tests {
         Err(ClientError::Protocol { phase, source })
     }
 
+    fn out_of_step(phase: Phase) -> Result<Transaction, ClientError> {
+        let what = "250 ok cannot answer data".into();
+        Err(ClientError::OutOfStep { phase, what })
+    }
+
+    fn group_dropped(phase: Phase) -> Result<Transaction, ClientError> {
+        Err(ClientError::GroupDropped { phase })
+    }
+
     fn tls() -> Result<Transaction, ClientError> {
         let source = std::io::Error::other("handshake");
         Err(ClientError::Tls { source })
@@ -250,9 +294,10 @@ mod tests {
                 refused(RcptTo, "550-5.1.1 no such user\r\n550 5.1.1 see docs"),
                 Bounce(Recipient),
             ),
+            // Scopes come from classify: a 5.7.1 refusal is about the sender.
             at(
                 refused(MailFrom, "553 5.7.1 sender refused"),
-                Bounce(Message),
+                Bounce(Sender),
             ),
             at(
                 refused(Data, "554 5.5.1 no valid recipients"),
@@ -272,14 +317,35 @@ mod tests {
             ),
             at(
                 refused(MailFrom, "550 5.2.1 ReceivingRatePerm"),
-                Bounce(Message),
-            ),
-            // Today a protocol refusal bounces like any 5yz (issue 9 will change these rows).
-            at(
-                refused(RcptTo, "503 5.5.1 Bad sequence of commands"),
                 Bounce(Recipient),
             ),
-            at(refused(MailFrom, "500 5.5.2 syntax error"), Bounce(Message)),
+            // 500–504 say the conversation went wrong, not the recipient (issue 11): our
+            // session's failure, never a bounce; Outlook's 550 5.5.0 is a real bounce.
+            at(
+                refused(RcptTo, "503 5.5.1 Bad sequence of commands"),
+                Fallback,
+            ),
+            at(refused(MailFrom, "500 5.5.2 syntax error"), Fallback),
+            at(refused(Data, "502 5.5.1 not implemented"), Fallback),
+            at(refused(DataEnd, "504 5.5.4 bad parameter"), Fallback),
+            at(
+                refused(
+                    RcptTo,
+                    "550 5.5.0 Requested action not taken: mailbox unavailable",
+                ),
+                Bounce(Recipient),
+            ),
+            // A reply out of step, or a drop right after a pipelined group: the same.
+            at(out_of_step(Data), Fallback),
+            at(group_dropped(RcptTo), Fallback),
+            // OpenSMTPD's per-session limit, at MAIL on a used session: a new session.
+            at(
+                refused(
+                    MailFrom,
+                    "452 4.5.3 Too many recipients: Too many messages sent",
+                ),
+                SessionFull,
+            ),
             // The reply code decides, not the enhanced code (see Reply::is_transient).
             at(refused(RcptTo, "550 4.2.1 mailbox busy"), Bounce(Recipient)),
             at(refused(RcptTo, "450 5.2.1 mailbox busy"), Retry(Recipient)),
@@ -294,7 +360,7 @@ mod tests {
             ),
             at(refused(MailFrom, "451 4.3.0 try later"), Retry(Message)),
             at(refused(Data, "451 4.3.0 try later"), Retry(Message)),
-            at(refused(DataEnd, "451 4.7.650 rate limited"), Retry(Message)),
+            at(refused(DataEnd, "451 4.7.650 rate limited"), Retry(Sender)),
             at(
                 refused(DataEnd, "452 4.3.1 insufficient storage"),
                 Retry(Message),
@@ -340,14 +406,53 @@ mod tests {
         ]
     }
 
+    /// A used session in the default dialect.
+    const USED: SessionFacts = SessionFacts {
+        dialect: Dialect::Full,
+        transactions: 3,
+    };
+
     #[test]
     fn each_answer_gets_its_action() {
+        let mut wrong = Vec::new();
         for (happened, expected) in table() {
             let action = match &happened {
-                Some(result) => verdict(Attempt::from(result)),
-                None => verdict(Attempt::NoSession),
+                Some(result) => verdict(Attempt::from(result), USED),
+                None => verdict(Attempt::NoSession, USED),
             };
-            assert_eq!(action, expected, "{happened:?}");
+            if action != expected {
+                wrong.push(format!("{happened:?}: {action:?}, expected {expected:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn what_the_session_was_decides_between_fallback_and_giving_up() {
+        let at = |dialect, transactions| SessionFacts {
+            dialect,
+            transactions,
+        };
+        let bad_sequence = refused(RcptTo, "503 5.5.1 Bad sequence of commands");
+        let too_many = refused(
+            MailFrom,
+            "452 4.5.3 Too many recipients: Too many messages sent",
+        );
+        let rows = [
+            (&bad_sequence, at(Dialect::NoAnnounce, 1), Fallback),
+            (&bad_sequence, at(Dialect::Lockstep, 1), ProtocolFailed),
+            (
+                &out_of_step(MailFrom),
+                at(Dialect::Lockstep, 2),
+                ProtocolFailed,
+            ),
+            // The very first MAIL of a session refused so: not the session's limit.
+            (&too_many, at(Dialect::Full, 1), Retry(Session)),
+            (&too_many, at(Dialect::Lockstep, 7), SessionFull),
+        ];
+        for (happened, facts, expected) in rows {
+            let action = verdict(Attempt::from(happened), facts);
+            assert_eq!(action, expected, "{happened:?} on {facts:?}");
         }
     }
 
@@ -391,6 +496,21 @@ mod tests {
                 Reconnect(Session),
                 Session,
                 effects(false, false, Row::Retry, Rest::GoOn),
+            ),
+            (
+                Fallback,
+                Protocol,
+                effects(false, false, Row::Again, Rest::Requeue),
+            ),
+            (
+                ProtocolFailed,
+                Protocol,
+                effects(false, false, Row::Final(Status::Deferred), Rest::Requeue),
+            ),
+            (
+                SessionFull,
+                Session,
+                effects(false, false, Row::Again, Rest::Requeue),
             ),
             (
                 SessionLost,

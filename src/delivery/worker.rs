@@ -13,11 +13,11 @@ use tokio::task::JoinError;
 use tokio::time::{Instant, sleep_until};
 
 use super::connect::Connect;
-use super::engine::Ctx;
+use super::engine::{Ctx, Event};
 use super::outcome::{Outcome, Status, Step};
 use super::queue::{Job, Next, SiteQueue};
 use super::session::{ConnectFailure, Session, local_refusal, open_session};
-use super::verdict::{Action, Attempt, Rest, Row, verdict};
+use super::verdict::{Action, Attempt, Rest, Row, SessionFacts, verdict};
 use crate::message::BuiltMessage;
 use crate::smtp::{ClientError, DataPayload, EnhancedCode, Envelope, Phase, Transaction};
 
@@ -182,18 +182,18 @@ impl<C: Connect> Worker<C> {
         };
         self.retire_if_used_up().await;
         if let Err(outcome) = self.ensure_session(opened).await {
-            return self.apply(job, verdict(Attempt::NoSession), outcome);
+            let action = verdict(Attempt::NoSession, SessionFacts::default());
+            return self.apply(job, action, outcome);
         }
         self.send(job, &msg, next).await
     }
 
     /// A session that carried `--messages-per-connection` messages is closed.
     async fn retire_if_used_up(&mut self) {
-        let max = self.ctx.cfg.options.messages_per_connection.get();
         if self
             .session
             .as_ref()
-            .is_some_and(|s| s.conn.transactions() >= max)
+            .is_some_and(|s| s.conn.transactions() >= session_cap(&self.ctx, s))
         {
             self.close().await;
         }
@@ -241,7 +241,13 @@ impl<C: Connect> Worker<C> {
         ctx.wait_recorded().await;
         let result = s.conn.send_then(&msg.envelope, &msg.payload, next).await;
         let outcome = transaction_outcome(s, job, msg, &result);
-        self.apply(job, verdict(Attempt::from(&result)), outcome)
+        let facts = SessionFacts {
+            dialect: s.conn.dialect(),
+            transactions: s.conn.transactions(),
+        };
+        let action = verdict(Attempt::from(&result), facts);
+        learn(ctx, s, action, &result);
+        self.apply(job, action, outcome)
     }
 
     /// Does what `action` says to the session, the site, the row and the rest of the batch.
@@ -254,6 +260,13 @@ impl<C: Connect> Worker<C> {
         if effects.pause_site {
             self.queue.pause(&self.ctx.cfg.options.retry);
         }
+        if effects.row == Row::Again {
+            // Not counted: the row keeps its attempts. Reported as retrying all the same, so
+            // that a row the deadline cuts off says what happened, not "not attempted".
+            let row = job.row;
+            self.ctx.emit(Event::Retrying { row, outcome });
+            return Flow::Requeue(Some(job));
+        }
         let flow = match effects.rest {
             Rest::GoOn => Flow::Next,
             Rest::Requeue => Flow::Requeue(None),
@@ -265,6 +278,7 @@ impl<C: Connect> Worker<C> {
                 self.ctx.final_outcome(&self.queue, job, outcome);
             }
             Row::Retry => self.ctx.transient(&self.queue, job, outcome),
+            Row::Again => {}
         }
         flow
     }
@@ -294,12 +308,55 @@ fn announce<'m, C: Connect>(
     match next {
         Some(Ok(m))
             if ctx.cfg.options.rate_per_site.is_none()
-                && s.conn.transactions() + 1 < ctx.cfg.options.messages_per_connection.get()
+                && s.conn.transactions() + 1 < session_cap(ctx, s)
                 && local_refusal(s, m).is_none() =>
         {
             Some((&m.envelope, &m.payload))
         }
         _ => None,
+    }
+}
+
+/// Messages a session with this host may carry: `--messages-per-connection`, or less when the
+/// host said so (see [`learn`]).
+fn session_cap<C: Connect>(ctx: &Ctx<C>, s: &Session<C::Stream>) -> usize {
+    let max = ctx.cfg.options.messages_per_connection.get();
+    ctx.hosts
+        .messages_per_connection(s.ip)
+        .map_or(max, |n| n.min(max))
+}
+
+/// What the run learns about the session's address from an attempt (issue 11): it objected
+/// to our dialect (it gets a more conservative one, and the summary says so), or its sessions
+/// take fewer messages than we sent.
+fn learn<C: Connect>(
+    ctx: &Ctx<C>,
+    s: &Session<C::Stream>,
+    action: Action,
+    result: &Result<Transaction, ClientError>,
+) {
+    match action {
+        Action::Fallback => {
+            if let Some(dialect) = ctx.hosts.fall_back(s.ip, s.conn.dialect()) {
+                let reason = match result {
+                    Ok(Transaction::Rejected { reply, .. }) => reply.to_string(),
+                    Ok(Transaction::Accepted(reply)) => reply.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                let reason = reason.chars().take(120).collect();
+                ctx.emit(Event::DialectFallback {
+                    host: s.host.clone(),
+                    ip: s.ip,
+                    dialect,
+                    reason,
+                });
+            }
+        }
+        Action::SessionFull => {
+            let carried = s.conn.transactions().saturating_sub(1);
+            ctx.hosts.limit_messages(s.ip, carried);
+        }
+        _ => {}
     }
 }
 
@@ -330,10 +387,21 @@ fn transaction_outcome<S>(
         },
         Err(e) => Outcome {
             step: Step::Smtp(e.phase()),
-            // RFC 3463 4.4.2: bad connection.
-            enhanced: Some(EnhancedCode::new(4, 4, 2)),
+            enhanced: Some(error_code(e)),
             response: e.to_string(),
             ..base
         },
+    }
+}
+
+/// The enhanced code a broken session is reported with (RFC 3463): 4.5.0, a protocol error,
+/// when the server's replies made no sense (the `protocol` category); else 4.4.2, bad
+/// connection.
+fn error_code(e: &ClientError) -> EnhancedCode {
+    match e {
+        ClientError::Protocol { .. }
+        | ClientError::OutOfStep { .. }
+        | ClientError::GroupDropped { .. } => EnhancedCode::new(4, 5, 0),
+        _ => EnhancedCode::new(4, 4, 2),
     }
 }

@@ -231,6 +231,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     Ok(RunReport {
         summary: Summary {
             delivered_now: sent.delivered_now,
+            dialect_fallbacks: sent.dialect_fallbacks,
             ..summary
         },
         plan: rows.plan,

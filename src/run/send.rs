@@ -24,6 +24,8 @@ pub(super) struct Sent {
     pub connections: usize,
     /// Messages delivered by this run.
     pub delivered_now: usize,
+    /// MX addresses that objected to our pipelining, one summary line each.
+    pub dialect_fallbacks: Vec<String>,
     /// Cancelled before every row was tried.
     pub interrupted: bool,
     /// The journal failed during the run (reported after the results are written).
@@ -122,6 +124,14 @@ pub(super) async fn send(
                 progress.retrying(first);
             }
             Event::Connected { .. } => sent.connections += 1,
+            Event::DialectFallback {
+                host,
+                ip,
+                dialect,
+                reason,
+            } => sent.dialect_fallbacks.push(format!(
+                "{host} [{ip}] fell back to {dialect} after {reason:?}"
+            )),
         })
         .await;
     let _ = engine.await;

@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf,
+    WriteHalf,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -112,6 +113,18 @@ pub struct ReceiverConfig {
     /// Counts simultaneous connections; share one gauge between receivers to measure a
     /// total over several hosts.
     pub gauge: Arc<Gauge>,
+    /// Advertise CHUNKING (RFC 3030) and take `BDAT`.
+    pub chunking: bool,
+    /// Answer every command that arrived behind a message's end-of-data dot (before that
+    /// message's reply was sent) with `503 5.5.1 Bad sequence of commands`, as some MTAs
+    /// hardened against SMTP smuggling do although RFC 2920 §3.1 allows it.
+    pub refuse_after_dot: bool,
+    /// Advertise PIPELINING but answer `503 5.5.1` to every command that arrived together
+    /// with the one before it (a server that objects to pipelining altogether).
+    pub refuse_pipelining: bool,
+    /// After this many messages in one session, answer MAIL with OpenSMTPD's `452 4.5.3 Too
+    /// many recipients: Too many messages sent`, keeping the session open.
+    pub session_limit: Option<usize>,
 }
 
 /// Simultaneous connections: how many are open now and the most ever open at once.
@@ -152,6 +165,10 @@ impl Default for ReceiverConfig {
             store_dir: None,
             keep_messages: true,
             gauge: Arc::default(),
+            chunking: false,
+            refuse_after_dot: false,
+            refuse_pipelining: false,
+            session_limit: None,
         }
     }
 }
@@ -385,6 +402,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         rcpt: None,
         messages: 0,
         line: Vec::new(),
+        behind_dot: 0,
+        pipelined: false,
+        bdat: Vec::new(),
     };
     if s.tls.is_none() && !s.greet().await {
         return None;
@@ -435,6 +455,12 @@ struct Session<S> {
     messages: usize,
     /// Line buffer, reused for every line read.
     line: Vec<u8>,
+    /// Bytes that arrived behind the last end-of-data dot (for `refuse_after_dot`).
+    behind_dot: usize,
+    /// The command being answered arrived together with the one before it.
+    pipelined: bool,
+    /// The chunks of the message being received with `BDAT`.
+    bdat: Vec<u8>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -457,6 +483,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Reads the next command and logs it, with the group it arrived in; `None` when the
     /// client is gone.
     async fn read_command(&mut self) -> Option<String> {
+        self.pipelined = !self.r.buffer().is_empty();
         if !self.read_line().await {
             return None;
         }
@@ -480,6 +507,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Answers one command line.
     async fn answer(&mut self, text: &str) -> Next {
         let upper = text.to_ascii_uppercase();
+        let behind_dot = self.behind_dot > 0;
+        self.behind_dot = self.behind_dot.saturating_sub(self.line.len());
+        if (behind_dot && self.config.refuse_after_dot)
+            || (self.pipelined && self.config.refuse_pipelining)
+        {
+            self.mail_from = None;
+            self.rcpt = None;
+            let text = "Bad sequence of commands";
+            return Next::Reply(reply(&self.config, 503, "5.5.1", text));
+        }
+        if upper.starts_with("BDAT ") && self.config.chunking {
+            return self.on_bdat(&upper[5..]).await;
+        }
         if upper.starts_with("EHLO") {
             if let Ok(mut s) = self.state.lock()
                 && let Some(peer) = s.peers.get_mut(&self.conn)
@@ -529,6 +569,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if config.smtputf8 {
             ext.push("SMTPUTF8".into());
         }
+        if config.chunking {
+            ext.push("CHUNKING".into());
+        }
         if config.starttls.is_some() && self.tls.is_none() {
             ext.push("STARTTLS".into());
         }
@@ -549,6 +592,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let bye = reply(&self.config, 421, "4.7.0", text);
             let _ = self.w.write_all(bye.as_bytes()).await;
             return Next::Close;
+        }
+        if let Some(max) = self.config.session_limit
+            && self.messages >= max
+        {
+            let text = "Too many recipients: Too many messages sent";
+            return Next::Reply(reply(&self.config, 452, "4.5.3", text));
         }
         self.mail_from = Some(extract_path(arg));
         self.rcpt = None;
@@ -625,6 +674,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return None;
             }
             if self.line == b".\r\n" || self.line == b".\n" {
+                self.behind_dot = self.r.buffer().len();
                 if !self.r.buffer().is_empty()
                     && let Ok(mut s) = self.state.lock()
                 {
@@ -639,6 +689,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         data.extend_from_slice(b".\r\n");
         Some(DataPayload::unstuff(&data))
+    }
+
+    /// `BDAT <size> [LAST]` (RFC 3030; `args` is what follows the verb): reads exactly `size`
+    /// octets, whatever the state of the transaction (§2), and after the last chunk answers
+    /// as the final "." is answered.
+    async fn on_bdat(&mut self, args: &str) -> Next {
+        let mut words = args.split_ascii_whitespace();
+        let size = words.next().and_then(|n| n.parse::<usize>().ok());
+        let last = words.next() == Some("LAST");
+        let Some(size) = size.filter(|n| *n <= 64 * 1024 * 1024) else {
+            return Next::Reply(reply(&self.config, 501, "5.5.4", "bad BDAT size"));
+        };
+        let mut chunk = vec![0; size];
+        if self.r.read_exact(&mut chunk).await.is_err() {
+            return Next::Close;
+        }
+        let (Some(from), Some((to, rule))) = (self.mail_from.clone(), self.rcpt.clone()) else {
+            return Next::Reply(reply(&self.config, 554, "5.5.1", "no valid recipients"));
+        };
+        if rule == Rule::DropInData {
+            return Next::Close;
+        }
+        self.bdat.extend_from_slice(&chunk);
+        if !last {
+            let text = format!("{size} octets received");
+            return Next::Reply(reply(&self.config, 250, "2.0.0", &text));
+        }
+        let data = std::mem::take(&mut self.bdat);
+        (self.messages, self.mail_from, self.rcpt) = (self.messages + 1, None, None);
+        Next::Reply(self.verdict(from, to, rule, data).await)
     }
 
     /// The reply to a message's final ".": too big, refused by the rule, or accepted (kept,

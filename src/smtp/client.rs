@@ -185,6 +185,23 @@ pub enum ClientError {
         #[source]
         source: ReplyError,
     },
+    /// A reply that cannot answer the command it would belong to (a 354 to MAIL, a 250 to
+    /// DATA), or one that came when none was owed (after the greeting, a second reply to the
+    /// end of data): the dialogue is out of step and nothing more it says can be trusted.
+    #[error("reply out of step during {phase}: {what}")]
+    OutOfStep {
+        /// Phase in progress.
+        phase: Phase,
+        /// The reply (shortened), or what arrived.
+        what: String,
+    },
+    /// The connection was lost while the replies to a pipelined group were awaited: some
+    /// servers hang up on pipelining they do not accept.
+    #[error("connection lost right after a pipelined group, during {phase}")]
+    GroupDropped {
+        /// Phase whose reply was awaited.
+        phase: Phase,
+    },
 }
 
 impl ClientError {
@@ -194,7 +211,9 @@ impl ClientError {
             ClientError::Timeout { phase, .. }
             | ClientError::Io { phase, .. }
             | ClientError::Closed { phase }
-            | ClientError::Protocol { phase, .. } => *phase,
+            | ClientError::Protocol { phase, .. }
+            | ClientError::OutOfStep { phase, .. }
+            | ClientError::GroupDropped { phase } => *phase,
             ClientError::Tls { .. } => Phase::StartTls,
         }
     }
@@ -217,6 +236,8 @@ pub struct Capabilities {
     pub enhanced_status_codes: bool,
     /// RFC 3207.
     pub starttls: bool,
+    /// RFC 3030 (`BDAT`).
+    pub chunking: bool,
 }
 
 impl Capabilities {
@@ -238,10 +259,53 @@ impl Capabilities {
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
                 "STARTTLS" => caps.starttls = true,
+                "CHUNKING" => caps.chunking = true,
                 _ => {}
             }
         }
         caps
+    }
+}
+
+/// How much a session pipelines (issue 11). RFC 2920 allows all of it, but servers hardened
+/// against SMTP smuggling refuse some (one answers every command sent behind the end-of-data
+/// dot with `503 5.5.1`), so each MX address starts at [`Dialect::Full`] and falls back a step
+/// each time it objects, for the rest of the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dialect {
+    /// PIPELINING, with the next transaction's commands behind the end of data (RFC 2920
+    /// §3.1), and CHUNKING (RFC 3030) when offered.
+    #[default]
+    Full,
+    /// PIPELINING of one transaction's MAIL, RCPT and DATA (or BDAT) only.
+    NoAnnounce,
+    /// One command, one reply: no PIPELINING, no CHUNKING.
+    Lockstep,
+}
+
+impl Dialect {
+    /// The next more conservative dialect; `None` for [`Dialect::Lockstep`].
+    pub fn fallback(self) -> Option<Self> {
+        match self {
+            Dialect::Full => Some(Dialect::NoAnnounce),
+            Dialect::NoAnnounce => Some(Dialect::Lockstep),
+            Dialect::Lockstep => None,
+        }
+    }
+
+    /// Name in the run summary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Full => "pipelining",
+            Dialect::NoAnnounce => "pipelining-without-announcing",
+            Dialect::Lockstep => "no-pipelining",
+        }
+    }
+}
+
+impl std::fmt::Display for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -286,13 +350,39 @@ pub struct Connection<S> {
     transactions: usize,
     /// A transaction ended on this connection: the next one starts with RSET.
     pending_rset: bool,
-    /// MAIL/RCPT/DATA of the next transaction already went out behind the last message
-    /// (RFC 2920 §3.1); their replies are still to be read. Holds (from, to) to check that
-    /// the next `send` is for that envelope.
-    announced: Option<(String, String)>,
+    /// The next transaction's commands already went out behind the last message (RFC 2920
+    /// §3.1); their replies are still to be read.
+    announced: Option<Announced>,
+    /// How much this session pipelines.
+    dialect: Dialect,
+    /// Whether `BDAT` may be used when the server offers CHUNKING.
+    chunking: bool,
 }
 
+/// A transaction whose commands were sent behind the previous message.
+struct Announced {
+    /// Its envelope, to check that the next `send` is for it.
+    from: String,
+    to: String,
+    /// Sent for `BDAT` (MAIL, RCPT) rather than `DATA` (MAIL, RCPT, DATA).
+    bdat: bool,
+}
+
+/// Bytes written per write while sending a large message.
 const WRITE_BLOCK: usize = 64 * 1024;
+
+/// A reply as a short, printable text for error messages.
+fn brief(reply: &Reply) -> String {
+    let text = reply.to_string();
+    match text.char_indices().nth(120) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
+
+fn rejected(phase: Phase, reply: Reply) -> Transaction {
+    Transaction::Rejected { phase, reply }
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a connected stream and reads the greeting. A non-2yz greeting is returned as the
@@ -315,6 +405,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             transactions: 0,
             pending_rset: false,
             announced: None,
+            dialect: Dialect::Full,
+            chunking: true,
         }
     }
 
@@ -333,9 +425,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.transactions
     }
 
+    /// How much this session pipelines.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Sets how much this session pipelines (kept across STARTTLS by the caller).
+    pub fn set_dialect(&mut self, dialect: Dialect) {
+        self.dialect = dialect;
+    }
+
+    /// Allows or forbids `BDAT` (it is used when the server offers CHUNKING, the dialect
+    /// pipelines and this is on, which it is by default).
+    pub fn set_chunking(&mut self, on: bool) {
+        self.chunking = on;
+    }
+
+    /// True when the next message goes out with `BDAT` rather than `DATA`.
+    pub fn uses_bdat(&self) -> bool {
+        self.chunking && self.caps.chunking && self.caps.esmtp && self.dialect != Dialect::Lockstep
+    }
+
+    fn pipelining(&self) -> bool {
+        self.caps.pipelining && self.dialect != Dialect::Lockstep
+    }
+
+    fn announcing(&self) -> bool {
+        self.pipelining() && self.dialect == Dialect::Full
+    }
+
     /// Sends EHLO, falling back to HELO when the server refuses EHLO with 5yz (RFC 5321
     /// §3.2). Returns the final reply; a non-2yz reply means the session cannot be used.
     pub async fn hello(&mut self, name: &str) -> Result<Reply, ClientError> {
+        self.check_in_step(Phase::Ehlo)?;
         let t = self.timeouts.command;
         let reply = self.command(Command::Ehlo(name), Phase::Ehlo, t).await?;
         if reply.is_positive() {
@@ -363,10 +485,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         (self.stream, self.timeouts)
     }
 
-    /// Runs one mail transaction: MAIL, RCPT, DATA, message. With PIPELINING the three
-    /// commands go out in one write (RFC 2920) and the replies are read in order. From the
-    /// second transaction on, a RSET goes first (in the same write when pipelining, so reuse
-    /// costs no extra round trip); a refused RSET is reported as rejected at [`Phase::Rset`].
+    /// Runs one mail transaction: MAIL, RCPT, DATA, message (or MAIL, RCPT, `BDAT n LAST`
+    /// and the unstuffed message when the server offers CHUNKING, RFC 3030). With PIPELINING
+    /// the commands go out in one write (RFC 2920) and the replies are read in order. From
+    /// the second transaction on, a RSET goes first (in the same write when pipelining, so
+    /// reuse costs no extra round trip); a refused RSET is reported as rejected at
+    /// [`Phase::Rset`].
     pub async fn send(
         &mut self,
         envelope: &Envelope,
@@ -375,14 +499,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.send_then(envelope, payload, None).await
     }
 
-    /// [`Connection::send`], and when the server offers PIPELINING and `next` is given, the
-    /// next transaction's MAIL, RCPT and DATA go out in the same write as this message's
-    /// content (RFC 2920 §3.1: message content may be the first "command" of a group). The
-    /// following call must then be for `next`'s envelope. One write and one read per message
-    /// instead of two of each.
+    /// [`Connection::send`], and when the dialect is [`Dialect::Full`], the server offers
+    /// PIPELINING and `next` is given, the next transaction's commands go out in the same
+    /// write as this message's content (RFC 2920 §3.1: message content may be the first
+    /// "command" of a group). The following call must then be for `next`'s envelope. One
+    /// write and one read per message instead of two of each.
     ///
     /// A connection given up after announcing must be dropped, not QUIT: the server may be
     /// waiting for message content, and only closing the connection cancels it safely.
+    ///
+    /// Any reply out of step (one that cannot answer its command, or one that arrives when
+    /// none is owed) ends with [`ClientError::OutOfStep`] before anything more is sent.
     pub async fn send_then(
         &mut self,
         envelope: &Envelope,
@@ -390,173 +517,237 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         next: Option<(&Envelope, &DataPayload)>,
     ) -> Result<Transaction, ClientError> {
         self.transactions += 1;
-        let t = self.timeouts;
-        let announced = match self.announced.take() {
-            Some((from, to)) if from == envelope.from && to == envelope.to => true,
-            Some(_) => {
-                // Not the transaction announced: read its replies and start over with RSET.
-                let m = self.read_reply(Phase::MailFrom, t.mail).await?;
-                let r = self.read_reply(Phase::RcptTo, t.rcpt).await?;
-                let d = self.read_reply(Phase::Data, t.data_init).await?;
-                if d.is_intermediate() {
-                    // Never send an empty message: drop the connection instead.
-                    return Err(ClientError::Closed { phase: Phase::Data });
-                }
-                if [&m, &r, &d].iter().any(|x| x.code == 421) {
-                    return Ok(Transaction::Rejected {
-                        phase: Phase::Rset,
-                        reply: Reply::local(
-                            421,
-                            crate::smtp::EnhancedCode::new(4, 3, 2),
-                            "closing",
-                        ),
-                    });
-                }
-                self.pending_rset = true;
-                false
-            }
-            None => false,
+        let bdat = self.uses_bdat();
+        let announced = match self.take_announced(envelope, bdat).await? {
+            Ok(announced) => announced,
+            Err(refused) => return Ok(refused),
         };
-        let mut rset_reply = None;
-        if !announced && std::mem::replace(&mut self.pending_rset, true) {
-            if self.caps.pipelining {
-                self.queue(&Command::Rset);
-                rset_reply = Some(());
+        let rset = !announced && self.pending_rset;
+        self.pending_rset = true;
+        let refused = if announced {
+            self.envelope_replies(bdat).await?
+        } else {
+            // Nothing is owed: anything the server sent meanwhile is out of step.
+            self.check_in_step(Phase::MailFrom)?;
+            if self.pipelining() {
+                self.pipelined_envelope(envelope, payload, rset, bdat)
+                    .await?
             } else {
-                let r = self.command(Command::Rset, Phase::Rset, t.command).await?;
-                if !r.is_positive() {
-                    return Ok(Transaction::Rejected {
-                        phase: Phase::Rset,
-                        reply: r,
-                    });
-                }
+                self.lockstep_envelope(envelope, payload, rset, bdat)
+                    .await?
             }
+        };
+        if let Some(refused) = refused {
+            return Ok(refused);
+        }
+        let next = next.filter(|_| self.announcing());
+        self.content(payload, bdat, next).await?;
+        let end = self
+            .expect(Phase::DataEnd, self.timeouts.data_end, false)
+            .await?;
+        if self.announced.is_none() {
+            // A second reply to the end of data would answer our next command.
+            self.check_in_step(Phase::DataEnd)?;
+        }
+        Ok(if end.is_positive() {
+            Transaction::Accepted(end)
+        } else {
+            rejected(Phase::DataEnd, end)
+        })
+    }
+
+    /// Settles the transaction announced behind the last message: `Ok(true)` when it is this
+    /// one; otherwise its replies are read and the session starts over with RSET (`Ok(false)`),
+    /// or the server is closing (`Err` with a 421 at RSET).
+    async fn take_announced(
+        &mut self,
+        envelope: &Envelope,
+        bdat: bool,
+    ) -> Result<Result<bool, Transaction>, ClientError> {
+        let Some(a) = self.announced.take() else {
+            return Ok(Ok(false));
+        };
+        if a.from == envelope.from && a.to == envelope.to && a.bdat == bdat {
+            return Ok(Ok(true));
+        }
+        let t = self.timeouts;
+        let m = self.expect(Phase::MailFrom, t.mail, true).await?;
+        let r = self.expect(Phase::RcptTo, t.rcpt, true).await?;
+        let d = match a.bdat {
+            true => None,
+            false => Some(self.expect(Phase::Data, t.data_init, true).await?),
+        };
+        if d.as_ref().is_some_and(Reply::is_intermediate) {
+            // Never send an empty message: drop the connection instead.
+            return Err(ClientError::Closed { phase: Phase::Data });
+        }
+        if [Some(&m), Some(&r), d.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|x| x.code == 421)
+        {
+            let closing = Reply::local(421, crate::smtp::EnhancedCode::new(4, 3, 2), "closing");
+            return Ok(Err(rejected(Phase::Rset, closing)));
         }
         self.pending_rset = true;
-        let (mail_reply, rcpt_reply, data_reply) = if self.caps.pipelining {
-            if !announced {
-                self.queue_transaction(envelope, payload);
-                self.flush(Phase::MailFrom, t.command).await?;
-            }
-            if rset_reply.is_some() {
-                let r = self.read_reply(Phase::Rset, t.command).await?;
-                if r.code == 421 {
-                    return Ok(Transaction::Rejected {
-                        phase: Phase::Rset,
-                        reply: r,
-                    });
-                }
-                if !r.is_positive() {
-                    // Keep the session in step, then give up on it.
-                    for (phase, limit) in [
-                        (Phase::MailFrom, t.mail),
-                        (Phase::RcptTo, t.rcpt),
-                        (Phase::Data, t.data_init),
-                    ] {
-                        self.read_reply(phase, limit).await?;
-                    }
-                    return Ok(Transaction::Rejected {
-                        phase: Phase::Rset,
-                        reply: r,
-                    });
-                }
-            }
-            // A 421 means the server is closing the connection (RFC 5321 §3.8): the replies
-            // still pending will never come, so report the 421 itself.
-            let m = self.read_reply(Phase::MailFrom, t.mail).await?;
-            if m.code == 421 {
-                return Ok(Transaction::Rejected {
-                    phase: Phase::MailFrom,
-                    reply: m,
-                });
-            }
-            let r = self.read_reply(Phase::RcptTo, t.rcpt).await?;
+        Ok(Ok(false))
+    }
+
+    /// RSET (when due), MAIL, RCPT and DATA (not with `BDAT`) in one write; their replies.
+    async fn pipelined_envelope(
+        &mut self,
+        envelope: &Envelope,
+        payload: &DataPayload,
+        rset: bool,
+        bdat: bool,
+    ) -> Result<Option<Transaction>, ClientError> {
+        let t = self.timeouts;
+        if rset {
+            self.queue(&Command::Rset);
+        }
+        self.queue_transaction(envelope, payload, bdat);
+        self.flush(Phase::MailFrom, t.command).await?;
+        if rset {
+            let r = self.expect(Phase::Rset, t.command, true).await?;
             if r.code == 421 {
-                return Ok(Transaction::Rejected {
-                    phase: Phase::RcptTo,
-                    reply: r,
-                });
+                return Ok(Some(rejected(Phase::Rset, r)));
             }
-            let d = self.read_reply(Phase::Data, t.data_init).await?;
-            (m, Some(r), Some(d))
-        } else {
-            let m = self
-                .command(
-                    self.mail_command(envelope, payload),
-                    Phase::MailFrom,
-                    t.mail,
-                )
-                .await?;
-            if !m.is_positive() {
-                (m, None, None)
-            } else {
-                let r = self
-                    .command(Command::RcptTo(&envelope.to), Phase::RcptTo, t.rcpt)
-                    .await?;
-                if !r.is_positive() {
-                    (m, Some(r), None)
-                } else {
-                    let d = self
-                        .command(Command::Data, Phase::Data, t.data_init)
-                        .await?;
-                    (m, Some(r), Some(d))
-                }
+            if !r.is_positive() {
+                // Keep the session in step, then give up on it.
+                self.envelope_replies(bdat).await?;
+                return Ok(Some(rejected(Phase::Rset, r)));
             }
+        }
+        self.envelope_replies(bdat).await
+    }
+
+    /// Reads the replies to a pipelined MAIL, RCPT and DATA (not with `BDAT`); `Some` when
+    /// one was refused.
+    async fn envelope_replies(&mut self, bdat: bool) -> Result<Option<Transaction>, ClientError> {
+        let t = self.timeouts;
+        // A 421 means the server is closing the connection (RFC 5321 §3.8): the replies
+        // still pending will never come, so report the 421 itself.
+        let m = self.expect(Phase::MailFrom, t.mail, true).await?;
+        if m.code == 421 {
+            return Ok(Some(rejected(Phase::MailFrom, m)));
+        }
+        let r = self.expect(Phase::RcptTo, t.rcpt, true).await?;
+        if r.code == 421 {
+            return Ok(Some(rejected(Phase::RcptTo, r)));
+        }
+        let d = match bdat {
+            true => None,
+            false => Some(self.expect(Phase::Data, t.data_init, true).await?),
         };
-        let data_ok = data_reply.as_ref().is_some_and(Reply::is_intermediate);
-        let rejected = if !mail_reply.is_positive() {
-            Some((Phase::MailFrom, mail_reply))
-        } else if let Some(r) = rcpt_reply.filter(|r| !r.is_positive()) {
+        self.judge_envelope(m, Some(r), d).await
+    }
+
+    /// RSET (when due), MAIL, RCPT and DATA (not with `BDAT`) one at a time, stopping at the
+    /// first refusal.
+    async fn lockstep_envelope(
+        &mut self,
+        envelope: &Envelope,
+        payload: &DataPayload,
+        rset: bool,
+        bdat: bool,
+    ) -> Result<Option<Transaction>, ClientError> {
+        let t = self.timeouts;
+        if rset {
+            let r = self.command(Command::Rset, Phase::Rset, t.command).await?;
+            if !r.is_positive() {
+                return Ok(Some(rejected(Phase::Rset, r)));
+            }
+        }
+        let mail = self.mail_command(envelope, payload);
+        let m = self.command(mail, Phase::MailFrom, t.mail).await?;
+        if !m.is_positive() {
+            return self.judge_envelope(m, None, None).await;
+        }
+        let rcpt = Command::RcptTo(&envelope.to);
+        let r = self.command(rcpt, Phase::RcptTo, t.rcpt).await?;
+        if !r.is_positive() || bdat {
+            return self.judge_envelope(m, Some(r), None).await;
+        }
+        let d = self
+            .command(Command::Data, Phase::Data, t.data_init)
+            .await?;
+        self.judge_envelope(m, Some(r), Some(d)).await
+    }
+
+    /// The first refusal among the envelope's replies, if any. A server that wrongly
+    /// accepted DATA after refusing every recipient gets an empty message, so that the
+    /// session stays in step (RFC 2920 §3.1).
+    async fn judge_envelope(
+        &mut self,
+        m: Reply,
+        r: Option<Reply>,
+        d: Option<Reply>,
+    ) -> Result<Option<Transaction>, ClientError> {
+        let data_ok = d.as_ref().is_some_and(Reply::is_intermediate);
+        let refused = if !m.is_positive() {
+            Some((Phase::MailFrom, m))
+        } else if let Some(r) = r.filter(|r| !r.is_positive()) {
             Some((Phase::RcptTo, r))
-        } else if !data_ok {
-            data_reply.map(|d| (Phase::Data, d))
         } else {
-            None
+            d.filter(|d| !d.is_intermediate()).map(|d| (Phase::Data, d))
         };
-        if let Some((phase, reply)) = rejected {
-            if data_ok {
-                // A pipelining server that wrongly accepted DATA with no valid recipient: end
-                // the (empty) message so the session stays in sync (RFC 2920 §3.1).
-                self.wbuf.extend_from_slice(b".\r\n");
-                self.flush(Phase::DataEnd, t.data_block).await?;
-                self.read_reply(Phase::DataEnd, t.data_end).await?;
-            }
-            return Ok(Transaction::Rejected { phase, reply });
-        }
-        // The message, and behind it (when allowed) the next transaction's commands. The "."
-        // ends this transaction, so the next one needs no RSET.
-        let chain = next.filter(|_| self.caps.pipelining);
-        let bytes = payload.as_bytes();
-        if let Some((env, pl)) = chain
-            && bytes.len() <= WRITE_BLOCK
-        {
-            self.wbuf.extend_from_slice(bytes);
-            self.queue_transaction(env, pl);
+        let Some((phase, reply)) = refused else {
+            return Ok(None);
+        };
+        if data_ok {
+            let t = self.timeouts;
+            self.wbuf.extend_from_slice(b".\r\n");
             self.flush(Phase::DataEnd, t.data_block).await?;
-        } else {
-            for block in bytes.chunks(WRITE_BLOCK) {
-                write_all(&mut self.stream, block, Phase::DataEnd, t.data_block).await?;
-            }
-            if let Some((env, pl)) = chain {
-                self.queue_transaction(env, pl);
-                self.flush(Phase::DataEnd, t.data_block).await?;
-            } else {
-                flush_stream(&mut self.stream, Phase::DataEnd, t.data_block).await?;
-            }
+            self.read_reply(Phase::DataEnd, t.data_end).await?;
         }
-        if let Some((env, _)) = chain {
-            self.announced = Some((env.from.clone(), env.to.clone()));
+        Ok(Some(rejected(phase, reply)))
+    }
+
+    /// Writes the message (stuffed after DATA's 354, or `BDAT n LAST` and the raw message),
+    /// and behind it, when given, the next transaction's commands.
+    async fn content(
+        &mut self,
+        payload: &DataPayload,
+        bdat: bool,
+        next: Option<(&Envelope, &DataPayload)>,
+    ) -> Result<(), ClientError> {
+        let limit = self.timeouts.data_block;
+        // Every reply owed so far was read: one more would be taken for the message's.
+        self.check_in_step(Phase::DataEnd)?;
+        if bdat {
+            let size = payload.raw_len();
+            self.queue(&Command::Bdat { size, last: true });
+            for segment in payload.raw_segments() {
+                self.buffer_content(segment, limit).await?;
+            }
+        } else {
+            self.buffer_content(payload.as_bytes(), limit).await?;
+        }
+        if let Some((env, pl)) = next {
+            // The "." (or BDAT LAST) ends this transaction, so the next one needs no RSET.
+            self.queue_transaction(env, pl, bdat);
+            self.announced = Some(Announced {
+                from: env.from.clone(),
+                to: env.to.clone(),
+                bdat,
+            });
             self.pending_rset = false;
         }
-        let end = self.read_reply(Phase::DataEnd, t.data_end).await?;
-        if end.is_positive() {
-            Ok(Transaction::Accepted(end))
-        } else {
-            Ok(Transaction::Rejected {
-                phase: Phase::DataEnd,
-                reply: end,
-            })
+        self.flush(Phase::DataEnd, limit).await
+    }
+
+    /// Adds message bytes to the write buffer, writing out full blocks: the buffer never
+    /// holds much more than one block, whatever the message size.
+    async fn buffer_content(&mut self, bytes: &[u8], limit: Duration) -> Result<(), ClientError> {
+        if self.wbuf.len() + bytes.len() <= WRITE_BLOCK {
+            self.wbuf.extend_from_slice(bytes);
+            return Ok(());
         }
+        self.flush(Phase::DataEnd, limit).await?;
+        for block in bytes.chunks(WRITE_BLOCK) {
+            write_all(&mut self.stream, block, Phase::DataEnd, limit).await?;
+        }
+        Ok(())
     }
 
     /// True when the next transaction's commands were already sent (see
@@ -573,11 +764,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    fn queue_transaction(&mut self, envelope: &Envelope, payload: &DataPayload) {
+    /// MAIL and RCPT, and DATA unless the message goes with `BDAT`.
+    fn queue_transaction(&mut self, envelope: &Envelope, payload: &DataPayload, bdat: bool) {
         let mail = self.mail_command(envelope, payload);
         self.queue(&mail);
         self.queue(&Command::RcptTo(&envelope.to));
-        self.queue(&Command::Data);
+        if !bdat {
+            self.queue(&Command::Data);
+        }
     }
 
     /// RSET; returns the reply (a non-2yz means the connection should be dropped).
@@ -619,9 +813,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         phase: Phase,
         limit: Duration,
     ) -> Result<Reply, ClientError> {
+        // One command, one reply: nothing else may be waiting.
+        self.check_in_step(phase)?;
         self.queue(&cmd);
         self.flush(phase, limit).await?;
-        self.read_reply(phase, limit).await
+        self.expect(phase, limit, false).await
+    }
+
+    /// Reads the reply to the command of `phase` and checks that it can answer it: only DATA
+    /// may be answered 3yz, and DATA never 2yz. `in_group`: the reply is one of a pipelined
+    /// group's, so a lost connection is [`ClientError::GroupDropped`].
+    async fn expect(
+        &mut self,
+        phase: Phase,
+        limit: Duration,
+        in_group: bool,
+    ) -> Result<Reply, ClientError> {
+        let reply = match self.read_reply(phase, limit).await {
+            Err(ClientError::Closed { .. } | ClientError::Io { .. }) if in_group => {
+                return Err(ClientError::GroupDropped { phase });
+            }
+            other => other?,
+        };
+        let fits = match phase {
+            Phase::Data => !reply.is_positive(),
+            _ => !reply.is_intermediate(),
+        };
+        if !fits {
+            let what = format!("{} cannot answer {phase}", brief(&reply));
+            return Err(ClientError::OutOfStep { phase, what });
+        }
+        Ok(reply)
+    }
+
+    /// Fails with [`ClientError::OutOfStep`] when the server sent anything while no reply
+    /// was owed (checked before a new command goes out, and after the reply to the end of
+    /// data): such bytes would otherwise be taken as the answer to our next command.
+    fn check_in_step(&mut self, phase: Phase) -> Result<(), ClientError> {
+        self.poll_unsolicited(phase)?;
+        if self.rbuf.is_empty() {
+            return Ok(());
+        }
+        let what = match parse_reply(&self.rbuf) {
+            Ok(Some((reply, _))) => format!("unsolicited reply {}", brief(&reply)),
+            _ => format!("{} unsolicited bytes", self.rbuf.len()),
+        };
+        Err(ClientError::OutOfStep { phase, what })
+    }
+
+    /// Takes whatever the server has already sent, without waiting.
+    fn poll_unsolicited(&mut self, phase: Phase) -> Result<(), ClientError> {
+        use std::task::{Context, Poll, Waker};
+        let mut chunk = [0u8; 512];
+        let mut buf = tokio::io::ReadBuf::new(&mut chunk);
+        let mut cx = Context::from_waker(Waker::noop());
+        match std::pin::Pin::new(&mut self.stream).poll_read(&mut cx, &mut buf) {
+            Poll::Pending => Ok(()),
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => Err(ClientError::Closed { phase }),
+            Poll::Ready(Ok(())) => {
+                self.rbuf.extend_from_slice(buf.filled());
+                Ok(())
+            }
+            Poll::Ready(Err(source)) => Err(ClientError::Io { phase, source }),
+        }
     }
 
     async fn read_reply(&mut self, phase: Phase, limit: Duration) -> Result<Reply, ClientError> {

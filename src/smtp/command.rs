@@ -25,6 +25,13 @@ pub enum Command<'a> {
     RcptTo(&'a str),
     /// `DATA`
     Data,
+    /// `BDAT <size> [LAST]` (RFC 3030): the next `size` octets are message content.
+    Bdat {
+        /// Octets in this chunk.
+        size: usize,
+        /// This chunk ends the message.
+        last: bool,
+    },
     /// `RSET`, between transactions on a reused connection.
     Rset,
     /// `NOOP`, to probe a pooled connection.
@@ -43,6 +50,7 @@ impl Command<'_> {
             Command::MailFrom { .. } => "MAIL FROM",
             Command::RcptTo(_) => "RCPT TO",
             Command::Data => "DATA",
+            Command::Bdat { .. } => "BDAT",
             Command::Rset => "RSET",
             Command::Noop => "NOOP",
             Command::Quit => "QUIT",
@@ -72,6 +80,13 @@ impl fmt::Display for Command<'_> {
             }
             Command::RcptTo(to) => write!(f, "RCPT TO:<{to}>"),
             Command::Data => f.write_str("DATA"),
+            Command::Bdat { size, last } => {
+                write!(f, "BDAT {size}")?;
+                if *last {
+                    f.write_str(" LAST")?;
+                }
+                Ok(())
+            }
             Command::Rset => f.write_str("RSET"),
             Command::Noop => f.write_str("NOOP"),
             Command::Quit => f.write_str("QUIT"),
@@ -109,5 +124,10 @@ mod tests {
             "RCPT TO:<x@y.test>"
         );
         assert_eq!(Command::Data.verb(), "DATA");
+        let bdat = Command::Bdat {
+            size: 42,
+            last: true,
+        };
+        assert_eq!(bdat.to_string(), "BDAT 42 LAST");
     }
 }

@@ -3,6 +3,10 @@
 //! RFC 5321 §4.5.2: every line ends in CRLF, a line starting with "." gets one more ".", and the
 //! payload ends with CRLF "." CRLF. Doing this when the message is built (on a CPU thread) lets
 //! the SMTP client write the bytes as they are.
+//!
+//! CHUNKING (RFC 3030) sends the message as it is, without stuffing or terminator: rather than
+//! keep a second copy, [`DataPayload::raw_segments`] walks the stuffed bytes and skips the dots
+//! stuffing added, and [`DataPayload::raw_len`] (counted once, at build time) is the `BDAT` size.
 
 /// Dot-stuffed, CRLF-normalized message bytes ending in `CRLF.CRLF`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -10,6 +14,8 @@ pub struct DataPayload {
     bytes: Vec<u8>,
     /// Size of the message before stuffing, for `SIZE=` (RFC 1870 counts the message itself).
     message_len: usize,
+    /// Size of the CRLF-normalized message without stuffing or terminator (the `BDAT` size).
+    raw_len: usize,
 }
 
 impl DataPayload {
@@ -17,6 +23,7 @@ impl DataPayload {
     pub fn from_message(message: &[u8]) -> Self {
         let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
         let mut at_line_start = true;
+        let mut stuffed = 0;
         let mut i = 0;
         while i < message.len() {
             let b = message[i];
@@ -35,6 +42,7 @@ impl DataPayload {
                 _ => {
                     if at_line_start && b == b'.' {
                         out.push(b'.');
+                        stuffed += 1;
                     }
                     out.push(b);
                     at_line_start = false;
@@ -45,11 +53,41 @@ impl DataPayload {
         if !at_line_start {
             out.extend_from_slice(b"\r\n");
         }
+        let raw_len = out.len() - stuffed;
         out.extend_from_slice(b".\r\n");
         Self {
             bytes: out,
             message_len: message.len(),
+            raw_len,
         }
+    }
+
+    /// Size of the message as `BDAT` sends it: CRLF-normalized, not stuffed, no terminator.
+    pub fn raw_len(&self) -> usize {
+        self.raw_len
+    }
+
+    /// The message as `BDAT` sends it, as slices of the stuffed bytes: each slice ends where a
+    /// stuffing dot was, and the terminator is left out. Their lengths add up to
+    /// [`DataPayload::raw_len`].
+    pub fn raw_segments(&self) -> impl Iterator<Item = &[u8]> {
+        let body = &self.bytes[..self.bytes.len() - 3];
+        let mut rest = body;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            // A line that starts with "." was stuffed: its first dot is not the message's.
+            let start = usize::from(rest[0] == b'.');
+            let from = &rest[start..];
+            let end = from
+                .windows(2)
+                .position(|w| w == b"\n.")
+                .map_or(from.len(), |p| p + 1);
+            let (seg, tail) = from.split_at(end);
+            rest = tail;
+            Some(seg)
+        })
     }
 
     /// The bytes to write after the 354 reply, terminator included.
@@ -96,6 +134,22 @@ mod tests {
         let p = DataPayload::from_message(b"a\nb\rc\r\n.d");
         assert_eq!(p.as_bytes(), b"a\r\nb\r\nc\r\n..d\r\n.\r\n");
         assert_eq!(p.message_len(), 9);
+    }
+
+    #[test]
+    fn raw_segments_give_back_the_normalized_message_without_stuffing() {
+        for msg in [
+            &b"Subject: x\r\n\r\n.hidden\r\nok\r\n.\r\n"[..],
+            b".first\n..two\n.\nlast",
+            b"",
+            b"plain\r\n",
+            b"a\rb.\r\n.",
+        ] {
+            let p = DataPayload::from_message(msg);
+            let raw: Vec<u8> = p.raw_segments().flatten().copied().collect();
+            assert_eq!(raw, DataPayload::unstuff(p.as_bytes()), "{msg:?}");
+            assert_eq!(raw.len(), p.raw_len(), "{msg:?}");
+        }
     }
 
     #[test]

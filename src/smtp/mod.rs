@@ -7,7 +7,9 @@ pub mod data;
 pub mod reply;
 pub mod tls;
 
-pub use client::{Capabilities, ClientError, Connection, Envelope, Phase, Timeouts, Transaction};
+pub use client::{
+    Capabilities, ClientError, Connection, Dialect, Envelope, Phase, Timeouts, Transaction,
+};
 pub use command::Command;
 pub use data::DataPayload;
 pub use reply::{EnhancedCode, Reply, ReplyError, parse_reply};

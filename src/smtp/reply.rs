@@ -155,6 +155,12 @@ pub enum ReplyError {
     /// A reply grew beyond any sane size (defends against a server streaming garbage).
     #[error("reply longer than {0} bytes")]
     TooLong(usize),
+    /// One reply had more lines than any real server sends (EHLO replies have about 20).
+    #[error("reply of more than {0} lines")]
+    TooManyLines(usize),
+    /// One line of a reply was longer than any real server sends.
+    #[error("reply line longer than {0} bytes")]
+    LineTooLong(usize),
 }
 
 /// A server's bytes as text safe for any report or terminal: invalid UTF-8 is shown escaped
@@ -180,6 +186,13 @@ pub fn printable(bytes: &[u8]) -> String {
 /// Upper bound on one reply; EHLO replies are a few hundred bytes.
 pub const MAX_REPLY_LEN: usize = 64 * 1024;
 
+/// Upper bound on the lines of one reply (issue 13: a hostile server cannot make us collect
+/// an endless multi-line reply).
+pub const MAX_REPLY_LINES: usize = 100;
+
+/// Upper bound on one reply line, CRLF included (RFC 5321 §4.5.3.1.5 says 512; we allow more).
+pub const MAX_LINE_LEN: usize = 4096;
+
 /// Parses one reply from the front of `buf`.
 ///
 /// Returns `Ok(Some((reply, consumed)))` when a complete reply is present, `Ok(None)` when more
@@ -194,8 +207,17 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
             if buf.len() > MAX_REPLY_LEN {
                 return Err(ReplyError::TooLong(MAX_REPLY_LEN));
             }
+            if buf.len() - pos > MAX_LINE_LEN {
+                return Err(ReplyError::LineTooLong(MAX_LINE_LEN));
+            }
             return Ok(None);
         };
+        if nl >= MAX_LINE_LEN {
+            return Err(ReplyError::LineTooLong(MAX_LINE_LEN));
+        }
+        if lines.len() >= MAX_REPLY_LINES {
+            return Err(ReplyError::TooManyLines(MAX_REPLY_LINES));
+        }
         let mut line = &buf[pos..pos + nl];
         pos += nl + 1;
         if let Some(stripped) = line.strip_suffix(b"\r") {
@@ -358,6 +380,27 @@ mod tests {
     fn overlong_reply_is_rejected() {
         let junk = vec![b'a'; MAX_REPLY_LEN + 10];
         assert!(matches!(parse_reply(&junk), Err(ReplyError::TooLong(_))));
+    }
+
+    #[test]
+    fn endless_lines_and_endless_multi_line_replies_are_rejected_early() {
+        let long = format!("250 {}", "x".repeat(MAX_LINE_LEN));
+        assert!(matches!(
+            parse_reply(long.as_bytes()),
+            Err(ReplyError::LineTooLong(_))
+        ));
+        let complete = format!("{long}\r\n");
+        assert!(matches!(
+            parse_reply(complete.as_bytes()),
+            Err(ReplyError::LineTooLong(_))
+        ));
+        let many = "250-x\r\n".repeat(MAX_REPLY_LINES + 1);
+        assert!(matches!(
+            parse_reply(many.as_bytes()),
+            Err(ReplyError::TooManyLines(_))
+        ));
+        let ok = format!("{}250 last\r\n", "250-x\r\n".repeat(MAX_REPLY_LINES - 1));
+        assert!(matches!(parse_reply(ok.as_bytes()), Ok(Some(_))));
     }
 
     #[test]
