@@ -17,6 +17,8 @@ use super::engine::Ctx;
 use super::outcome::{Outcome, Status, Step};
 use super::queue::{Job, Next, SiteQueue};
 use super::session::{ConnectFailure, Session, local_refusal, open_session};
+use super::shaping;
+use crate::provider::state::{Reaction, Slot};
 use super::verdict::{Action, Attempt, Rest, Row, verdict};
 use crate::message::BuiltMessage;
 use crate::smtp::{ClientError, DataPayload, EnhancedCode, Envelope, Phase, Transaction};
@@ -42,6 +44,8 @@ struct Worker<C: Connect> {
     queue: Arc<SiteQueue>,
     /// The open session, kept across batches.
     session: Option<Session<C::Stream>>,
+    /// The provider connection slot this worker's session (open or being reopened) uses.
+    slot: Option<Slot>,
 }
 
 /// Runs one worker of `queue`'s site until the site is done, the deadline passes or the run
@@ -51,9 +55,13 @@ pub(super) async fn run<C: Connect>(ctx: Arc<Ctx<C>>, queue: Arc<SiteQueue>) {
         ctx,
         queue,
         session: None,
+        slot: None,
     };
     while let Some(jobs) = w.next_jobs().await {
         w.batch(jobs).await;
+        if w.session.is_none() {
+            w.slot = None;
+        }
     }
     w.close().await;
 }
@@ -66,11 +74,28 @@ impl<C: Connect> Worker<C> {
             if now >= self.ctx.cfg.deadline || self.ctx.cancel.is_cancelled() {
                 return None;
             }
+            if self.session.is_none() && self.slot.is_none() && self.queue.has_ready(now) {
+                match self.queue.gate.try_slot(now) {
+                    Ok(slot) => self.slot = Some(slot),
+                    Err(until) => {
+                        shaping::wait_for_slot(&self.ctx, &self.queue.gate, now, until).await;
+                        continue;
+                    }
+                }
+            }
             let max = self.ctx.cfg.batch.max(1);
             match self.queue.take(max, now, self.session.is_some()) {
                 Next::Done => return None,
+                Next::Jobs(jobs) if self.session.is_none() && self.slot.is_none() => {
+                    self.queue.unclaim(jobs); // became ready meanwhile: get a slot first
+                }
                 Next::Jobs(jobs) => return Some(jobs),
-                Next::Wait(until) => self.wait(now, until).await,
+                Next::Wait(until) => {
+                    if self.session.is_none() {
+                        self.slot = None;
+                    }
+                    self.wait(now, until).await;
+                }
             }
         }
     }
@@ -80,6 +105,7 @@ impl<C: Connect> Worker<C> {
     async fn wait(&mut self, now: Instant, until: Instant) {
         if until > now + Duration::from_secs(2) {
             self.close().await;
+            self.slot = None;
         }
         let wake = until
             .min(now + Duration::from_millis(250))
@@ -181,15 +207,21 @@ impl<C: Connect> Worker<C> {
             }
         };
         self.retire_if_used_up().await;
-        if let Err(outcome) = self.ensure_session(opened).await {
-            return self.apply(job, verdict(Attempt::NoSession), outcome);
+        if let Err(fail) = self.ensure_session(opened).await {
+            let holding = self.slot.is_some();
+            if shaping::refused_session(&self.ctx, &self.queue, job, &fail, holding) {
+                // The provider limits connections: give up this one, the open ones go on.
+                self.slot = None;
+                return Flow::Requeue(Some(job));
+            }
+            return self.apply(job, verdict(Attempt::NoSession), fail.outcome());
         }
         self.send(job, &msg, next).await
     }
 
     /// A session that carried `--messages-per-connection` messages is closed.
     async fn retire_if_used_up(&mut self) {
-        let max = self.ctx.cfg.options.messages_per_connection.get();
+        let max = self.queue.gate.messages_per_connection();
         if self
             .session
             .as_ref()
@@ -200,8 +232,11 @@ impl<C: Connect> Worker<C> {
     }
 
     /// Makes sure a session is open: the one opened while the batch rendered, or a new one.
-    /// `Err` when no MX of the site gave one, with the outcome the waiting rows share.
-    async fn ensure_session(&mut self, opened: &mut Opened<C::Stream>) -> Result<(), Outcome> {
+    /// `Err` when no MX of the site gave one, with why.
+    async fn ensure_session(
+        &mut self,
+        opened: &mut Opened<C::Stream>,
+    ) -> Result<(), ConnectFailure> {
         if self.session.is_some() {
             return Ok(());
         }
@@ -215,7 +250,7 @@ impl<C: Connect> Worker<C> {
                 self.session = Some(s);
                 Ok(())
             }
-            Err(fail) => Err(fail.outcome()),
+            Err(fail) => Err(fail),
         }
     }
 
@@ -235,13 +270,42 @@ impl<C: Connect> Worker<C> {
             // No slot before the deadline: leave the rest for the deadline report.
             return Flow::Requeue(Some(job));
         }
-        let next = announce(ctx, s, next);
+        let next = announce::<C>(queue, s, next);
         // The bound on duplicates after a crash: the last message accepted on this
         // session is recorded before another one can be.
         ctx.wait_recorded().await;
         let result = s.conn.send_then(&msg.envelope, &msg.payload, next).await;
         let outcome = transaction_outcome(s, job, msg, &result);
-        self.apply(job, verdict(Attempt::from(&result)), outcome)
+        let action = verdict(Attempt::from(&result));
+        match action {
+            Action::Throttled { .. } => return self.throttled(job, action, outcome).await,
+            Action::Delivered => self.queue.gate.accepted(Instant::now()),
+            _ => {}
+        }
+        self.apply(job, action, outcome)
+    }
+
+    /// A throttling reply: the provider's gate reacts, the row waits uncharged; the session
+    /// ends when the server closes it or the reaction asks for a new one.
+    async fn throttled(&mut self, job: Job, action: Action, outcome: Outcome) -> Flow {
+        let sent = self.session.as_ref().map_or(0, |s| s.conn.transactions());
+        let reaction = shaping::throttled(&self.ctx, &self.queue, job, outcome, sent);
+        if !action.effects().keep_session {
+            self.session = None;
+        }
+        match reaction {
+            Reaction::Connections(_) => {
+                self.close().await;
+                self.slot = None;
+                Flow::Requeue(None)
+            }
+            Reaction::PerConnection(_) => {
+                self.close().await;
+                Flow::Next
+            }
+            _ if self.session.is_some() => Flow::Next,
+            _ => Flow::Requeue(None),
+        }
     }
 
     /// Does what `action` says to the session, the site, the row and the rest of the batch.
@@ -265,36 +329,37 @@ impl<C: Connect> Worker<C> {
                 self.ctx.final_outcome(&self.queue, job, outcome);
             }
             Row::Retry => self.ctx.transient(&self.queue, job, outcome),
+            Row::Requeue => self.queue.unclaim(vec![job]),
         }
         flow
     }
 }
 
-/// Waits for this message's slot under `--rate-per-site`; `false` when there is none before
-/// the deadline.
+/// Waits for this message's slot under the provider's rate (or `--rate-per-site`) and any
+/// suspension; `false` when there is none before the deadline.
 async fn pace<C>(ctx: &Ctx<C>, queue: &SiteQueue) -> bool {
-    let Some(rate) = ctx.cfg.options.rate_per_site else {
-        return true;
-    };
-    let slot = queue.send_slot(rate);
+    let now = Instant::now();
+    let slot = queue.gate.send_slot(now);
     if slot >= ctx.cfg.deadline {
         return false;
     }
-    sleep_until(slot).await;
+    if slot > now {
+        sleep_until(slot).await;
+    }
     true
 }
 
 /// When the next message of the batch will surely go over this session, it is announced
 /// behind this one's content (one write and one read per message).
 fn announce<'m, C: Connect>(
-    ctx: &Ctx<C>,
+    queue: &SiteQueue,
     s: &Session<C::Stream>,
     next: Option<&'m Built>,
 ) -> Option<(&'m Envelope, &'m DataPayload)> {
     match next {
         Some(Ok(m))
-            if ctx.cfg.options.rate_per_site.is_none()
-                && s.conn.transactions() + 1 < ctx.cfg.options.messages_per_connection.get()
+            if !queue.gate.paced()
+                && s.conn.transactions() + 1 < queue.gate.messages_per_connection()
                 && local_refusal(s, m).is_none() =>
         {
             Some((&m.envelope, &m.payload))

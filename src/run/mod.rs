@@ -184,7 +184,8 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     if let Some(e) = screen.error.take() {
         return Err(e.into());
     }
-    let routes = route::route(&cfg, &job, &mut rows).await?;
+    let mut routes = route::route(&cfg, &job, &mut rows).await?;
+    let provider_of = std::mem::take(&mut routes.provider_of);
     let source = source::message_source(&cfg, &job, &warnings);
     let sent = match &cfg.mode {
         RunMode::Plan { eml_out } => {
@@ -209,6 +210,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
         &outcome,
         started.elapsed(),
         sent.connections,
+        &provider_of,
     )
     .map_err(|source| RunError::Results {
         path: cfg.results.clone(),
@@ -221,6 +223,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     Ok(RunReport {
         summary: Summary {
             delivered_now: sent.delivered_now,
+            providers: sent.providers,
             ..summary
         },
         plan: rows.plan,
