@@ -87,7 +87,7 @@ pub fn write_results(
         let row_no = row.row.to_string();
         let attempts = o.attempts.to_string();
         let category = category_of(&o).map_or("", Category::as_str);
-        let provider = provider_of.get(&domain).map_or("-", |p| &**p);
+        let provider = provider_of.get(&domain).map_or("", |p| &**p);
         let fixed: [&str; 15] = [
             &row_no,
             &row.email,

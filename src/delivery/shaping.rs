@@ -60,20 +60,20 @@ pub(super) fn refused_session<C>(
     true
 }
 
-/// A transaction met a throttling reply after `sent` transactions on its session: the
-/// gate reacts, and the row goes back to the front of the queue uncharged.
+/// A transaction that started at `started` met a throttling reply after `sent` transactions
+/// on its session: the gate reacts, and the row goes back to the front of the queue uncharged.
 pub(super) fn throttled<C>(
     ctx: &Ctx<C>,
     queue: &SiteQueue,
-    job: Job,
-    outcome: Outcome,
+    (job, outcome): (Job, Outcome),
     sent: usize,
+    started: Instant,
 ) -> Reaction {
     let text = match outcome.code {
         Some(code) => format!("{code} {}", outcome.response),
         None => outcome.response.clone(),
     };
-    let reaction = queue.gate.throttled(Instant::now(), &text, sent);
+    let reaction = queue.gate.throttled(Instant::now(), &text, sent, started);
     uncharged(ctx, job, outcome);
     queue.unclaim(vec![job]);
     reaction

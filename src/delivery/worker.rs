@@ -270,6 +270,7 @@ impl<C: Connect> Worker<C> {
             // No slot before the deadline: leave the rest for the deadline report.
             return Flow::Requeue(Some(job));
         }
+        let started = Instant::now();
         let next = announce::<C>(queue, s, next);
         // The bound on duplicates after a crash: the last message accepted on this
         // session is recorded before another one can be.
@@ -278,7 +279,9 @@ impl<C: Connect> Worker<C> {
         let outcome = transaction_outcome(s, job, msg, &result);
         let action = verdict(Attempt::from(&result));
         match action {
-            Action::Throttled { .. } => return self.throttled(job, action, outcome).await,
+            Action::Throttled { .. } => {
+                return self.throttled((job, outcome), action, started).await;
+            }
             Action::Delivered => self.queue.gate.accepted(Instant::now()),
             _ => {}
         }
@@ -287,9 +290,9 @@ impl<C: Connect> Worker<C> {
 
     /// A throttling reply: the provider's gate reacts, the row waits uncharged; the session
     /// ends when the server closes it or the reaction asks for a new one.
-    async fn throttled(&mut self, job: Job, action: Action, outcome: Outcome) -> Flow {
+    async fn throttled(&mut self, row: (Job, Outcome), action: Action, started: Instant) -> Flow {
         let sent = self.session.as_ref().map_or(0, |s| s.conn.transactions());
-        let reaction = shaping::throttled(&self.ctx, &self.queue, job, outcome, sent);
+        let reaction = shaping::throttled(&self.ctx, &self.queue, row, sent, started);
         if !action.effects().keep_session {
             self.session = None;
         }

@@ -27,8 +27,9 @@ use crate::delivery::Rate;
 
 /// A new concurrent connection to a provider at most this often.
 const CONNECT_SPACING: Duration = Duration::from_millis(100);
-/// Throttles this close to a decrease are echoes of the same excess (replies in flight).
-const ECHO: Duration = Duration::from_millis(1000);
+/// After a decrease, no message for this many intervals of the new rate (at most a second),
+/// so that the receiver's bucket refills a little before the next one.
+const RECOVERY_INTERVALS: f64 = 5.0;
 /// Starting rate for a known provider (KumoMTA's default `max_message_rate`, 100/s).
 pub const START_RATE: f64 = 100.0;
 /// Never slower than this (one message a minute) unless a rule says so.
@@ -76,6 +77,9 @@ struct State {
     next_send: Option<Instant>,
     last_change: Instant,
     last_decrease: Option<Instant>,
+    /// Decreases since the last accepted message: the ceiling is set by the first of them
+    /// only (a penalty box refuses everything, whatever the rate).
+    streak: bool,
     suspended_until: Option<Instant>,
     /// Consecutive times no session at all could be opened.
     failures: u32,
@@ -145,6 +149,7 @@ impl Gate {
             next_send: None,
             last_change: now,
             last_decrease: None,
+            streak: false,
             suspended_until: None,
             failures: 0,
             throttles: 0,
@@ -227,6 +232,7 @@ impl Gate {
         let mut st = self.lock();
         st.delivered += 1;
         st.failures = 0;
+        st.streak = false;
         st.accepted.push_back(now);
         while st
             .accepted
@@ -242,7 +248,7 @@ impl Gate {
         let step = match st.ceiling {
             None => self.limits.start.unwrap_or(START_RATE) * 0.05,
             Some(c) if rate < 0.75 * c => 0.2 * c,
-            Some(c) => 0.01 * c,
+            Some(c) => (0.01 * c).max(0.5),
         };
         let target = match st.ceiling {
             Some(c) if rate < 0.75 * c => (rate + step).min(0.75 * c),
@@ -271,8 +277,9 @@ impl Gate {
         Err(until)
     }
 
-    /// A throttling reply during a transaction; `sent` messages went over the session.
-    pub fn throttled(&self, now: Instant, text: &str, sent: usize) -> Reaction {
+    /// A throttling reply during a transaction that started at `started`; `sent` messages
+    /// went over the session.
+    pub fn throttled(&self, now: Instant, text: &str, sent: usize, started: Instant) -> Reaction {
         let lower = text.to_ascii_lowercase();
         let mut st = self.lock();
         st.count_throttle(text);
@@ -292,13 +299,14 @@ impl Gate {
                 st.per_connection = st.per_connection.min(n);
                 Reaction::PerConnection(st.per_connection)
             }
-            Signal::Rate => self.slow_down(&mut st, now),
+            Signal::Rate => self.slow_down(&mut st, now, started),
         }
     }
 
-    /// Multiplicative decrease (once per burst of echoes).
-    fn slow_down(&self, st: &mut State, now: Instant) -> Reaction {
-        if st.last_decrease.is_some_and(|d| now < d + ECHO) {
+    /// Multiplicative decrease, once per excess: a message that started before the last
+    /// decrease was sent at the old rate, so its throttle is an echo of that one.
+    fn slow_down(&self, st: &mut State, now: Instant, started: Instant) -> Reaction {
+        if st.last_decrease.is_some_and(|d| started < d) {
             return Reaction::Echo;
         }
         let current = st.rate.unwrap_or_else(|| {
@@ -306,11 +314,15 @@ impl Gate {
             // so that a throttle early in a run does not crawl).
             (st.accepted.len() as f64 / 2.0).max(10.0)
         });
-        let ceiling = st.ceiling.map_or(current, |c| c.min(current));
-        st.ceiling = Some(ceiling.max(MIN_RATE));
+        if !st.streak {
+            let ceiling = st.ceiling.map_or(current, |c| c.min(current));
+            st.ceiling = Some(ceiling.max(MIN_RATE));
+        }
+        st.streak = true;
         let rate = (current / 2.0).max(MIN_RATE);
         st.rate = Some(cap(rate, self.limits.cap));
-        st.next_send = Some(now + Duration::from_secs_f64(1.0 / rate));
+        let recovery = (RECOVERY_INTERVALS / rate).min(1.0);
+        st.next_send = Some(now + Duration::from_secs_f64(recovery));
         st.last_decrease = Some(now);
         st.last_change = now;
         Reaction::Slowed(rate)
@@ -527,8 +539,11 @@ mod tests {
     async fn aimd_halves_once_per_burst_and_ramps_back_up() {
         let g = gate(5, Some(100.0));
         let t0 = Instant::now();
-        assert_eq!(g.throttled(t0, "421 4.7.0 Try again later", 1), Reaction::Slowed(50.0));
-        assert_eq!(g.throttled(t0, "421 4.7.0 Try again later", 1), Reaction::Echo);
+        let before = t0 - Duration::from_millis(1);
+        let text = "421 4.7.0 Try again later";
+        assert_eq!(g.throttled(t0, text, 1, before), Reaction::Slowed(50.0));
+        assert_eq!(g.throttled(t0, text, 1, before), Reaction::Echo, "sent before it");
+        assert_eq!(g.send_slot(t0), t0 + Duration::from_millis(100), "recovery: 5 intervals");
         let mut now = t0;
         for _ in 0..2 {
             now += Duration::from_millis(1001);
@@ -546,26 +561,28 @@ mod tests {
     async fn rules_act_at_their_count_and_suspend_or_slow() {
         let g = gate(5, Some(100.0));
         let now = Instant::now();
-        let r = g.throttled(now, "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred", 3);
+        let r = g.throttled(now, "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred", 3, now);
         assert!(matches!(r, Reaction::Rule(_)));
         let until = g.try_slot(now).unwrap_err();
         assert_eq!(until, now + Duration::from_secs(7200));
         assert!(g.status(now).starts_with("suspended until "), "{}", g.status(now));
         let g = gate(5, Some(100.0));
-        g.throttled(now, "421 4.7.0 [TS03] All messages from x will be permanently deferred", 3);
+        g.throttled(now, "421 4.7.0 [TS03] All messages from x will be permanently deferred", 3, now);
         assert_eq!(g.status(now), "slowed to 10/min, 0/5 conns");
         let g = gate(5, Some(100.0));
         let text = "451 4.7.500 Server busy. Please try again later";
-        assert!(matches!(g.throttled(now, text, 1), Reaction::Slowed(_)));
-        assert_eq!(g.throttled(now + ECHO, text, 1), Reaction::Slowed(25.0));
-        assert!(matches!(g.throttled(now + ECHO * 2, text, 1), Reaction::Rule(_)), "third time");
+        let later = now + Duration::from_secs(1);
+        assert!(matches!(g.throttled(now, text, 1, now), Reaction::Slowed(_)));
+        assert_eq!(g.throttled(later, text, 1, later), Reaction::Slowed(25.0));
+        assert!(matches!(g.throttled(later, text, 1, later), Reaction::Rule(_)), "third time");
         assert_eq!(g.report().throttles, 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn too_many_messages_lowers_messages_per_connection() {
         let g = gate(5, None);
-        let r = g.throttled(Instant::now(), "421 4.7.0 Too many messages on this connection", 21);
+        let now = Instant::now();
+        let r = g.throttled(now, "421 4.7.0 Too many messages on this connection", 21, now);
         assert_eq!(r, Reaction::PerConnection(20));
         assert_eq!(g.messages_per_connection(), 20);
     }
