@@ -111,7 +111,11 @@ impl Progress {
 
     /// `; google: 140/s, 5/5 conns; yahoo: slowed to 10/min, 1/3 conns`.
     fn providers_line(&self) -> String {
-        let lines = self.book.as_ref().map(|b| b.status_lines()).unwrap_or_default();
+        let lines = self
+            .book
+            .as_ref()
+            .map(|b| b.status_lines())
+            .unwrap_or_default();
         lines.iter().map(|l| format!("; {l}")).collect()
     }
 

@@ -247,7 +247,11 @@ impl fmt::Display for Summary {
             }
             writeln!(f)?;
         }
-        for p in self.providers.iter().filter(|p| p.delivered + p.throttles > 0) {
+        for p in self
+            .providers
+            .iter()
+            .filter(|p| p.delivered + p.throttles > 0)
+        {
             writeln!(f, "{}", provider_line(p))?;
             for (reply, n) in &p.replies {
                 writeln!(f, "  {n}× {reply}")?;

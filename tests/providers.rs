@@ -107,14 +107,32 @@ async fn sites_of_one_provider_share_its_limits_and_the_results_name_it() {
     let rows = read_results(&job.results);
     all_delivered_once(&rows);
     for r in &rows {
-        let want = if r["domain"] == "own.test" { "" } else { "google" };
+        let want = if r["domain"] == "own.test" {
+            ""
+        } else {
+            "google"
+        };
         assert_eq!(r["provider"], want, "{r:?}");
     }
-    let google = sims[0].stats.max_concurrent.load(std::sync::atomic::Ordering::SeqCst)
-        + sims[1].stats.max_concurrent.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(google <= 3, "two sites, one limit of 2 (±1 for a reconnect): {google}");
+    let google = sims[0]
+        .stats
+        .max_concurrent
+        .load(std::sync::atomic::Ordering::SeqCst)
+        + sims[1]
+            .stats
+            .max_concurrent
+            .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        google <= 3,
+        "two sites, one limit of 2 (±1 for a reconnect): {google}"
+    );
     assert_eq!(sims[0].throttles(), 0);
-    let g = report.summary.providers.iter().find(|p| p.name == "google").unwrap();
+    let g = report
+        .summary
+        .providers
+        .iter()
+        .find(|p| p.name == "google")
+        .unwrap();
     assert_eq!((g.delivered, g.throttles), (40, 0));
 }
 
@@ -139,10 +157,18 @@ async fn a_refusal_at_greeting_while_other_sessions_work_lowers_the_connection_l
         .stats
         .refused_greetings
         .load(std::sync::atomic::Ordering::SeqCst);
-    assert!((1..=2).contains(&refused), "met once, then respected: {refused}");
+    assert!(
+        (1..=2).contains(&refused),
+        "met once, then respected: {refused}"
+    );
     let ms = &report.summary.providers[0];
     assert_eq!((ms.name.as_str(), ms.connections), ("microsoft", 2));
-    assert!(report.summary.to_string().contains("maximum number of concurrent"));
+    assert!(
+        report
+            .summary
+            .to_string()
+            .contains("maximum number of concurrent")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,9 +189,15 @@ async fn too_many_messages_on_a_connection_reconnects_and_lowers_messages_per_co
     let report = run(cfg).await.expect("run");
     all_delivered_once(&read_results(&job.results));
     let s = &sims[0].stats;
-    let refusals = s.per_connection_refusals.load(std::sync::atomic::Ordering::SeqCst);
+    let refusals = s
+        .per_connection_refusals
+        .load(std::sync::atomic::Ordering::SeqCst);
     assert!((1..=2).contains(&refusals), "{refusals}");
-    assert_eq!(s.max_per_connection.load(std::sync::atomic::Ordering::SeqCst), 7);
+    assert_eq!(
+        s.max_per_connection
+            .load(std::sync::atomic::Ordering::SeqCst),
+        7
+    );
     assert_eq!(report.summary.providers[0].messages_per_connection, 7);
 }
 
@@ -191,9 +223,16 @@ async fn a_rate_throttle_slows_the_provider_and_unknown_mailboxes_still_bounce()
     let rows = read_results(&job.results);
     for r in &rows {
         if ["user3@g.test", "user7@g.test"].contains(&r["email"].as_str()) {
-            assert_eq!((r["status"].as_str(), r["category"].as_str()), ("bounced", "bad-mailbox"));
+            assert_eq!(
+                (r["status"].as_str(), r["category"].as_str()),
+                ("bounced", "bad-mailbox")
+            );
         } else {
-            assert_eq!((r["status"].as_str(), r["attempts"].as_str()), ("delivered", "1"), "{r:?}");
+            assert_eq!(
+                (r["status"].as_str(), r["attempts"].as_str()),
+                ("delivered", "1"),
+                "{r:?}"
+            );
         }
     }
     let g = &report.summary.providers[0];
@@ -202,7 +241,10 @@ async fn a_rate_throttle_slows_the_provider_and_unknown_mailboxes_still_bounce()
     assert!(g.rate.is_some_and(|r| r < 100.0), "slowed: {g:?}");
     let ideal = 160.0 / 40.0;
     let took = t0.elapsed().as_secs_f64();
-    assert!(took < ideal * 2.0, "ramped back up: {took:.1}s for an ideal {ideal:.1}s");
+    assert!(
+        took < ideal * 2.0,
+        "ramped back up: {took:.1}s for an ideal {ideal:.1}s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,7 +274,10 @@ async fn a_backoff_rule_suspends_the_provider_and_the_row_is_not_charged() {
     all_delivered_once(&read_results(&job.results));
     assert_eq!(sims[0].throttles(), 1);
     let first = sims[0].stats.accepted.lock().unwrap()[0].1;
-    assert!(first >= t0 + Duration::from_secs(2), "suspended for the rule's 2 s");
+    assert!(
+        first >= t0 + Duration::from_secs(2),
+        "suspended for the rule's 2 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +298,11 @@ async fn when_no_session_opens_the_provider_pauses_then_resumes_without_charging
     let job = Job::new(&list(&["pp.test"], 5), TEMPLATE);
     run(config(&job, &dns, port)).await.expect("run");
     all_delivered_once(&read_results(&job.results));
-    assert!(sims[0].throttles() <= 4, "backed off: {}", sims[0].throttles());
+    assert!(
+        sims[0].throttles() <= 4,
+        "backed off: {}",
+        sims[0].throttles()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +323,11 @@ async fn a_daily_cap_defers_the_rest_with_step_cap_across_runs_of_the_day() {
         .iter()
         .map(|r| (r["status"].as_str(), r["step"].as_str()))
         .collect();
-    assert_eq!(&steps[..3], &[("delivered", "data-end"); 3][..], "{steps:?}");
+    assert_eq!(
+        &steps[..3],
+        &[("delivered", "data-end"); 3][..],
+        "{steps:?}"
+    );
     assert_eq!(&steps[3..], &[("deferred", "cap"); 2][..]);
     run(cfg).await.expect("second run, same day");
     let rows = read_results(&job.results);

@@ -220,7 +220,12 @@ fn site_queues(sites: Vec<SiteWork>, cfg: &DeliveryConfig) -> Vec<(Arc<SiteQueue
                             cap: p.rate,
                             start: Some(START_RATE),
                         };
-                        let g = Arc::new(Gate::new(p.name.as_str().into(), true, limits, rules.clone()));
+                        let g = Arc::new(Gate::new(
+                            p.name.as_str().into(),
+                            true,
+                            limits,
+                            rules.clone(),
+                        ));
                         cfg.book.add(g.clone());
                         g
                     })
@@ -230,7 +235,9 @@ fn site_queues(sites: Vec<SiteWork>, cfg: &DeliveryConfig) -> Vec<(Arc<SiteQueue
                         connections: o.connections_per_site.get(),
                         messages_per_connection: o.messages_per_connection.get(),
                         cap: o.rate_per_site,
-                        start: o.rate_per_site.map(|r| r.count as f64 / r.per.as_secs_f64()),
+                        start: o
+                            .rate_per_site
+                            .map(|r| r.count as f64 / r.per.as_secs_f64()),
                     };
                     let g = Arc::new(Gate::new(work.name.clone(), false, limits, rules.clone()));
                     cfg.book.add(g.clone());
@@ -438,7 +445,10 @@ mod tests {
         let run = deliver(&sim, vec![mx("mx.sim.test", 10, MX1)], 3, |_| {}).await;
         let finals = run.finals();
         for r in 0..3 {
-            assert_eq!((finals[&r].status, finals[&r].attempts), (Status::Delivered, 1));
+            assert_eq!(
+                (finals[&r].status, finals[&r].attempts),
+                (Status::Delivered, 1)
+            );
         }
         let retries = run.retries();
         assert_eq!(retries.len(), 1, "reported, uncharged");

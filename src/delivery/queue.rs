@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::engine::SiteWork;
-use crate::provider::Gate;
 use super::retry::RetryPolicy;
+use crate::provider::Gate;
 
 /// One row to deliver, with its attempts so far.
 #[derive(Clone, Copy, Debug)]

@@ -356,7 +356,10 @@ mod tests {
                 Throttled { closing: true },
             ),
             at(
-                refused(MailFrom, "451 4.7.650 temporarily rate limited due to IP reputation"),
+                refused(
+                    MailFrom,
+                    "451 4.7.650 temporarily rate limited due to IP reputation",
+                ),
                 Throttled { closing: false },
             ),
             // Any other 421: the site asks us to go away.

@@ -18,9 +18,9 @@ use super::outcome::{Outcome, Status, Step};
 use super::queue::{Job, Next, SiteQueue};
 use super::session::{ConnectFailure, Session, local_refusal, open_session};
 use super::shaping;
-use crate::provider::state::{Reaction, Slot};
 use super::verdict::{Action, Attempt, Rest, Row, verdict};
 use crate::message::BuiltMessage;
+use crate::provider::state::{Reaction, Slot};
 use crate::smtp::{ClientError, DataPayload, EnhancedCode, Envelope, Phase, Transaction};
 
 /// A row's message, or why it cannot be sent.

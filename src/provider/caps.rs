@@ -30,7 +30,11 @@ impl std::str::FromStr for Warmup {
         let mut steps = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (d, c) = part.split_once('=').ok_or_else(err)?;
-            let day: u32 = d.trim().trim_start_matches("day").parse().map_err(|_| err())?;
+            let day: u32 = d
+                .trim()
+                .trim_start_matches("day")
+                .parse()
+                .map_err(|_| err())?;
             let cap: usize = c.trim().parse().map_err(|_| err())?;
             if day == 0 {
                 return Err(err());
@@ -49,7 +53,11 @@ impl Warmup {
         if day > last.0 + 6 {
             return None;
         }
-        self.0.iter().rev().find(|(d, _)| *d <= day).map(|(_, c)| *c)
+        self.0
+            .iter()
+            .rev()
+            .find(|(d, _)| *d <= day)
+            .map(|(_, c)| *c)
     }
 }
 

@@ -41,7 +41,9 @@ pub enum ProviderError {
         source: crate::delivery::limits::RateError,
     },
     /// No name, or no MX suffix for a provider that is not built in.
-    #[error("invalid provider {0}: needs a name and mx_suffixes (unless it overrides a built-in one)")]
+    #[error(
+        "invalid provider {0}: needs a name and mx_suffixes (unless it overrides a built-in one)"
+    )]
     Incomplete(String),
 }
 
@@ -134,13 +136,23 @@ pub fn builtin() -> Vec<ProviderSpec> {
         rate: None,
     };
     vec![
-        p("google", &["google.com", "googlemail.com", "smtp.goog"], 5, 50),
+        p(
+            "google",
+            &["google.com", "googlemail.com", "smtp.goog"],
+            5,
+            50,
+        ),
         p("microsoft", &["outlook.com", "hotmail.com"], 5, 50),
         p("yahoo", &["yahoodns.net"], DEFAULT_CONNECTIONS, 20),
         p("apple", &["mail.icloud.com", "me.com"], 10, 5),
         p("comcast", &["comcast.net"], 25, DEFAULT_PER_CONNECTION),
         p("gmx", &["gmx.net", "web.de", "gmx.com"], 4, 20),
-        p("orange", &["orange.fr", "wanadoo.fr"], 3, DEFAULT_PER_CONNECTION),
+        p(
+            "orange",
+            &["orange.fr", "wanadoo.fr"],
+            3,
+            DEFAULT_PER_CONNECTION,
+        ),
         p("mimecast", &["mimecast.com"], 10, 100),
         p(
             "proofpoint",
@@ -186,8 +198,9 @@ impl Providers {
                 spec.mx_suffixes.clone_from(v);
             }
             spec.connections = o.connections.unwrap_or(spec.connections);
-            spec.messages_per_connection =
-                o.messages_per_connection.unwrap_or(spec.messages_per_connection);
+            spec.messages_per_connection = o
+                .messages_per_connection
+                .unwrap_or(spec.messages_per_connection);
             spec.rate = o.rate.or(spec.rate);
         }
         Self {
@@ -243,7 +256,10 @@ mod tests {
         assert_eq!(name("ASPMX.L.GOOGLE.COM"), Some("google"));
         assert_eq!(name("alt1.aspmx.l.google.com"), Some("google"));
         assert_eq!(name("mx1.smtp.goog"), Some("google"));
-        assert_eq!(name("acme-example.mail.protection.outlook.com"), Some("microsoft"));
+        assert_eq!(
+            name("acme-example.mail.protection.outlook.com"),
+            Some("microsoft")
+        );
         assert_eq!(name("eur.olc.protection.outlook.com"), Some("microsoft"));
         assert_eq!(name("mta5.am0.yahoodns.net"), Some("yahoo"));
         assert_eq!(name("mx01.mail.icloud.com"), Some("apple"));
@@ -257,11 +273,26 @@ mod tests {
     fn built_in_limits_follow_kumomta() {
         let p = Providers::default();
         let get = |n: &str| p.specs().iter().find(|s| s.name == n).cloned().unwrap();
-        assert_eq!((get("google").connections, get("google").messages_per_connection), (5, 50));
+        assert_eq!(
+            (
+                get("google").connections,
+                get("google").messages_per_connection
+            ),
+            (5, 50)
+        );
         assert_eq!(get("yahoo").messages_per_connection, 20);
-        assert_eq!((get("apple").connections, get("apple").messages_per_connection), (10, 5));
+        assert_eq!(
+            (
+                get("apple").connections,
+                get("apple").messages_per_connection
+            ),
+            (10, 5)
+        );
         assert_eq!(get("orange").connections, 3);
-        assert_eq!((get("gmx").connections, get("gmx").messages_per_connection), (4, 20));
+        assert_eq!(
+            (get("gmx").connections, get("gmx").messages_per_connection),
+            (4, 20)
+        );
     }
 
     #[test]

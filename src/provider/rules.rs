@@ -48,9 +48,7 @@ pub struct BackoffRule {
 impl BackoffRule {
     /// Whether the rule is about `reply` (code and text) from `provider`.
     pub fn matches(&self, provider: Option<&str>, reply_lower: &str) -> bool {
-        self.provider
-            .as_deref()
-            .is_none_or(|p| Some(p) == provider)
+        self.provider.as_deref().is_none_or(|p| Some(p) == provider)
             && reply_lower.contains(&self.pattern)
     }
 
@@ -62,7 +60,10 @@ impl BackoffRule {
             what.push("suspend".to_string());
         }
         if let Some(r) = a.rate {
-            what.push(format!("slow to {}", show_rate(r.count as f64 / r.per.as_secs_f64())));
+            what.push(format!(
+                "slow to {}",
+                show_rate(r.count as f64 / r.per.as_secs_f64())
+            ));
         }
         if let Some(n) = a.connections {
             what.push(format!("{n} connection(s)"));
@@ -170,7 +171,9 @@ pub fn parse_rule(s: &str) -> Result<BackoffRule, ProviderError> {
     }
     if !suspend && rate.is_none() && r.connections.is_none() && r.messages_per_connection.is_none()
     {
-        return Err(bad("needs rate, connections, messages_per_connection or suspend"));
+        return Err(bad(
+            "needs rate, connections, messages_per_connection or suspend",
+        ));
     }
     Ok(BackoffRule {
         pattern: r.pattern.to_ascii_lowercase(),
@@ -213,7 +216,12 @@ pub fn builtin_rules() -> Vec<BackoffRule> {
         rule("[tss04]", Some("yahoo"), 1, suspend(min(120))),
         rule("[tss05]", Some("yahoo"), 1, suspend(min(240))),
         rule("unusual rate", Some("google"), 2, slow("10/min", min(30))),
-        rule("temporarily rate limited", Some("microsoft"), 3, suspend(min(30))),
+        rule(
+            "temporarily rate limited",
+            Some("microsoft"),
+            3,
+            suspend(min(30)),
+        ),
         rule(
             "exceeded the maximum number of connections",
             Some("microsoft"),
@@ -252,7 +260,9 @@ mod tests {
     #[test]
     fn signals_are_read_from_the_words() {
         assert_eq!(
-            signal("421 4.3.2 the maximum number of concurrent server connections has exceeded a limit"),
+            signal(
+                "421 4.3.2 the maximum number of concurrent server connections has exceeded a limit"
+            ),
             Signal::Connections
         );
         assert_eq!(
@@ -264,9 +274,14 @@ mod tests {
 
     #[test]
     fn user_rules_parse_and_replace_built_in_ones() {
-        let r = parse_rule(r#"pattern = "[TS03]", provider = "yahoo", rate = "20/min", duration = "10m""#)
-            .unwrap();
-        assert!(r.matches(Some("yahoo"), "421 4.7.0 [ts03] all messages from x will be deferred"));
+        let r = parse_rule(
+            r#"pattern = "[TS03]", provider = "yahoo", rate = "20/min", duration = "10m""#,
+        )
+        .unwrap();
+        assert!(r.matches(
+            Some("yahoo"),
+            "421 4.7.0 [ts03] all messages from x will be deferred"
+        ));
         assert!(!r.matches(Some("google"), "[ts03]"));
         let all = rules_in_force(std::slice::from_ref(&r));
         assert_eq!(all.iter().filter(|b| b.pattern == "[ts03]").count(), 1);

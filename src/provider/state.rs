@@ -261,7 +261,12 @@ impl Gate {
     /// A session could not be opened because the provider refused it at greeting (or with
     /// a throttling reply before any message). `Ok(n)`: other sessions work, the connection
     /// limit is now `n`; `Err(until)`: none does, the provider is paused until then.
-    pub fn refused_session(&self, now: Instant, text: &str, holding_slot: bool) -> Result<usize, Instant> {
+    pub fn refused_session(
+        &self,
+        now: Instant,
+        text: &str,
+        holding_slot: bool,
+    ) -> Result<usize, Instant> {
         let mut st = self.lock();
         st.count_throttle(text);
         let others = st.open.saturating_sub(usize::from(holding_slot));
@@ -499,7 +504,12 @@ mod tests {
             cap: None,
             start,
         };
-        Arc::new(Gate::new("yahoo".into(), true, limits, builtin_rules().into()))
+        Arc::new(Gate::new(
+            "yahoo".into(),
+            true,
+            limits,
+            builtin_rules().into(),
+        ))
     }
 
     #[tokio::test(start_paused = true)]
@@ -507,7 +517,11 @@ mod tests {
         let g = gate(2, None);
         let t0 = Instant::now();
         let a = g.try_slot(t0).unwrap();
-        assert_eq!(g.try_slot(t0).unwrap_err(), t0 + CONNECT_SPACING, "spaced out");
+        assert_eq!(
+            g.try_slot(t0).unwrap_err(),
+            t0 + CONNECT_SPACING,
+            "spaced out"
+        );
         let t1 = t0 + CONNECT_SPACING;
         let _b = g.try_slot(t1).unwrap();
         assert!(g.try_slot(t1 + CONNECT_SPACING).is_err(), "limit 2");
@@ -524,15 +538,27 @@ mod tests {
             slots.push(g.try_slot(t0 + CONNECT_SPACING * i).unwrap());
         }
         let now = t0 + CONNECT_SPACING * 4;
-        assert_eq!(g.refused_session(now, "421 4.7.0 too many connections", true), Ok(3));
+        assert_eq!(
+            g.refused_session(now, "421 4.7.0 too many connections", true),
+            Ok(3)
+        );
         slots.pop();
-        assert!(g.try_slot(now + CONNECT_SPACING).is_err(), "3 open, limit 3");
+        assert!(
+            g.try_slot(now + CONNECT_SPACING).is_err(),
+            "3 open, limit 3"
+        );
         drop(slots);
         let s = g.try_slot(now + CONNECT_SPACING).unwrap();
-        let paused = g.refused_session(now, "421 try again later", true).unwrap_err();
+        let paused = g
+            .refused_session(now, "421 try again later", true)
+            .unwrap_err();
         assert_eq!(paused, now + Duration::from_secs(2));
         drop(s);
-        assert_eq!(g.try_slot(now).unwrap_err(), paused, "the provider is paused");
+        assert_eq!(
+            g.try_slot(now).unwrap_err(),
+            paused,
+            "the provider is paused"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -542,39 +568,77 @@ mod tests {
         let before = t0 - Duration::from_millis(1);
         let text = "421 4.7.0 Try again later";
         assert_eq!(g.throttled(t0, text, 1, before), Reaction::Slowed(50.0));
-        assert_eq!(g.throttled(t0, text, 1, before), Reaction::Echo, "sent before it");
-        assert_eq!(g.send_slot(t0), t0 + Duration::from_millis(100), "recovery: 5 intervals");
+        assert_eq!(
+            g.throttled(t0, text, 1, before),
+            Reaction::Echo,
+            "sent before it"
+        );
+        assert_eq!(
+            g.send_slot(t0),
+            t0 + Duration::from_millis(100),
+            "recovery: 5 intervals"
+        );
         let mut now = t0;
         for _ in 0..2 {
             now += Duration::from_millis(1001);
             g.accepted(now);
         }
         let rate = g.report().rate.unwrap();
-        assert!((rate - 75.0).abs() < 1e-6, "fast to 3/4 of the ceiling: {rate}");
+        assert!(
+            (rate - 75.0).abs() < 1e-6,
+            "fast to 3/4 of the ceiling: {rate}"
+        );
         now += Duration::from_millis(1001);
         g.accepted(now);
-        assert!((g.report().rate.unwrap() - 76.0).abs() < 1e-6, "then 1% of it a second");
-        assert!(g.status(now).starts_with("slowed to 76/s"), "{}", g.status(now));
+        assert!(
+            (g.report().rate.unwrap() - 76.0).abs() < 1e-6,
+            "then 1% of it a second"
+        );
+        assert!(
+            g.status(now).starts_with("slowed to 76/s"),
+            "{}",
+            g.status(now)
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn rules_act_at_their_count_and_suspend_or_slow() {
         let g = gate(5, Some(100.0));
         let now = Instant::now();
-        let r = g.throttled(now, "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred", 3, now);
+        let r = g.throttled(
+            now,
+            "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred",
+            3,
+            now,
+        );
         assert!(matches!(r, Reaction::Rule(_)));
         let until = g.try_slot(now).unwrap_err();
         assert_eq!(until, now + Duration::from_secs(7200));
-        assert!(g.status(now).starts_with("suspended until "), "{}", g.status(now));
+        assert!(
+            g.status(now).starts_with("suspended until "),
+            "{}",
+            g.status(now)
+        );
         let g = gate(5, Some(100.0));
-        g.throttled(now, "421 4.7.0 [TS03] All messages from x will be permanently deferred", 3, now);
+        g.throttled(
+            now,
+            "421 4.7.0 [TS03] All messages from x will be permanently deferred",
+            3,
+            now,
+        );
         assert_eq!(g.status(now), "slowed to 10/min, 0/5 conns");
         let g = gate(5, Some(100.0));
         let text = "451 4.7.500 Server busy. Please try again later";
         let later = now + Duration::from_secs(1);
-        assert!(matches!(g.throttled(now, text, 1, now), Reaction::Slowed(_)));
+        assert!(matches!(
+            g.throttled(now, text, 1, now),
+            Reaction::Slowed(_)
+        ));
         assert_eq!(g.throttled(later, text, 1, later), Reaction::Slowed(25.0));
-        assert!(matches!(g.throttled(later, text, 1, later), Reaction::Rule(_)), "third time");
+        assert!(
+            matches!(g.throttled(later, text, 1, later), Reaction::Rule(_)),
+            "third time"
+        );
         assert_eq!(g.report().throttles, 3);
     }
 
@@ -582,7 +646,12 @@ mod tests {
     async fn too_many_messages_lowers_messages_per_connection() {
         let g = gate(5, None);
         let now = Instant::now();
-        let r = g.throttled(now, "421 4.7.0 Too many messages on this connection", 21, now);
+        let r = g.throttled(
+            now,
+            "421 4.7.0 Too many messages on this connection",
+            21,
+            now,
+        );
         assert_eq!(r, Reaction::PerConnection(20));
         assert_eq!(g.messages_per_connection(), 20);
     }

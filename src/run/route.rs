@@ -131,7 +131,12 @@ pub(super) async fn route(cfg: &RunConfig, job: &Job, rows: &mut Rows) -> Result
 /// Holds back the rows beyond today's cap of their provider (or unknown site), in list
 /// order, and counts the rest against it in the state file beside the journal (not in a
 /// plan, which sends nothing).
-fn apply_caps(cfg: &RunConfig, job: &Job, out: &mut Routes, rows: &mut Rows) -> Result<(), RunError> {
+fn apply_caps(
+    cfg: &RunConfig,
+    job: &Job,
+    out: &mut Routes,
+    rows: &mut Rows,
+) -> Result<(), RunError> {
     let o = &cfg.delivery;
     let warmup = o.warmup.clone().unwrap_or_default();
     if o.daily_cap.is_none() && warmup.0.is_empty() {
@@ -143,7 +148,10 @@ fn apply_caps(cfg: &RunConfig, job: &Job, out: &mut Routes, rows: &mut Rows) -> 
     // Sites of one provider share its cap: admit in list order across them.
     let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
     for (s, w) in out.work.iter().enumerate() {
-        let key = w.provider.as_ref().map_or(w.name.to_string(), |p| p.name.clone());
+        let key = w
+            .provider
+            .as_ref()
+            .map_or(w.name.to_string(), |p| p.name.clone());
         by_key.entry(key).or_default().push(s);
     }
     let mut keys: Vec<_> = by_key.into_iter().collect();
@@ -165,7 +173,10 @@ fn apply_caps(cfg: &RunConfig, job: &Job, out: &mut Routes, rows: &mut Rows) -> 
             let mut o = Outcome::local(
                 Status::Deferred,
                 Step::Cap,
-                format!("beyond today's cap of {} messages for {key}", cap.unwrap_or(0)),
+                format!(
+                    "beyond today's cap of {} messages for {key}",
+                    cap.unwrap_or(0)
+                ),
             );
             o.enhanced = Some(EnhancedCode::new(4, 7, 0));
             out.decided.push((row, o));

@@ -254,7 +254,8 @@ impl Shared {
             b.tokens -= 1.0;
             return None;
         }
-        b.throttles.retain(|t| now.duration_since(*t) < c.penalty_window);
+        b.throttles
+            .retain(|t| now.duration_since(*t) < c.penalty_window);
         b.throttles.push(now);
         if b.throttles.len() >= c.penalty_after && !boxed {
             b.boxed_until = Some(now + c.penalty);
@@ -278,7 +279,8 @@ async fn serve(sim: Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
     let _guard = Open(&sim);
     if open > c.connections {
         sim.stats.refused_greetings.fetch_add(1, Ordering::SeqCst);
-        w.write_all(sim.throttle(&c.busy_greeting).as_bytes()).await?;
+        w.write_all(sim.throttle(&c.busy_greeting).as_bytes())
+            .await?;
         return Ok(());
     }
     sim.stats.sessions.fetch_add(1, Ordering::SeqCst);
@@ -303,7 +305,9 @@ async fn serve(sim: Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
             match &c.script {
                 Some((first, text)) if n < *first => sim.throttle(text),
                 _ if on_conn >= c.per_connection => {
-                    sim.stats.per_connection_refusals.fetch_add(1, Ordering::SeqCst);
+                    sim.stats
+                        .per_connection_refusals
+                        .fetch_add(1, Ordering::SeqCst);
                     sim.throttle(&c.too_many_messages)
                 }
                 _ => match sim.take_token() {
@@ -334,7 +338,9 @@ async fn serve(sim: Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
                 w.write_all(b"354 Start mail input\r\n").await?;
                 read_message(&mut r).await?;
                 on_conn += 1;
-                sim.stats.max_per_connection.fetch_max(on_conn, Ordering::SeqCst);
+                sim.stats
+                    .max_per_connection
+                    .fetch_max(on_conn, Ordering::SeqCst);
                 if let (Some(a), Ok(mut acc)) = (rcpt.take(), sim.stats.accepted.lock()) {
                     acc.push((a, Instant::now()));
                 }
