@@ -87,7 +87,7 @@ pub enum ConfigError {
 pub struct ConfigFile {
     path: PathBuf,
     text: String,
-    entries: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    entries: BTreeMap<Spanned<String>, toml::Value>,
 }
 
 impl ConfigFile {
@@ -110,10 +110,19 @@ impl ConfigFile {
 
     /// Parses TOML text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: String, path: &Path) -> Result<Self, ConfigError> {
-        let entries = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        let syntax = |e: toml::de::Error| ConfigError::Syntax {
             path: path.into(),
             message: e.to_string().trim_end().to_string(),
-        })?;
+        };
+        // Keys with their spans (for error lines), values from a plain parse: toml 0.8 cannot
+        // deserialize a `Spanned<Value>` holding a dotted table header (`[provider.acme]`).
+        let spans: BTreeMap<Spanned<String>, serde::de::IgnoredAny> =
+            toml::from_str(&text).map_err(syntax)?;
+        let mut plain: toml::Table = toml::from_str(&text).map_err(syntax)?;
+        let entries = spans
+            .into_keys()
+            .filter_map(|k| plain.remove(k.get_ref()).map(|v| (k, v)))
+            .collect();
         Ok(Self {
             path: path.into(),
             text,
@@ -155,7 +164,7 @@ impl ConfigFile {
                 }
                 continue;
             };
-            let values = self.values(key, value.get_ref(), &arg)?;
+            let values = self.values(key, value, &arg)?;
             if values.is_empty() {
                 continue; // a switch set to false: not turned on
             }
