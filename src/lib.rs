@@ -20,6 +20,7 @@ pub mod message;
 pub mod mx;
 pub mod preflight;
 pub mod progress;
+pub mod provider;
 pub mod recipients;
 pub mod report;
 pub mod run;

@@ -2,7 +2,9 @@
 //!
 //! indicatif hides itself when stderr is not a terminal, so the line mode is ours. Both show
 //! the overall count by status and the busiest sites (most messages still to go), which is
-//! where a slow run is usually stuck.
+//! where a slow run is usually stuck, and each mailbox provider's pace and state
+//! (`google: 140/s, 5/5 conns`, `yahoo: slowed to 10/min`, `apple: suspended until 14:05 UTC`),
+//! which is why it is stuck.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::delivery::Status;
+use crate::provider::ProviderBook;
 
 /// How to show progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +51,8 @@ pub struct Progress {
     last_line: Instant,
     last_sites: Instant,
     interval: Duration,
+    /// The engine's provider gates, read for their status.
+    book: Option<ProviderBook>,
 }
 
 impl Progress {
@@ -95,7 +100,23 @@ impl Progress {
             last_line: Instant::now(),
             last_sites: Instant::now(),
             interval: Duration::from_secs(5),
+            book: None,
         }
+    }
+
+    /// Shows the state of the providers in `book` too.
+    pub fn providers(&mut self, book: ProviderBook) {
+        self.book = Some(book);
+    }
+
+    /// `; google: 140/s, 5/5 conns; yahoo: slowed to 10/min, 1/3 conns`.
+    fn providers_line(&self) -> String {
+        let lines = self
+            .book
+            .as_ref()
+            .map(|b| b.status_lines())
+            .unwrap_or_default();
+        lines.iter().map(|l| format!("; {l}")).collect()
     }
 
     fn summary(&self) -> String {
@@ -176,7 +197,7 @@ impl Progress {
     fn draw(&mut self) {
         if let Some(bar) = &self.bar {
             bar.set_position(self.done as u64);
-            bar.set_message(self.summary());
+            bar.set_message(format!("{}{}", self.summary(), self.providers_line()));
             if self.last_sites.elapsed() >= Duration::from_millis(200) {
                 self.last_sites = Instant::now();
                 let busiest = self.busiest();
@@ -203,12 +224,13 @@ impl Progress {
 
     fn print_line(&self) {
         eprintln!(
-            "progress: {}/{} rows done in {:.0}s, {}{}",
+            "progress: {}/{} rows done in {:.0}s, {}{}{}",
             self.done,
             self.total,
             self.started.elapsed().as_secs_f64(),
             self.summary(),
-            self.busiest_line()
+            self.busiest_line(),
+            self.providers_line()
         );
     }
 

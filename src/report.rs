@@ -7,10 +7,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::classify::{Category, classify};
 use crate::delivery::{Outcome, Status, Step};
+use crate::provider::ProviderReport;
 use crate::recipients::RecipientList;
 use crate::smtp::Phase;
 
@@ -31,6 +33,7 @@ pub const COLUMNS: &[&str] = &[
     "tls",
     "step",
     "category",
+    "provider",
 ];
 
 /// Writes the results CSV to `path` (when given) and tallies the summary, in one pass over the
@@ -45,6 +48,7 @@ pub fn write_results(
     outcome: &dyn Fn(usize) -> Option<Outcome>,
     elapsed: Duration,
     connections: usize,
+    provider_of: &HashMap<String, Arc<str>>,
 ) -> std::io::Result<Summary> {
     let mut summary = Summary {
         elapsed,
@@ -86,7 +90,8 @@ pub fn write_results(
         let row_no = row.row.to_string();
         let attempts = o.attempts.to_string();
         let category = category_of(&o).map_or("", Category::as_str);
-        let fixed: [&str; 15] = [
+        let provider = provider_of.get(&domain).map_or("", |p| &**p);
+        let fixed: [&str; 16] = [
             &row_no,
             &row.email,
             &domain,
@@ -102,6 +107,7 @@ pub fn write_results(
             o.tls.as_deref().unwrap_or("none"),
             o.step.as_str(),
             category,
+            provider,
         ];
         let inputs = (0..list.columns.len()).map(|c| row.fields.get(c).map_or("", String::as_str));
         write_row(w, fixed.into_iter().chain(inputs), raw)?;
@@ -181,6 +187,9 @@ pub struct Summary {
     /// MX addresses that objected to our pipelining during the run (issue 11), one line each:
     /// `mx.example.test [192.0.2.1] fell back to no-pipelining after "503 5.5.1 ..."`.
     pub dialect_fallbacks: Vec<String>,
+    /// Per mailbox provider (and any unknown site that throttled): what it accepted, its
+    /// throttling replies and the limits it ended with.
+    pub providers: Vec<ProviderReport>,
 }
 
 impl Summary {
@@ -252,8 +261,29 @@ impl fmt::Display for Summary {
         for line in &self.dialect_fallbacks {
             writeln!(f, "dialect: {line}")?;
         }
+        for p in self
+            .providers
+            .iter()
+            .filter(|p| p.delivered + p.throttles > 0)
+        {
+            writeln!(f, "{}", provider_line(p))?;
+            for (reply, n) in &p.replies {
+                writeln!(f, "  {n}× {reply}")?;
+            }
+        }
         Ok(())
     }
+}
+
+/// `google: 1200 delivered, 2 throttling replies, ended at 5 conns, 50/conn, 140/s`.
+fn provider_line(p: &ProviderReport) -> String {
+    let rate = p
+        .rate
+        .map_or("unpaced".into(), crate::provider::rules::show_rate);
+    format!(
+        "provider {}: {} delivered, {} throttling replies, ended at {} conns, {}/conn, {rate}",
+        p.name, p.delivered, p.throttles, p.connections, p.messages_per_connection
+    )
 }
 
 /// One destination site in the preflight plan.

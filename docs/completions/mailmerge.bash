@@ -223,7 +223,7 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__check)
-            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --source-ip --smtp-timeout --connect-timeout --timeout --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --shard --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --help"
+            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --source-ip --daily-cap --warmup --provider --backoff --smtp-timeout --connect-timeout --timeout --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --shard --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -301,6 +301,22 @@ _mailmerge() {
                     return 0
                     ;;
                 --source-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --daily-cap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warmup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --provider)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backoff)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -878,7 +894,7 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__run)
-            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --source-ip --smtp-timeout --connect-timeout --timeout --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --shard --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --help"
+            opts="-q -h --results --dns --dns-timeout --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --rate-per-site --source-ip --daily-cap --warmup --provider --backoff --smtp-timeout --connect-timeout --timeout --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --shard --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -956,6 +972,22 @@ _mailmerge() {
                     return 0
                     ;;
                 --source-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --daily-cap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warmup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --provider)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backoff)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -52,6 +52,10 @@ required\t'Verified TLS or no delivery (the message is deferred)'
 disabled\t'Never STARTTLS'"
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l rate-per-site -d 'Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l source-ip -d 'Local address new connections leave from, with the EHLO name its PTR record gives [default HELO: --helo]; repeat for a pool (each new connection takes the least-used address; one that cannot be bound is skipped for the run). See docs/scaling.md' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l daily-cap -d 'Messages at most per provider per day (UTC), counted across runs; the rest end `deferred` (step `cap`) and a later day\'s run sends them' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l warmup -d 'Warm-up schedule, DAY=CAP,... (day 1 = the first day of sending): the daily cap per provider while the sending IP warms up (the config\'s `[warmup]` table)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l provider -d 'A mailbox provider, changed or added (the config\'s `[provider.NAME]` tables), as a TOML inline table\'s inside: `name = "acme", mx_suffixes = ["mx.acme.example"], connections = 2`' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l backoff -d 'A backoff rule (the config\'s `[[backoff]]` tables), as a TOML inline table\'s inside: `pattern = "[TS03]", provider = "yahoo", rate = "10/min", duration = "30m"`' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l smtp-timeout -d 'Bound every SMTP phase by this timeout [default: RFC 5321 §4.5.3.2 values, 30 s connect]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l connect-timeout -d 'TCP connect timeout per MX address (applied after --smtp-timeout) [default: 30s]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l timeout -d 'One phase\'s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last' -r
@@ -99,6 +103,10 @@ required\t'Verified TLS or no delivery (the message is deferred)'
 disabled\t'Never STARTTLS'"
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l rate-per-site -d 'Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l source-ip -d 'Local address new connections leave from, with the EHLO name its PTR record gives [default HELO: --helo]; repeat for a pool (each new connection takes the least-used address; one that cannot be bound is skipped for the run). See docs/scaling.md' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l daily-cap -d 'Messages at most per provider per day (UTC), counted across runs; the rest end `deferred` (step `cap`) and a later day\'s run sends them' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l warmup -d 'Warm-up schedule, DAY=CAP,... (day 1 = the first day of sending): the daily cap per provider while the sending IP warms up (the config\'s `[warmup]` table)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l provider -d 'A mailbox provider, changed or added (the config\'s `[provider.NAME]` tables), as a TOML inline table\'s inside: `name = "acme", mx_suffixes = ["mx.acme.example"], connections = 2`' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l backoff -d 'A backoff rule (the config\'s `[[backoff]]` tables), as a TOML inline table\'s inside: `pattern = "[TS03]", provider = "yahoo", rate = "10/min", duration = "30m"`' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l smtp-timeout -d 'Bound every SMTP phase by this timeout [default: RFC 5321 §4.5.3.2 values, 30 s connect]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l connect-timeout -d 'TCP connect timeout per MX address (applied after --smtp-timeout) [default: 30s]' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l timeout -d 'One phase\'s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last' -r

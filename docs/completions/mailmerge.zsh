@@ -48,6 +48,10 @@ required\:"Verified TLS or no delivery (the message is deferred)"
 disabled\:"Never STARTTLS"))' \
 '--rate-per-site=[Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)]:N/PERIOD:_default' \
 '*--source-ip=[Local address new connections leave from, with the EHLO name its PTR record gives \[default HELO\: --helo\]; repeat for a pool (each new connection takes the least-used address; one that cannot be bound is skipped for the run). See docs/scaling.md]:ADDR[=HELO]:_default' \
+'--daily-cap=[Messages at most per provider per day (UTC), counted across runs; the rest end \`deferred\` (step \`cap\`) and a later day'\''s run sends them]:N:_default' \
+'--warmup=[Warm-up schedule, DAY=CAP,... (day 1 = the first day of sending)\: the daily cap per provider while the sending IP warms up (the config'\''s \`\[warmup\]\` table)]:SCHEDULE:_default' \
+'*--provider=[A mailbox provider, changed or added (the config'\''s \`\[provider.NAME\]\` tables), as a TOML inline table'\''s inside\: \`name = "acme", mx_suffixes = \["mx.acme.example"\], connections = 2\`]:TABLE:_default' \
+'*--backoff=[A backoff rule (the config'\''s \`\[\[backoff\]\]\` tables), as a TOML inline table'\''s inside\: \`pattern = "\[TS03\]", provider = "yahoo", rate = "10/min", duration = "30m"\`]:TABLE:_default' \
 '--smtp-timeout=[Bound every SMTP phase by this timeout \[default\: RFC 5321 §4.5.3.2 values, 30 s connect\]]:DURATION:_default' \
 '--connect-timeout=[TCP connect timeout per MX address (applied after --smtp-timeout) \[default\: 30s\]]:DURATION:_default' \
 '*--timeout=[One phase'\''s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last]:PHASE=DURATION:_default' \
@@ -103,6 +107,10 @@ required\:"Verified TLS or no delivery (the message is deferred)"
 disabled\:"Never STARTTLS"))' \
 '--rate-per-site=[Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s)]:N/PERIOD:_default' \
 '*--source-ip=[Local address new connections leave from, with the EHLO name its PTR record gives \[default HELO\: --helo\]; repeat for a pool (each new connection takes the least-used address; one that cannot be bound is skipped for the run). See docs/scaling.md]:ADDR[=HELO]:_default' \
+'--daily-cap=[Messages at most per provider per day (UTC), counted across runs; the rest end \`deferred\` (step \`cap\`) and a later day'\''s run sends them]:N:_default' \
+'--warmup=[Warm-up schedule, DAY=CAP,... (day 1 = the first day of sending)\: the daily cap per provider while the sending IP warms up (the config'\''s \`\[warmup\]\` table)]:SCHEDULE:_default' \
+'*--provider=[A mailbox provider, changed or added (the config'\''s \`\[provider.NAME\]\` tables), as a TOML inline table'\''s inside\: \`name = "acme", mx_suffixes = \["mx.acme.example"\], connections = 2\`]:TABLE:_default' \
+'*--backoff=[A backoff rule (the config'\''s \`\[\[backoff\]\]\` tables), as a TOML inline table'\''s inside\: \`pattern = "\[TS03\]", provider = "yahoo", rate = "10/min", duration = "30m"\`]:TABLE:_default' \
 '--smtp-timeout=[Bound every SMTP phase by this timeout \[default\: RFC 5321 §4.5.3.2 values, 30 s connect\]]:DURATION:_default' \
 '--connect-timeout=[TCP connect timeout per MX address (applied after --smtp-timeout) \[default\: 30s\]]:DURATION:_default' \
 '*--timeout=[One phase'\''s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last]:PHASE=DURATION:_default' \

@@ -15,7 +15,29 @@
 //! list-unsubscribe = ["https://acme.example/unsub/{{token}}", "mailto:unsub@acme.example"]
 //! connections-per-site = 5
 //! deadline = "2h"
+//! daily-cap = 20000
+//!
+//! [provider.acme]                  # a provider of your own, or a built-in one changed
+//! mx_suffixes = ["mx.acme.example"]
+//! connections = 2
+//! messages_per_connection = 50
+//! rate = "100/s"
+//!
+//! [[backoff]]                      # a backoff rule (see docs/providers.md)
+//! pattern = "[TS03]"
+//! provider = "yahoo"
+//! rate = "10/min"
+//! duration = "30m"
+//!
+//! [warmup]                         # day of sending → cap per provider
+//! 1 = 500
+//! 2 = 1000
+//! 7 = 5000
 //! ```
+//!
+//! The three tables are values of hidden flags (`--provider`, `--backoff`, `--warmup`), so
+//! they follow the same rule: each `[provider.NAME]` and `[[backoff]]` table becomes one
+//! value (its keys as a TOML inline table's inside), `[warmup]` becomes `1=500,2=1000,…`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,7 +87,7 @@ pub enum ConfigError {
 pub struct ConfigFile {
     path: PathBuf,
     text: String,
-    entries: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    entries: BTreeMap<Spanned<String>, toml::Value>,
 }
 
 impl ConfigFile {
@@ -88,10 +110,19 @@ impl ConfigFile {
 
     /// Parses TOML text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: String, path: &Path) -> Result<Self, ConfigError> {
-        let entries = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        let syntax = |e: toml::de::Error| ConfigError::Syntax {
             path: path.into(),
             message: e.to_string().trim_end().to_string(),
-        })?;
+        };
+        // Keys with their spans (for error lines), values from a plain parse: toml 0.8 cannot
+        // deserialize a `Spanned<Value>` holding a dotted table header (`[provider.acme]`).
+        let spans: BTreeMap<Spanned<String>, serde::de::IgnoredAny> =
+            toml::from_str(&text).map_err(syntax)?;
+        let mut plain: toml::Table = toml::from_str(&text).map_err(syntax)?;
+        let entries = spans
+            .into_keys()
+            .filter_map(|k| plain.remove(k.get_ref()).map(|v| (k, v)))
+            .collect();
         Ok(Self {
             path: path.into(),
             text,
@@ -133,7 +164,7 @@ impl ConfigFile {
                 }
                 continue;
             };
-            let values = self.values(key, value.get_ref(), &arg)?;
+            let values = self.values(key, value, &arg)?;
             if values.is_empty() {
                 continue; // a switch set to false: not turned on
             }
@@ -153,6 +184,9 @@ impl ConfigFile {
         value: &toml::Value,
         arg: &Arg,
     ) -> Result<Vec<String>, ConfigError> {
+        if let Some(values) = self.table_values(key, value) {
+            return values;
+        }
         let switch = matches!(arg.get_action(), ArgAction::SetTrue);
         let is_path = matches!(
             arg.get_value_hint(),
@@ -185,6 +219,62 @@ impl ConfigFile {
             v => Ok(vec![scalar(v)?]),
         }
     }
+}
+
+impl ConfigFile {
+    /// The values of a table-valued key (`[provider.NAME]`, `[[backoff]]`, `[warmup]`);
+    /// `None` for any other key.
+    fn table_values(
+        &self,
+        key: &Spanned<String>,
+        value: &toml::Value,
+    ) -> Option<Result<Vec<String>, ConfigError>> {
+        let expected = |what: &str| Some(Err(self.error(key, format!("expected {what}"))));
+        match (key.get_ref().as_str(), value) {
+            ("provider", toml::Value::Table(t)) => {
+                let mut out = Vec::new();
+                for (name, spec) in t {
+                    let toml::Value::Table(spec) = spec else {
+                        return expected("[provider.NAME] tables");
+                    };
+                    let name = toml::Value::String(name.clone());
+                    out.push(format!("name = {name}, {}", inline(spec)));
+                }
+                Some(Ok(out))
+            }
+            ("provider", _) => expected("[provider.NAME] tables"),
+            ("backoff", toml::Value::Array(rules)) => {
+                let mut out = Vec::new();
+                for r in rules {
+                    let toml::Value::Table(r) = r else {
+                        return expected("[[backoff]] tables");
+                    };
+                    out.push(inline(r));
+                }
+                Some(Ok(out))
+            }
+            ("backoff", _) => expected("[[backoff]] tables"),
+            ("warmup", toml::Value::Table(t)) => {
+                let mut steps = Vec::new();
+                for (day, cap) in t {
+                    let toml::Value::Integer(cap) = cap else {
+                        return expected("day = cap (a number)");
+                    };
+                    steps.push(format!("{day}={cap}"));
+                }
+                Some(Ok(vec![steps.join(",")]))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A table's keys as a TOML inline table's inside: `a = 1, b = "x"`.
+fn inline(t: &toml::map::Map<String, toml::Value>) -> String {
+    t.iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Parses `values` with `arg`'s own value parser, alone in a command of its own.
@@ -248,6 +338,36 @@ mod tests {
                 .map(Iterator::count),
             Some(2)
         );
+    }
+
+    #[test]
+    fn provider_backoff_and_warmup_tables_become_the_hidden_flags_values() {
+        use mailmerge::provider::caps::Warmup;
+        use mailmerge::provider::{BackoffRule, ProviderOverride};
+        let m = defaults(
+            "daily-cap = 100\n[provider.acme]\nmx_suffixes = [\"mx.acme.example\"]\nconnections = 2\n\
+             rate = \"10/s\"\n[provider.google]\nconnections = 3\n\
+             [[backoff]]\npattern = \"[TS03]\"\nprovider = \"yahoo\"\nrate = \"20/min\"\n\
+             duration = \"10m\"\n[warmup]\n1 = 500\n7 = 5000\n",
+            "m.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            m.get_many::<ProviderOverride>("provider")
+                .map(Iterator::count),
+            Some(2)
+        );
+        let rules: Vec<&BackoffRule> = m.get_many("backoff").unwrap().collect();
+        assert_eq!(rules[0].pattern, "[ts03]");
+        assert_eq!(
+            m.get_one::<Warmup>("warmup"),
+            Some(&Warmup(vec![(1, 500), (7, 5000)]))
+        );
+        assert_eq!(m.get_one::<usize>("daily_cap"), Some(&100));
+        let e = defaults("[provider.x]\nrate = \"fast\"\n", "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("provider"), "{e}");
     }
 
     #[test]

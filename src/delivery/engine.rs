@@ -7,6 +7,7 @@
 //! source, the event channel, the global connection limit, per-address state and the
 //! numbering of final outcomes that the journal's durability bound relies on.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -21,6 +22,9 @@ use super::queue::{Job, SiteQueue};
 use super::{DeliveryConfig, worker};
 use crate::message::BuiltMessage;
 use crate::mx::MxHost;
+use crate::provider::rules::rules_in_force;
+use crate::provider::state::START_RATE;
+use crate::provider::{BackoffRule, Gate, GateLimits, ProviderSpec};
 
 /// Builds the message for a row, or says why the row cannot be sent.
 pub type MessageSource = Arc<dyn Fn(usize) -> Result<BuiltMessage, Box<Outcome>> + Send + Sync>;
@@ -70,6 +74,9 @@ pub struct SiteWork {
     pub hosts: Arc<[MxHost]>,
     /// Rows to deliver.
     pub rows: Vec<usize>,
+    /// The mailbox provider behind the site, if known: its limits apply to all its sites
+    /// together. `None`: the site keeps per-site limits (`--connections-per-site`, …).
+    pub provider: Option<Arc<ProviderSpec>>,
 }
 
 /// What every worker shares.
@@ -173,7 +180,7 @@ pub async fn deliver_with<C: Connect>(
 ) {
     let hard_stop = cfg.deadline + cfg.grace;
     let grace = cfg.grace;
-    let per_site = cfg.options.connections_per_site.get();
+    let queues = site_queues(sites, &cfg);
     let ctx = Arc::new(Ctx {
         cancel: cancel.clone(),
         connections: Arc::new(Semaphore::new(cfg.options.max_connections.get())),
@@ -184,13 +191,6 @@ pub async fn deliver_with<C: Connect>(
         finals: Mutex::new(0),
         connector,
     });
-    let queues: Vec<(Arc<SiteQueue>, usize)> = sites
-        .into_iter()
-        .map(|work| {
-            let workers = per_site.min(work.rows.len());
-            (Arc::new(SiteQueue::new(work)), workers)
-        })
-        .collect();
     // Interleave sites so that the first connections go to many sites, not one.
     let mut set = JoinSet::new();
     let max_workers = queues.iter().map(|(_, n)| *n).max().unwrap_or(0);
@@ -211,6 +211,62 @@ pub async fn deliver_with<C: Connect>(
         () = sleep_until(hard_stop) => {}
         () = cancelled => {}
     }
+}
+
+/// One queue per site, each with its gate (shared by the sites of one provider), and the
+/// number of workers to start for it.
+fn site_queues(sites: Vec<SiteWork>, cfg: &DeliveryConfig) -> Vec<(Arc<SiteQueue>, usize)> {
+    let rules: Arc<[BackoffRule]> = rules_in_force(&cfg.options.backoff).into();
+    let mut by_provider: HashMap<String, Arc<Gate>> = HashMap::new();
+    let o = &cfg.options;
+    sites
+        .into_iter()
+        .map(|work| {
+            let gate = match &work.provider {
+                Some(p) => by_provider
+                    .entry(p.name.clone())
+                    .or_insert_with(|| {
+                        let limits = GateLimits {
+                            connections: p.connections,
+                            messages_per_connection: p.messages_per_connection,
+                            cap: p.rate,
+                            start: Some(START_RATE),
+                        };
+                        let g = Arc::new(Gate::new(
+                            p.name.as_str().into(),
+                            true,
+                            limits,
+                            rules.clone(),
+                        ));
+                        cfg.book.add(g.clone());
+                        g
+                    })
+                    .clone(),
+                None => {
+                    let limits = GateLimits {
+                        connections: o.connections_per_site.get(),
+                        messages_per_connection: o.messages_per_connection.get(),
+                        cap: o.rate_per_site,
+                        start: o
+                            .rate_per_site
+                            .map(|r| r.count as f64 / r.per.as_secs_f64()),
+                    };
+                    let g = Arc::new(Gate::new(work.name.clone(), false, limits, rules.clone()));
+                    cfg.book.add(g.clone());
+                    g
+                }
+            };
+            let workers = gate_connections(&work, o).min(work.rows.len());
+            (Arc::new(SiteQueue::new(work, gate)), workers)
+        })
+        .collect()
+}
+
+/// Workers for a site: its provider's connection limit, else `--connections-per-site`.
+fn gate_connections(work: &SiteWork, o: &super::DeliveryOptions) -> usize {
+    work.provider
+        .as_ref()
+        .map_or(o.connections_per_site.get(), |p| p.connections)
 }
 
 /// The real engine against simulated MX hosts (see [`super::sim`]), under paused time.
@@ -307,6 +363,7 @@ mod tests {
             name: "sim".into(),
             hosts: hosts.into(),
             rows: (0..rows).collect(),
+            provider: None,
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
@@ -354,7 +411,7 @@ mod tests {
         let sim = Sim::new(
             |a| {
                 (a.conn == 0 && a.verb == "MAIL")
-                    .then_some("421 4.7.0 Try again later, closing connection")
+                    .then_some("421 4.3.0 shutting down for maintenance")
             },
             &[],
         );
@@ -385,6 +442,36 @@ mod tests {
                 "not before the pause ends: {m:?}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttling_421_slows_the_site_without_charging_an_attempt_or_pausing_it() {
+        let sim = Sim::new(
+            |a| {
+                (a.conn == 0 && a.verb == "MAIL")
+                    .then_some("421 4.7.0 Try again later, closing connection")
+            },
+            &[],
+        );
+        let t0 = Instant::now();
+        let run = deliver(&sim, vec![mx("mx.sim.test", 10, MX1)], 3, |_| {}).await;
+        let finals = run.finals();
+        for r in 0..3 {
+            assert_eq!(
+                (finals[&r].status, finals[&r].attempts),
+                (Status::Delivered, 1)
+            );
+        }
+        let retries = run.retries();
+        assert_eq!(retries.len(), 1, "reported, uncharged");
+        assert_eq!((retries[0].1.code, retries[0].1.attempts), (Some(421), 0));
+        assert_eq!(sim.connections(), 2);
+        let last = sim.accepted().iter().map(|m| m.at).max().unwrap();
+        assert!(
+            last < t0 + Duration::from_secs(5),
+            "slowed (to 5/s), not paused for the retry wait: {:?}",
+            last - t0
+        );
     }
 
     #[tokio::test(start_paused = true)]

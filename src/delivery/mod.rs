@@ -17,6 +17,12 @@
 //! does not know to be failing, sends, and applies the [`verdict()`] on each attempt: a pure
 //! function from what the server answered to what becomes of the row, the session, the rest of
 //! the batch and the site.
+//!
+//! Sites are grouped into mailbox providers ([`crate::provider`]): every queue of a provider
+//! shares one [`crate::provider::Gate`] that limits connections, messages per connection
+//! and the message rate for the provider as a whole, and adapts them to its throttling
+//! replies (`shaping` holds the worker's side of that). An unknown site has a gate of its own
+//! with the per-site limits of the command line.
 
 pub mod connect;
 pub mod engine;
@@ -27,6 +33,7 @@ pub mod outcome;
 mod queue;
 pub mod retry;
 mod session;
+mod shaping;
 pub mod source_ip;
 pub mod verdict;
 mod worker;
@@ -41,6 +48,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::provider::ProviderBook;
 use crate::smtp::TlsPolicy;
 pub use connect::{Connect, TcpConnector};
 pub use engine::{Event, MessageSource, SiteWork, deliver, deliver_until, deliver_with};
@@ -70,6 +78,9 @@ pub struct DeliveryConfig {
     pub recorded: Option<Arc<Recorded>>,
     /// The `--source-ip` pool new connections leave from (issue 15), shared by all workers.
     pub sources: Arc<SourcePool>,
+    /// Where the engine registers each provider's (and unknown site's) gate, so that
+    /// progress and the summary can read what it learnt.
+    pub book: ProviderBook,
 }
 
 impl DeliveryConfig {
@@ -85,6 +96,7 @@ impl DeliveryConfig {
             recorded: None,
             sources: SourcePool::new(&options.source_ip),
             options,
+            book: ProviderBook::default(),
         }
     }
 }

@@ -6,10 +6,13 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{ArgAction, Args, Parser};
 
 use super::limits::Rate;
 use super::retry::{RetryPolicy, parse_duration};
+use crate::provider::caps::Warmup;
+use crate::provider::rules::parse_rule;
+use crate::provider::{BackoffRule, ProviderOverride, parse_provider};
 use crate::smtp::{Timeouts, TlsMode};
 
 /// How to deliver: hosts, connections, retries, budget, TLS, pace.
@@ -49,6 +52,22 @@ pub struct DeliveryOptions {
     /// address; one that cannot be bound is skipped for the run). See docs/scaling.md.
     #[arg(long, value_name = "ADDR[=HELO]", value_parser = super::source_ip::SourceIp::parse)]
     pub source_ip: Vec<super::source_ip::SourceIp>,
+    /// Messages at most per provider per day (UTC), counted across runs; the rest end
+    /// `deferred` (step `cap`) and a later day's run sends them.
+    #[arg(long, value_name = "N")]
+    pub daily_cap: Option<usize>,
+    /// Warm-up schedule, DAY=CAP,... (day 1 = the first day of sending): the daily cap per
+    /// provider while the sending IP warms up (the config's `[warmup]` table).
+    #[arg(long, value_name = "SCHEDULE", hide = true)]
+    pub warmup: Option<Warmup>,
+    /// A mailbox provider, changed or added (the config's `[provider.NAME]` tables), as a TOML
+    /// inline table's inside: `name = "acme", mx_suffixes = ["mx.acme.example"], connections = 2`.
+    #[arg(long, value_name = "TABLE", hide = true, action = ArgAction::Append, value_parser = parse_provider)]
+    pub provider: Vec<ProviderOverride>,
+    /// A backoff rule (the config's `[[backoff]]` tables), as a TOML inline table's inside:
+    /// `pattern = "[TS03]", provider = "yahoo", rate = "10/min", duration = "30m"`.
+    #[arg(long, value_name = "TABLE", hide = true, action = ArgAction::Append, value_parser = parse_rule)]
+    pub backoff: Vec<BackoffRule>,
     /// Per-phase SMTP timeouts (set from `--smtp-timeout`, `--connect-timeout`, `--timeout`).
     #[arg(skip)]
     pub timeouts: Timeouts,
@@ -89,5 +108,7 @@ mod tests {
         assert_eq!(d.tls, TlsMode::Opportunistic);
         assert_eq!(d.rate_per_site, None);
         assert_eq!(d.timeouts, Timeouts::default());
+        assert_eq!((d.daily_cap, d.warmup), (None, None));
+        assert!(d.provider.is_empty() && d.backoff.is_empty());
     }
 }

@@ -76,6 +76,9 @@ pub enum Step {
     Deadline,
     /// Not attempted: beyond `--limit` (a later run sends it).
     Limit,
+    /// Not attempted: beyond today's cap for the provider (`--daily-cap`, warm-up); the next
+    /// day's run sends it.
+    Cap,
     /// Not attempted or not finished: the run was interrupted (SIGINT/SIGTERM).
     Interrupted,
     /// Not attempted: the address is on the suppression list.
@@ -95,6 +98,7 @@ impl Step {
             Step::Local => "local",
             Step::Deadline => "deadline",
             Step::Limit => "limit",
+            Step::Cap => "cap",
             Step::Interrupted => "interrupted",
             Step::Suppressed => "suppressed",
             Step::LateBounce => "late-bounce",
@@ -122,6 +126,7 @@ impl Step {
             "local" => Step::Local,
             "deadline" => Step::Deadline,
             "limit" => Step::Limit,
+            "cap" => Step::Cap,
             "interrupted" => Step::Interrupted,
             "suppressed" => Step::Suppressed,
             "late-bounce" => Step::LateBounce,

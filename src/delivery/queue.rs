@@ -1,19 +1,22 @@
 //! One site's queue of rows, shared by the site's workers: which rows are ready, which wait for
 //! their retry time, how many are in flight, and the site-wide state that gates new connections
-//! (the pause after a 421 or an unreachable site, its back-off, the `--rate-per-site` slots).
+//! (the pause after a 421 or an unreachable site, and its back-off).
+//!
+//! The provider-wide limits (connections, rate, messages per connection, suspensions) are
+//! the queue's [`Gate`], shared by every site of the provider.
 //!
 //! Plain state behind a mutex, no I/O and no waiting, so the scheduling rules are tested here
 //! with a paused clock.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::engine::SiteWork;
-use super::limits::{self, Rate};
 use super::retry::RetryPolicy;
+use crate::provider::Gate;
 
 /// One row to deliver, with its attempts so far.
 #[derive(Clone, Copy, Debug)]
@@ -36,8 +39,6 @@ struct QueueState {
     paused_until: Option<Instant>,
     /// Consecutive site failures (421, no MX reachable); reset by a successful connection.
     failures: u32,
-    /// Earliest start of the next message under `--rate-per-site`.
-    next_send: Option<Instant>,
 }
 
 /// What a worker gets from [`SiteQueue::take`].
@@ -54,12 +55,14 @@ pub(super) enum Next {
 pub(super) struct SiteQueue {
     /// The site (name, MX hosts, rows).
     pub(super) work: SiteWork,
+    /// The limits of the site's provider (shared with its other sites), or the site's own.
+    pub(super) gate: Arc<Gate>,
     state: Mutex<QueueState>,
 }
 
 impl SiteQueue {
-    /// A queue with every row of `work` ready now.
-    pub(super) fn new(work: SiteWork) -> Self {
+    /// A queue with every row of `work` ready now, sending under `gate`.
+    pub(super) fn new(work: SiteWork, gate: Arc<Gate>) -> Self {
         let now = Instant::now();
         let state = QueueState {
             ready: work
@@ -75,6 +78,7 @@ impl SiteQueue {
         };
         Self {
             work,
+            gate,
             state: Mutex::new(state),
         }
     }
@@ -118,6 +122,13 @@ impl SiteQueue {
         Next::Done
     }
 
+    /// Whether a job is ready now (a worker without a session asks before taking a
+    /// connection slot of the provider).
+    pub(super) fn has_ready(&self, now: Instant) -> bool {
+        let st = self.lock();
+        !st.ready.is_empty() || st.waiting.iter().any(|j| j.not_before <= now)
+    }
+
     /// Claims every ready job (circuit breaker: they share the site's fate).
     pub(super) fn drain_ready(&self) -> Vec<Job> {
         let mut st = self.lock();
@@ -140,14 +151,6 @@ impl SiteQueue {
     /// A session was opened: the site is healthy again.
     pub(super) fn healthy(&self) {
         self.lock().failures = 0;
-    }
-
-    /// Reserves the start time of the next message under a rate limit.
-    pub(super) fn send_slot(&self, rate: Rate) -> Instant {
-        let mut st = self.lock();
-        let (slot, next) = limits::take_slot(st.next_send, Instant::now(), rate.interval());
-        st.next_send = Some(next);
-        slot
     }
 
     /// A claimed job got its final outcome.
@@ -179,11 +182,22 @@ mod tests {
     use super::*;
 
     fn queue(rows: usize) -> SiteQueue {
-        SiteQueue::new(SiteWork {
-            name: "site".into(),
-            hosts: Vec::new().into(),
-            rows: (0..rows).collect(),
-        })
+        let limits = crate::provider::GateLimits {
+            connections: 1,
+            messages_per_connection: 1,
+            cap: None,
+            start: None,
+        };
+        let gate = Arc::new(Gate::new("site".into(), false, limits, Vec::new().into()));
+        SiteQueue::new(
+            SiteWork {
+                name: "site".into(),
+                hosts: Vec::new().into(),
+                rows: (0..rows).collect(),
+                provider: None,
+            },
+            gate,
+        )
     }
 
     #[tokio::test(start_paused = true)]

@@ -72,6 +72,12 @@ impl ConnectFailure {
         }
     }
 
+    /// The reply that refused the session, if a server answered (greeting, EHLO, STARTTLS),
+    /// and the phase it answered.
+    pub(super) fn reply(&self) -> Option<(Phase, &Reply)> {
+        self.reply.as_ref().map(|r| (self.step, r))
+    }
+
     /// The (deferred) outcome every row waiting for the site gets.
     pub(super) fn outcome(&self) -> Outcome {
         let mut o = match &self.reply {

@@ -87,6 +87,14 @@ pub enum Action {
     /// 5321 §3.8). As [`Action::SessionLost`], and no new connection to the site until the
     /// retry delay for its consecutive failures has passed.
     PauseSite,
+    /// A throttling reply (classify: category throttled, scope sender; transient): the
+    /// provider is slowed (see [`crate::provider::Gate::throttled`]), the row goes back to
+    /// the queue without counting an attempt, and the session is dropped when the server
+    /// closes it (`closing`, a 421) or kept for the rest of the batch.
+    Throttled {
+        /// The server closes the session (421).
+        closing: bool,
+    },
     /// No MX of the site gave a session (circuit breaker): the site is paused and the row, the
     /// rest of the batch and every row ready for the site share the failure (each is retried
     /// later, each attempt counted).
@@ -102,6 +110,8 @@ pub enum Row {
     Retry,
     /// Another attempt at once, over a new session; this one is not counted.
     Again,
+    /// Back to the front of the queue at once, attempts unchanged (a throttle).
+    Requeue,
 }
 
 /// What becomes of the rest of the worker's batch.
@@ -138,6 +148,7 @@ impl Action {
             Action::Fallback | Action::ProtocolFailed => Scope::Protocol,
             Action::SessionFull | Action::SessionLost => Scope::Session,
             Action::PauseSite | Action::Unreachable => Scope::Site,
+            Action::Throttled { .. } => Scope::Sender,
         }
     }
 
@@ -154,6 +165,8 @@ impl Action {
             Action::SessionLost => (false, false, Row::Retry, Rest::Requeue),
             Action::PauseSite => (false, true, Row::Retry, Rest::Requeue),
             Action::Unreachable => (false, true, Row::Retry, Rest::SameFate),
+            Action::Throttled { closing: true } => (false, false, Row::Requeue, Rest::Requeue),
+            Action::Throttled { closing: false } => (true, false, Row::Requeue, Rest::GoOn),
         };
         Effects {
             keep_session,
@@ -184,6 +197,11 @@ fn protocol(facts: SessionFacts) -> Action {
 
 /// A command of the transaction was refused.
 fn refused(phase: Phase, reply: &Reply, facts: SessionFacts) -> Action {
+    if throttle(phase, reply) {
+        return Action::Throttled {
+            closing: reply.code == 421,
+        };
+    }
     if reply.code == 421 {
         return Action::PauseSite;
     }
@@ -205,6 +223,14 @@ fn refused(phase: Phase, reply: &Reply, facts: SessionFacts) -> Action {
     } else {
         Action::Retry(scope)
     }
+}
+
+/// Whether a refusal is the provider throttling the sender (not about this recipient or
+/// message): transient, and [`crate::classify`] says throttled at the sender's scope.
+pub fn throttle(phase: Phase, reply: &Reply) -> bool {
+    use crate::classify::{Category, Scope as About, classify};
+    let v = classify(Some(phase), reply.code, reply.enhanced, &reply.text());
+    reply.is_transient() && v.category == Category::Throttled && v.scope == About::Sender
 }
 
 /// The connection failed mid-transaction.
@@ -360,7 +386,10 @@ mod tests {
             ),
             at(refused(MailFrom, "451 4.3.0 try later"), Retry(Message)),
             at(refused(Data, "451 4.3.0 try later"), Retry(Message)),
-            at(refused(DataEnd, "451 4.7.650 rate limited"), Retry(Sender)),
+            at(
+                refused(DataEnd, "451 4.7.650 rate limited"),
+                Throttled { closing: false },
+            ),
             at(
                 refused(DataEnd, "452 4.3.1 insufficient storage"),
                 Retry(Message),
@@ -376,20 +405,32 @@ mod tests {
             ),
             // Neither 2yz nor 4yz nor 5yz: not a bounce.
             at(refused(Data, "250 ok"), Retry(Message)),
-            // 421 anywhere: the site asks us to go away.
+            // A provider throttling the sender: slow the provider, no attempt counted.
             at(
                 refused(MailFrom, "421 4.7.0 Try again later, closing connection"),
-                PauseSite,
+                Throttled { closing: true },
             ),
             at(
                 refused(RcptTo, "421 4.7.28 unusual rate of unsolicited mail"),
-                PauseSite,
+                Throttled { closing: true },
             ),
-            at(refused(Data, "421 4.3.2 too many connections"), PauseSite),
+            at(
+                refused(Data, "421 4.3.2 too many connections"),
+                Throttled { closing: true },
+            ),
             at(
                 refused(DataEnd, "421 4.7.0 [TSS04] temporarily deferred"),
-                PauseSite,
+                Throttled { closing: true },
             ),
+            at(
+                refused(
+                    MailFrom,
+                    "451 4.7.650 temporarily rate limited due to IP reputation",
+                ),
+                Throttled { closing: false },
+            ),
+            // Any other 421: the site asks us to go away.
+            at(refused(MailFrom, "421 4.3.0 shutting down"), PauseSite),
             at(refused(Rset, "421 4.3.2 closing"), PauseSite),
             // A refused RSET: new session, never a bounce.
             at(refused(Rset, "500 5.5.1 what?"), Reconnect(Protocol)),
@@ -526,6 +567,16 @@ mod tests {
                 Unreachable,
                 Site,
                 effects(false, true, Row::Retry, Rest::SameFate),
+            ),
+            (
+                Throttled { closing: true },
+                Sender,
+                effects(false, false, Row::Requeue, Rest::Requeue),
+            ),
+            (
+                Throttled { closing: false },
+                Sender,
+                effects(true, false, Row::Requeue, Rest::GoOn),
             ),
         ];
         for (action, scope, expected) in table {

@@ -17,8 +17,10 @@ use super::engine::{Ctx, Event};
 use super::outcome::{Outcome, Status, Step};
 use super::queue::{Job, Next, SiteQueue};
 use super::session::{ConnectFailure, Session, local_refusal, open_session};
+use super::shaping;
 use super::verdict::{Action, Attempt, Rest, Row, SessionFacts, verdict};
 use crate::message::BuiltMessage;
+use crate::provider::state::{Reaction, Slot};
 use crate::smtp::{ClientError, DataPayload, EnhancedCode, Envelope, Phase, Transaction};
 
 /// A row's message, or why it cannot be sent.
@@ -42,6 +44,8 @@ struct Worker<C: Connect> {
     queue: Arc<SiteQueue>,
     /// The open session, kept across batches.
     session: Option<Session<C::Stream>>,
+    /// The provider connection slot this worker's session (open or being reopened) uses.
+    slot: Option<Slot>,
 }
 
 /// Runs one worker of `queue`'s site until the site is done, the deadline passes or the run
@@ -51,9 +55,13 @@ pub(super) async fn run<C: Connect>(ctx: Arc<Ctx<C>>, queue: Arc<SiteQueue>) {
         ctx,
         queue,
         session: None,
+        slot: None,
     };
     while let Some(jobs) = w.next_jobs().await {
         w.batch(jobs).await;
+        if w.session.is_none() {
+            w.slot = None;
+        }
     }
     w.close().await;
 }
@@ -66,11 +74,28 @@ impl<C: Connect> Worker<C> {
             if now >= self.ctx.cfg.deadline || self.ctx.cancel.is_cancelled() {
                 return None;
             }
+            if self.session.is_none() && self.slot.is_none() && self.queue.has_ready(now) {
+                match self.queue.gate.try_slot(now) {
+                    Ok(slot) => self.slot = Some(slot),
+                    Err(until) => {
+                        shaping::wait_for_slot(&self.ctx, &self.queue.gate, now, until).await;
+                        continue;
+                    }
+                }
+            }
             let max = self.ctx.cfg.batch.max(1);
             match self.queue.take(max, now, self.session.is_some()) {
                 Next::Done => return None,
+                Next::Jobs(jobs) if self.session.is_none() && self.slot.is_none() => {
+                    self.queue.unclaim(jobs); // became ready meanwhile: get a slot first
+                }
                 Next::Jobs(jobs) => return Some(jobs),
-                Next::Wait(until) => self.wait(now, until).await,
+                Next::Wait(until) => {
+                    if self.session.is_none() {
+                        self.slot = None;
+                    }
+                    self.wait(now, until).await;
+                }
             }
         }
     }
@@ -80,6 +105,7 @@ impl<C: Connect> Worker<C> {
     async fn wait(&mut self, now: Instant, until: Instant) {
         if until > now + Duration::from_secs(2) {
             self.close().await;
+            self.slot = None;
         }
         let wake = until
             .min(now + Duration::from_millis(250))
@@ -181,9 +207,15 @@ impl<C: Connect> Worker<C> {
             }
         };
         self.retire_if_used_up().await;
-        if let Err(outcome) = self.ensure_session(opened).await {
+        if let Err(fail) = self.ensure_session(opened).await {
+            let holding = self.slot.is_some();
+            if shaping::refused_session(&self.ctx, &self.queue, job, &fail, holding) {
+                // The provider limits connections: give up this one, the open ones go on.
+                self.slot = None;
+                return Flow::Requeue(Some(job));
+            }
             let action = verdict(Attempt::NoSession, SessionFacts::default());
-            return self.apply(job, action, outcome);
+            return self.apply(job, action, fail.outcome());
         }
         self.send(job, &msg, next).await
     }
@@ -193,15 +225,18 @@ impl<C: Connect> Worker<C> {
         if self
             .session
             .as_ref()
-            .is_some_and(|s| s.conn.transactions() >= session_cap(&self.ctx, s))
+            .is_some_and(|s| s.conn.transactions() >= session_cap(&self.ctx, &self.queue, s))
         {
             self.close().await;
         }
     }
 
     /// Makes sure a session is open: the one opened while the batch rendered, or a new one.
-    /// `Err` when no MX of the site gave one, with the outcome the waiting rows share.
-    async fn ensure_session(&mut self, opened: &mut Opened<C::Stream>) -> Result<(), Outcome> {
+    /// `Err` when no MX of the site gave one, with why.
+    async fn ensure_session(
+        &mut self,
+        opened: &mut Opened<C::Stream>,
+    ) -> Result<(), ConnectFailure> {
         if self.session.is_some() {
             return Ok(());
         }
@@ -215,7 +250,7 @@ impl<C: Connect> Worker<C> {
                 self.session = Some(s);
                 Ok(())
             }
-            Err(fail) => Err(fail.outcome()),
+            Err(fail) => Err(fail),
         }
     }
 
@@ -235,7 +270,8 @@ impl<C: Connect> Worker<C> {
             // No slot before the deadline: leave the rest for the deadline report.
             return Flow::Requeue(Some(job));
         }
-        let next = announce(ctx, s, next);
+        let started = Instant::now();
+        let next = announce(ctx, queue, s, next);
         // The bound on duplicates after a crash: the last message accepted on this
         // session is recorded before another one can be.
         ctx.wait_recorded().await;
@@ -247,7 +283,37 @@ impl<C: Connect> Worker<C> {
         };
         let action = verdict(Attempt::from(&result), facts);
         learn(ctx, s, action, &result);
+        match action {
+            Action::Throttled { .. } => {
+                return self.throttled((job, outcome), action, started).await;
+            }
+            Action::Delivered => self.queue.gate.accepted(Instant::now()),
+            _ => {}
+        }
         self.apply(job, action, outcome)
+    }
+
+    /// A throttling reply: the provider's gate reacts, the row waits uncharged; the session
+    /// ends when the server closes it or the reaction asks for a new one.
+    async fn throttled(&mut self, row: (Job, Outcome), action: Action, started: Instant) -> Flow {
+        let sent = self.session.as_ref().map_or(0, |s| s.conn.transactions());
+        let reaction = shaping::throttled(&self.ctx, &self.queue, row, sent, started);
+        if !action.effects().keep_session {
+            self.session = None;
+        }
+        match reaction {
+            Reaction::Connections(_) => {
+                self.close().await;
+                self.slot = None;
+                Flow::Requeue(None)
+            }
+            Reaction::PerConnection(_) => {
+                self.close().await;
+                Flow::Next
+            }
+            _ if self.session.is_some() => Flow::Next,
+            _ => Flow::Requeue(None),
+        }
     }
 
     /// Does what `action` says to the session, the site, the row and the rest of the batch.
@@ -279,22 +345,23 @@ impl<C: Connect> Worker<C> {
             }
             Row::Retry => self.ctx.transient(&self.queue, job, outcome),
             Row::Again => {}
+            Row::Requeue => self.queue.unclaim(vec![job]),
         }
         flow
     }
 }
 
-/// Waits for this message's slot under `--rate-per-site`; `false` when there is none before
-/// the deadline.
+/// Waits for this message's slot under the provider's rate (or `--rate-per-site`) and any
+/// suspension; `false` when there is none before the deadline.
 async fn pace<C>(ctx: &Ctx<C>, queue: &SiteQueue) -> bool {
-    let Some(rate) = ctx.cfg.options.rate_per_site else {
-        return true;
-    };
-    let slot = queue.send_slot(rate);
+    let now = Instant::now();
+    let slot = queue.gate.send_slot(now);
     if slot >= ctx.cfg.deadline {
         return false;
     }
-    sleep_until(slot).await;
+    if slot > now {
+        sleep_until(slot).await;
+    }
     true
 }
 
@@ -302,13 +369,14 @@ async fn pace<C>(ctx: &Ctx<C>, queue: &SiteQueue) -> bool {
 /// behind this one's content (one write and one read per message).
 fn announce<'m, C: Connect>(
     ctx: &Ctx<C>,
+    queue: &SiteQueue,
     s: &Session<C::Stream>,
     next: Option<&'m Built>,
 ) -> Option<(&'m Envelope, &'m DataPayload)> {
     match next {
         Some(Ok(m))
-            if ctx.cfg.options.rate_per_site.is_none()
-                && s.conn.transactions() + 1 < session_cap(ctx, s)
+            if !queue.gate.paced()
+                && s.conn.transactions() + 1 < session_cap(ctx, queue, s)
                 && local_refusal(s, m).is_none() =>
         {
             Some((&m.envelope, &m.payload))
@@ -317,10 +385,11 @@ fn announce<'m, C: Connect>(
     }
 }
 
-/// Messages a session with this host may carry: `--messages-per-connection`, or less when the
-/// host said so (see [`learn`]).
-fn session_cap<C: Connect>(ctx: &Ctx<C>, s: &Session<C::Stream>) -> usize {
-    let max = ctx.cfg.options.messages_per_connection.get();
+/// Messages a session with this host may carry: the provider's messages per connection (for
+/// an unknown site, `--messages-per-connection`), or less when the host said so (see
+/// [`learn`]).
+fn session_cap<C: Connect>(ctx: &Ctx<C>, queue: &SiteQueue, s: &Session<C::Stream>) -> usize {
+    let max = queue.gate.messages_per_connection();
     ctx.hosts
         .messages_per_connection(s.ip)
         .map_or(max, |n| n.min(max))

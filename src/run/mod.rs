@@ -192,6 +192,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     if let Some(s) = cfg.shard {
         shard::select(s, &job, &mut rows, &mut routes);
     }
+    let provider_of = std::mem::take(&mut routes.provider_of);
     let source = source::message_source(&cfg, &job, &warnings);
     let sent = match &cfg.mode {
         RunMode::Plan { eml_out } => {
@@ -219,6 +220,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
         &outcome,
         started.elapsed(),
         sent.connections,
+        &provider_of,
     )
     .map_err(|source| RunError::Results {
         path: cfg.results.clone(),
@@ -232,6 +234,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
         summary: Summary {
             delivered_now: sent.delivered_now,
             dialect_fallbacks: sent.dialect_fallbacks,
+            providers: sent.providers,
             ..summary
         },
         plan: rows.plan,

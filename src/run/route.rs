@@ -1,14 +1,21 @@
 //! Route: one MX lookup per destination domain (RFC 5321 §5.1), domains with the same MX
 //! hosts grouped into sites, every row still to send placed in its site. Rows whose domain
 //! has no usable route (null MX, NXDOMAIN, no address, DNS failure) are decided here.
+//!
+//! Each site is matched to its mailbox provider by its MX host names ([`crate::provider`]),
+//! and rows beyond today's cap for their provider (`--daily-cap`, `--warmup`) are decided
+//! here too: `deferred`, step `cap`, sent by a later day's run.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::prepare::Job;
 use super::triage::Rows;
 use super::{RunConfig, RunError};
 use crate::delivery::{DeliveryOptions, Outcome, SiteWork, Status, Step};
 use crate::mx::{self, MxResolver, Route};
+use crate::provider::Providers;
+use crate::provider::caps::{self, CapBook};
 use crate::report::PlanSite;
 use crate::smtp::{EnhancedCode, Reply};
 
@@ -20,8 +27,11 @@ pub(super) struct Routes {
     pub hosts: Vec<Vec<String>>,
     /// Each row's site index (for progress), `u32::MAX` for none: 4 bytes per row.
     pub site_of_row: Vec<u32>,
-    /// Outcomes decided by DNS, not yet stored (the send stage journals them first).
+    /// Outcomes decided by DNS or a daily cap, not yet stored (the send stage journals them
+    /// first).
     pub decided: Vec<(usize, Outcome)>,
+    /// Each routed domain's provider (the results' `provider` column).
+    pub provider_of: HashMap<String, Arc<str>>,
 }
 
 impl Routes {
@@ -60,6 +70,7 @@ pub(super) async fn route(cfg: &RunConfig, job: &Job, rows: &mut Rows) -> Result
         .enumerate()
         .flat_map(|(i, s)| s.domains.iter().map(move |d| (d.as_str(), i)))
         .collect();
+    let providers = Providers::new(&cfg.delivery.provider);
     let mut out = Routes {
         work: sites
             .iter()
@@ -67,6 +78,7 @@ pub(super) async fn route(cfg: &RunConfig, job: &Job, rows: &mut Rows) -> Result
                 name: s.name.as_str().into(),
                 hosts: s.hosts.clone(),
                 rows: Vec::new(),
+                provider: providers.for_hosts(&s.hosts).cloned(),
             })
             .collect(),
         hosts: sites
@@ -80,7 +92,16 @@ pub(super) async fn route(cfg: &RunConfig, job: &Job, rows: &mut Rows) -> Result
             .collect(),
         site_of_row: vec![u32::MAX; job.list.len()],
         decided: Vec::new(),
+        provider_of: HashMap::new(),
     };
+    for (site, work) in sites.iter().zip(&out.work) {
+        if let Some(p) = &work.provider {
+            let name: Arc<str> = p.name.as_str().into();
+            for d in &site.domains {
+                out.provider_of.insert(d.clone(), name.clone());
+            }
+        }
+    }
     for (i, row) in job.list.iter().enumerate() {
         if !rows.outcomes.is_pending(i) {
             continue;
@@ -103,7 +124,71 @@ pub(super) async fn route(cfg: &RunConfig, job: &Job, rows: &mut Rows) -> Result
             }
         }
     }
+    apply_caps(cfg, job, &mut out, rows)?;
     Ok(out)
+}
+
+/// Holds back the rows beyond today's cap of their provider (or unknown site), in list
+/// order, and counts the rest against it in the state file beside the journal (not in a
+/// plan, which sends nothing).
+fn apply_caps(
+    cfg: &RunConfig,
+    job: &Job,
+    out: &mut Routes,
+    rows: &mut Rows,
+) -> Result<(), RunError> {
+    let o = &cfg.delivery;
+    let warmup = o.warmup.clone().unwrap_or_default();
+    if o.daily_cap.is_none() && warmup.0.is_empty() {
+        return Ok(());
+    }
+    let path = caps::path_beside(&job.journal_path);
+    let mut book = CapBook::load(&path, caps::today());
+    let cap = book.cap(o.daily_cap, &warmup);
+    // Sites of one provider share its cap: admit in list order across them.
+    let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for (s, w) in out.work.iter().enumerate() {
+        let key = w
+            .provider
+            .as_ref()
+            .map_or(w.name.to_string(), |p| p.name.clone());
+        by_key.entry(key).or_default().push(s);
+    }
+    let mut keys: Vec<_> = by_key.into_iter().collect();
+    keys.sort();
+    for (key, site_ids) in keys {
+        let mut all: Vec<(usize, usize)> = site_ids
+            .iter()
+            .flat_map(|&s| out.work[s].rows.iter().map(move |&r| (r, s)))
+            .collect();
+        all.sort_unstable();
+        let admitted = book.admit(&key, all.len(), cap);
+        let held: HashSet<usize> = all[admitted..].iter().map(|(r, _)| *r).collect();
+        for &s in &site_ids {
+            out.work[s].rows.retain(|r| !held.contains(r));
+        }
+        for &(row, _) in &all[admitted..] {
+            out.site_of_row[row] = u32::MAX;
+            rows.outcomes.set_decided(row);
+            let mut o = Outcome::local(
+                Status::Deferred,
+                Step::Cap,
+                format!(
+                    "beyond today's cap of {} messages for {key}",
+                    cap.unwrap_or(0)
+                ),
+            );
+            o.enhanced = Some(EnhancedCode::new(4, 7, 0));
+            out.decided.push((row, o));
+        }
+    }
+    if cfg.mode == super::RunMode::Send {
+        book.save(&path).map_err(|source| RunError::Results {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 fn count_dns(plan: &mut crate::report::Plan, route: Option<&Route>) {

@@ -30,6 +30,8 @@ pub(super) struct Sent {
     pub interrupted: bool,
     /// The journal failed during the run (reported after the results are written).
     pub journal_error: Option<JournalError>,
+    /// What each mailbox provider did (throttling replies, limits learnt).
+    pub providers: Vec<crate::provider::ProviderReport>,
 }
 
 /// Delivers the routed rows; every row ends with an outcome in `rows.outcomes`.
@@ -70,6 +72,7 @@ pub(super) async fn send(
         TlsPolicy::new(cfg.delivery.tls, &cfg.tls_extra_roots)?,
     );
     dcfg.recorded = Some(recorded);
+    let book = dcfg.book.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = cancel.child_token();
     let engine = tokio::spawn(delivery::deliver_until(
@@ -88,6 +91,7 @@ pub(super) async fn send(
             .map(|w| (w.name.to_string(), w.rows.len()))
             .collect(),
     );
+    progress.providers(book.clone());
     // Rows settled before sending count too: the progress line and the summary count rows.
     progress.settled(Status::Invalid, rows.plan.invalid);
     progress.settled(Status::Duplicate, rows.plan.duplicate);
@@ -138,6 +142,7 @@ pub(super) async fn send(
     progress.finish();
     sent.interrupted = cancel.is_cancelled();
     sent.journal_error = journal_error;
+    sent.providers = book.reports();
     for i in 0..job.list.len() {
         if outcomes.is_pending(i) {
             outcomes.set_local(i, cut_off(last_try.remove(&i), sent.interrupted));

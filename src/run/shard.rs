@@ -122,11 +122,13 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// What routed rows are sharded by: today the site (the MX host set), so one destination's
-/// traffic stays in one shard. When sites are grouped into providers, return the provider's
-/// name here instead, and a provider's whole traffic (all its sites) stays in one shard.
+/// What routed rows are sharded by: the site's mailbox provider, so that a provider's whole
+/// traffic (all its sites) stays in one shard and its limits need no coordination; a site
+/// of no known provider by its own name (the MX host set).
 pub(super) fn shard_key(site: &SiteWork) -> &str {
-    &site.name
+    site.provider
+        .as_ref()
+        .map_or(&site.name, |p| p.name.as_str())
 }
 
 /// What rows that reach no site are sharded by: their domain (as typed when the address is

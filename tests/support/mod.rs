@@ -148,3 +148,4 @@ pub fn scratch_data_home() -> &'static Path {
         .path()
 }
 pub mod mta;
+pub mod provider_sim;

@@ -1,0 +1,143 @@
+//! Provider-shaping benchmark: a campaign against three simulated mailbox providers with
+//! Google-, Microsoft- and Yahoo-like limits (`tests/support/provider_sim.rs`), delivered by
+//! the real pipeline with default settings. Prints the completion time against the ideal
+//! schedule (every provider sent at exactly its rate from the first second, burst included)
+//! and the throttling replies per provider.
+//!
+//! `cargo bench --bench providers`; `MAILMERGE_BENCH_N` changes the number of rows (6,000).
+
+#[path = "../tests/support/provider_sim.rs"]
+mod provider_sim;
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mailmerge::sandbox::dns::{DnsServer, Zone, loopback};
+use mailmerge::{RunConfig, run};
+use provider_sim::{ProviderSim, SimConfig};
+use rand::seq::SliceRandom;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Unknown mailboxes per provider.
+const UNKNOWN: usize = 10;
+
+fn main() {
+    let n: usize = std::env::var("MAILMERGE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6000);
+    let rt = mailmerge::runtime().expect("runtime");
+    rt.block_on(campaign(n));
+}
+
+async fn campaign(n: usize) {
+    let providers = [
+        (
+            "gm.test",
+            "gmail-smtp-in.l.google.com",
+            2,
+            SimConfig::google_like(),
+        ),
+        (
+            "contoso.test",
+            "contoso-test.mail.protection.outlook.com",
+            3,
+            SimConfig::microsoft_like(),
+        ),
+        (
+            "ymail.test",
+            "mta5.am0.yahoodns.net",
+            4,
+            SimConfig::yahoo_like(),
+        ),
+    ];
+    let mut zone = Zone::new();
+    let mut sims = Vec::new();
+    let mut port = 0;
+    let mut rows = Vec::new();
+    let per = n / providers.len();
+    for (domain, mx, octet, mut sim) in providers.clone() {
+        zone.mx(domain, 10, mx).addr(mx, loopback(octet));
+        sim.unknown = (0..UNKNOWN).map(|i| format!("nobody{i}")).collect();
+        let s = ProviderSim::start(loopback(octet), port, sim)
+            .await
+            .expect("sim");
+        port = s.addr.port();
+        sims.push(s);
+        for i in 0..per - UNKNOWN {
+            rows.push(format!("user{i}@{domain}"));
+        }
+        for i in 0..UNKNOWN {
+            rows.push(format!("nobody{i}@{domain}"));
+        }
+    }
+    rows.shuffle(&mut rand::rng());
+    let dns = DnsServer::start(([127, 0, 0, 1], 0).into(), zone)
+        .await
+        .expect("dns");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut csv = String::from("email,name\n");
+    for (i, r) in rows.iter().enumerate() {
+        writeln!(csv, "{r},Reader {i}").expect("write");
+    }
+    let list = dir.path().join("list.csv");
+    let template = dir.path().join("t.hbs");
+    std::fs::write(&list, csv).expect("list");
+    std::fs::write(
+        &template,
+        "From: News <news@sender.test>\nTo: {{email}}\nSubject: Hello {{name}}\n\nHello {{name}}\n",
+    )
+    .expect("template");
+    let mut cfg = RunConfig::new(list, template);
+    cfg.dns.server = Some(dns.addr());
+    cfg.delivery.smtp_port = port;
+    cfg.delivery.helo = Some("sender.test".into());
+    cfg.delivery.deadline = Duration::from_secs(300);
+    cfg.progress = mailmerge::progress::Mode::Quiet;
+    let t0 = Instant::now();
+    let report = run(cfg).await.expect("run");
+    let took = t0.elapsed().as_secs_f64();
+    print_figures(&providers.map(|p| p.3), &sims, per, took, &report);
+}
+
+fn print_figures(
+    configs: &[SimConfig],
+    sims: &[ProviderSim],
+    per: usize,
+    took: f64,
+    report: &mailmerge::RunReport,
+) {
+    let ideal = configs
+        .iter()
+        .map(|c| (per as f64 - c.burst).max(0.0) / c.rate)
+        .fold(0.0, f64::max);
+    println!("rows {}, providers {}", per * configs.len(), configs.len());
+    println!(
+        "completed in {took:.2}s; ideal schedule {ideal:.2}s; ratio {:.2}",
+        took / ideal
+    );
+    for (c, s) in configs.iter().zip(sims) {
+        let st = &s.stats;
+        println!(
+            "{:15} limits {} conns, {}/conn, {}/s: accepted {}, unknown refused {}, \
+             throttling replies {} (greeting {}, per-connection {}), max concurrent {}",
+            c.name,
+            c.connections,
+            c.per_connection,
+            c.rate,
+            s.accepted(),
+            st.unknown_refused.load(Ordering::SeqCst),
+            s.throttles(),
+            st.refused_greetings.load(Ordering::SeqCst),
+            st.per_connection_refusals.load(Ordering::SeqCst),
+            st.max_concurrent.load(Ordering::SeqCst),
+        );
+        for r in st.replies.lock().expect("replies").iter() {
+            println!("    {r}");
+        }
+    }
+    print!("{}", report.summary);
+}

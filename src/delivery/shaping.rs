@@ -1,0 +1,90 @@
+//! The worker's side of provider shaping: what a worker does with the [`Gate`] of its site's
+//! provider when it needs a connection, when a session is refused, and when a transaction
+//! meets a throttling reply. Kept apart from `worker.rs`, which only calls these hooks.
+//!
+//! The rules: a throttled row is never charged an attempt (it goes back to the front of the
+//! queue, for any open session); a session refused while other sessions to the provider work
+//! means "too many connections" (one connection fewer, the rows go to the open sessions at
+//! once); only when no session at all can be opened is the provider paused as a whole.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::engine::{Ctx, Event};
+use super::outcome::{Outcome, Status};
+use super::queue::{Job, SiteQueue};
+use super::session::ConnectFailure;
+use super::verdict::throttle;
+use crate::provider::Gate;
+use crate::provider::state::Reaction;
+use crate::smtp::Phase;
+
+/// Waits for a connection slot of `gate` to free up (at most until `until`, 250 ms, the
+/// deadline or cancellation).
+pub(super) async fn wait_for_slot<C>(ctx: &Ctx<C>, gate: &Gate, now: Instant, until: Instant) {
+    let wake = until
+        .min(now + Duration::from_millis(250))
+        .min(ctx.cfg.deadline);
+    tokio::select! {
+        () = gate.slot_freed(wake) => {}
+        () = ctx.cancel.cancelled() => {}
+    }
+}
+
+/// No session could be opened. `true` when that is the provider limiting connections or
+/// throttling (a transient refusal at greeting, or a throttling reply before any message):
+/// the gate has learnt from it, and the row goes back to the queue uncharged.
+pub(super) fn refused_session<C>(
+    ctx: &Ctx<C>,
+    queue: &SiteQueue,
+    job: Job,
+    fail: &ConnectFailure,
+    holding_slot: bool,
+) -> bool {
+    let Some((phase, reply)) = fail.reply() else {
+        return false;
+    };
+    let throttled = reply.is_transient() && throttle(phase, reply);
+    if !(throttled || (phase == Phase::Greeting && reply.is_transient())) {
+        return false;
+    }
+    let others_work = queue
+        .gate
+        .refused_session(Instant::now(), &reply.text(), holding_slot)
+        .is_ok();
+    if !(others_work || throttled) {
+        return false;
+    }
+    uncharged(ctx, job, fail.outcome());
+    true
+}
+
+/// A transaction that started at `started` met a throttling reply after `sent` transactions
+/// on its session: the gate reacts, and the row goes back to the front of the queue uncharged.
+pub(super) fn throttled<C>(
+    ctx: &Ctx<C>,
+    queue: &SiteQueue,
+    (job, outcome): (Job, Outcome),
+    sent: usize,
+    started: Instant,
+) -> Reaction {
+    let text = match outcome.code {
+        Some(code) => format!("{code} {}", outcome.response),
+        None => outcome.response.clone(),
+    };
+    let reaction = queue.gate.throttled(Instant::now(), &text, sent, started);
+    uncharged(ctx, job, outcome);
+    queue.unclaim(vec![job]);
+    reaction
+}
+
+/// Reports a row that waits again without an attempt charged (progress, the last reply).
+fn uncharged<C>(ctx: &Ctx<C>, job: Job, mut outcome: Outcome) {
+    outcome.status = Status::Deferred;
+    outcome.attempts = job.attempts;
+    ctx.emit(Event::Retrying {
+        row: job.row,
+        outcome,
+    });
+}

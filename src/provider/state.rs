@@ -1,0 +1,658 @@
+//! What the engine learns about one provider while it sends, shared by every worker of every
+//! site of that provider: the [`Gate`]. It hands out connection slots (at most the learnt
+//! connection limit, new ones spaced out so that a limit is met by one refusal, not ten),
+//! message slots (the learnt rate), and the messages-per-connection limit; it takes the
+//! signals (accepted, throttled, refused at greeting) and adapts:
+//!
+//! - **rate, AIMD:** a throttle halves the rate (multiplicative decrease) and remembers the
+//!   rate that was too fast as a ceiling; clean acceptance raises it again (additive increase),
+//!   quickly up to three quarters of the ceiling, then slowly, probing.
+//! - **connections:** a refusal at greeting while other sessions work lowers the limit to
+//!   those sessions; after a quiet minute it grows by one again, up to the provider's limit.
+//! - **messages per connection:** "too many messages" lowers it to what the session carried.
+//! - **rules** ([`super::rules`]) override all three for their duration, or suspend.
+//!
+//! Unknown sites get a gate of their own with the per-site limits of the command line.
+//! Everything here is plain state behind a mutex, tested with a paused clock.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::rules::{BackoffRule, Signal, show_rate, signal};
+use crate::delivery::Rate;
+
+/// A new concurrent connection to a provider at most this often.
+const CONNECT_SPACING: Duration = Duration::from_millis(100);
+/// After a decrease, no message for this many intervals of the new rate (at most a second),
+/// so that the receiver's bucket refills a little before the next one.
+const RECOVERY_INTERVALS: f64 = 5.0;
+/// Starting rate for a known provider (KumoMTA's default `max_message_rate`, 100/s).
+pub const START_RATE: f64 = 100.0;
+/// Never slower than this (one message a minute) unless a rule says so.
+const MIN_RATE: f64 = 1.0 / 60.0;
+/// A connection limit learnt from a refusal grows again after this long without one.
+const CONNECTIONS_QUIET: Duration = Duration::from_secs(60);
+
+/// A gate's configured limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateLimits {
+    /// Simultaneous connections at most.
+    pub connections: usize,
+    /// Messages per connection at most.
+    pub messages_per_connection: usize,
+    /// A hard cap on the rate (never exceeded).
+    pub cap: Option<Rate>,
+    /// The rate to start at (messages/s), `None`: unpaced until a throttle.
+    pub start: Option<f64>,
+}
+
+/// A rate limit in force because of a rule, until an instant.
+#[derive(Clone, Copy, Debug)]
+struct Hold<T> {
+    value: T,
+    until: Instant,
+}
+
+fn held<T: Copy>(h: Option<Hold<T>>, now: Instant) -> Option<T> {
+    h.filter(|h| h.until > now).map(|h| h.value)
+}
+
+#[derive(Debug)]
+struct State {
+    open: usize,
+    connections: usize,
+    connections_cut_at: Option<Instant>,
+    connections_hold: Option<Hold<usize>>,
+    last_grant: Option<Instant>,
+    per_connection: usize,
+    per_connection_hold: Option<Hold<usize>>,
+    /// Messages per second; `None`: unpaced.
+    rate: Option<f64>,
+    ceiling: Option<f64>,
+    rate_hold: Option<Hold<f64>>,
+    next_send: Option<Instant>,
+    last_change: Instant,
+    last_decrease: Option<Instant>,
+    /// Decreases since the last accepted message: the ceiling is set by the first of them
+    /// only (a penalty box refuses everything, whatever the rate).
+    streak: bool,
+    suspended_until: Option<Instant>,
+    /// Consecutive times no session at all could be opened.
+    failures: u32,
+    throttles: usize,
+    replies: BTreeMap<String, usize>,
+    rule_hits: Vec<(usize, Instant)>,
+    accepted: VecDeque<Instant>,
+    delivered: usize,
+}
+
+/// One provider's (or unknown site's) shared sending state.
+#[derive(Debug)]
+pub struct Gate {
+    /// Provider name (or site name for an unknown site).
+    pub name: Arc<str>,
+    /// Whether this is a provider (rules by provider name apply, it is listed in reports).
+    pub known: bool,
+    limits: GateLimits,
+    rules: Arc<[BackoffRule]>,
+    state: Mutex<State>,
+    freed: Notify,
+}
+
+/// A connection slot of a gate; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Slot(Arc<Gate>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.open = st.open.saturating_sub(1);
+        drop(st);
+        self.0.freed.notify_waiters();
+    }
+}
+
+/// What a throttling reply did to the provider (for tests and logs).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reaction {
+    /// A rule acted (its index in the rules in force).
+    Rule(usize),
+    /// The rate was halved to this (messages/s).
+    Slowed(f64),
+    /// An echo of a throttle already acted on: nothing more.
+    Echo,
+    /// One connection fewer: this many now.
+    Connections(usize),
+    /// Fewer messages per connection: this many now.
+    PerConnection(usize),
+}
+
+impl Gate {
+    /// A gate with `limits`, acting on `rules`.
+    pub fn new(name: Arc<str>, known: bool, limits: GateLimits, rules: Arc<[BackoffRule]>) -> Self {
+        let now = Instant::now();
+        let state = State {
+            open: 0,
+            connections: limits.connections.max(1),
+            connections_cut_at: None,
+            connections_hold: None,
+            last_grant: None,
+            per_connection: limits.messages_per_connection.max(1),
+            per_connection_hold: None,
+            rate: limits.start.map(|s| cap(s, limits.cap)),
+            ceiling: None,
+            rate_hold: None,
+            next_send: None,
+            last_change: now,
+            last_decrease: None,
+            streak: false,
+            suspended_until: None,
+            failures: 0,
+            throttles: 0,
+            replies: BTreeMap::new(),
+            rule_hits: Vec::new(),
+            accepted: VecDeque::new(),
+            delivered: 0,
+        };
+        Self {
+            name,
+            known,
+            limits,
+            rules,
+            state: Mutex::new(state),
+            freed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a worker panicked; the state itself is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection slot now, or the instant to ask again.
+    pub fn try_slot(self: &Arc<Self>, now: Instant) -> Result<Slot, Instant> {
+        let mut st = self.lock();
+        if let Some(until) = st.suspended_until.filter(|u| *u > now) {
+            return Err(until);
+        }
+        st.grow_connections(now, self.limits.connections);
+        let limit = held(st.connections_hold, now).unwrap_or(st.connections);
+        if st.open >= limit {
+            return Err(now + Duration::from_millis(250));
+        }
+        if st.open > 0
+            && let Some(last) = st.last_grant
+            && now < last + CONNECT_SPACING
+        {
+            return Err(last + CONNECT_SPACING);
+        }
+        st.open += 1;
+        st.last_grant = Some(now);
+        Ok(Slot(self.clone()))
+    }
+
+    /// Waits until a slot may have been freed (or `until`).
+    pub async fn slot_freed(&self, until: Instant) {
+        tokio::select! {
+            () = self.freed.notified() => {}
+            () = tokio::time::sleep_until(until) => {}
+        }
+    }
+
+    /// Messages one connection may carry now.
+    pub fn messages_per_connection(&self) -> usize {
+        let st = self.lock();
+        held(st.per_connection_hold, Instant::now()).unwrap_or(st.per_connection)
+    }
+
+    /// Whether messages are paced (then the next one is not announced ahead).
+    pub fn paced(&self) -> bool {
+        let st = self.lock();
+        st.rate.is_some() || st.suspended_until.is_some_and(|u| u > Instant::now())
+    }
+
+    /// Reserves the start time of the next message (the rate, a suspension).
+    pub fn send_slot(&self, now: Instant) -> Instant {
+        let mut st = self.lock();
+        let earliest = st.suspended_until.map_or(now, |u| u.max(now));
+        let Some(rate) = held(st.rate_hold, now).or(st.rate) else {
+            return earliest;
+        };
+        let slot = st.next_send.map_or(earliest, |n| n.max(earliest));
+        st.next_send = Some(slot + Duration::from_secs_f64(1.0 / rate.max(MIN_RATE / 60.0)));
+        slot
+    }
+
+    /// A message was accepted: additive increase, at most once a second.
+    pub fn accepted(&self, now: Instant) {
+        let mut st = self.lock();
+        st.delivered += 1;
+        st.failures = 0;
+        st.streak = false;
+        st.accepted.push_back(now);
+        while st
+            .accepted
+            .front()
+            .is_some_and(|t| *t + Duration::from_secs(2) < now)
+        {
+            st.accepted.pop_front();
+        }
+        if held(st.rate_hold, now).is_some() || now < st.last_change + Duration::from_secs(1) {
+            return;
+        }
+        let Some(rate) = st.rate else { return };
+        let step = match st.ceiling {
+            None => self.limits.start.unwrap_or(START_RATE) * 0.05,
+            Some(c) if rate < 0.75 * c => 0.2 * c,
+            Some(c) => (0.01 * c).max(0.5),
+        };
+        let target = match st.ceiling {
+            Some(c) if rate < 0.75 * c => (rate + step).min(0.75 * c),
+            _ => rate + step,
+        };
+        st.rate = Some(cap(target, self.limits.cap));
+        st.last_change = now;
+    }
+
+    /// A session could not be opened because the provider refused it at greeting (or with
+    /// a throttling reply before any message). `Ok(n)`: other sessions work, the connection
+    /// limit is now `n`; `Err(until)`: none does, the provider is paused until then.
+    pub fn refused_session(
+        &self,
+        now: Instant,
+        text: &str,
+        holding_slot: bool,
+    ) -> Result<usize, Instant> {
+        let mut st = self.lock();
+        st.count_throttle(text);
+        let others = st.open.saturating_sub(usize::from(holding_slot));
+        if others > 0 {
+            st.connections = others;
+            st.connections_cut_at = Some(now);
+            return Ok(others);
+        }
+        st.failures += 1;
+        let wait = Duration::from_secs(1) * 2u32.saturating_pow(st.failures.min(8));
+        let until = now + wait;
+        st.suspended_until = Some(st.suspended_until.map_or(until, |u| u.max(until)));
+        Err(until)
+    }
+
+    /// A throttling reply during a transaction that started at `started`; `sent` messages
+    /// went over the session.
+    pub fn throttled(&self, now: Instant, text: &str, sent: usize, started: Instant) -> Reaction {
+        let lower = text.to_ascii_lowercase();
+        let mut st = self.lock();
+        st.count_throttle(text);
+        if let Some(i) = self.rule_for(&mut st, &lower, now) {
+            self.apply_rule(&mut st, i, now);
+            return Reaction::Rule(i);
+        }
+        match signal(&lower) {
+            Signal::Connections => {
+                let n = st.open.saturating_sub(1).max(1);
+                st.connections = st.connections.min(n);
+                st.connections_cut_at = Some(now);
+                Reaction::Connections(st.connections)
+            }
+            Signal::MessagesPerConnection => {
+                let n = sent.saturating_sub(1).max(1);
+                st.per_connection = st.per_connection.min(n);
+                Reaction::PerConnection(st.per_connection)
+            }
+            Signal::Rate => self.slow_down(&mut st, now, started),
+        }
+    }
+
+    /// Multiplicative decrease, once per excess: a message that started before the last
+    /// decrease was sent at the old rate, so its throttle is an echo of that one.
+    fn slow_down(&self, st: &mut State, now: Instant, started: Instant) -> Reaction {
+        if st.last_decrease.is_some_and(|d| started < d) {
+            return Reaction::Echo;
+        }
+        let current = st.rate.unwrap_or_else(|| {
+            // Unpaced until now: what was accepted over the last two seconds (at least 10/s,
+            // so that a throttle early in a run does not crawl).
+            (st.accepted.len() as f64 / 2.0).max(10.0)
+        });
+        if !st.streak {
+            let ceiling = st.ceiling.map_or(current, |c| c.min(current));
+            st.ceiling = Some(ceiling.max(MIN_RATE));
+        }
+        st.streak = true;
+        let rate = (current / 2.0).max(MIN_RATE);
+        st.rate = Some(cap(rate, self.limits.cap));
+        let recovery = (RECOVERY_INTERVALS / rate).min(1.0);
+        st.next_send = Some(now + Duration::from_secs_f64(recovery));
+        st.last_decrease = Some(now);
+        st.last_change = now;
+        Reaction::Slowed(rate)
+    }
+
+    /// The first rule matching `lower` that has now matched often enough.
+    fn rule_for(&self, st: &mut State, lower: &str, now: Instant) -> Option<usize> {
+        let provider = self.known.then_some(&*self.name);
+        let i = self.rules.iter().position(|r| r.matches(provider, lower))?;
+        let hour = Duration::from_secs(3600);
+        st.rule_hits.retain(|(_, at)| *at + hour > now);
+        st.rule_hits.push((i, now));
+        let hits = st.rule_hits.iter().filter(|(r, _)| *r == i).count();
+        (hits >= self.rules[i].times as usize).then_some(i)
+    }
+
+    fn apply_rule(&self, st: &mut State, i: usize, now: Instant) {
+        let a = &self.rules[i].action;
+        let until = now + a.duration;
+        if a.suspend {
+            st.suspended_until = Some(st.suspended_until.map_or(until, |u| u.max(until)));
+        }
+        if let Some(r) = a.rate {
+            let value = r.count as f64 / r.per.as_secs_f64();
+            st.rate_hold = Some(Hold { value, until });
+            // After the hold, ramp up from there.
+            st.rate = Some(value);
+            st.ceiling = Some(st.ceiling.map_or(value * 4.0, |c| c.max(value)));
+            st.next_send = Some(now + Duration::from_secs_f64(1.0 / value));
+            st.last_change = until;
+        }
+        if let Some(n) = a.connections {
+            st.connections_hold = Some(Hold { value: n, until });
+        }
+        if let Some(n) = a.messages_per_connection {
+            st.per_connection_hold = Some(Hold { value: n, until });
+        }
+    }
+
+    /// One line for progress: `ok 120/s, 5 conns`, `slowed to 10/min`, `suspended until 14:05`.
+    pub fn status(&self, now: Instant) -> String {
+        let st = self.lock();
+        if let Some(until) = st.suspended_until.filter(|u| *u > now) {
+            return format!("suspended until {}", wall_clock(until - now));
+        }
+        let rate = held(st.rate_hold, now).or(st.rate);
+        let conns = held(st.connections_hold, now).unwrap_or(st.connections);
+        let pace = rate.map_or("unpaced".to_string(), show_rate);
+        if st.last_decrease.is_some() || st.rate_hold.is_some_and(|h| h.until > now) {
+            format!("slowed to {pace}, {}/{conns} conns", st.open)
+        } else {
+            format!("{pace}, {}/{conns} conns", st.open)
+        }
+    }
+
+    /// What the summary says about this gate.
+    pub fn report(&self) -> ProviderReport {
+        let st = self.lock();
+        ProviderReport {
+            name: self.name.to_string(),
+            delivered: st.delivered,
+            throttles: st.throttles,
+            replies: st.replies.clone(),
+            connections: st.connections,
+            messages_per_connection: st.per_connection,
+            rate: st.rate,
+        }
+    }
+}
+
+impl State {
+    fn count_throttle(&mut self, text: &str) {
+        self.throttles += 1;
+        let key: String = text.chars().take(72).collect();
+        *self.replies.entry(key).or_default() += 1;
+    }
+
+    /// After a quiet minute, one more connection (up to the configured limit).
+    fn grow_connections(&mut self, now: Instant, max: usize) {
+        if self.connections < max
+            && self
+                .connections_cut_at
+                .is_some_and(|at| now >= at + CONNECTIONS_QUIET)
+        {
+            self.connections += 1;
+            self.connections_cut_at = Some(now);
+        }
+    }
+}
+
+fn cap(rate: f64, cap: Option<Rate>) -> f64 {
+    match cap {
+        Some(c) => rate.min(c.count as f64 / c.per.as_secs_f64()),
+        None => rate,
+    }
+}
+
+/// `HH:MM` (UTC) of the instant `ahead` from now.
+fn wall_clock(ahead: Duration) -> String {
+    let at = SystemTime::now() + ahead;
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{:02}:{:02} UTC", secs / 3600 % 24, secs / 60 % 60)
+}
+
+/// The end-of-run account of one provider.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProviderReport {
+    /// Provider (or site) name.
+    pub name: String,
+    /// Messages it accepted this run.
+    pub delivered: usize,
+    /// Throttling replies it gave.
+    pub throttles: usize,
+    /// Those replies (first 72 characters) and how often each came.
+    pub replies: BTreeMap<String, usize>,
+    /// Connection limit at the end.
+    pub connections: usize,
+    /// Messages per connection at the end.
+    pub messages_per_connection: usize,
+    /// Rate at the end (messages/s), `None`: unpaced.
+    pub rate: Option<f64>,
+}
+
+/// Every gate of a run, for progress and the summary; clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderBook(Arc<Mutex<Vec<Arc<Gate>>>>);
+
+impl PartialEq for ProviderBook {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl ProviderBook {
+    /// Adds a gate.
+    pub fn add(&self, gate: Arc<Gate>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(gate);
+    }
+
+    /// Known providers' status lines (`google: 120/s, 5/5 conns`).
+    pub fn status_lines(&self) -> Vec<String> {
+        let now = Instant::now();
+        let gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .iter()
+            .filter(|g| g.known)
+            .map(|g| format!("{}: {}", g.name, g.status(now)))
+            .collect()
+    }
+
+    /// Reports of the known providers and of any site that throttled.
+    pub fn reports(&self) -> Vec<ProviderReport> {
+        let gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .iter()
+            .map(|g| (g.known, g.report()))
+            .filter(|(known, r)| *known || r.throttles > 0)
+            .map(|(_, r)| r)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::rules::builtin_rules;
+
+    fn gate(connections: usize, start: Option<f64>) -> Arc<Gate> {
+        let limits = GateLimits {
+            connections,
+            messages_per_connection: 50,
+            cap: None,
+            start,
+        };
+        Arc::new(Gate::new(
+            "yahoo".into(),
+            true,
+            limits,
+            builtin_rules().into(),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_are_limited_spaced_and_freed_on_drop() {
+        let g = gate(2, None);
+        let t0 = Instant::now();
+        let a = g.try_slot(t0).unwrap();
+        assert_eq!(
+            g.try_slot(t0).unwrap_err(),
+            t0 + CONNECT_SPACING,
+            "spaced out"
+        );
+        let t1 = t0 + CONNECT_SPACING;
+        let _b = g.try_slot(t1).unwrap();
+        assert!(g.try_slot(t1 + CONNECT_SPACING).is_err(), "limit 2");
+        drop(a);
+        assert!(g.try_slot(t1 + CONNECT_SPACING).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_at_greeting_lowers_the_limit_or_pauses_when_nothing_works() {
+        let g = gate(5, None);
+        let t0 = Instant::now();
+        let mut slots = Vec::new();
+        for i in 0..4u32 {
+            slots.push(g.try_slot(t0 + CONNECT_SPACING * i).unwrap());
+        }
+        let now = t0 + CONNECT_SPACING * 4;
+        assert_eq!(
+            g.refused_session(now, "421 4.7.0 too many connections", true),
+            Ok(3)
+        );
+        slots.pop();
+        assert!(
+            g.try_slot(now + CONNECT_SPACING).is_err(),
+            "3 open, limit 3"
+        );
+        drop(slots);
+        let s = g.try_slot(now + CONNECT_SPACING).unwrap();
+        let paused = g
+            .refused_session(now, "421 try again later", true)
+            .unwrap_err();
+        assert_eq!(paused, now + Duration::from_secs(2));
+        drop(s);
+        assert_eq!(
+            g.try_slot(now).unwrap_err(),
+            paused,
+            "the provider is paused"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aimd_halves_once_per_burst_and_ramps_back_up() {
+        let g = gate(5, Some(100.0));
+        let t0 = Instant::now();
+        let before = t0 - Duration::from_millis(1);
+        let text = "421 4.7.0 Try again later";
+        assert_eq!(g.throttled(t0, text, 1, before), Reaction::Slowed(50.0));
+        assert_eq!(
+            g.throttled(t0, text, 1, before),
+            Reaction::Echo,
+            "sent before it"
+        );
+        assert_eq!(
+            g.send_slot(t0),
+            t0 + Duration::from_millis(100),
+            "recovery: 5 intervals"
+        );
+        let mut now = t0;
+        for _ in 0..2 {
+            now += Duration::from_millis(1001);
+            g.accepted(now);
+        }
+        let rate = g.report().rate.unwrap();
+        assert!(
+            (rate - 75.0).abs() < 1e-6,
+            "fast to 3/4 of the ceiling: {rate}"
+        );
+        now += Duration::from_millis(1001);
+        g.accepted(now);
+        assert!(
+            (g.report().rate.unwrap() - 76.0).abs() < 1e-6,
+            "then 1% of it a second"
+        );
+        assert!(
+            g.status(now).starts_with("slowed to 76/s"),
+            "{}",
+            g.status(now)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rules_act_at_their_count_and_suspend_or_slow() {
+        let g = gate(5, Some(100.0));
+        let now = Instant::now();
+        let r = g.throttled(
+            now,
+            "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred",
+            3,
+            now,
+        );
+        assert!(matches!(r, Reaction::Rule(_)));
+        let until = g.try_slot(now).unwrap_err();
+        assert_eq!(until, now + Duration::from_secs(7200));
+        assert!(
+            g.status(now).starts_with("suspended until "),
+            "{}",
+            g.status(now)
+        );
+        let g = gate(5, Some(100.0));
+        g.throttled(
+            now,
+            "421 4.7.0 [TS03] All messages from x will be permanently deferred",
+            3,
+            now,
+        );
+        assert_eq!(g.status(now), "slowed to 10/min, 0/5 conns");
+        let g = gate(5, Some(100.0));
+        let text = "451 4.7.500 Server busy. Please try again later";
+        let later = now + Duration::from_secs(1);
+        assert!(matches!(
+            g.throttled(now, text, 1, now),
+            Reaction::Slowed(_)
+        ));
+        assert_eq!(g.throttled(later, text, 1, later), Reaction::Slowed(25.0));
+        assert!(
+            matches!(g.throttled(later, text, 1, later), Reaction::Rule(_)),
+            "third time"
+        );
+        assert_eq!(g.report().throttles, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_many_messages_lowers_messages_per_connection() {
+        let g = gate(5, None);
+        let now = Instant::now();
+        let r = g.throttled(
+            now,
+            "421 4.7.0 Too many messages on this connection",
+            21,
+            now,
+        );
+        assert_eq!(r, Reaction::PerConnection(20));
+        assert_eq!(g.messages_per_connection(), 20);
+    }
+}

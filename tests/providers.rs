@@ -1,0 +1,336 @@
+//! Delivering to the big mailbox providers at their limits (issue 10): one test per signal,
+//! against the provider simulator (`support/provider_sim.rs`) on loopback, with real-looking
+//! MX host names in the in-process DNS zone (the domains themselves stay reserved).
+
+mod support;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use mailmerge::provider::parse_provider;
+use mailmerge::provider::rules::parse_rule;
+use mailmerge::sandbox::dns::{DnsServer, loopback};
+use mailmerge::{RunConfig, run};
+use support::provider_sim::{ProviderSim, SimConfig};
+use support::*;
+
+/// One simulated provider: its loopback octet, MX host name, domains and limits.
+struct Spec {
+    octet: u8,
+    mx: &'static str,
+    domains: &'static [&'static str],
+    sim: SimConfig,
+}
+
+/// DNS for every spec's domains and the simulators, all on one port.
+async fn world(specs: Vec<Spec>) -> (DnsServer, Vec<ProviderSim>, u16) {
+    let mut z = zone();
+    let mut sims = Vec::new();
+    let mut port = 0;
+    for s in specs {
+        for d in s.domains {
+            z.mx(d, 10, s.mx);
+        }
+        z.addr(s.mx, loopback(s.octet));
+        let sim = ProviderSim::start(loopback(s.octet), port, s.sim)
+            .await
+            .expect("simulator");
+        port = sim.addr.port();
+        sims.push(sim);
+    }
+    (dns(z).await, sims, port)
+}
+
+/// A list of `n` rows per domain, `user{i}@domain`.
+fn list(domains: &[&str], n: usize) -> String {
+    let mut csv = String::from("email,name\n");
+    for i in 0..n {
+        for d in domains {
+            writeln!(csv, "user{i}@{d},User {i}").unwrap();
+        }
+    }
+    csv
+}
+
+fn config(job: &Job, dns: &DnsServer, port: u16) -> RunConfig {
+    let mut cfg = job.config(dns, port);
+    cfg.delivery.deadline = Duration::from_secs(20);
+    cfg
+}
+
+fn all_delivered_once(rows: &[std::collections::HashMap<String, String>]) {
+    for r in rows {
+        assert_eq!(
+            (r["status"].as_str(), r["attempts"].as_str()),
+            ("delivered", "1"),
+            "{r:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_of_one_provider_share_its_limits_and_the_results_name_it() {
+    let (dns, sims, port) = world(vec![
+        Spec {
+            octet: 2,
+            mx: "gmail-smtp-in.l.google.com",
+            domains: &["gm.test"],
+            sim: SimConfig {
+                connections: 2,
+                ..SimConfig::new("google")
+            },
+        },
+        Spec {
+            octet: 3,
+            mx: "aspmx.l.google.com",
+            domains: &["workspace.example.com"],
+            sim: SimConfig {
+                connections: 50,
+                ..SimConfig::new("google-b")
+            },
+        },
+        Spec {
+            octet: 4,
+            mx: "mx.own.test",
+            domains: &["own.test"],
+            sim: SimConfig::new("own"),
+        },
+    ])
+    .await;
+    let job = Job::new(
+        &list(&["gm.test", "workspace.example.com", "own.test"], 20),
+        TEMPLATE,
+    );
+    let mut cfg = config(&job, &dns, port);
+    cfg.delivery.provider = vec![parse_provider(r#"name = "google", connections = 2"#).unwrap()];
+    let report = run(cfg).await.expect("run");
+    let rows = read_results(&job.results);
+    all_delivered_once(&rows);
+    for r in &rows {
+        let want = if r["domain"] == "own.test" {
+            ""
+        } else {
+            "google"
+        };
+        assert_eq!(r["provider"], want, "{r:?}");
+    }
+    let google = sims[0]
+        .stats
+        .max_concurrent
+        .load(std::sync::atomic::Ordering::SeqCst)
+        + sims[1]
+            .stats
+            .max_concurrent
+            .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        google <= 3,
+        "two sites, one limit of 2 (±1 for a reconnect): {google}"
+    );
+    assert_eq!(sims[0].throttles(), 0);
+    let g = report
+        .summary
+        .providers
+        .iter()
+        .find(|p| p.name == "google")
+        .unwrap();
+    assert_eq!((g.delivered, g.throttles), (40, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_at_greeting_while_other_sessions_work_lowers_the_connection_limit() {
+    let (dns, sims, port) = world(vec![Spec {
+        octet: 5,
+        mx: "tenant-test.mail.protection.outlook.com",
+        domains: &["tenant.test"],
+        sim: SimConfig {
+            connections: 2,
+            rate: 300.0,
+            burst: 300.0,
+            ..SimConfig::new("microsoft")
+        },
+    }])
+    .await;
+    let job = Job::new(&list(&["tenant.test"], 300), TEMPLATE);
+    let report = run(config(&job, &dns, port)).await.expect("run");
+    all_delivered_once(&read_results(&job.results));
+    let refused = sims[0]
+        .stats
+        .refused_greetings
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&refused),
+        "met once, then respected: {refused}"
+    );
+    let ms = &report.summary.providers[0];
+    assert_eq!((ms.name.as_str(), ms.connections), ("microsoft", 2));
+    assert!(
+        report
+            .summary
+            .to_string()
+            .contains("maximum number of concurrent")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_messages_on_a_connection_reconnects_and_lowers_messages_per_connection() {
+    let (dns, sims, port) = world(vec![Spec {
+        octet: 6,
+        mx: "mta5.am0.yahoodns.net",
+        domains: &["yahoo.test"],
+        sim: SimConfig {
+            per_connection: 7,
+            ..SimConfig::new("yahoo")
+        },
+    }])
+    .await;
+    let job = Job::new(&list(&["yahoo.test"], 60), TEMPLATE);
+    let mut cfg = config(&job, &dns, port);
+    cfg.delivery.provider = vec![parse_provider(r#"name = "yahoo", connections = 2"#).unwrap()];
+    let report = run(cfg).await.expect("run");
+    all_delivered_once(&read_results(&job.results));
+    let s = &sims[0].stats;
+    let refusals = s
+        .per_connection_refusals
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&refusals), "{refusals}");
+    assert_eq!(
+        s.max_per_connection
+            .load(std::sync::atomic::Ordering::SeqCst),
+        7
+    );
+    assert_eq!(report.summary.providers[0].messages_per_connection, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_throttle_slows_the_provider_and_unknown_mailboxes_still_bounce() {
+    let mut sim = SimConfig {
+        rate: 40.0,
+        burst: 10.0,
+        ..SimConfig::new("google")
+    };
+    sim.unknown = ["user3", "user7"].iter().map(|s| s.to_string()).collect();
+    let (dns, sims, port) = world(vec![Spec {
+        octet: 7,
+        mx: "alt1.gmail-smtp-in.l.google.com",
+        domains: &["g.test"],
+        sim,
+    }])
+    .await;
+    let job = Job::new(&list(&["g.test"], 160), TEMPLATE);
+    let t0 = Instant::now();
+    let report = run(config(&job, &dns, port)).await.expect("run");
+    eprintln!("{}", report.summary);
+    let rows = read_results(&job.results);
+    for r in &rows {
+        if ["user3@g.test", "user7@g.test"].contains(&r["email"].as_str()) {
+            assert_eq!(
+                (r["status"].as_str(), r["category"].as_str()),
+                ("bounced", "bad-mailbox")
+            );
+        } else {
+            assert_eq!(
+                (r["status"].as_str(), r["attempts"].as_str()),
+                ("delivered", "1"),
+                "{r:?}"
+            );
+        }
+    }
+    let g = &report.summary.providers[0];
+    assert!(g.throttles >= 1 && g.throttles <= 4, "{g:?}");
+    assert_eq!(g.throttles, sims[0].throttles());
+    assert!(g.rate.is_some_and(|r| r < 100.0), "slowed: {g:?}");
+    let ideal = 160.0 / 40.0;
+    let took = t0.elapsed().as_secs_f64();
+    assert!(
+        took < ideal * 2.0,
+        "ramped back up: {took:.1}s for an ideal {ideal:.1}s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backoff_rule_suspends_the_provider_and_the_row_is_not_charged() {
+    let (dns, sims, port) = world(vec![Spec {
+        octet: 8,
+        mx: "mx01.mail.icloud.com",
+        domains: &["icloud.test"],
+        sim: SimConfig {
+            script: Some((
+                1,
+                "421-4.7.0 [HCM1] Message rejected due to unexpected volume from\r\n421 4.7.0 your IP address".into(),
+            )),
+            ..SimConfig::new("apple")
+        },
+    }])
+    .await;
+    let job = Job::new(&list(&["icloud.test"], 4), TEMPLATE);
+    let mut cfg = config(&job, &dns, port);
+    // The built-in rule suspends Apple for 15 minutes; the user's replaces it.
+    cfg.delivery.backoff = vec![
+        parse_rule(r#"pattern = "[HCM1]", provider = "apple", suspend = true, duration = "2s""#)
+            .unwrap(),
+    ];
+    let t0 = Instant::now();
+    run(cfg).await.expect("run");
+    all_delivered_once(&read_results(&job.results));
+    assert_eq!(sims[0].throttles(), 1);
+    let first = sims[0].stats.accepted.lock().unwrap()[0].1;
+    assert!(
+        first >= t0 + Duration::from_secs(2),
+        "suspended for the rule's 2 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_no_session_opens_the_provider_pauses_then_resumes_without_charging_rows() {
+    let (dns, sims, port) = world(vec![Spec {
+        octet: 9,
+        mx: "mx0a-001.pphosted.com",
+        domains: &["pp.test"],
+        sim: SimConfig {
+            refuse_greetings_for: Some((
+                Duration::from_millis(1500),
+                "421 4.7.0 Try again later, closing connection".into(),
+            )),
+            ..SimConfig::new("proofpoint")
+        },
+    }])
+    .await;
+    let job = Job::new(&list(&["pp.test"], 5), TEMPLATE);
+    run(config(&job, &dns, port)).await.expect("run");
+    all_delivered_once(&read_results(&job.results));
+    assert!(
+        sims[0].throttles() <= 4,
+        "backed off: {}",
+        sims[0].throttles()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_cap_defers_the_rest_with_step_cap_across_runs_of_the_day() {
+    let (dns, sims, port) = world(vec![Spec {
+        octet: 10,
+        mx: "mx00.emig.gmx.net",
+        domains: &["gmx.test"],
+        sim: SimConfig::new("gmx"),
+    }])
+    .await;
+    let job = Job::new(&list(&["gmx.test"], 5), TEMPLATE);
+    let mut cfg = config(&job, &dns, port);
+    cfg.delivery.daily_cap = Some(3);
+    run(cfg.clone()).await.expect("run");
+    let rows = read_results(&job.results);
+    let steps: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["status"].as_str(), r["step"].as_str()))
+        .collect();
+    assert_eq!(
+        &steps[..3],
+        &[("delivered", "data-end"); 3][..],
+        "{steps:?}"
+    );
+    assert_eq!(&steps[3..], &[("deferred", "cap"); 2][..]);
+    run(cfg).await.expect("second run, same day");
+    let rows = read_results(&job.results);
+    assert_eq!(rows[4]["step"], "cap", "today's cap is spent");
+    assert_eq!(sims[0].accepted(), 3);
+}
