@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::outcomes::OutcomeStore;
 use super::prepare::Job;
 use super::route::Routes;
 use super::triage::Rows;
@@ -15,6 +16,7 @@ use super::{RunConfig, RunError};
 use crate::delivery::{self, DeliveryConfig, Event, MessageSource, Outcome, Status, Step};
 use crate::journal::{Journal, JournalError, Recorder};
 use crate::progress::Progress;
+use crate::provider::ProviderBook;
 use crate::smtp::{EnhancedCode, TlsPolicy};
 
 /// What sending produced besides the outcomes.
@@ -82,17 +84,41 @@ pub(super) async fn send(
         tx,
         cancel.clone(),
     ));
-    let mut progress = Progress::new(
-        cfg.progress,
-        rows.plan.rows,
-        routes
-            .work
-            .iter()
-            .map(|w| (w.name.to_string(), w.rows.len()))
-            .collect(),
-    );
+    let mut tally = Tally {
+        sent: Sent::default(),
+        last_try: HashMap::new(),
+        progress: progress(cfg, rows, &routes, &book),
+        outcomes: &mut rows.outcomes,
+        site_of_row: &routes.site_of_row,
+    };
+    let journal_error = recorder
+        .run(rx, key_of, &cancel, |ev, offset| tally.event(ev, offset))
+        .await;
+    let _ = engine.await;
+    tally.progress.finish();
+    let mut sent = tally.sent;
+    sent.interrupted = cancel.is_cancelled();
+    sent.journal_error = journal_error;
+    sent.providers = book.reports();
+    for i in 0..job.list.len() {
+        if tally.outcomes.is_pending(i) {
+            let o = cut_off(tally.last_try.remove(&i), sent.interrupted);
+            tally.outcomes.set_local(i, o);
+        }
+    }
+    Ok(sent)
+}
+
+/// Progress over the whole list: rows settled before sending count too, so the progress line
+/// and the summary count the same rows.
+fn progress(cfg: &RunConfig, rows: &Rows, routes: &Routes, book: &ProviderBook) -> Progress {
+    let sites = routes
+        .work
+        .iter()
+        .map(|w| (w.name.to_string(), w.rows.len()))
+        .collect();
+    let mut progress = Progress::new(cfg.progress, rows.plan.rows, sites);
     progress.providers(book.clone());
-    // Rows settled before sending count too: the progress line and the summary count rows.
     progress.settled(Status::Invalid, rows.plan.invalid);
     progress.settled(Status::Duplicate, rows.plan.duplicate);
     progress.settled(Status::Suppressed, rows.plan.suppressed);
@@ -101,54 +127,56 @@ pub(super) async fn send(
     for (_, o) in &routes.decided {
         progress.settled(o.status, 1);
     }
-    let mut sent = Sent::default();
-    // The last failed attempt of each row still being retried.
-    let mut last_try: HashMap<usize, Outcome> = HashMap::new();
-    let outcomes = &mut rows.outcomes;
-    let journal_error = recorder
-        .run(rx, key_of, &cancel, |ev, offset| match ev {
+    progress
+}
+
+/// What the engine reported, counted as the recorder hands each event on.
+struct Tally<'a> {
+    sent: Sent,
+    /// The last failed attempt of each row still being retried.
+    last_try: HashMap<usize, Outcome>,
+    progress: Progress,
+    outcomes: &'a mut OutcomeStore,
+    /// Each row's site index, `u32::MAX` for none.
+    site_of_row: &'a [u32],
+}
+
+impl Tally<'_> {
+    /// One event; `offset` is where a final outcome sits in the journal.
+    fn event(&mut self, ev: Event, offset: Option<u64>) {
+        match ev {
             Event::Final { row, outcome } => {
                 if outcome.status == Status::Delivered {
-                    sent.delivered_now += 1;
+                    self.sent.delivered_now += 1;
                 }
-                let was_retrying = last_try.remove(&row).is_some();
-                let site = routes
+                let was_retrying = self.last_try.remove(&row).is_some();
+                let site = self
                     .site_of_row
                     .get(row)
                     .copied()
                     .filter(|&s| s != u32::MAX);
-                progress.finished(outcome.status, was_retrying, site.map(|s| s as usize));
+                let site = site.map(|s| s as usize);
+                self.progress.finished(outcome.status, was_retrying, site);
                 match offset {
-                    Some(at) => outcomes.set_recorded(row, at, outcome),
-                    None => outcomes.set_local(row, outcome),
+                    Some(at) => self.outcomes.set_recorded(row, at, outcome),
+                    None => self.outcomes.set_local(row, outcome),
                 }
             }
             Event::Retrying { row, outcome } => {
-                let first = last_try.insert(row, outcome).is_none();
-                progress.retrying(first);
+                let first = self.last_try.insert(row, outcome).is_none();
+                self.progress.retrying(first);
             }
-            Event::Connected { .. } => sent.connections += 1,
+            Event::Connected { .. } => self.sent.connections += 1,
             Event::DialectFallback {
                 host,
                 ip,
                 dialect,
                 reason,
-            } => sent.dialect_fallbacks.push(format!(
+            } => self.sent.dialect_fallbacks.push(format!(
                 "{host} [{ip}] fell back to {dialect} after {reason:?}"
             )),
-        })
-        .await;
-    let _ = engine.await;
-    progress.finish();
-    sent.interrupted = cancel.is_cancelled();
-    sent.journal_error = journal_error;
-    sent.providers = book.reports();
-    for i in 0..job.list.len() {
-        if outcomes.is_pending(i) {
-            outcomes.set_local(i, cut_off(last_try.remove(&i), sent.interrupted));
         }
     }
-    Ok(sent)
 }
 
 /// A row the deadline or an interruption cut off: deferred, with the last attempt's details
