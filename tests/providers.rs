@@ -5,8 +5,11 @@
 mod support;
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use mailmerge::delivery::SourceIp;
+use mailmerge::provider::ProviderReport;
 use mailmerge::provider::parse_provider;
 use mailmerge::provider::rules::parse_rule;
 use mailmerge::sandbox::dns::{DnsServer, loopback};
@@ -333,4 +336,101 @@ async fn a_daily_cap_defers_the_rest_with_step_cap_across_runs_of_the_day() {
     let rows = read_results(&job.results);
     assert_eq!(rows[4]["step"], "cap", "today's cap is spent");
     assert_eq!(sims[0].accepted(), 3);
+}
+
+/// The two source addresses of the per-IP tests.
+fn two_sources() -> Vec<SourceIp> {
+    ["127.0.0.10", "127.0.0.11"]
+        .iter()
+        .map(|s| SourceIp::parse(s).unwrap())
+        .collect()
+}
+
+fn report_of<'a>(report: &'a mailmerge::RunReport, name: &str) -> &'a ProviderReport {
+    let all = &report.summary.providers;
+    all.iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no {name} in {all:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_blocking_one_source_ip_suspends_that_ip_only_and_the_other_delivers() {
+    let blocked = "421-4.7.0 [TSS04] Messages from 127.0.0.10 temporarily deferred due to\r\n421 4.7.0 unexpected volume or user complaints - 4.16.55.1";
+    let (dns, sims, port) = world(vec![Spec {
+        octet: 12,
+        mx: "mta6.am0.yahoodns.net",
+        domains: &["ymail.test"],
+        sim: SimConfig {
+            peer_script: Some((loopback(10), blocked.into())),
+            ..SimConfig::new("yahoo")
+        },
+    }])
+    .await;
+    let job = Job::new(&list(&["ymail.test"], 60), TEMPLATE);
+    let mut cfg = config(&job, &dns, port);
+    cfg.delivery.source_ip = two_sources();
+    let t0 = Instant::now();
+    let report = run(cfg).await.expect("run");
+    let took = t0.elapsed();
+    let rows = read_results(&job.results);
+    all_delivered_once(&rows);
+    for r in &rows {
+        assert_eq!(r["source_ip"], "127.0.0.11", "{r:?}");
+    }
+    assert!(took < Duration::from_secs(5), "promptly: {took:?}");
+    let throttles = sims[0].throttles();
+    assert!((1..=3).contains(&throttles), "{throttles}");
+    let (a, b) = (
+        report_of(&report, "yahoo@127.0.0.10"),
+        report_of(&report, "yahoo@127.0.0.11"),
+    );
+    assert!(
+        a.suspended && a.delivered == 0 && a.throttles == throttles,
+        "{a:?}"
+    );
+    assert!(
+        !b.suspended && b.delivered == 60 && b.throttles == 0,
+        "{b:?}"
+    );
+    assert!(
+        report
+            .summary
+            .to_string()
+            .contains("provider yahoo@127.0.0.10")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_ip_opens_the_provider_connection_limit_on_its_own() {
+    let (dns, sims, port) = world(vec![Spec {
+        octet: 13,
+        mx: "alt2.gmail-smtp-in.l.google.com",
+        domains: &["gmail.test"],
+        sim: SimConfig {
+            connections: 2,
+            ..SimConfig::new("google")
+        },
+    }])
+    .await;
+    let job = Job::new(&list(&["gmail.test"], 400), TEMPLATE);
+    let mut cfg = config(&job, &dns, port);
+    cfg.delivery.provider = vec![parse_provider(r#"name = "google", connections = 2"#).unwrap()];
+    cfg.delivery.source_ip = two_sources();
+    let report = run(cfg).await.expect("run");
+    let rows = read_results(&job.results);
+    all_delivered_once(&rows);
+    let s = &sims[0].stats;
+    assert_eq!(s.refused_greetings.load(Ordering::SeqCst), 0);
+    let peaks = s.max_concurrent_by_peer.lock().unwrap().clone();
+    assert_eq!(peaks.len(), 2, "{peaks:?}");
+    assert!(peaks.values().all(|&n| n <= 2), "{peaks:?}");
+    let total = s.max_concurrent.load(Ordering::SeqCst);
+    assert!(total > 2, "both IPs at once, over one IP's limit: {total}");
+    let (a, b) = (
+        report_of(&report, "google@127.0.0.10"),
+        report_of(&report, "google@127.0.0.11"),
+    );
+    assert!(a.delivered > 0 && b.delivered > 0, "{a:?} {b:?}");
+    assert_eq!(a.delivered + b.delivered, 400);
+    assert_eq!((a.connections, b.connections), (2, 2));
 }

@@ -213,34 +213,19 @@ pub async fn deliver_with<C: Connect>(
     }
 }
 
-/// One queue per site, each with its gate (shared by the sites of one provider), and the
+/// One queue per site, each with its gates (shared by the sites of one provider), and the
 /// number of workers to start for it.
 fn site_queues(sites: Vec<SiteWork>, cfg: &DeliveryConfig) -> Vec<(Arc<SiteQueue>, usize)> {
     let rules: Arc<[BackoffRule]> = rules_in_force(&cfg.options.backoff).into();
-    let mut by_provider: HashMap<String, Arc<Gate>> = HashMap::new();
+    let mut by_provider: HashMap<String, Arc<[Arc<Gate>]>> = HashMap::new();
     let o = &cfg.options;
     sites
         .into_iter()
         .map(|work| {
-            let gate = match &work.provider {
+            let gates = match &work.provider {
                 Some(p) => by_provider
                     .entry(p.name.clone())
-                    .or_insert_with(|| {
-                        let limits = GateLimits {
-                            connections: p.connections,
-                            messages_per_connection: p.messages_per_connection,
-                            cap: p.rate,
-                            start: Some(START_RATE),
-                        };
-                        let g = Arc::new(Gate::new(
-                            p.name.as_str().into(),
-                            true,
-                            limits,
-                            rules.clone(),
-                        ));
-                        cfg.book.add(g.clone());
-                        g
-                    })
+                    .or_insert_with(|| provider_gates(p, cfg, &rules))
                     .clone(),
                 None => {
                     let limits = GateLimits {
@@ -253,16 +238,46 @@ fn site_queues(sites: Vec<SiteWork>, cfg: &DeliveryConfig) -> Vec<(Arc<SiteQueue
                     };
                     let g = Arc::new(Gate::new(work.name.clone(), false, limits, rules.clone()));
                     cfg.book.add(g.clone());
-                    g
+                    vec![g].into()
                 }
             };
-            let workers = gate_connections(&work, o).min(work.rows.len());
-            (Arc::new(SiteQueue::new(work, gate)), workers)
+            let workers = (gate_connections(&work, o) * gates.len()).min(work.rows.len());
+            (Arc::new(SiteQueue::new(work, gates)), workers)
         })
         .collect()
 }
 
-/// Workers for a site: its provider's connection limit, else `--connections-per-site`.
+/// A provider's gates: one, or one per `--source-ip` address (its limits are per sending IP),
+/// each registered in the book.
+fn provider_gates(
+    p: &ProviderSpec,
+    cfg: &DeliveryConfig,
+    rules: &Arc<[BackoffRule]>,
+) -> Arc<[Arc<Gate>]> {
+    let limits = GateLimits {
+        connections: p.connections,
+        messages_per_connection: p.messages_per_connection,
+        cap: p.rate,
+        start: Some(START_RATE),
+    };
+    let gate = Gate::new(p.name.as_str().into(), true, limits, rules.clone());
+    let gates: Vec<Arc<Gate>> = if cfg.sources.is_empty() {
+        vec![Arc::new(gate)]
+    } else {
+        cfg.sources
+            .ips()
+            .iter()
+            .map(|ip| Arc::new(gate.for_source(ip.index, ip.addr)))
+            .collect()
+    };
+    for g in &gates {
+        cfg.book.add(g.clone());
+    }
+    gates.into()
+}
+
+/// Workers for a site per gate: its provider's connection limit, else
+/// `--connections-per-site`.
 fn gate_connections(work: &SiteWork, o: &super::DeliveryOptions) -> usize {
     work.provider
         .as_ref()

@@ -21,8 +21,11 @@
 //! Sites are grouped into mailbox providers ([`crate::provider`]): every queue of a provider
 //! shares one [`crate::provider::Gate`] that limits connections, messages per connection
 //! and the message rate for the provider as a whole, and adapts them to its throttling
-//! replies (`shaping` holds the worker's side of that). An unknown site has a gate of its own
-//! with the per-site limits of the command line.
+//! replies (`shaping` holds the worker's side of that). With a `--source-ip` pool a provider
+//! has one gate per source address instead (its limits and reputation are per sending IP): a
+//! new session takes a slot of the least-used gate that gives one and leaves from that
+//! gate's address, so a throttled or blocked address does not hold back the others. An
+//! unknown site has a gate of its own with the per-site limits of the command line.
 
 pub mod connect;
 pub mod engine;

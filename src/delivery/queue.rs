@@ -2,8 +2,10 @@
 //! their retry time, how many are in flight, and the site-wide state that gates new connections
 //! (the pause after a 421 or an unreachable site, and its back-off).
 //!
-//! The provider-wide limits (connections, rate, messages per connection, suspensions) are
-//! the queue's [`Gate`], shared by every site of the provider.
+//! The provider's limits (connections, rate, messages per connection, suspensions) are the
+//! queue's [`Gate`]s, shared by every site of the provider: one, or with a `--source-ip`
+//! pool one per source address (a provider's limits and reputation are per sending IP).
+//! [`SiteQueue::try_slot`] picks the gate a new connection goes under, and so its source.
 //!
 //! Plain state behind a mutex, no I/O and no waiting, so the scheduling rules are tested here
 //! with a paused clock.
@@ -17,6 +19,7 @@ use tokio::time::Instant;
 use super::engine::SiteWork;
 use super::retry::RetryPolicy;
 use crate::provider::Gate;
+use crate::provider::state::Slot;
 
 /// One row to deliver, with its attempts so far.
 #[derive(Clone, Copy, Debug)]
@@ -55,14 +58,16 @@ pub(super) enum Next {
 pub(super) struct SiteQueue {
     /// The site (name, MX hosts, rows).
     pub(super) work: SiteWork,
-    /// The limits of the site's provider (shared with its other sites), or the site's own.
-    pub(super) gate: Arc<Gate>,
+    /// The limits of the site's provider (shared with its other sites), or the site's own:
+    /// one gate, or one per source address (then gate `i` is for source index `i`).
+    pub(super) gates: Arc<[Arc<Gate>]>,
     state: Mutex<QueueState>,
 }
 
 impl SiteQueue {
-    /// A queue with every row of `work` ready now, sending under `gate`.
-    pub(super) fn new(work: SiteWork, gate: Arc<Gate>) -> Self {
+    /// A queue with every row of `work` ready now, sending under `gates` (at least one).
+    pub(super) fn new(work: SiteWork, gates: Arc<[Arc<Gate>]>) -> Self {
+        assert!(!gates.is_empty(), "a site sends under at least one gate");
         let now = Instant::now();
         let state = QueueState {
             ready: work
@@ -78,9 +83,38 @@ impl SiteQueue {
         };
         Self {
             work,
-            gate,
+            gates,
             state: Mutex::new(state),
         }
+    }
+
+    /// The gate a worker without a connection slot paces by (the only one, or the first).
+    pub(super) fn first_gate(&self) -> &Arc<Gate> {
+        &self.gates[0]
+    }
+
+    /// A connection slot for a new session: of the least-used gate that gives one now among
+    /// those `usable` accepts (all of them when it accepts none, so that the failure is seen),
+    /// or the instant to ask again. The slot's gate says which source address to lease.
+    pub(super) fn try_slot(
+        &self,
+        now: Instant,
+        usable: impl Fn(&Gate) -> bool,
+    ) -> Result<Slot, Instant> {
+        let mut gates: Vec<&Arc<Gate>> = self.gates.iter().filter(|g| usable(g)).collect();
+        if gates.is_empty() {
+            gates = self.gates.iter().collect();
+        }
+        // Stable: ties go to the lower source index.
+        gates.sort_by_key(|g| g.open());
+        let mut again: Option<Instant> = None;
+        for g in gates {
+            match g.try_slot(now) {
+                Ok(slot) => return Ok(slot),
+                Err(at) => again = Some(again.map_or(at, |a| a.min(at))),
+            }
+        }
+        Err(again.unwrap_or(now + Duration::from_millis(250)))
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
@@ -196,7 +230,7 @@ mod tests {
                 rows: (0..rows).collect(),
                 provider: None,
             },
-            gate,
+            vec![gate].into(),
         )
     }
 
@@ -225,6 +259,40 @@ mod tests {
             matches!(q.take(1, now, false), Next::Wait(u) if u == now + Duration::from_secs(60)),
             "a successful connection resets the back-off"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_comes_from_the_least_used_gate_that_gives_one() {
+        let limits = crate::provider::GateLimits {
+            connections: 2,
+            messages_per_connection: 1,
+            cap: None,
+            start: None,
+        };
+        let base = Gate::new("p".into(), true, limits, Vec::new().into());
+        let ip = |o: u8| std::net::IpAddr::from([127, 0, 0, o]);
+        let gates: Vec<Arc<Gate>> = (0..2)
+            .map(|i| Arc::new(base.for_source(i, ip(10 + i as u8))))
+            .collect();
+        let q = SiteQueue::new(queue(1).work, gates.clone().into());
+        let now = Instant::now();
+        let source = |s: &Slot| s.gate().source.map(|(i, _)| i);
+        let a = q.try_slot(now, |_| true).unwrap();
+        let b = q.try_slot(now, |_| true).unwrap();
+        assert_eq!((source(&a), source(&b)), (Some(0), Some(1)), "spread");
+        assert_eq!(gates[1].label(), "p@127.0.0.11");
+        drop((a, b));
+        let only_second = q.try_slot(now, |g| g.source.is_some_and(|(i, _)| i == 1));
+        assert_eq!(only_second.map(|s| source(&s)), Ok(Some(1)), "usable only");
+        // No session at all opens from source 0: it alone is suspended.
+        assert!(gates[0].refused_session(now, "421 go away", false).is_err());
+        assert!(gates[0].suspended(now) && !gates[1].suspended(now));
+        for _ in 0..3 {
+            let s = q
+                .try_slot(now + Duration::from_millis(200), |_| true)
+                .unwrap();
+            assert_eq!(source(&s), Some(1));
+        }
     }
 
     #[test]

@@ -100,10 +100,13 @@ impl ConnectFailure {
     }
 }
 
-/// Opens a session with the first address of `site` that gives one.
+/// Opens a session with the first address of `site` that gives one, leaving from the source
+/// address of pool index `source` (the one whose provider gate gave the connection slot), or
+/// from the least-used one when `None`.
 pub(super) async fn open_session<C: Connect>(
     ctx: &Ctx<C>,
     site: &SiteWork,
+    source: Option<usize>,
 ) -> Result<Session<C::Stream>, ConnectFailure> {
     let permit = ctx
         .connections
@@ -113,7 +116,7 @@ pub(super) async fn open_session<C: Connect>(
         .map_err(|_| ConnectFailure::before_connecting("shutting down"))?;
     let mut last = ConnectFailure::before_connecting("no MX address to try");
     for (host, ip) in ctx.hosts.candidates(&site.hosts) {
-        match try_address(ctx, site, host, ip).await {
+        match try_address(ctx, (host, ip), source).await {
             Ok((conn, tls, source)) => {
                 ctx.emit(Event::Connected {
                     site: site.name.clone(),
@@ -134,15 +137,15 @@ pub(super) async fn open_session<C: Connect>(
 }
 
 /// A session with one MX address, leaving from a source address of the pool (when there is
-/// one): a source that cannot be bound is marked unusable for the run and the next one tried.
+/// one): a source that cannot be bound is marked unusable for the run and the next one tried
+/// (unless the session must leave from `only` that one).
 async fn try_address<C: Connect>(
     ctx: &Ctx<C>,
-    site: &SiteWork,
-    host: &MxHost,
-    ip: IpAddr,
+    (host, ip): (&MxHost, IpAddr),
+    only: Option<usize>,
 ) -> Result<(MxConnection<C::Stream>, Option<String>, Option<Lease>), ConnectFailure> {
     loop {
-        let source = lease_source(ctx, site, host, ip).map_err(|f| *f)?;
+        let source = lease_source(ctx, host, ip, only).map_err(|f| *f)?;
         let to = Target {
             host,
             ip,
@@ -169,23 +172,23 @@ async fn try_address<C: Connect>(
     }
 }
 
-/// The source address for a new connection to `ip`: `None` without a pool; an error when the
-/// pool has no usable address of `ip`'s family left.
-///
-/// Per-(provider, source IP) limits hook in here: the filter below becomes "same family and
-/// the provider's limiter lets `(provider of site, source.index)` open a connection now".
+/// The source address for a new connection to `ip`: `None` without a pool; the address of
+/// index `only` when given (per-source provider limits: the worker holds a connection slot
+/// of that address's gate), else the least-used one; an error when that address, or every
+/// one, is unusable or of the other family.
 fn lease_source<C: Connect>(
     ctx: &Ctx<C>,
-    site: &SiteWork,
     host: &MxHost,
     ip: IpAddr,
+    only: Option<usize>,
 ) -> Result<Option<Lease>, Box<ConnectFailure>> {
     let pool = &ctx.cfg.sources;
     if pool.is_empty() {
         return Ok(None);
     }
-    let _ = site;
-    match pool.lease_where(|s: &SourceIp| s.addr.is_ipv4() == ip.is_ipv4()) {
+    let allowed =
+        |s: &SourceIp| s.addr.is_ipv4() == ip.is_ipv4() && only.is_none_or(|i| i == s.index);
+    match pool.lease_where(allowed) {
         Some(lease) => Ok(Some(lease)),
         None => Err(Box::new(ConnectFailure {
             host: Some(host.name.clone()),

@@ -1,6 +1,7 @@
 //! The worker's side of provider shaping: what a worker does with the [`Gate`] of its site's
-//! provider when it needs a connection, when a session is refused, and when a transaction
-//! meets a throttling reply. Kept apart from `worker.rs`, which only calls these hooks.
+//! provider (with a `--source-ip` pool, the gate of its session's source address) when it
+//! needs a connection, when a session is refused, and when a transaction meets a throttling
+//! reply. Kept apart from `worker.rs`, which only calls these hooks.
 //!
 //! The rules: a throttled row is never charged an attempt (it goes back to the front of the
 //! queue, for any open session); a session refused while other sessions to the provider work
@@ -20,7 +21,7 @@ use crate::provider::Gate;
 use crate::provider::state::Reaction;
 use crate::smtp::Phase;
 
-/// Waits for a connection slot of `gate` to free up (at most until `until`, 250 ms, the
+/// Waits for a connection slot of `gate` (or of another gate of its provider) to free up (at most until `until`, 250 ms, the
 /// deadline or cancellation).
 pub(super) async fn wait_for_slot<C>(ctx: &Ctx<C>, gate: &Gate, now: Instant, until: Instant) {
     let wake = until
@@ -34,10 +35,12 @@ pub(super) async fn wait_for_slot<C>(ctx: &Ctx<C>, gate: &Gate, now: Instant, un
 
 /// No session could be opened. `true` when that is the provider limiting connections or
 /// throttling (a transient refusal at greeting, or a throttling reply before any message):
-/// the gate has learnt from it, and the row goes back to the queue uncharged.
+/// `gate` (the worker's) has learnt from it, and the row goes back to the queue uncharged.
+/// Sessions of the provider's other gates (other source addresses) working also count as
+/// "others work": that address alone is refused, the site is not down.
 pub(super) fn refused_session<C>(
     ctx: &Ctx<C>,
-    queue: &SiteQueue,
+    (queue, gate): (&SiteQueue, &Gate),
     job: Job,
     fail: &ConnectFailure,
     holding_slot: bool,
@@ -49,10 +52,12 @@ pub(super) fn refused_session<C>(
     if !(throttled || (phase == Phase::Greeting && reply.is_transient())) {
         return false;
     }
-    let others_work = queue
-        .gate
-        .refused_session(Instant::now(), &reply.text(), holding_slot)
-        .is_ok();
+    let learnt = gate.refused_session(Instant::now(), &reply.text(), holding_slot);
+    let other_sources_work = queue
+        .gates
+        .iter()
+        .any(|g| !std::ptr::eq(&**g, gate) && g.open() > 0);
+    let others_work = learnt.is_ok() || other_sources_work;
     if !(others_work || throttled) {
         return false;
     }
@@ -61,10 +66,11 @@ pub(super) fn refused_session<C>(
 }
 
 /// A transaction that started at `started` met a throttling reply after `sent` transactions
-/// on its session: the gate reacts, and the row goes back to the front of the queue uncharged.
+/// on its session: `gate` (the worker's) reacts, and the row goes back to the front of the
+/// queue uncharged.
 pub(super) fn throttled<C>(
     ctx: &Ctx<C>,
-    queue: &SiteQueue,
+    (queue, gate): (&SiteQueue, &Gate),
     (job, outcome): (Job, Outcome),
     sent: usize,
     started: Instant,
@@ -73,7 +79,7 @@ pub(super) fn throttled<C>(
         Some(code) => format!("{code} {}", outcome.response),
         None => outcome.response.clone(),
     };
-    let reaction = queue.gate.throttled(Instant::now(), &text, sent, started);
+    let reaction = gate.throttled(Instant::now(), &text, sent, started);
     uncharged(ctx, job, outcome);
     queue.unclaim(vec![job]);
     reaction

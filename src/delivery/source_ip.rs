@@ -7,9 +7,9 @@
 //! configured on this host) is marked unusable for the rest of the run and the others carry
 //! on. Outcomes record the address in the results' `source_ip` column.
 //!
-//! Each address has a stable [`SourceIp::index`]: per-source limits (a provider's limits are
-//! per sending IP, so they multiply with IPs) key on `(provider, index)`; see
-//! [`SourcePool::lease_where`].
+//! Each address has a stable [`SourceIp::index`]: a provider's limits are per sending IP, so
+//! the engine keeps one provider gate per index, and a session to a provider leases the
+//! address whose gate gave it a connection slot (see [`SourcePool::lease_where`]).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -119,8 +119,8 @@ impl SourcePool {
 
     /// [`Self::lease`] among the addresses `allowed` accepts.
     ///
-    /// Hook for per-(provider, source IP) limits: the provider model passes a filter that
-    /// asks its limiter whether `(provider, ip.index)` may open another connection now.
+    /// Per-source provider limits: a session to a provider passes a filter that accepts only
+    /// the address whose gate gave it its connection slot.
     pub fn lease_where(self: &Arc<Self>, allowed: impl Fn(&SourceIp) -> bool) -> Option<Lease> {
         let n = self.ips.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -140,6 +140,13 @@ impl SourcePool {
         if let Some(flag) = self.unusable.get(index) {
             flag.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the address of `index` may still be used.
+    pub fn is_usable(&self, index: usize) -> bool {
+        self.unusable
+            .get(index)
+            .is_some_and(|u| !u.load(Ordering::Relaxed))
     }
 
     /// Addresses still usable.

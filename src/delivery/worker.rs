@@ -3,6 +3,10 @@
 //! applying the [`verdict`] on each attempt. It keeps its session across batches, closes it
 //! when there is nothing to send for a while, and stops at the deadline or on cancellation.
 //!
+//! A worker sends under the provider gate whose connection slot it holds (with a
+//! `--source-ip` pool, the gate of one source address, and its session leaves from that
+//! address): pacing, acceptances and throttles all go to that gate.
+//!
 //! This file only sequences the steps; what an answer means is decided in [`super::verdict`],
 //! how a session is opened in [`super::session`], and the queue rules live in [`super::queue`].
 
@@ -20,6 +24,7 @@ use super::session::{ConnectFailure, Session, local_refusal, open_session};
 use super::shaping;
 use super::verdict::{Action, Attempt, Rest, Row, SessionFacts, verdict};
 use crate::message::BuiltMessage;
+use crate::provider::Gate;
 use crate::provider::state::{Reaction, Slot};
 use crate::smtp::{ClientError, DataPayload, EnhancedCode, Envelope, Phase, Transaction};
 
@@ -44,7 +49,8 @@ struct Worker<C: Connect> {
     queue: Arc<SiteQueue>,
     /// The open session, kept across batches.
     session: Option<Session<C::Stream>>,
-    /// The provider connection slot this worker's session (open or being reopened) uses.
+    /// The provider connection slot this worker's session (open or being reopened) uses;
+    /// its gate is the one the session sends under.
     slot: Option<Slot>,
 }
 
@@ -67,6 +73,28 @@ pub(super) async fn run<C: Connect>(ctx: Arc<Ctx<C>>, queue: Arc<SiteQueue>) {
 }
 
 impl<C: Connect> Worker<C> {
+    /// The gate this worker sends under: its slot's (the first of the queue's without one).
+    fn gate(&self) -> Arc<Gate> {
+        self.slot
+            .as_ref()
+            .map_or(self.queue.first_gate(), Slot::gate)
+            .clone()
+    }
+
+    /// The source address (pool index) the worker's sessions leave from, when its gate is
+    /// one address's.
+    fn source(&self) -> Option<usize> {
+        self.slot
+            .as_ref()
+            .and_then(|s| s.gate().source.map(|(i, _)| i))
+    }
+
+    /// Whether the worker's source address turned out unusable (it could not be bound).
+    fn source_lost(&self) -> bool {
+        self.source()
+            .is_some_and(|i| !self.ctx.cfg.sources.is_usable(i))
+    }
+
     /// Waits for the next batch; `None` when there is no more work for this worker.
     async fn next_jobs(&mut self) -> Option<Vec<Job>> {
         loop {
@@ -75,10 +103,13 @@ impl<C: Connect> Worker<C> {
                 return None;
             }
             if self.session.is_none() && self.slot.is_none() && self.queue.has_ready(now) {
-                match self.queue.gate.try_slot(now) {
+                let pool = &self.ctx.cfg.sources;
+                let usable = |g: &Gate| g.source.is_none_or(|(i, _)| pool.is_usable(i));
+                match self.queue.try_slot(now, usable) {
                     Ok(slot) => self.slot = Some(slot),
                     Err(until) => {
-                        shaping::wait_for_slot(&self.ctx, &self.queue.gate, now, until).await;
+                        let gate = self.queue.first_gate();
+                        shaping::wait_for_slot(&self.ctx, gate, now, until).await;
                         continue;
                     }
                 }
@@ -180,7 +211,8 @@ impl<C: Connect> Worker<C> {
             rows.into_iter().map(|r| source(r)).collect::<Vec<_>>()
         });
         if self.session.is_none() {
-            let (r, o) = tokio::join!(render, open_session(&self.ctx, &self.queue.work));
+            let open = open_session(&self.ctx, &self.queue.work, self.source());
+            let (r, o) = tokio::join!(render, open);
             (r, Some(o))
         } else {
             (render.await, None)
@@ -208,8 +240,15 @@ impl<C: Connect> Worker<C> {
         };
         self.retire_if_used_up().await;
         if let Err(fail) = self.ensure_session(opened).await {
+            if self.source_lost() {
+                // Its address cannot be bound here: the row waits, uncharged, for a slot
+                // of another address's gate.
+                self.slot = None;
+                return Flow::Requeue(Some(job));
+            }
             let holding = self.slot.is_some();
-            if shaping::refused_session(&self.ctx, &self.queue, job, &fail, holding) {
+            let gate = self.gate();
+            if shaping::refused_session(&self.ctx, (&self.queue, &gate), job, &fail, holding) {
                 // The provider limits connections: give up this one, the open ones go on.
                 self.slot = None;
                 return Flow::Requeue(Some(job));
@@ -225,7 +264,7 @@ impl<C: Connect> Worker<C> {
         if self
             .session
             .as_ref()
-            .is_some_and(|s| s.conn.transactions() >= session_cap(&self.ctx, &self.queue, s))
+            .is_some_and(|s| s.conn.transactions() >= session_cap(&self.ctx, &self.gate(), s))
         {
             self.close().await;
         }
@@ -242,7 +281,7 @@ impl<C: Connect> Worker<C> {
         }
         let attempt = match opened.take() {
             Some(o) => o,
-            None => open_session(&self.ctx, &self.queue.work).await,
+            None => open_session(&self.ctx, &self.queue.work, self.source()).await,
         };
         match attempt {
             Ok(s) => {
@@ -256,6 +295,7 @@ impl<C: Connect> Worker<C> {
 
     /// Sends one message over the open session and applies the verdict.
     async fn send(&mut self, job: Job, msg: &BuiltMessage, next: Option<&Built>) -> Flow {
+        let gate = self.gate();
         let (ctx, queue) = (&self.ctx, &self.queue);
         let Some(s) = self.session.as_mut() else {
             return Flow::Next;
@@ -266,12 +306,12 @@ impl<C: Connect> Worker<C> {
             ctx.final_outcome(queue, job, refused);
             return Flow::Next;
         }
-        if !pace(ctx, queue).await {
+        if !pace(ctx, &gate).await {
             // No slot before the deadline: leave the rest for the deadline report.
             return Flow::Requeue(Some(job));
         }
         let started = Instant::now();
-        let next = announce(ctx, queue, s, next);
+        let next = announce(ctx, &gate, s, next);
         // The bound on duplicates after a crash: the last message accepted on this
         // session is recorded before another one can be.
         ctx.wait_recorded().await;
@@ -287,17 +327,18 @@ impl<C: Connect> Worker<C> {
             Action::Throttled { .. } => {
                 return self.throttled((job, outcome), action, started).await;
             }
-            Action::Delivered => self.queue.gate.accepted(Instant::now()),
+            Action::Delivered => gate.accepted(Instant::now()),
             _ => {}
         }
         self.apply(job, action, outcome)
     }
 
-    /// A throttling reply: the provider's gate reacts, the row waits uncharged; the session
+    /// A throttling reply: the worker's provider gate reacts, the row waits uncharged; the session
     /// ends when the server closes it or the reaction asks for a new one.
     async fn throttled(&mut self, row: (Job, Outcome), action: Action, started: Instant) -> Flow {
         let sent = self.session.as_ref().map_or(0, |s| s.conn.transactions());
-        let reaction = shaping::throttled(&self.ctx, &self.queue, row, sent, started);
+        let gate = self.gate();
+        let reaction = shaping::throttled(&self.ctx, (&self.queue, &gate), row, sent, started);
         if !action.effects().keep_session {
             self.session = None;
         }
@@ -353,9 +394,9 @@ impl<C: Connect> Worker<C> {
 
 /// Waits for this message's slot under the provider's rate (or `--rate-per-site`) and any
 /// suspension; `false` when there is none before the deadline.
-async fn pace<C>(ctx: &Ctx<C>, queue: &SiteQueue) -> bool {
+async fn pace<C>(ctx: &Ctx<C>, gate: &Gate) -> bool {
     let now = Instant::now();
-    let slot = queue.gate.send_slot(now);
+    let slot = gate.send_slot(now);
     if slot >= ctx.cfg.deadline {
         return false;
     }
@@ -369,14 +410,14 @@ async fn pace<C>(ctx: &Ctx<C>, queue: &SiteQueue) -> bool {
 /// behind this one's content (one write and one read per message).
 fn announce<'m, C: Connect>(
     ctx: &Ctx<C>,
-    queue: &SiteQueue,
+    gate: &Gate,
     s: &Session<C::Stream>,
     next: Option<&'m Built>,
 ) -> Option<(&'m Envelope, &'m DataPayload)> {
     match next {
         Some(Ok(m))
-            if !queue.gate.paced()
-                && s.conn.transactions() + 1 < session_cap(ctx, queue, s)
+            if !gate.paced()
+                && s.conn.transactions() + 1 < session_cap(ctx, gate, s)
                 && local_refusal(s, m).is_none() =>
         {
             Some((&m.envelope, &m.payload))
@@ -388,8 +429,8 @@ fn announce<'m, C: Connect>(
 /// Messages a session with this host may carry: the provider's messages per connection (for
 /// an unknown site, `--messages-per-connection`), or less when the host said so (see
 /// [`learn`]).
-fn session_cap<C: Connect>(ctx: &Ctx<C>, queue: &SiteQueue, s: &Session<C::Stream>) -> usize {
-    let max = queue.gate.messages_per_connection();
+fn session_cap<C: Connect>(ctx: &Ctx<C>, gate: &Gate, s: &Session<C::Stream>) -> usize {
+    let max = gate.messages_per_connection();
     ctx.hosts
         .messages_per_connection(s.ip)
         .map_or(max, |n| n.min(max))

@@ -1,5 +1,5 @@
-//! What the engine learns about one provider while it sends, shared by every worker of every
-//! site of that provider: the [`Gate`]. It hands out connection slots (at most the learnt
+//! What the engine learns about one provider (at one source address, with a `--source-ip`
+//! pool) while it sends, shared by every worker of every site of that provider: the [`Gate`]. It hands out connection slots (at most the learnt
 //! connection limit, new ones spaced out so that a limit is met by one refusal, not ten),
 //! message slots (the learnt rate), and the messages-per-connection limit; it takes the
 //! signals (accepted, throttled, refused at greeting) and adapts:
@@ -12,10 +12,15 @@
 //! - **messages per connection:** "too many messages" lowers it to what the session carried.
 //! - **rules** ([`super::rules`]) override all three for their duration, or suspend.
 //!
+//! A provider's limits apply per sending IP: with a `--source-ip` pool the engine gives each
+//! provider one gate per source address ([`Gate::for_source`]: the same limits and rules,
+//! state of its own, named `google@192.0.2.1`), so that a throttle or a block of one address
+//! slows or stops that address only. Without a pool there is one gate per provider.
 //! Unknown sites get a gate of their own with the per-site limits of the command line.
 //! Everything here is plain state behind a mutex, tested with a paused clock.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -97,15 +102,27 @@ pub struct Gate {
     pub name: Arc<str>,
     /// Whether this is a provider (rules by provider name apply, it is listed in reports).
     pub known: bool,
+    /// The `--source-ip` address (its pool index and address) this gate is for; `None`: all
+    /// the run's connections to the provider.
+    pub source: Option<(usize, IpAddr)>,
     limits: GateLimits,
     rules: Arc<[BackoffRule]>,
     state: Mutex<State>,
-    freed: Notify,
+    /// Shared by the gates of one provider's source addresses: a worker waiting for any of
+    /// them wakes when one frees a slot.
+    freed: Arc<Notify>,
 }
 
 /// A connection slot of a gate; dropping it frees the slot.
 #[derive(Debug)]
 pub struct Slot(Arc<Gate>);
+
+impl Slot {
+    /// The gate this slot is of.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.0
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -134,6 +151,30 @@ pub enum Reaction {
 impl Gate {
     /// A gate with `limits`, acting on `rules`.
     pub fn new(name: Arc<str>, known: bool, limits: GateLimits, rules: Arc<[BackoffRule]>) -> Self {
+        Self::with_state(name, known, limits, rules, Arc::new(Notify::new()))
+    }
+
+    /// A fresh gate of the same provider, limits and rules for the source address `addr`
+    /// (pool index `index`): its own state, and the same wake-ups as `self`.
+    pub fn for_source(&self, index: usize, addr: IpAddr) -> Self {
+        let mut g = Self::with_state(
+            self.name.clone(),
+            self.known,
+            self.limits.clone(),
+            self.rules.clone(),
+            self.freed.clone(),
+        );
+        g.source = Some((index, addr));
+        g
+    }
+
+    fn with_state(
+        name: Arc<str>,
+        known: bool,
+        limits: GateLimits,
+        rules: Arc<[BackoffRule]>,
+        freed: Arc<Notify>,
+    ) -> Self {
         let now = Instant::now();
         let state = State {
             open: 0,
@@ -161,11 +202,31 @@ impl Gate {
         Self {
             name,
             known,
+            source: None,
             limits,
             rules,
             state: Mutex::new(state),
-            freed: Notify::new(),
+            freed,
         }
+    }
+
+    /// The name shown in progress and the summary: the provider's, with the source address
+    /// when the gate is one address's (`google@192.0.2.1`).
+    pub fn label(&self) -> String {
+        match self.source {
+            Some((_, addr)) => format!("{}@{addr}", self.name),
+            None => self.name.to_string(),
+        }
+    }
+
+    /// Connection slots in use.
+    pub fn open(&self) -> usize {
+        self.lock().open
+    }
+
+    /// Whether the gate is suspended (a rule, or no session could be opened) at `now`.
+    pub fn suspended(&self, now: Instant) -> bool {
+        self.lock().suspended_until.is_some_and(|u| u > now)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -387,7 +448,8 @@ impl Gate {
     pub fn report(&self) -> ProviderReport {
         let st = self.lock();
         ProviderReport {
-            name: self.name.to_string(),
+            name: self.label(),
+            suspended: st.suspended_until.is_some_and(|u| u > Instant::now()),
             delivered: st.delivered,
             throttles: st.throttles,
             replies: st.replies.clone(),
@@ -437,7 +499,7 @@ fn wall_clock(ahead: Duration) -> String {
 /// The end-of-run account of one provider.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProviderReport {
-    /// Provider (or site) name.
+    /// Provider (or site) name; `provider@source-ip` for one source address's gate.
     pub name: String,
     /// Messages it accepted this run.
     pub delivered: usize,
@@ -451,6 +513,8 @@ pub struct ProviderReport {
     pub messages_per_connection: usize,
     /// Rate at the end (messages/s), `None`: unpaced.
     pub rate: Option<f64>,
+    /// Suspended at the end (a rule, or no session could be opened).
+    pub suspended: bool,
 }
 
 /// Every gate of a run, for progress and the summary; clones share it.
@@ -476,7 +540,7 @@ impl ProviderBook {
         gates
             .iter()
             .filter(|g| g.known)
-            .map(|g| format!("{}: {}", g.name, g.status(now)))
+            .map(|g| format!("{}: {}", g.label(), g.status(now)))
             .collect()
     }
 

@@ -1,20 +1,24 @@
 //! An in-process mailbox-provider simulator: a loopback SMTP server that enforces per-sender
 //! limits the way the big providers do, with their real multi-line throttling texts.
 //!
-//! - **concurrent connections:** one too many is refused at greeting (Microsoft's 4.3.2 text);
+//! - **concurrent connections**, counted per sending (peer) IP: one too many is refused at
+//!   greeting (Microsoft's 4.3.2 text);
 //! - **messages per connection:** one too many is refused at MAIL and the connection closed;
 //! - **rate:** a token bucket (rate, burst); an empty bucket answers MAIL with the provider's
 //!   rate-limit text; a sender that keeps pushing (3 throttles within 2 s) is put in a penalty
 //!   box where every MAIL is throttled for a while;
 //! - **unknown mailboxes** are refused at RCPT with `550-5.1.1` (multi-line);
-//! - a **script** can answer the first N MAIL commands with a given text (rule tests).
+//! - a **script** can answer the first N MAIL commands with a given text (rule tests), and a
+//!   **peer script** every MAIL from one sending IP (a provider blocking one source address).
+//!
+//! The rate bucket and the penalty box are the provider's as a whole (all peers share them).
 //!
 //! Several simulators may share one port on different 127.0.0.x addresses (mailmerge connects
 //! to one `--smtp-port`).
 
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct SimConfig {
     /// Name (for printing).
     pub name: &'static str,
-    /// Concurrent connections allowed per sender.
+    /// Concurrent connections allowed per sending IP.
     pub connections: usize,
     /// Messages allowed per connection.
     pub per_connection: usize,
@@ -52,6 +56,8 @@ pub struct SimConfig {
     pub unknown: HashSet<String>,
     /// Answer the first `.0` MAIL commands with `.1` (counts as a throttle).
     pub script: Option<(usize, String)>,
+    /// Answer every MAIL from the peer address `.0` with `.1` (counts as a throttle).
+    pub peer_script: Option<(IpAddr, String)>,
     /// Refuse every greeting with this until this long after start.
     pub refuse_greetings_for: Option<(Duration, String)>,
 }
@@ -85,6 +91,7 @@ impl SimConfig {
             penalty: Duration::from_secs(3),
             unknown: HashSet::new(),
             script: None,
+            peer_script: None,
             refuse_greetings_for: None,
         }
     }
@@ -139,8 +146,10 @@ struct Bucket {
 pub struct SimStats {
     /// Connections accepted (greeted with 220).
     pub sessions: AtomicUsize,
-    /// Highest number of concurrent greeted connections.
+    /// Highest number of concurrent greeted connections (all peers).
     pub max_concurrent: AtomicUsize,
+    /// Highest number of concurrent greeted connections from each peer address.
+    pub max_concurrent_by_peer: Mutex<HashMap<IpAddr, usize>>,
     /// Throttling replies sent (greeting refusals, rate, per connection, script).
     pub throttles: AtomicUsize,
     /// Greetings refused for the connection limit.
@@ -161,6 +170,8 @@ struct Shared {
     config: SimConfig,
     started: Instant,
     open: AtomicUsize,
+    /// Open connections per peer address (greeted or not).
+    by_peer: Mutex<HashMap<IpAddr, usize>>,
     mails: AtomicUsize,
     bucket: Mutex<Bucket>,
     stats: Arc<SimStats>,
@@ -197,14 +208,15 @@ impl ProviderSim {
             config,
             started: Instant::now(),
             open: AtomicUsize::new(0),
+            by_peer: Mutex::new(HashMap::new()),
             mails: AtomicUsize::new(0),
             stats: stats.clone(),
         });
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Ok((stream, peer)) = listener.accept().await {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let _ = serve(shared, stream).await;
+                    let _ = serve(shared, stream, peer.ip()).await;
                 });
             }
         });
@@ -222,16 +234,39 @@ impl ProviderSim {
     }
 }
 
-/// Counts one open connection while it lives.
-struct Open<'a>(&'a Shared);
+/// Counts one open connection (of a peer address) while it lives.
+struct Open<'a>(&'a Shared, IpAddr);
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::SeqCst);
+        let mut by_peer = self.0.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_peer.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 
 impl Shared {
+    /// Counts a new connection from `peer`: (open in all, open from `peer`).
+    fn opened(&self, peer: IpAddr) -> (usize, usize) {
+        let all = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let n = by_peer.entry(peer).or_default();
+        *n += 1;
+        (all, *n)
+    }
+
+    /// Records the peaks of a greeted connection.
+    fn greeted(&self, all: usize, from_peer: usize, peer: IpAddr) {
+        self.stats.sessions.fetch_add(1, Ordering::SeqCst);
+        self.stats.max_concurrent.fetch_max(all, Ordering::SeqCst);
+        if let Ok(mut peaks) = self.stats.max_concurrent_by_peer.lock() {
+            let e = peaks.entry(peer).or_default();
+            *e = (*e).max(from_peer);
+        }
+    }
+
     fn throttle(&self, text: &str) -> String {
         self.stats.throttles.fetch_add(1, Ordering::SeqCst);
         let first = text.lines().next().unwrap_or_default().to_string();
@@ -265,7 +300,7 @@ impl Shared {
 }
 
 /// One connection's dialogue.
-async fn serve(sim: Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
+async fn serve(sim: Arc<Shared>, stream: TcpStream, peer: IpAddr) -> std::io::Result<()> {
     let c = &sim.config;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -275,16 +310,15 @@ async fn serve(sim: Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
         w.write_all(sim.throttle(text).as_bytes()).await?;
         return Ok(());
     }
-    let open = sim.open.fetch_add(1, Ordering::SeqCst) + 1;
-    let _guard = Open(&sim);
-    if open > c.connections {
+    let (open, from_peer) = sim.opened(peer);
+    let _guard = Open(&sim, peer);
+    if from_peer > c.connections {
         sim.stats.refused_greetings.fetch_add(1, Ordering::SeqCst);
         w.write_all(sim.throttle(&c.busy_greeting).as_bytes())
             .await?;
         return Ok(());
     }
-    sim.stats.sessions.fetch_add(1, Ordering::SeqCst);
-    sim.stats.max_concurrent.fetch_max(open, Ordering::SeqCst);
+    sim.greeted(open, from_peer, peer);
     w.write_all(format!("220 mx.{}.test ESMTP ready\r\n", c.name).as_bytes())
         .await?;
     let (mut on_conn, mut rcpt, mut mail_ok) = (0usize, None::<String>, false);
@@ -302,8 +336,9 @@ async fn serve(sim: Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
             rcpt = None;
             mail_ok = false;
             let n = sim.mails.fetch_add(1, Ordering::SeqCst);
-            match &c.script {
-                Some((first, text)) if n < *first => sim.throttle(text),
+            match (&c.script, &c.peer_script) {
+                (Some((first, text)), _) if n < *first => sim.throttle(text),
+                (_, Some((from, text))) if *from == peer => sim.throttle(text),
                 _ if on_conn >= c.per_connection => {
                     sim.stats
                         .per_connection_refusals
