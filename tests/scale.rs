@@ -23,7 +23,7 @@ fn mailmerge(verb: &str, job: &Job, dns: &DnsServer, port: u16) -> Command {
     c.arg(verb)
         .arg(&job.csv)
         .arg(&job.template)
-        .args(["--dns", &dns.addr().to_string(), "--dns-timeout", "1s"])
+        .args(["--dns", &dns.addr().to_string(), "--dns-timeout", "5s"])
         .args(["--smtp-port", &port.to_string(), "--helo", "sender.test"])
         .args(["--retry", "100ms", "--deadline", "20s", "--quiet"]);
     c

@@ -1,13 +1,16 @@
 //! The pipeline, wired once: **prepare** (list, template, journal of earlier runs) → **triage**
-//! (rows that cannot or need not be sent) → **route** (one MX lookup per domain, rows grouped
-//! into sites) → **send** (the delivery engine, every outcome journaled as it arrives) or
-//! **plan** (render everything, connect nowhere) → **report** (results CSV and summary).
+//! (rows that cannot or need not be sent, suppressed addresses) → **route** (one MX lookup per
+//! domain, rows grouped into sites and providers) → **shard** (with `--shard`, this process's
+//! providers only) → **send** (the delivery engine, every outcome journaled as it arrives) or
+//! **plan** (render everything, connect nowhere) → **results** (results CSV, summary, new
+//! suppressions).
 //!
 //! Each stage is a file of its own and hands the next one a value; nothing reaches back.
 
 mod outcomes;
 mod plan;
 mod prepare;
+mod results;
 mod route;
 mod send;
 pub mod shard;
@@ -21,11 +24,11 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{DeliveryOptions, Outcome, Status, Step};
+use crate::delivery::DeliveryOptions;
 use crate::message::MessageOptions;
 use crate::mx::DnsOptions;
 use crate::recipients::ListOptions;
-use crate::report::{self, Plan, Summary};
+use crate::report::{Plan, Summary};
 use crate::{journal, mx, progress, recipients, smtp, template};
 
 /// Everything a run needs, validated.
@@ -201,35 +204,19 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
         }
         RunMode::Send => send::send(&cfg, &job, &mut rows, routes, source, cancel).await?,
     };
-    // Recorded outcomes are read back from the journal as the report is written, in input
-    // order, so a list of millions of rows never holds its outcomes in memory.
-    let reader = journal::JournalReader::open(&job.journal_path).ok();
-    // `None`: another shard's row, left out of the results.
-    let outcome = |i: usize| {
-        (!rows.outcomes.is_elsewhere(i)).then(|| {
-            rows.outcomes.get(i, reader.as_ref()).unwrap_or_else(|| {
-                Outcome::local(Status::Deferred, Step::Deadline, "not attempted")
-            })
-        })
-    };
-    let results = (cfg.mode == RunMode::Send).then_some(cfg.results.as_path());
-    let summary = report::write_results(
-        results,
-        cfg.raw_csv,
-        &job.list,
-        &outcome,
-        started.elapsed(),
+    let record = sent.journal_error.is_none();
+    let (summary, newly_suppressed) = results::write(
+        &cfg,
+        &job,
+        &rows,
         sent.connections,
         &provider_of,
-    )
-    .map_err(|source| RunError::Results {
-        path: cfg.results.clone(),
-        source,
-    })?;
+        started,
+        record,
+    )?;
     if let Some(e) = sent.journal_error {
         return Err(e.into());
     }
-    let newly_suppressed = suppress::record(&cfg, &job, &outcome)?;
     Ok(RunReport {
         summary: Summary {
             delivered_now: sent.delivered_now,
