@@ -551,8 +551,19 @@ fn attachments(
     opts: &MessageOptions,
     limit: usize,
 ) -> Result<MessageBuilder<'static>, BuildError> {
-    let here = AttachmentDir::new(Path::new("."));
-    let dir = opts.attachments.as_ref().unwrap_or(&here);
+    if files.is_empty() {
+        return Ok(builder);
+    }
+    // Resolved once per message, and only when it has attachments (canonicalizing is a
+    // system call; most messages have none).
+    let here;
+    let dir = match &opts.attachments {
+        Some(dir) => dir,
+        None => {
+            here = AttachmentDir::new(Path::new("."));
+            &here
+        }
+    };
     for path in files {
         let bytes = dir.read(&path.to_string_lossy(), limit)?;
         let file_name = path

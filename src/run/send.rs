@@ -57,12 +57,10 @@ pub(super) async fn send(
         let row = job.list.row(i);
         (job.keys.key(&job.list, i, &row), row.row)
     };
-    let offsets = recorder.record_decided(
-        routes
-            .decided
-            .iter()
-            .map(|(i, o)| (key_of(*i).0, key_of(*i).1, o)),
-    )?;
+    let offsets = recorder.record_decided(routes.decided.iter().map(|(i, o)| {
+        let (key, number) = key_of(*i);
+        (key, number, o)
+    }))?;
     for ((i, o), at) in routes.decided.iter().zip(offsets) {
         rows.outcomes.set_recorded(*i, at, o.clone());
     }
