@@ -28,6 +28,7 @@ pub mod sandbox;
 pub mod smtp;
 pub mod suppress;
 pub mod template;
+pub mod tls_policy;
 pub mod verp;
 
 pub use run::{RunConfig, RunError, RunMode, RunReport, default_results_path, run, run_until};
