@@ -225,6 +225,17 @@ impl MxResolver {
         }
     }
 
+    /// Addresses of one host name (A, then AAAA), e.g. an MTA-STS policy host: empty when the
+    /// name does not exist or has no address; a temporary failure (SERVFAIL, timeout) → `Err`
+    /// with the reason.
+    pub async fn host_addresses(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        match self.addresses(host.trim_end_matches('.')).await {
+            Lookup::Found(addrs) => Ok(addrs),
+            Lookup::NoRecords | Lookup::NxDomain => Ok(Vec::new()),
+            Lookup::Temp(e) => Err(format!("address lookup for {host}: {e}")),
+        }
+    }
+
     /// Resolves one domain (A-label form) to a route.
     pub async fn route(&self, domain: &str) -> Route {
         let fqdn = format!("{domain}.");

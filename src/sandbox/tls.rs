@@ -85,6 +85,11 @@ impl TestCa {
         self.issuer.der().clone()
     }
 
+    /// The root certificate in PEM (what a `--tls-ca` file holds).
+    pub fn root_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
     /// A server certificate for `names`, signed by this CA.
     pub fn issue(&self, names: &[&str]) -> Result<Identity, CertError> {
         let key = KeyPair::generate()?;
