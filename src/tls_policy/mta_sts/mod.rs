@@ -209,8 +209,11 @@ impl StsResolver {
                 Err(_) => return use_cache_or(Lookup::NoPolicy),
             },
         };
-        if cached.as_ref().is_some_and(|p| p.id == id) {
-            return use_cache_or(Lookup::NoPolicy);
+        if let Some(policy) = cached.as_ref().filter(|p| p.id == id) {
+            return Lookup::Policy {
+                policy: policy.clone(),
+                from_cache: true,
+            };
         }
         match self.fetcher.fetch(&domain).await {
             Ok(mut policy) => {
@@ -248,5 +251,45 @@ impl StsResolver {
                 path: cache.path().map(Path::to_path_buf).unwrap_or_default(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run stage spawns lookups on a multi-threaded runtime and shares the resolver.
+    #[allow(dead_code)]
+    fn lookups_can_be_spawned(resolver: Arc<StsResolver>) {
+        fn send<T: Send + 'static>(_: T) {}
+        fn shared<T: Send + Sync>() {}
+        shared::<StsResolver>();
+        send(async move { resolver.lookup("example.com").await });
+    }
+
+    #[test]
+    fn lookup_helpers() {
+        let policy = Arc::new(Policy {
+            id: "1".into(),
+            mode: Mode::Enforce,
+            mx: vec!["mx.example.com".into()],
+            max_age: 1,
+        });
+        let enforced = Lookup::Policy {
+            policy: policy.clone(),
+            from_cache: false,
+        };
+        assert!(enforced.enforced());
+        assert_eq!(enforced.policy(), Some(&policy));
+        let testing = Lookup::Policy {
+            policy: Arc::new(Policy {
+                mode: Mode::Testing,
+                ..(*policy).clone()
+            }),
+            from_cache: true,
+        };
+        assert!(!testing.enforced());
+        assert!(!Lookup::NoPolicy.enforced());
+        assert_eq!(Lookup::Unavailable("x".into()).policy(), None);
     }
 }
