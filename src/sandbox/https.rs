@@ -235,6 +235,8 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<St
     loop {
         while connections.try_join_next().is_some() {}
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors or the like: wait rather than spin.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         connections.spawn(serve_connection(stream, acceptor.clone(), state.clone()));
