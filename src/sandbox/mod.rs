@@ -4,6 +4,7 @@
 //! tests script them to fail in every way a real receiver does.
 
 pub mod dns;
+pub mod dnssec;
 pub mod https;
 pub mod receiver;
 pub mod tls;
