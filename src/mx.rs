@@ -368,12 +368,25 @@ pub fn site_name(hosts: &[MxHost]) -> String {
 
 /// Groups routable domains into sites, in a stable (name) order.
 pub fn group_sites(routes: &HashMap<String, Route>) -> Vec<Site> {
+    group_sites_by(routes, |_| None)
+}
+
+/// Groups routable domains into sites like [`group_sites`], but domains with the same MX hosts
+/// and a different `tag` (their published TLS policy) stay apart: the site is named
+/// `hosts [tag]`.
+pub fn group_sites_by(
+    routes: &HashMap<String, Route>,
+    tag: impl Fn(&str) -> Option<String>,
+) -> Vec<Site> {
     let mut sites: BTreeMap<String, Site> = BTreeMap::new();
     let mut domains: Vec<(&String, &Route)> = routes.iter().collect();
     domains.sort_by(|a, b| a.0.cmp(b.0));
     for (domain, route) in domains {
         if let Route::Hosts(hosts) = route {
-            let name = site_name(hosts);
+            let name = match tag(domain) {
+                Some(tag) => format!("{} [{tag}]", site_name(hosts)),
+                None => site_name(hosts),
+            };
             sites
                 .entry(name.clone())
                 .or_insert_with(|| Site {
@@ -450,5 +463,20 @@ mod tests {
         assert_eq!(sites[1].name, "mx1.p.test,mx2.p.test");
         assert_eq!(sites[1].domains, vec!["a.test", "b.test"]);
         assert_eq!(sites[0].domains, vec!["own.test"]);
+    }
+
+    #[test]
+    fn domains_with_the_same_mx_set_and_different_tags_are_different_sites() {
+        let shared: Arc<[MxHost]> = vec![host("mx.p.test", 10)].into();
+        let mut routes = HashMap::new();
+        for d in ["plain.test", "sts1.test", "sts2.test"] {
+            routes.insert(d.to_string(), Route::Hosts(shared.clone()));
+        }
+        let sites = group_sites_by(&routes, |d| d.starts_with("sts").then(|| "enforce".into()));
+        assert_eq!(sites.len(), 2);
+        assert_eq!(sites[0].name, "mx.p.test");
+        assert_eq!(sites[0].domains, vec!["plain.test"]);
+        assert_eq!(sites[1].name, "mx.p.test [enforce]");
+        assert_eq!(sites[1].domains, vec!["sts1.test", "sts2.test"]);
     }
 }

@@ -15,6 +15,7 @@ use crate::delivery::{Outcome, Status, Step};
 use crate::provider::ProviderReport;
 use crate::recipients::RecipientList;
 use crate::smtp::Phase;
+use crate::tls_policy::PolicyKind;
 
 /// Our columns, in order (a contract: other tools read them by name).
 pub const COLUMNS: &[&str] = &[
@@ -34,6 +35,8 @@ pub const COLUMNS: &[&str] = &[
     "step",
     "category",
     "provider",
+    "tls_policy",
+    "tls_policy_note",
 ];
 
 /// Writes the results CSV to `path` (when given) and tallies the summary, in one pass over the
@@ -91,7 +94,7 @@ pub fn write_results(
         let attempts = o.attempts.to_string();
         let category = category_of(&o).map_or("", Category::as_str);
         let provider = provider_of.get(&domain).map_or("", |p| &**p);
-        let fixed: [&str; 16] = [
+        let fixed: [&str; 18] = [
             &row_no,
             &row.email,
             &domain,
@@ -108,6 +111,8 @@ pub fn write_results(
             o.step.as_str(),
             category,
             provider,
+            o.tls_policy.as_str(),
+            o.tls_note.as_deref().unwrap_or_default(),
         ];
         let inputs = (0..list.columns.len()).map(|c| row.fields.get(c).map_or("", String::as_str));
         write_row(w, fixed.into_iter().chain(inputs), raw)?;
@@ -190,12 +195,24 @@ pub struct Summary {
     /// Per mailbox provider (and any unknown site that throttled): what it accepted, its
     /// throttling replies and the limits it ended with.
     pub providers: Vec<ProviderReport>,
+    /// Rows per TLS policy their last attempt ran under (rows never attempted left out).
+    pub tls_policies: BTreeMap<PolicyKind, usize>,
+    /// Rows sent under an MTA-STS `testing` policy that `enforce` would have refused.
+    pub tls_would_fail: usize,
+    /// What the published-policy lookups found worth saying (DANE off, unfetchable policies).
+    pub tls_notes: Vec<String>,
 }
 
 impl Summary {
     /// Counts one row.
     fn add(&mut self, row: &crate::recipients::Row, o: &Outcome) {
         *self.counts.entry(o.status).or_default() += 1;
+        if o.tls_policy != PolicyKind::None {
+            *self.tls_policies.entry(o.tls_policy).or_default() += 1;
+        }
+        if o.tls_note.is_some() {
+            self.tls_would_fail += 1;
+        }
         if let Ok(a) = &row.status {
             let e = self.domains.entry(a.domain().to_string()).or_default();
             e.0 += 1;
@@ -258,6 +275,23 @@ impl fmt::Display for Summary {
             }
             writeln!(f)?;
         }
+        if !self.tls_policies.is_empty() {
+            write!(f, "tls policies:")?;
+            for (i, (k, n)) in self.tls_policies.iter().rev().enumerate() {
+                write!(f, "{} {} {n}", if i == 0 { "" } else { "," }, k.as_str())?;
+            }
+            if self.tls_would_fail > 0 {
+                write!(
+                    f,
+                    " ({} would fail under MTA-STS enforce: see tls_policy_note)",
+                    self.tls_would_fail
+                )?;
+            }
+            writeln!(f)?;
+        }
+        for line in &self.tls_notes {
+            writeln!(f, "tls: {line}")?;
+        }
         for line in &self.dialect_fallbacks {
             writeln!(f, "dialect: {line}")?;
         }
@@ -298,6 +332,8 @@ pub struct PlanSite {
     /// Connections the run would open there (at least one per worker, plus reopenings after
     /// `--messages-per-connection`).
     pub connections: usize,
+    /// The TLS policy published for it (MTA-STS, DANE), or "no published policy".
+    pub tls_policy: String,
 }
 
 /// What a run would do, row by row, without sending: `mailmerge check` / `--dry-run`.
@@ -329,6 +365,8 @@ pub struct Plan {
     pub sites: Vec<PlanSite>,
     /// `file:line: problem` for every row that would be invalid.
     pub problems: Vec<String>,
+    /// What the published-policy lookups found worth saying (DANE off, unfetchable policies).
+    pub tls_notes: Vec<String>,
 }
 
 impl Plan {
@@ -375,12 +413,16 @@ impl fmt::Display for Plan {
         for s in &self.sites {
             writeln!(
                 f,
-                "  {}: {} message(s), {} connection(s) via {}",
+                "  {}: {} message(s), {} connection(s) via {}; tls: {}",
                 s.name,
                 s.messages,
                 s.connections,
-                s.hosts.join(", ")
+                s.hosts.join(", "),
+                s.tls_policy
             )?;
+        }
+        for line in &self.tls_notes {
+            writeln!(f, "tls: {line}")?;
         }
         if !self.problems.is_empty() {
             writeln!(f, "problems:")?;

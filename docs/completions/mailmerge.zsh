@@ -55,6 +55,12 @@ disabled\:"Never STARTTLS"))' \
 '--smtp-timeout=[Bound every SMTP phase by this timeout \[default\: RFC 5321 §4.5.3.2 values, 30 s connect\]]:DURATION:_default' \
 '--connect-timeout=[TCP connect timeout per MX address (applied after --smtp-timeout) \[default\: 30s\]]:DURATION:_default' \
 '*--timeout=[One phase'\''s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last]:PHASE=DURATION:_default' \
+'--tls-policy=[Published TLS policies\: auto (honor MTA-STS and DANE, else --tls) or opportunistic (--tls everywhere, no policy lookups). See docs/delivery.md#tls-policies]:MODE:((auto\:"Honor MTA-STS and DANE where a receiver publishes them; \`--tls\` elsewhere"
+opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy lookups)"))' \
+'*--tls-ca=[PEM file of extra trusted root certificates (a private PKI) for verified TLS (MTA-STS, --tls required) and for fetching MTA-STS policies; repeatable]:FILE:_files' \
+'--dnssec-trust-anchor=[DNSSEC trust anchor for DANE instead of the IANA root keys\: a file of DS or DNSKEY records in zone-file form (a private test root)]:FILE:_files' \
+'--mta-sts-cache=[MTA-STS policy cache, kept between runs for each policy'\''s max_age \[default\: \$XDG_CACHE_HOME/mailmerge/mta-sts.json, else ~/.cache/...; with --sandbox <--sandbox-dir>.mta-sts.json\]]:PATH:_files' \
+'--mta-sts-port=[HTTPS port MTA-STS policies are fetched from (tests)]:PORT:_default' \
 '--attachments-dir=[Folder that \`Attachment\:\` files are read from; a value naming anything outside it (absolute, \`..\`, a symlink out) makes the row invalid \[default\: the template'\''s folder\]]:DIR:_files -/' \
 '--max-message-size=[Largest message built, attachments included (bytes, or with K, M, G); a row whose message is larger is \`invalid\`]:SIZE:_default' \
 '--out=[With --dry-run / check\: write every rendered message to DIR as <row>-<address>.eml]:DIR:_files -/' \
@@ -114,6 +120,12 @@ disabled\:"Never STARTTLS"))' \
 '--smtp-timeout=[Bound every SMTP phase by this timeout \[default\: RFC 5321 §4.5.3.2 values, 30 s connect\]]:DURATION:_default' \
 '--connect-timeout=[TCP connect timeout per MX address (applied after --smtp-timeout) \[default\: 30s\]]:DURATION:_default' \
 '*--timeout=[One phase'\''s timeout, PHASE=DURATION (connect, greeting, command, mail, rcpt, data, data-block, data-end); may be repeated; applied last]:PHASE=DURATION:_default' \
+'--tls-policy=[Published TLS policies\: auto (honor MTA-STS and DANE, else --tls) or opportunistic (--tls everywhere, no policy lookups). See docs/delivery.md#tls-policies]:MODE:((auto\:"Honor MTA-STS and DANE where a receiver publishes them; \`--tls\` elsewhere"
+opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy lookups)"))' \
+'*--tls-ca=[PEM file of extra trusted root certificates (a private PKI) for verified TLS (MTA-STS, --tls required) and for fetching MTA-STS policies; repeatable]:FILE:_files' \
+'--dnssec-trust-anchor=[DNSSEC trust anchor for DANE instead of the IANA root keys\: a file of DS or DNSKEY records in zone-file form (a private test root)]:FILE:_files' \
+'--mta-sts-cache=[MTA-STS policy cache, kept between runs for each policy'\''s max_age \[default\: \$XDG_CACHE_HOME/mailmerge/mta-sts.json, else ~/.cache/...; with --sandbox <--sandbox-dir>.mta-sts.json\]]:PATH:_files' \
+'--mta-sts-port=[HTTPS port MTA-STS policies are fetched from (tests)]:PORT:_default' \
 '--attachments-dir=[Folder that \`Attachment\:\` files are read from; a value naming anything outside it (absolute, \`..\`, a symlink out) makes the row invalid \[default\: the template'\''s folder\]]:DIR:_files -/' \
 '--max-message-size=[Largest message built, attachments included (bytes, or with K, M, G); a row whose message is larger is \`invalid\`]:SIZE:_default' \
 '--out=[With --dry-run / check\: write every rendered message to DIR as <row>-<address>.eml]:DIR:_files -/' \

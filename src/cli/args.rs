@@ -93,6 +93,9 @@ pub struct RunArgs {
     /// SMTP timeouts.
     #[command(flatten)]
     pub timeouts: TimeoutArgs,
+    /// Published TLS policies (MTA-STS, DANE) and trusted roots.
+    #[command(flatten)]
+    pub transport: mailmerge::tls_policy::TransportOptions,
     /// Folder that `Attachment:` files are read from; a value naming anything outside it
     /// (absolute, `..`, a symlink out) makes the row invalid [default: the template's folder].
     #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]

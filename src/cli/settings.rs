@@ -10,6 +10,7 @@ use mailmerge::identity;
 use mailmerge::message::AttachmentDir;
 use mailmerge::progress::Mode;
 use mailmerge::run::shard::INDEX_VARIABLE;
+use mailmerge::tls_policy::{self, TransportOptions};
 use mailmerge::{RunConfig, RunMode};
 
 use super::args::{DeliverArgs, RunArgs};
@@ -50,6 +51,11 @@ pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
     cfg.dns.timeout = args.dns_timeout;
     cfg.delivery = args.delivery;
     cfg.delivery.timeouts = args.timeouts.timeouts();
+    apply_transport(
+        args.transport,
+        args.sandbox.then_some(&args.sandbox_dir),
+        &mut cfg,
+    )?;
     if cfg.delivery.helo.is_none() {
         cfg.delivery.helo = Some(identity::default_helo());
     }
@@ -66,6 +72,39 @@ pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
         &mut cfg,
     )?;
     Ok(cfg)
+}
+
+/// `--tls-ca` files loaded (a bad one stops the run before anything is sent), and where the
+/// MTA-STS cache lives: the flag, beside the sandbox folder with `--sandbox`, else the XDG
+/// cache folder (none when there is no home folder: policies are then fetched every run).
+fn apply_transport(
+    opts: TransportOptions,
+    sandbox_dir: Option<&std::path::PathBuf>,
+    cfg: &mut RunConfig,
+) -> Result<()> {
+    for path in &opts.tls_ca {
+        let certs = tls_policy::mta_sts::load_pem_certs(path).context("--tls-ca")?;
+        cfg.tls_extra_roots.extend(certs);
+    }
+    if let Some(anchor) = &opts.dnssec_trust_anchor
+        && !anchor.is_file()
+    {
+        bail!("--dnssec-trust-anchor {}: no such file", anchor.display());
+    }
+    let cache = match (&opts.mta_sts_cache, sandbox_dir) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(dir)) => {
+            let mut name = dir.file_name().unwrap_or_default().to_os_string();
+            name.push(".mta-sts.json");
+            Some(dir.with_file_name(name))
+        }
+        (None, None) => tls_policy::mta_sts::default_cache_path(),
+    };
+    cfg.transport = TransportOptions {
+        mta_sts_cache: cache,
+        ..opts
+    };
+    Ok(())
 }
 
 /// DKIM signer and List-Unsubscribe headers from `--dkim-*` / `--list-unsubscribe`.

@@ -25,6 +25,7 @@ use crate::mx::MxHost;
 use crate::provider::rules::rules_in_force;
 use crate::provider::state::START_RATE;
 use crate::provider::{BackoffRule, Gate, GateLimits, ProviderSpec};
+use crate::tls_policy::SiteTls;
 
 /// Builds the message for a row, or says why the row cannot be sent.
 pub type MessageSource = Arc<dyn Fn(usize) -> Result<BuiltMessage, Box<Outcome>> + Send + Sync>;
@@ -77,6 +78,9 @@ pub struct SiteWork {
     /// The mailbox provider behind the site, if known: its limits apply to all its sites
     /// together. `None`: the site keeps per-site limits (`--connections-per-site`, …).
     pub provider: Option<Arc<ProviderSpec>>,
+    /// What the site's MX hosts require of TLS (MTA-STS, DANE); the default: nothing
+    /// published, the `--tls` mode applies.
+    pub tls: Arc<SiteTls>,
 }
 
 /// What every worker shares.
@@ -379,6 +383,7 @@ mod tests {
             hosts: hosts.into(),
             rows: (0..rows).collect(),
             provider: None,
+            tls: Default::default(),
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use crate::smtp::{EnhancedCode, Phase, Reply};
+use crate::tls_policy::PolicyKind;
 
 /// Final status of a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -160,6 +161,10 @@ pub struct Outcome {
     pub message_id: Option<String>,
     /// TLS version used, when the session was encrypted.
     pub tls: Option<String>,
+    /// The TLS policy the last attempt ran under (issue 14).
+    pub tls_policy: PolicyKind,
+    /// Under an MTA-STS `testing` policy: what `enforce` would have refused.
+    pub tls_note: Option<String>,
 }
 
 impl Outcome {
@@ -177,6 +182,8 @@ impl Outcome {
             attempts: 0,
             message_id: None,
             tls: None,
+            tls_policy: PolicyKind::None,
+            tls_note: None,
         }
     }
 

@@ -229,6 +229,7 @@ mod tests {
                 hosts: Vec::new().into(),
                 rows: (0..rows).collect(),
                 provider: None,
+                tls: Default::default(),
             },
             vec![gate].into(),
         )

@@ -7,6 +7,9 @@
 //! a session does the worker hear about it, as a [`ConnectFailure`] carrying the last reason.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use rustls::ClientConfig;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
@@ -18,6 +21,7 @@ use super::source_ip::{Lease, SourceIp};
 use crate::message::BuiltMessage;
 use crate::mx::MxHost;
 use crate::smtp::{Connection, EnhancedCode, MaybeTls, Phase, Reply, TlsMode};
+use crate::tls_policy::{HostRule, PolicyKind};
 
 /// An SMTP connection over a connector's stream, plaintext until STARTTLS.
 pub(super) type MxConnection<S> = Connection<MaybeTls<S>>;
@@ -34,6 +38,10 @@ pub(super) struct Session<S> {
     pub(super) tls: Option<String>,
     /// The `--source-ip` address this session left from (held until the session ends).
     pub(super) source: Option<Lease>,
+    /// The TLS policy the session met (issue 14).
+    pub(super) policy: PolicyKind,
+    /// Under an MTA-STS `testing` policy: what `enforce` would have refused.
+    pub(super) tls_note: Option<String>,
     /// This session's share of `--max-connections`.
     _permit: OwnedSemaphorePermit,
 }
@@ -45,6 +53,8 @@ impl<S> Session<S> {
         outcome.mx_ip = Some(self.ip);
         outcome.tls.clone_from(&self.tls);
         outcome.source_ip = self.source.as_ref().map(|s| s.ip().addr);
+        outcome.tls_policy = self.policy;
+        outcome.tls_note.clone_from(&self.tls_note);
     }
 }
 
@@ -57,6 +67,8 @@ pub(super) struct ConnectFailure {
     ip: Option<IpAddr>,
     /// The source address tried (`--source-ip`).
     source: Option<IpAddr>,
+    /// The TLS policy of the host tried.
+    policy: PolicyKind,
 }
 
 impl ConnectFailure {
@@ -69,6 +81,7 @@ impl ConnectFailure {
             host: None,
             ip: None,
             source: None,
+            policy: PolicyKind::None,
         }
     }
 
@@ -96,6 +109,7 @@ impl ConnectFailure {
         o.mx_host = self.host.clone();
         o.mx_ip = self.ip;
         o.source_ip = self.source;
+        o.tls_policy = self.policy;
         o
     }
 }
@@ -116,8 +130,14 @@ pub(super) async fn open_session<C: Connect>(
         .map_err(|_| ConnectFailure::before_connecting("shutting down"))?;
     let mut last = ConnectFailure::before_connecting("no MX address to try");
     for (host, ip) in ctx.hosts.candidates(&site.hosts) {
-        match try_address(ctx, (host, ip), source).await {
-            Ok((conn, tls, source)) => {
+        match try_address(ctx, site, (host, ip), source).await {
+            Ok(Opened {
+                conn,
+                tls,
+                source,
+                policy,
+                tls_note,
+            }) => {
                 ctx.emit(Event::Connected {
                     site: site.name.clone(),
                 });
@@ -127,6 +147,8 @@ pub(super) async fn open_session<C: Connect>(
                     ip,
                     tls,
                     source,
+                    policy,
+                    tls_note,
                     _permit: permit,
                 });
             }
@@ -141,22 +163,38 @@ pub(super) async fn open_session<C: Connect>(
 /// (unless the session must leave from `only` that one).
 async fn try_address<C: Connect>(
     ctx: &Ctx<C>,
+    site: &SiteWork,
     (host, ip): (&MxHost, IpAddr),
     only: Option<usize>,
-) -> Result<(MxConnection<C::Stream>, Option<String>, Option<Lease>), ConnectFailure> {
+) -> Result<Opened<C::Stream>, ConnectFailure> {
+    let rule = site.tls.rule(&host.name);
+    let policy = rule.kind(local_kind(ctx.cfg.tls.mode));
+    if let HostRule::Refuse { why, .. } = &rule {
+        // The published policy rules this host out: it is not even connected to.
+        let mut f = ConnectFailure::before_connecting(why.as_str());
+        (f.step, f.host, f.ip, f.policy) =
+            (Phase::StartTls, Some(host.name.clone()), Some(ip), policy);
+        return Err(f);
+    }
     loop {
         let source = lease_source(ctx, host, ip, only).map_err(|f| *f)?;
         let to = Target {
             host,
             ip,
             source: source.as_ref().map(Lease::ip),
+            tls: TlsPlan::new(ctx, &rule, policy),
         };
-        let want_tls = ctx.cfg.tls.mode != TlsMode::Disabled && !ctx.hosts.tls_broken(ip);
+        let want_tls = to.tls.mandatory
+            || (ctx.cfg.tls.mode != TlsMode::Disabled && !ctx.hosts.tls_broken(ip));
         let result = match connect_one(ctx, &to, want_tls).await {
-            Err(Failed::Tls(_)) if ctx.cfg.tls.mode == TlsMode::Opportunistic => {
+            Err(Failed::Tls(f))
+                if !to.tls.mandatory && ctx.cfg.tls.mode == TlsMode::Opportunistic =>
+            {
                 // RFC 3207 leaves it to the client; like Postfix, retry in plaintext on a new
                 // connection and do not try TLS with this address again during the run.
                 ctx.hosts.remember_tls_broken(ip);
+                to.tls
+                    .would_fail(|| format!("TLS handshake failed: {}", f.text));
                 connect_one(ctx, &to, false).await
             }
             other => other,
@@ -164,10 +202,120 @@ async fn try_address<C: Connect>(
         match result {
             Ok((mut conn, tls)) => {
                 conn.set_dialect(ctx.hosts.dialect(ip));
-                return Ok((conn, tls, source));
+                if tls.is_none() {
+                    to.tls
+                        .would_fail(|| format!("{} offered no STARTTLS", host.name));
+                }
+                let tls_note = to.tls.note();
+                return Ok(Opened {
+                    conn,
+                    tls,
+                    source,
+                    policy,
+                    tls_note,
+                });
             }
             Err(Failed::Bind(index)) => ctx.cfg.sources.mark_unusable(index),
             Err(Failed::Next(f) | Failed::Tls(f)) => return Err(f),
+        }
+    }
+}
+
+/// A new session and what it met.
+struct Opened<S> {
+    conn: MxConnection<S>,
+    tls: Option<String>,
+    source: Option<Lease>,
+    policy: PolicyKind,
+    tls_note: Option<String>,
+}
+
+/// The policy kind of the `--tls` mode alone.
+fn local_kind(mode: TlsMode) -> PolicyKind {
+    match mode {
+        TlsMode::Opportunistic => PolicyKind::Opportunistic,
+        TlsMode::Required => PolicyKind::Required,
+        TlsMode::Disabled => PolicyKind::None,
+    }
+}
+
+/// How one connection uses TLS, from the host's [`HostRule`] and the `--tls` mode.
+struct TlsPlan {
+    /// The policy, for outcomes.
+    policy: PolicyKind,
+    /// No plaintext, no fallback: STARTTLS must be offered and the handshake succeed.
+    mandatory: bool,
+    /// The rustls configuration (its verifier is the policy's certificate check).
+    config: Arc<ClientConfig>,
+    /// Under an MTA-STS `testing` policy: what `enforce` would have refused.
+    testing: Option<Testing>,
+}
+
+/// What an MTA-STS `testing` session notices.
+struct Testing {
+    /// The first reason `enforce` would have refused (an unlisted host, no STARTTLS, …).
+    first: Mutex<Option<String>>,
+    /// The Web PKI verdict on the certificate, filled in during the handshake.
+    certificate: Arc<Mutex<Option<String>>>,
+}
+
+impl TlsPlan {
+    fn new<C>(ctx: &Ctx<C>, rule: &HostRule, policy: PolicyKind) -> Self {
+        let tls = &ctx.cfg.tls;
+        let (mandatory, config, testing) = match rule {
+            HostRule::Dane(config) => (true, config.clone(), None),
+            HostRule::DaneEncryptOnly => (true, tls.any_certificate(), None),
+            HostRule::MtaSts => (true, tls.verified(), None),
+            HostRule::Local {
+                testing: true,
+                unlisted,
+            } if tls.mode != TlsMode::Required => {
+                let (config, certificate) = tls.probing();
+                let first = Mutex::new(unlisted.clone());
+                (false, config, Some(Testing { first, certificate }))
+            }
+            HostRule::Local { .. } | HostRule::Refuse { .. } => {
+                (tls.mode == TlsMode::Required, tls.client_config(), None)
+            }
+        };
+        Self {
+            policy,
+            mandatory,
+            config,
+            testing,
+        }
+    }
+
+    /// Under a `testing` policy, notes the first reason `enforce` would have refused.
+    fn would_fail(&self, why: impl FnOnce() -> String) {
+        if let Some(t) = &self.testing {
+            let mut first = t.first.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(why);
+        }
+    }
+
+    /// What `enforce` would have refused, as the results' `tls_policy_note`.
+    fn note(&self) -> Option<String> {
+        let t = self.testing.as_ref()?;
+        let first = t.first.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let verdict = t
+            .certificate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        first
+            .or(verdict)
+            .map(|why| format!("MTA-STS testing: enforce would have refused: {why}"))
+    }
+
+    /// Why the session may not go on in plaintext.
+    fn no_starttls(&self, host: &str) -> String {
+        match self.policy {
+            PolicyKind::Dane => format!("{host} does not offer STARTTLS, and DANE requires TLS"),
+            PolicyKind::MtaSts => format!(
+                "{host} does not offer STARTTLS, and the domain's MTA-STS policy requires TLS"
+            ),
+            _ => format!("{host} does not offer STARTTLS and --tls required is set"),
         }
     }
 }
@@ -216,6 +364,8 @@ struct Target<'h> {
     ip: IpAddr,
     /// The source address to leave from (`--source-ip`).
     source: Option<&'h SourceIp>,
+    /// How TLS is used.
+    tls: TlsPlan,
 }
 
 impl Target<'_> {
@@ -231,6 +381,7 @@ impl Target<'_> {
             host: Some(self.host.name.clone()),
             ip: Some(self.ip),
             source: self.source.map(|s| s.addr),
+            policy: self.tls.policy,
         }
     }
 
@@ -261,12 +412,9 @@ async fn connect_one<C: Connect>(
         conn = starttls(ctx, conn, to).await?;
     }
     let tls = conn.stream().tls_version();
-    if ctx.cfg.tls.mode == TlsMode::Required && tls.is_none() {
+    if to.tls.mandatory && tls.is_none() {
         conn.quit().await;
-        let text = format!(
-            "{} does not offer STARTTLS and --tls required is set",
-            to.host.name
-        );
+        let text = to.tls.no_starttls(&to.host.name);
         return Err(to.fail(Phase::StartTls, None, text));
     }
     Ok((conn, tls))
@@ -303,7 +451,7 @@ async fn starttls<C: Connect>(
         .await
         .map_err(|e| to.fail(e.phase(), None, e.to_string()))?;
     if reply.code == 220 {
-        let config = ctx.cfg.tls.client_config();
+        let config = to.tls.config.clone();
         let mut conn = crate::smtp::tls::handshake(conn, config, &to.host.name, to.ip)
             .await
             .map_err(|e| Failed::Tls(to.failure(Phase::StartTls, None, e.to_string())))?;
@@ -311,10 +459,12 @@ async fn starttls<C: Connect>(
         hello(&mut conn, to.helo(ctx.cfg.options.helo()), to).await?;
         return Ok(conn);
     }
-    if ctx.cfg.tls.mode == TlsMode::Required {
+    if to.tls.mandatory {
         conn.quit().await;
         return Err(to.fail(Phase::StartTls, Some(reply), String::new()));
     }
+    to.tls
+        .would_fail(|| format!("{} refused STARTTLS: {reply}", to.host.name));
     // Opportunistic and STARTTLS refused: go on in plaintext on this session.
     Ok(conn)
 }

@@ -37,6 +37,7 @@ use thiserror::Error;
 use crate::delivery::{Outcome, Status, Step};
 use crate::recipients::{RecipientList, Row};
 use crate::smtp::EnhancedCode;
+use crate::tls_policy::PolicyKind;
 
 /// Longest time a written record waits for `fsync`.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
@@ -241,6 +242,10 @@ struct Record {
     message_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tls: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls_note: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -281,6 +286,8 @@ impl Record {
             attempts: o.attempts,
             message_id: o.message_id.clone(),
             tls: o.tls.clone(),
+            tls_policy: (o.tls_policy != PolicyKind::None).then(|| o.tls_policy.as_str().into()),
+            tls_note: o.tls_note.clone(),
         }
     }
 
@@ -314,6 +321,11 @@ impl Record {
             attempts: self.attempts,
             message_id: self.message_id.clone(),
             tls: self.tls.clone(),
+            tls_policy: match &self.tls_policy {
+                Some(p) => PolicyKind::parse(p)?,
+                None => PolicyKind::None,
+            },
+            tls_note: self.tls_note.clone(),
         })
     }
 }

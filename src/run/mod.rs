@@ -12,6 +12,7 @@ mod plan;
 mod prepare;
 mod results;
 mod route;
+mod secure;
 mod send;
 pub mod shard;
 mod source;
@@ -50,8 +51,12 @@ pub struct RunConfig {
     pub dns: DnsOptions,
     /// How to deliver (connections, retries, deadline, TLS, timeouts).
     pub delivery: DeliveryOptions,
-    /// Roots trusted under `--tls required` besides the Mozilla roots (a private or test CA).
+    /// Roots trusted for verified TLS (`--tls required`, MTA-STS) and for fetching MTA-STS
+    /// policies, besides the Mozilla roots: `--tls-ca`, loaded (a private or test CA).
     pub tls_extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Published TLS policies: whether to honor them, the DNSSEC trust anchor, the MTA-STS
+    /// cache (issue 14).
+    pub transport: crate::tls_policy::TransportOptions,
     /// Progress display.
     pub progress: progress::Mode,
     /// Ignore (and empty) the journal of earlier runs: send to everyone again.
@@ -98,6 +103,7 @@ impl RunConfig {
             dns: DnsOptions::default(),
             delivery: DeliveryOptions::default(),
             tls_extra_roots: Vec::new(),
+            transport: Default::default(),
             progress: progress::Mode::Auto,
             fresh: false,
             limit: None,
@@ -146,6 +152,9 @@ pub enum RunError {
     /// The TLS configuration cannot be built (e.g. an unusable extra root).
     #[error(transparent)]
     Tls(#[from] smtp::tls::TlsSetupError),
+    /// A published-policy lookup cannot be set up (e.g. an unreadable trust anchor).
+    #[error("{0}")]
+    TlsPolicy(String),
     /// The suppression list cannot be read or written.
     #[error(transparent)]
     Suppressions(#[from] crate::suppress::StoreError),
@@ -196,6 +205,8 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
         shard::select(s, &job, &mut rows, &mut routes);
     }
     let provider_of = std::mem::take(&mut routes.provider_of);
+    let tls_notes = std::mem::take(&mut routes.tls_notes);
+    rows.plan.tls_notes.clone_from(&tls_notes);
     let source = source::message_source(&cfg, &job, &warnings);
     let sent = match &cfg.mode {
         RunMode::Plan { eml_out } => {
@@ -222,6 +233,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
             delivered_now: sent.delivered_now,
             dialect_fallbacks: sent.dialect_fallbacks,
             providers: sent.providers,
+            tls_notes,
             ..summary
         },
         plan: rows.plan,

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::prepare::Job;
+use super::secure;
 use super::triage::Rows;
 use super::{RunConfig, RunError};
 use crate::delivery::{DeliveryOptions, Outcome, SiteWork, Status, Step};
@@ -32,6 +33,8 @@ pub(super) struct Routes {
     pub decided: Vec<(usize, Outcome)>,
     /// Each routed domain's provider (the results' `provider` column).
     pub provider_of: HashMap<String, Arc<str>>,
+    /// What the published-policy lookups found worth saying (the summary's `tls:` lines).
+    pub tls_notes: Vec<String>,
 }
 
 impl Routes {
@@ -54,6 +57,7 @@ impl Routes {
                     hosts: hosts.clone(),
                     messages: n,
                     connections: per_site.min(n).max(n.div_ceil(per_connection)),
+                    tls_policy: w.tls.describe(&w.hosts),
                 })
             })
             .collect()
@@ -64,7 +68,8 @@ impl Routes {
 pub(super) async fn route(cfg: &RunConfig, job: &Job, rows: &mut Rows) -> Result<Routes, RunError> {
     let resolver = MxResolver::new(&cfg.dns)?;
     let routes = resolver.routes(std::mem::take(&mut rows.domains)).await;
-    let sites = mx::group_sites(&routes);
+    let policies = secure::lookup(cfg, &routes).await?;
+    let sites = mx::group_sites_by(&routes, |d| policies.site_key(d));
     let site_of: HashMap<&str, usize> = sites
         .iter()
         .enumerate()
@@ -79,6 +84,7 @@ pub(super) async fn route(cfg: &RunConfig, job: &Job, rows: &mut Rows) -> Result
                 hosts: s.hosts.clone(),
                 rows: Vec::new(),
                 provider: providers.for_hosts(&s.hosts).cloned(),
+                tls: policies.site(&s.domains),
             })
             .collect(),
         hosts: sites
@@ -93,6 +99,7 @@ pub(super) async fn route(cfg: &RunConfig, job: &Job, rows: &mut Rows) -> Result
         site_of_row: vec![u32::MAX; job.list.len()],
         decided: Vec::new(),
         provider_of: HashMap::new(),
+        tls_notes: policies.notes.clone(),
     };
     for (site, work) in sites.iter().zip(&out.work) {
         if let Some(p) = &work.provider {

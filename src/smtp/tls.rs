@@ -12,10 +12,11 @@
 use std::io;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -84,6 +85,9 @@ pub struct TlsPolicy {
     pub mode: TlsMode,
     opportunistic: Arc<ClientConfig>,
     verified: Arc<ClientConfig>,
+    /// The Web PKI check `verified` uses (Mozilla roots plus the extra ones), for probing a
+    /// certificate under an MTA-STS `testing` policy; `None` when it could not be built.
+    webpki: Option<Arc<WebPkiServerVerifier>>,
 }
 
 /// A TLS configuration could not be built.
@@ -92,11 +96,14 @@ pub enum TlsSetupError {
     /// rustls refused the configuration (e.g. no protocol version in common with the provider).
     #[error("cannot set up TLS: {0}")]
     Config(#[from] rustls::Error),
+    /// The certificate verifier could not be built from the trusted roots.
+    #[error("cannot set up certificate verification: {0}")]
+    Verifier(String),
 }
 
 impl TlsPolicy {
     /// Builds the policy. `extra_roots` are trusted besides the Mozilla roots under
-    /// [`TlsMode::Required`] (a private CA, or a test CA).
+    /// [`TlsMode::Required`] and MTA-STS (a private CA, or a test CA).
     pub fn new(
         mode: TlsMode,
         extra_roots: &[CertificateDer<'static>],
@@ -107,9 +114,12 @@ impl TlsPolicy {
         for cert in extra_roots {
             roots.add(cert.clone())?;
         }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
         let verified = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
+            .with_webpki_verifier(webpki.clone())
             .with_no_client_auth();
         let opportunistic = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
@@ -120,7 +130,34 @@ impl TlsPolicy {
             mode,
             opportunistic: Arc::new(opportunistic),
             verified: Arc::new(verified),
+            webpki: Some(webpki),
         })
+    }
+
+    /// Any certificate (opportunistic TLS; DANE hosts whose TLSA records are all unusable).
+    pub fn any_certificate(&self) -> Arc<ClientConfig> {
+        self.opportunistic.clone()
+    }
+
+    /// A certificate that chains to a trusted root and is valid for the host name (`--tls
+    /// required`, MTA-STS `enforce`).
+    pub fn verified(&self) -> Arc<ClientConfig> {
+        self.verified.clone()
+    }
+
+    /// Any certificate, but the Web PKI verdict on it is kept in the returned slot (`None`
+    /// when it was valid for the host name): what an MTA-STS `testing` policy reports.
+    pub fn probing(&self) -> (Arc<ClientConfig>, Arc<Mutex<Option<String>>>) {
+        let verdict = Arc::new(Mutex::new(None));
+        let Some(webpki) = &self.webpki else {
+            return (self.opportunistic.clone(), verdict);
+        };
+        let mut config = (*self.opportunistic).clone();
+        config.dangerous().set_certificate_verifier(Arc::new(Probe {
+            webpki: webpki.clone(),
+            verdict: verdict.clone(),
+        }));
+        (Arc::new(config), verdict)
     }
 
     /// The rustls configuration this mode uses.
@@ -154,6 +191,7 @@ impl Default for TlsPolicy {
                 mode: TlsMode::Disabled,
                 opportunistic: cfg.clone(),
                 verified: cfg,
+                webpki: None,
             }
         })
     }
@@ -210,6 +248,62 @@ impl ServerCertVerifier for AcceptAnyCert {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// Accepts any certificate like [`AcceptAnyCert`], but records what the Web PKI check said of
+/// it: the MTA-STS `testing` mode sends as today and reports what `enforce` would refuse.
+#[derive(Debug)]
+struct Probe {
+    webpki: Arc<WebPkiServerVerifier>,
+    verdict: Arc<Mutex<Option<String>>>,
+}
+
+impl ServerCertVerifier for Probe {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Err(e) = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            let mut verdict = self.verdict.lock().unwrap_or_else(|p| p.into_inner());
+            *verdict = Some(format!(
+                "certificate not valid for {}: {e}",
+                server_name.to_str()
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }
 
