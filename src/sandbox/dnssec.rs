@@ -35,7 +35,7 @@ use hickory_proto::dnssec::rdata::{DNSKEY, DNSSECRData, DS, NSEC, RRSIG, SigInpu
 use hickory_proto::dnssec::{Algorithm, DigestType, DnssecSigner, SigningKey, TBS};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
-use hickory_proto::rr::rdata::{A, AAAA, MX, NS, SOA, TLSA};
+use hickory_proto::rr::rdata::{A, AAAA, MX, NS, SOA, TLSA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, SerialNumber};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,6 +69,7 @@ enum Data {
     Addr(IpAddr),
     Mx(u16, String),
     Tlsa(Tlsa),
+    Txt(String),
 }
 
 /// What the server serves, built in code: zones, records, and scripted failures.
@@ -112,6 +113,13 @@ impl SignedZones {
     pub fn mx(&mut self, name: &str, preference: u16, exchange: &str) -> &mut Self {
         self.records
             .push((name.to_string(), Data::Mx(preference, exchange.to_string())));
+        self
+    }
+
+    /// A TXT record (one string), e.g. an MTA-STS `_mta-sts` record.
+    pub fn txt(&mut self, name: &str, text: &str) -> &mut Self {
+        self.records
+            .push((name.to_string(), Data::Txt(text.to_string())));
         self
     }
 
@@ -425,6 +433,7 @@ impl Served {
                     Matching::from(t.matching),
                     t.data.clone(),
                 )),
+                Data::Txt(text) => RData::TXT(TXT::new(vec![text.clone()])),
             };
             let name = fqdn(owner)?;
             let zone = zones

@@ -134,11 +134,13 @@ pub async fn dns(zone: Zone) -> DnsServer {
 /// A plain template using `name` and `email`.
 pub const TEMPLATE: &str = "From: Sender <news@sender.test>\nTo: {{name}} <{{email}}>\nSubject: Hello {{name}}\n\nHi {{name}},\n.leading dot line\n..two dots\nbye\n";
 
-/// The binary, with the suppression list's default home (XDG_DATA_HOME) in a scratch folder
-/// of this test process: a test never writes to the user's real list.
+/// The binary, with the suppression list's default home (XDG_DATA_HOME) and the MTA-STS
+/// cache's (XDG_CACHE_HOME) in a scratch folder of this test process: a test never writes to
+/// the user's real list or cache.
 pub fn binary() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mailmerge"));
     c.env("XDG_DATA_HOME", scratch_data_home());
+    c.env("XDG_CACHE_HOME", scratch_data_home().join("cache"));
     c
 }
 
