@@ -401,6 +401,31 @@ mod tests {
     }
 
     #[test]
+    fn the_tls_policy_keys_are_config_keys() {
+        use mailmerge::tls_policy::PolicyMode;
+        let m = defaults(
+            "tls-policy = \"opportunistic\"\ntls-ca = [\"ca/private.pem\"]\n\
+             dnssec-trust-anchor = \"root.key\"\nmta-sts-cache = \"/var/cache/mm/sts.json\"\n",
+            "/etc/mm/mailmerge.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            m.get_one::<PolicyMode>("tls_policy"),
+            Some(&PolicyMode::Opportunistic)
+        );
+        let ca: Vec<&PathBuf> = m.get_many("tls_ca").unwrap().collect();
+        assert_eq!(ca, [&PathBuf::from("/etc/mm/ca/private.pem")]);
+        assert_eq!(
+            m.get_one::<PathBuf>("dnssec_trust_anchor"),
+            Some(&PathBuf::from("/etc/mm/root.key"))
+        );
+        let e = defaults("tls-policy = \"strict\"\n", "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls-policy") && e.contains("strict"), "{e}");
+    }
+
+    #[test]
     fn a_key_of_another_subcommand_is_ignored() {
         let (all, sender) = {
             let all = super::super::args::Cli::command();

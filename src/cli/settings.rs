@@ -196,4 +196,24 @@ mod tests {
         assert!(config(&[]).message.received_header);
         assert!(!config(&["--no-received-header"]).message.received_header);
     }
+
+    #[test]
+    fn tls_ca_files_are_loaded_and_a_bad_one_stops_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = mailmerge::sandbox::tls::TestCa::new().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, ca.root_pem()).unwrap();
+        let cfg = config(&["--tls-ca", pem.to_str().unwrap()]);
+        assert_eq!(cfg.tls_extra_roots, vec![ca.root()]);
+        assert_eq!(cfg.transport.tls_policy, tls_policy::PolicyMode::Auto);
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let argv = ["mailmerge", "run", "l.csv", "t.hbs", "--tls-ca"];
+        let cli = Cli::parse_from(argv.iter().copied().chain([junk.to_str().unwrap()]));
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        let e = format!("{:#}", run_config(args, false).unwrap_err());
+        assert!(e.contains("--tls-ca") && e.contains("junk.pem"), "{e}");
+    }
 }

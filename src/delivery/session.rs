@@ -203,8 +203,11 @@ async fn try_address<C: Connect>(
             Ok((mut conn, tls)) => {
                 conn.set_dialect(ctx.hosts.dialect(ip));
                 if tls.is_none() {
-                    to.tls
-                        .would_fail(|| format!("{} offered no STARTTLS", host.name));
+                    let offered = conn.capabilities().starttls;
+                    to.tls.would_fail(|| match offered {
+                        true => format!("{} was sent to without TLS (--tls)", host.name),
+                        false => format!("{} offered no STARTTLS", host.name),
+                    });
                 }
                 let tls_note = to.tls.note();
                 return Ok(Opened {
