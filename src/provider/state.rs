@@ -30,7 +30,9 @@ use tokio::time::Instant;
 use super::rules::{BackoffRule, Signal, show_rate, signal};
 use crate::delivery::Rate;
 
-/// A new concurrent connection to a provider at most this often.
+/// A new concurrent connection to a known provider at most this often (KumoMTA's "100 new
+/// connections a minute" kept loosely). Unknown sites are not spaced: like Postfix, their
+/// connections open at once up to the site's limit, and a refusal lowers the limit.
 const CONNECT_SPACING: Duration = Duration::from_millis(100);
 /// After a decrease, no message for this many intervals of the new rate (at most a second),
 /// so that the receiver's bucket refills a little before the next one.
@@ -245,7 +247,8 @@ impl Gate {
         if st.open >= limit {
             return Err(now + Duration::from_millis(250));
         }
-        if st.open > 0
+        if self.known
+            && st.open > 0
             && let Some(last) = st.last_grant
             && now < last + CONNECT_SPACING
         {
@@ -591,6 +594,26 @@ mod tests {
         assert!(g.try_slot(t1 + CONNECT_SPACING).is_err(), "limit 2");
         drop(a);
         assert!(g.try_slot(t1 + CONNECT_SPACING).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_sites_connections_open_at_once_up_to_its_limit() {
+        let limits = GateLimits {
+            connections: 3,
+            messages_per_connection: 100,
+            cap: None,
+            start: None,
+        };
+        let g = Arc::new(Gate::new(
+            "mx.site.test".into(),
+            false,
+            limits,
+            Vec::new().into(),
+        ));
+        let t0 = Instant::now();
+        let slots: Vec<Slot> = (0..3).map(|_| g.try_slot(t0).unwrap()).collect();
+        assert!(g.try_slot(t0).is_err(), "limit 3");
+        drop(slots);
     }
 
     #[tokio::test(start_paused = true)]
