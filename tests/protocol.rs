@@ -206,6 +206,24 @@ async fn chunking_sends_bdat_and_the_message_arrives_unstuffed() {
     }
 }
 
+#[tokio::test]
+async fn no_chunking_sends_data_where_chunking_is_offered() {
+    let dns = dns_for(46).await;
+    let config = ReceiverConfig {
+        chunking: true,
+        ..ReceiverConfig::default()
+    };
+    let mxs = Mxs::start(vec![(46, config)]).await;
+    let job = Job::new(&list(3), TEMPLATE);
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.delivery.no_chunking = true;
+    run(cfg).await.expect("run");
+    all_delivered_at_once(&read_results(&job.results));
+    let cmds = mxs.get(46).commands();
+    assert!(!cmds.iter().any(|c| c.starts_with("BDAT")), "{cmds:?}");
+    assert_eq!(cmds.iter().filter(|c| *c == "DATA").count(), 3, "{cmds:?}");
+}
+
 /// What a hostile scripted server does wrong, on its first connection only (later ones are
 /// well-behaved, so every row can still be delivered).
 #[derive(Clone, Copy, Debug)]

@@ -81,6 +81,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l return-path 
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l verp-key -d 'Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l verp-key-file -d 'File holding the VERP key (surrounding white space ignored)' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l allow-duplicates -d 'Send to repeated addresses too (default: first row only; others are `duplicate`)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l no-chunking -d 'Never use BDAT (RFC 3030 CHUNKING), even where offered: send every message with DATA (a receiver whose CHUNKING is broken)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dry-run -d 'Render, resolve and print the delivery plan without connecting to any MX (= `check`)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l fresh -d 'Forget earlier runs of this job (empty the journal) and send to every row again'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l template-changed -d 'The template changed since the journal was started (a fix during a campaign): go on with the journal instead of refusing; rows already delivered are not sent again'
@@ -138,6 +139,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l return-pat
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l verp-key -d 'Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l verp-key-file -d 'File holding the VERP key (surrounding white space ignored)' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l allow-duplicates -d 'Send to repeated addresses too (default: first row only; others are `duplicate`)'
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l no-chunking -d 'Never use BDAT (RFC 3030 CHUNKING), even where offered: send every message with DATA (a receiver whose CHUNKING is broken)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dry-run -d 'Render, resolve and print the delivery plan without connecting to any MX (= `check`)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l fresh -d 'Forget earlier runs of this job (empty the journal) and send to every row again'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l template-changed -d 'The template changed since the journal was started (a fix during a campaign): go on with the journal instead of refusing; rows already delivered are not sent again'

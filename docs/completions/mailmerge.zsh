@@ -77,6 +77,7 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
+'--no-chunking[Never use BDAT (RFC 3030 CHUNKING), even where offered\: send every message with DATA (a receiver whose CHUNKING is broken)]' \
 '--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \
 '--fresh[Forget earlier runs of this job (empty the journal) and send to every row again]' \
 '--template-changed[The template changed since the journal was started (a fix during a campaign)\: go on with the journal instead of refusing; rows already delivered are not sent again]' \
@@ -142,6 +143,7 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
+'--no-chunking[Never use BDAT (RFC 3030 CHUNKING), even where offered\: send every message with DATA (a receiver whose CHUNKING is broken)]' \
 '--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \
 '--fresh[Forget earlier runs of this job (empty the journal) and send to every row again]' \
 '--template-changed[The template changed since the journal was started (a fix during a campaign)\: go on with the journal instead of refusing; rows already delivered are not sent again]' \

@@ -44,6 +44,10 @@ pub struct DeliveryOptions {
     /// certificate matching the MX name, else deferred) or disabled.
     #[arg(long, value_name = "MODE", default_value = "opportunistic", value_enum)]
     pub tls: TlsMode,
+    /// Never use BDAT (RFC 3030 CHUNKING), even where offered: send every message with DATA
+    /// (a receiver whose CHUNKING is broken).
+    #[arg(long)]
+    pub no_chunking: bool,
     /// Messages at most per site and period, spaced evenly (e.g. 100/min, 5/s).
     #[arg(long, value_name = "N/PERIOD")]
     pub rate_per_site: Option<Rate>,

@@ -202,6 +202,7 @@ async fn try_address<C: Connect>(
         match result {
             Ok((mut conn, tls)) => {
                 conn.set_dialect(ctx.hosts.dialect(ip));
+                conn.set_chunking(!ctx.cfg.options.no_chunking);
                 if tls.is_none() {
                     let offered = conn.capabilities().starttls;
                     to.tls.would_fail(|| match offered {

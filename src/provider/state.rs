@@ -97,6 +97,17 @@ struct State {
     delivered: usize,
 }
 
+/// Whether messages were accepted at no less than three quarters of `rate` lately (over the
+/// acceptances of the last two seconds): only then is the rate what limits sending.
+fn rate_in_use(accepted: &VecDeque<Instant>, rate: f64, now: Instant) -> bool {
+    let Some(first) = accepted.front() else {
+        return false;
+    };
+    let span = now.saturating_duration_since(*first).as_secs_f64();
+    let n = accepted.len();
+    n >= 2 && span > 0.0 && (n - 1) as f64 / span >= 0.75 * rate
+}
+
 /// One provider's (or unknown site's) shared sending state.
 #[derive(Debug)]
 pub struct Gate {
@@ -309,6 +320,12 @@ impl Gate {
             return;
         }
         let Some(rate) = st.rate else { return };
+        if !rate_in_use(&st.accepted, rate, now) {
+            // Sending is limited by something else (connections, the receiver's speed): a
+            // higher rate would be one nobody has tried, so it is not learnt (RFC 7661's rule
+            // for congestion windows).
+            return;
+        }
         let step = match st.ceiling {
             None => self.limits.start.unwrap_or(START_RATE) * 0.05,
             Some(c) if rate < 0.75 * c => 0.2 * c,
@@ -666,17 +683,16 @@ mod tests {
             "recovery: 5 intervals"
         );
         let mut now = t0;
-        for _ in 0..2 {
-            now += Duration::from_millis(1001);
-            g.accepted(now);
+        // Accepted as fast as the gate allows: the rate is what limits, so it grows.
+        for expected in [70.0, 75.0] {
+            feed(&g, &mut now, 1.01);
+            let rate = g.report().rate.unwrap();
+            assert!(
+                (rate - expected).abs() < 1e-6,
+                "fast to 3/4 of the ceiling: {rate}"
+            );
         }
-        let rate = g.report().rate.unwrap();
-        assert!(
-            (rate - 75.0).abs() < 1e-6,
-            "fast to 3/4 of the ceiling: {rate}"
-        );
-        now += Duration::from_millis(1001);
-        g.accepted(now);
+        feed(&g, &mut now, 1.01);
         assert!(
             (g.report().rate.unwrap() - 76.0).abs() < 1e-6,
             "then 1% of it a second"
@@ -686,6 +702,29 @@ mod tests {
             "{}",
             g.status(now)
         );
+    }
+
+    /// Messages accepted at the gate's current rate for `secs` seconds from `now`.
+    fn feed(g: &Gate, now: &mut Instant, secs: f64) {
+        let end = *now + Duration::from_secs_f64(secs);
+        while *now < end {
+            *now += Duration::from_secs_f64(1.0 / g.report().rate.unwrap());
+            g.accepted(*now);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_that_is_not_what_limits_sending_is_not_raised() {
+        let g = gate(5, Some(100.0));
+        let mut now = Instant::now();
+        for _ in 0..50 {
+            now += Duration::from_millis(100);
+            g.accepted(now);
+        }
+        assert_eq!(g.report().rate, Some(100.0), "10/s accepted: 100/s untried");
+        feed(&g, &mut now, 2.5);
+        let rate = g.report().rate.unwrap();
+        assert!(rate > 100.0, "sending at the rate: it grows ({rate})");
     }
 
     #[tokio::test(start_paused = true)]
