@@ -193,6 +193,29 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
     assert_eq!(entries["ann@a.test"], Reason::HardBounce);
     assert!(!entries.contains_key("fay@a.test"));
     assert!(!entries.contains_key("zed@a.test"));
+
+    // The same job run again sends nothing and keeps the late bounces: they are in the
+    // journal, not only in the results CSV the re-run rewrites.
+    let received = mxs.get(2).received().len();
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.suppress.store = Some(store_path.clone());
+    cfg.message.verp = Some(Verp::new("bounces+{token}@sender.test", KEY).unwrap());
+    mailmerge::run(cfg).await.expect("re-run");
+    assert_eq!(mxs.get(2).received().len(), received, "nothing sent again");
+    let again = read_results(&job.results);
+    let r = row(&again, "ann@a.test");
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["step"].as_str(),
+            r["enhanced_code"].as_str(),
+            r["mx_host"].as_str()
+        ),
+        ("bounced", "late-bounce", "5.1.1", "mx.a.test"),
+        "{r:?}"
+    );
+    assert_eq!(row(&again, "dan@a.test")["enhanced_code"], "5.1.10");
+    assert_eq!(row(&again, "fay@a.test")["status"], "delivered");
 }
 
 #[test]

@@ -285,6 +285,21 @@ impl Matcher {
                         ("category", category.to_string()),
                     ],
                 );
+                let message_id = file.get(i, "message_id").to_string();
+                if let Some(o) = &outcome
+                    && !message_id.is_empty()
+                {
+                    // So that a re-run of the campaign keeps the bounce in its results.
+                    crate::journal::record_late_bounce(
+                        &crate::journal::path_for(path),
+                        &message_id,
+                        o,
+                    )
+                    .map_err(|e| BounceError::Results {
+                        path: path.to_path_buf(),
+                        message: format!("journal: {e}"),
+                    })?;
+                }
                 let recipient = outcome.as_ref().is_some_and(suppress::is_recipient_failure);
                 recipient.then(|| (Reason::HardBounce, format!("late bounce: {detail}")))
             }

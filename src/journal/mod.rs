@@ -502,7 +502,12 @@ pub fn load(path: &Path, repair: bool) -> Result<Replay, JournalError> {
             continue;
         };
         replay.records += 1;
-        if matches!(outcome.status, Status::Delivered | Status::Bounced) {
+        if outcome.step == Step::LateBounce {
+            // `mailmerge bounces` learnt later that the delivered message bounced: this record
+            // supersedes the delivery.
+            replay.by_addr.insert(addr_hash(&key.addr), at);
+            replay.by_key.insert(key_hash(&key), at);
+        } else if matches!(outcome.status, Status::Delivered | Status::Bounced) {
             replay.by_addr.entry(addr_hash(&key.addr)).or_insert(at);
             replay.by_key.entry(key_hash(&key)).or_insert(at);
         }
@@ -585,6 +590,73 @@ fn complete_len(file: &File, len: u64) -> std::io::Result<u64> {
         end = start;
     }
     Ok(0)
+}
+
+/// Records a late bounce (`mailmerge bounces`) of the message `message_id` in the journal at
+/// `path`: a record for the row that sent it, with the delivery's MX details and the bounce's
+/// status, step, codes and text, which supersedes the delivery when the job is re-run (so the
+/// re-run's results keep the bounce). Returns `false`, changing nothing, when no record has
+/// that Message-ID (or there is no journal). A torn last line is dropped first, as
+/// [`Journal::open`] does.
+pub fn record_late_bounce(
+    path: &Path,
+    message_id: &str,
+    bounce: &Outcome,
+) -> Result<bool, JournalError> {
+    let io = |source| JournalError::Io {
+        path: path.into(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io(e)),
+    };
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut found = None;
+    loop {
+        let read = read_line_capped(&mut reader, &mut line, MAX_RECORD_LEN).map_err(io)?;
+        if read.consumed == 0 {
+            break;
+        }
+        let Some(rec) = serde_json::from_slice::<Record>(&line).ok() else {
+            continue;
+        };
+        if rec.message_id.as_deref() == Some(message_id) {
+            found = Some(rec);
+        }
+    }
+    let Some(sent) = found else {
+        return Ok(false);
+    };
+    let (Some(key), Some(delivery)) = (sent.key(), sent.outcome()) else {
+        return Ok(false);
+    };
+    let outcome = Outcome {
+        status: bounce.status,
+        step: bounce.step,
+        code: bounce.code,
+        enhanced: bounce.enhanced,
+        response: bounce.response.clone(),
+        ..delivery
+    };
+    let mut bytes =
+        serde_json::to_vec(&Record::new(&key, sent.row, &outcome)).map_err(|e| io(e.into()))?;
+    bytes.push(b'\n');
+    let mut file = OpenOptions::new()
+        .append(true)
+        .read(true)
+        .open(path)
+        .map_err(io)?;
+    let len = file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+    let keep = complete_len(&file, len).map_err(io)?;
+    if keep < len {
+        file.set_len(keep).map_err(io)?;
+    }
+    file.write_all(&bytes).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    Ok(true)
 }
 
 /// An open journal, appending.
