@@ -207,6 +207,49 @@ async fn an_enforced_mta_sts_policy_means_verified_tls_to_a_listed_host_or_no_de
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domains_split_by_their_policy_still_share_one_limit_on_their_mx() {
+    use mailmerge::sandbox::receiver::{Gauge, Rule};
+    let https = https().await;
+    let mut z = zone();
+    publish(
+        &mut z,
+        &https,
+        ("strict.test", "mx.shared.test", 2),
+        Some(policy("enforce", &["mx.shared.test"])),
+    );
+    z.mx("loose.test", 10, "mx.shared.test");
+    let dns = dns(z).await;
+    let gauge = Arc::new(Gauge::default());
+    let identity = https.ca().issue(&["mx.shared.test"]).unwrap();
+    let receiver = ReceiverConfig {
+        // Slow enough that sessions would overlap if the two sites had a limit each.
+        script: Arc::new(|_: &str, _| Rule::SlowDataEnd(std::time::Duration::from_millis(20))),
+        gauge: gauge.clone(),
+        ..offering(&identity)
+    };
+    let mxs = Mxs::start(vec![(2, receiver)]).await;
+    let mut csv = String::from("email,name\n");
+    for i in 0..10 {
+        csv.push_str(&format!("s{i}@strict.test,S\nl{i}@loose.test,L\n"));
+    }
+    let job = Job::new(&csv, TEMPLATE);
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.transport.mta_sts_port = https.port();
+    cfg.tls_extra_roots = vec![https.ca().root()];
+    cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(1).unwrap();
+    let report = run(cfg).await.expect("run");
+    assert!(report.summary.all_delivered(), "{}", report.summary);
+    let rows = read_results(&job.results);
+    assert_eq!(row(&rows, "s0@strict.test")["tls_policy"], "mta-sts");
+    assert_eq!(row(&rows, "l0@loose.test")["tls_policy"], "opportunistic");
+    assert_eq!(
+        gauge.peak(),
+        1,
+        "--connections-per-site is about the MX hosts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_testing_policy_delivers_and_reports_what_enforce_would_have_refused() {
     let https = https().await;
     let ca = https.ca().clone();

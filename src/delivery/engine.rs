@@ -222,6 +222,7 @@ pub async fn deliver_with<C: Connect>(
 fn site_queues(sites: Vec<SiteWork>, cfg: &DeliveryConfig) -> Vec<(Arc<SiteQueue>, usize)> {
     let rules: Arc<[BackoffRule]> = rules_in_force(&cfg.options.backoff).into();
     let mut by_provider: HashMap<String, Arc<[Arc<Gate>]>> = HashMap::new();
+    let mut by_hosts: HashMap<String, Arc<[Arc<Gate>]>> = HashMap::new();
     let o = &cfg.options;
     sites
         .into_iter()
@@ -231,24 +232,35 @@ fn site_queues(sites: Vec<SiteWork>, cfg: &DeliveryConfig) -> Vec<(Arc<SiteQueue
                     .entry(p.name.clone())
                     .or_insert_with(|| provider_gates(p, cfg, &rules))
                     .clone(),
-                None => {
-                    let limits = GateLimits {
-                        connections: o.connections_per_site.get(),
-                        messages_per_connection: o.messages_per_connection.get(),
-                        cap: o.rate_per_site,
-                        start: o
-                            .rate_per_site
-                            .map(|r| r.count as f64 / r.per.as_secs_f64()),
-                    };
-                    let g = Arc::new(Gate::new(work.name.clone(), false, limits, rules.clone()));
-                    cfg.book.add(g.clone());
-                    vec![g].into()
-                }
+                // Sites of one MX host set (split only by their domains' MTA-STS policy)
+                // share its gate: `--connections-per-site` is about the hosts.
+                None => by_hosts
+                    .entry(crate::mx::site_name(&work.hosts))
+                    .or_insert_with_key(|hosts| site_gate(hosts, cfg, &rules))
+                    .clone(),
             };
             let workers = (gate_connections(&work, o) * gates.len()).min(work.rows.len());
             (Arc::new(SiteQueue::new(work, gates)), workers)
         })
         .collect()
+}
+
+/// The gate of an unknown site, named for its MX host set (`hosts`): the per-site options, and
+/// registered in the book. Sites of one MX host set (split only by their domains' MTA-STS
+/// policy) share it: `--connections-per-site` is about the hosts.
+fn site_gate(hosts: &str, cfg: &DeliveryConfig, rules: &Arc<[BackoffRule]>) -> Arc<[Arc<Gate>]> {
+    let o = &cfg.options;
+    let limits = GateLimits {
+        connections: o.connections_per_site.get(),
+        messages_per_connection: o.messages_per_connection.get(),
+        cap: o.rate_per_site,
+        start: o
+            .rate_per_site
+            .map(|r| r.count as f64 / r.per.as_secs_f64()),
+    };
+    let g = Arc::new(Gate::new(hosts.into(), false, limits, rules.clone()));
+    cfg.book.add(g.clone());
+    vec![g].into()
 }
 
 /// A provider's gates: one, or one per `--source-ip` address (its limits are per sending IP),

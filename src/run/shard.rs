@@ -125,10 +125,13 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 /// What routed rows are sharded by: the site's mailbox provider, so that a provider's whole
 /// traffic (all its sites) stays in one shard and its limits need no coordination; a site
 /// of no known provider by its own name (the MX host set).
-pub(super) fn shard_key(site: &SiteWork) -> &str {
-    site.provider
-        .as_ref()
-        .map_or(&site.name, |p| p.name.as_str())
+pub(super) fn shard_key(site: &SiteWork) -> std::borrow::Cow<'_, str> {
+    match &site.provider {
+        Some(p) => p.name.as_str().into(),
+        // The MX host set, not the site's name: that also names the MTA-STS policy its domains
+        // publish, which one shard may have fetched and another not.
+        None => crate::mx::site_name(&site.hosts).into(),
+    }
 }
 
 /// What rows that reach no site are sharded by: their domain (as typed when the address is
@@ -148,7 +151,7 @@ pub(super) fn domain_key(row: &Row) -> String {
 pub(super) fn select(shard: Shard, job: &Job, rows: &mut Rows, routes: &mut Routes) {
     let (mut work, mut hosts) = (Vec::new(), Vec::new());
     for (site, site_hosts) in routes.work.drain(..).zip(routes.hosts.drain(..)) {
-        if shard.owns(shard_key(&site)) {
+        if shard.owns(&shard_key(&site)) {
             work.push(site);
             hosts.push(site_hosts);
         } else {
@@ -219,6 +222,26 @@ mod tests {
                 .count();
             assert_eq!(owners, 1, "{key}");
         }
+    }
+
+    #[test]
+    fn an_unknown_site_is_sharded_by_its_mx_hosts_whatever_policy_its_name_carries() {
+        let host = crate::mx::MxHost {
+            name: "mx.own.test".into(),
+            preference: 10,
+            addrs: Vec::new(),
+        };
+        let site = |name: &str| SiteWork {
+            name: name.into(),
+            hosts: vec![host.clone()].into(),
+            rows: Vec::new(),
+            provider: None,
+            tls: Default::default(),
+        };
+        let plain = site("mx.own.test");
+        let tagged = site("mx.own.test [mta-sts enforce: mx.own.test]");
+        assert_eq!(shard_key(&plain), "mx.own.test");
+        assert_eq!(shard_key(&tagged), shard_key(&plain));
     }
 
     #[test]

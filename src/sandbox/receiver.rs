@@ -200,6 +200,8 @@ struct State {
     accepted_at: Vec<std::time::Instant>,
     /// Per connection number: the client's address and its EHLO name (see [`Receiver::peers`]).
     peers: HashMap<usize, (std::net::IpAddr, Option<String>)>,
+    /// Connections already counted out of the [`Gauge`] (at QUIT, before the 221 reply).
+    left: std::collections::HashSet<usize>,
 }
 
 /// A running receiver; stops when dropped.
@@ -247,8 +249,11 @@ impl Receiver {
                 let state = s.clone();
                 tokio::spawn(async move {
                     config.gauge.enter();
-                    serve(stream, n, config.clone(), state).await;
-                    config.gauge.leave();
+                    serve(stream, n, config.clone(), state.clone()).await;
+                    let left = state.lock().is_ok_and(|mut st| st.left.remove(&n));
+                    if !left {
+                        config.gauge.leave();
+                    }
                 });
             }
         });
@@ -544,6 +549,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         } else if upper == "NOOP" {
             Next::Reply(reply(&self.config, 250, "2.0.0", "ok"))
         } else if upper == "QUIT" {
+            // The connection is over for the client as soon as it reads 221: leave the gauge
+            // first, so that a connection it opens right after is never counted with this one.
+            if self
+                .state
+                .lock()
+                .is_ok_and(|mut st| st.left.insert(self.conn))
+            {
+                self.config.gauge.leave();
+            }
             let bye = reply(&self.config, 221, "2.0.0", "bye");
             let _ = self.w.write_all(bye.as_bytes()).await;
             Next::Close
