@@ -101,6 +101,49 @@ impl Results {
     }
 }
 
+/// Row `i` of the results CSV at `path` becomes `bounced` (step `late-bounce`, the report's
+/// codes and diagnostic, its category), and the campaign's journal records it so that a re-run
+/// keeps it. Returns the bounce as an outcome (`None` when the report has no status code).
+fn mark_bounced(
+    file: &mut Results,
+    i: usize,
+    r: &Report,
+    path: &Path,
+) -> Result<Option<Outcome>, BounceError> {
+    let outcome = r.status.map(|e| {
+        let reply = Reply::local(r.code.unwrap_or(550), e, r.diagnostic.clone());
+        Outcome::from_reply(Status::Bounced, Step::LateBounce, &reply)
+    });
+    let category = outcome
+        .as_ref()
+        .and_then(crate::report::category_of)
+        .map_or("other", |c| c.as_str());
+    let code = r.code.map(|c| c.to_string()).unwrap_or_default();
+    let status = r.status.map(|s| s.to_string()).unwrap_or_default();
+    file.set(
+        i,
+        &[
+            ("status", Status::Bounced.as_str().to_string()),
+            ("step", Step::LateBounce.as_str().to_string()),
+            ("code", code),
+            ("enhanced_code", status),
+            ("response", r.diagnostic.clone()),
+            ("category", category.to_string()),
+        ],
+    );
+    let message_id = file.get(i, "message_id");
+    if let Some(o) = &outcome
+        && !message_id.is_empty()
+    {
+        crate::journal::record_late_bounce(&crate::journal::path_for(path), message_id, o)
+            .map_err(|e| BounceError::Results {
+                path: path.to_path_buf(),
+                message: format!("journal: {e}"),
+            })?;
+    }
+    Ok(outcome)
+}
+
 /// A row found: campaign id, its results CSV, index of the row in the file.
 type Hit = (String, PathBuf, usize);
 
@@ -266,40 +309,7 @@ impl Matcher {
         let entry = match r.kind {
             Kind::Complaint => Some((Reason::Complaint, r.diagnostic.clone())),
             _ => {
-                let outcome = r.status.map(|e| {
-                    let reply = Reply::local(r.code.unwrap_or(550), e, r.diagnostic.clone());
-                    Outcome::from_reply(Status::Bounced, Step::LateBounce, &reply)
-                });
-                let category = outcome
-                    .as_ref()
-                    .and_then(crate::report::category_of)
-                    .map_or("other", |c| c.as_str());
-                file.set(
-                    i,
-                    &[
-                        ("status", Status::Bounced.as_str().to_string()),
-                        ("step", Step::LateBounce.as_str().to_string()),
-                        ("code", code.clone()),
-                        ("enhanced_code", status.clone()),
-                        ("response", r.diagnostic.clone()),
-                        ("category", category.to_string()),
-                    ],
-                );
-                let message_id = file.get(i, "message_id").to_string();
-                if let Some(o) = &outcome
-                    && !message_id.is_empty()
-                {
-                    // So that a re-run of the campaign keeps the bounce in its results.
-                    crate::journal::record_late_bounce(
-                        &crate::journal::path_for(path),
-                        &message_id,
-                        o,
-                    )
-                    .map_err(|e| BounceError::Results {
-                        path: path.to_path_buf(),
-                        message: format!("journal: {e}"),
-                    })?;
-                }
+                let outcome = mark_bounced(file, i, r, path)?;
                 let recipient = outcome.as_ref().is_some_and(suppress::is_recipient_failure);
                 recipient.then(|| (Reason::HardBounce, format!("late bounce: {detail}")))
             }

@@ -242,8 +242,6 @@ fn answer(zone: &Zone, queries: &QueryLog, packet: &[u8]) -> Option<Vec<u8>> {
     response.metadata.recursion_desired = request.metadata.recursion_desired;
     response.metadata.recursion_available = true;
     response.add_query(query.clone());
-    let ttl = 300;
-    let owner = query.name().clone();
     let catch_all;
     let entry = match zone.entries.get(&qname) {
         Some(e) => e,
@@ -274,58 +272,56 @@ fn answer(zone: &Zone, queries: &QueryLog, packet: &[u8]) -> Option<Vec<u8>> {
         response.metadata.response_code = ResponseCode::ServFail;
         return response.to_vec().ok();
     }
-    let mut answers = Vec::new();
-    match qtype {
-        RecordType::MX => {
-            for (pref, host) in &entry.mx {
-                answers.push(Record::from_rdata(
-                    owner.clone(),
-                    ttl,
-                    RData::MX(MX::new(*pref, name(host)?)),
-                ));
-            }
-        }
-        RecordType::A => {
-            for ip in &entry.addrs {
-                if let IpAddr::V4(v4) = ip {
-                    answers.push(Record::from_rdata(owner.clone(), ttl, RData::A(A(*v4))));
-                }
-            }
-        }
-        RecordType::AAAA => {
-            for ip in &entry.addrs {
-                if let IpAddr::V6(v6) = ip {
-                    answers.push(Record::from_rdata(
-                        owner.clone(),
-                        ttl,
-                        RData::AAAA(AAAA(*v6)),
-                    ));
-                }
-            }
-        }
-        RecordType::TXT => {
-            for t in &entry.txt {
-                // A TXT string is at most 255 octets: split long values (DKIM keys).
-                let chunks: Vec<String> = t
-                    .as_bytes()
-                    .chunks(255)
-                    .map(|c| String::from_utf8_lossy(c).into_owned())
-                    .collect();
-                answers.push(Record::from_rdata(
-                    owner.clone(),
-                    ttl,
-                    RData::TXT(TXT::new(chunks)),
-                ));
-            }
-        }
-        _ => {}
-    }
+    let answers = records(entry, query.name(), qtype)?;
     if answers.is_empty() {
         response.add_authority(soa_record());
     } else {
         response.add_answers(answers);
     }
     response.to_vec().ok()
+}
+
+/// The records of `entry` of type `qtype`, owned by `owner` (`None`: an MX host name that is
+/// not a valid name, the query goes unanswered).
+fn records(entry: &Entry, owner: &Name, qtype: RecordType) -> Option<Vec<Record>> {
+    let rr = |data| Record::from_rdata(owner.clone(), 300, data);
+    Some(match qtype {
+        RecordType::MX => entry
+            .mx
+            .iter()
+            .map(|(pref, host)| Some(rr(RData::MX(MX::new(*pref, name(host)?)))))
+            .collect::<Option<_>>()?,
+        RecordType::A => entry
+            .addrs
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(rr(RData::A(A(*v4)))),
+                IpAddr::V6(_) => None,
+            })
+            .collect(),
+        RecordType::AAAA => entry
+            .addrs
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V6(v6) => Some(rr(RData::AAAA(AAAA(*v6)))),
+                IpAddr::V4(_) => None,
+            })
+            .collect(),
+        // A TXT string is at most 255 octets: long values (DKIM keys) are split.
+        RecordType::TXT => entry
+            .txt
+            .iter()
+            .map(|t| {
+                let chunks = t.as_bytes().chunks(255);
+                rr(RData::TXT(TXT::new(
+                    chunks
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .collect(),
+                )))
+            })
+            .collect(),
+        _ => Vec::new(),
+    })
 }
 
 fn soa_record() -> Record {

@@ -148,44 +148,14 @@ impl Fetcher {
             .map_err(|_| FetchError::Timeout(self.timeout))?
     }
 
+    /// One GET of the policy from `host` over a TLS connection of our own (no redirects, no
+    /// pool): connect, send, check the status and media type, read the body capped.
     async fn fetch_from(&self, host: &str) -> Result<Policy, FetchError> {
-        let server_name = ServerName::try_from(host.to_string())
-            .map_err(|_| FetchError::HostName(host.to_string()))?;
-        let addrs = self
-            .dns
-            .host_addresses(host)
-            .await
-            .map_err(FetchError::Dns)?;
-        let mut tcp = None;
-        let mut last_error = None;
-        for ip in addrs {
-            let addr = SocketAddr::new(ip, self.port);
-            match TcpStream::connect(addr).await {
-                Ok(stream) => {
-                    tcp = Some(stream);
-                    break;
-                }
-                Err(source) => last_error = Some(FetchError::Connect { addr, source }),
-            }
-        }
-        let tcp = match (tcp, last_error) {
-            (Some(tcp), _) => tcp,
-            (None, Some(e)) => return Err(e),
-            (None, None) => return Err(FetchError::NoAddress(host.to_string())),
-        };
-        let tls = self
-            .tls
-            .connect(server_name, tcp)
-            .await
-            .map_err(|source| FetchError::Tls {
-                host: host.to_string(),
-                source,
-            })?;
+        let tls = self.connect(host).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(FetchError::Http)?;
         let _driver = AbortOnDrop(tokio::spawn(connection).abort_handle());
-
         let request = Request::get(WELL_KNOWN_PATH)
             .header(HOST, host)
             .header(
@@ -194,51 +164,88 @@ impl Fetcher {
             )
             .body(Empty::<Bytes>::new())?;
         let response = sender.send_request(request).await?;
-        let status = response.status();
-        if status.is_redirection() {
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default();
-            return Err(FetchError::Redirect {
-                status: status.as_u16(),
-                location,
-            });
-        }
-        if status != StatusCode::OK {
-            return Err(FetchError::Status(status.as_u16()));
-        }
-        let media_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default();
-        if !is_text_plain(&media_type) {
-            return Err(FetchError::MediaType(media_type));
-        }
-        let declared = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_POLICY_SIZE as u64) {
-            return Err(FetchError::TooLarge);
-        }
-        let mut body = response.into_body();
-        let mut text = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(FetchError::Body)?;
-            if let Some(data) = frame.data_ref() {
-                if text.len() + data.len() > MAX_POLICY_SIZE {
-                    return Err(FetchError::TooLarge);
-                }
-                text.extend_from_slice(data);
-            }
-        }
-        let text = String::from_utf8(text).map_err(|_| FetchError::NotUtf8)?;
+        check_response(&response)?;
+        let text = read_capped(response.into_body()).await?;
         Ok(Policy::parse(&text)?)
     }
+
+    /// A TLS connection to the first address of `host` (from the run's DNS) that accepts one,
+    /// its certificate verified for `host`.
+    async fn connect(
+        &self,
+        host: &str,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, FetchError> {
+        let server_name = ServerName::try_from(host.to_string())
+            .map_err(|_| FetchError::HostName(host.to_string()))?;
+        let addrs = self
+            .dns
+            .host_addresses(host)
+            .await
+            .map_err(FetchError::Dns)?;
+        let mut last_error = None;
+        for ip in addrs {
+            let addr = SocketAddr::new(ip, self.port);
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    return self.tls.connect(server_name, tcp).await.map_err(|source| {
+                        FetchError::Tls {
+                            host: host.to_string(),
+                            source,
+                        }
+                    });
+                }
+                Err(source) => last_error = Some(FetchError::Connect { addr, source }),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| FetchError::NoAddress(host.to_string())))
+    }
+}
+
+/// Refuses anything but a `200` with media type `text/plain` and no announced body over the
+/// cap (RFC 8461 §3.3: redirects are not followed).
+fn check_response<B>(response: &hyper::Response<B>) -> Result<(), FetchError> {
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .map(|v: &hyper::header::HeaderValue| {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            })
+    };
+    let status = response.status();
+    if status.is_redirection() {
+        return Err(FetchError::Redirect {
+            status: status.as_u16(),
+            location: header(LOCATION).unwrap_or_default(),
+        });
+    }
+    if status != StatusCode::OK {
+        return Err(FetchError::Status(status.as_u16()));
+    }
+    let media_type = header(CONTENT_TYPE).unwrap_or_default();
+    if !is_text_plain(&media_type) {
+        return Err(FetchError::MediaType(media_type));
+    }
+    let declared = header(CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_POLICY_SIZE as u64) {
+        return Err(FetchError::TooLarge);
+    }
+    Ok(())
+}
+
+/// The body as text, refused as soon as it grows past [`MAX_POLICY_SIZE`].
+async fn read_capped(mut body: hyper::body::Incoming) -> Result<String, FetchError> {
+    let mut text = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(FetchError::Body)?;
+        if let Some(data) = frame.data_ref() {
+            if text.len() + data.len() > MAX_POLICY_SIZE {
+                return Err(FetchError::TooLarge);
+            }
+            text.extend_from_slice(data);
+        }
+    }
+    String::from_utf8(text).map_err(|_| FetchError::NotUtf8)
 }
 
 /// Whether a `Content-Type` value's media type is `text/plain` (parameters such as `charset`
