@@ -338,6 +338,47 @@ async fn a_daily_cap_defers_the_rest_with_step_cap_across_runs_of_the_day() {
     assert_eq!(sims[0].accepted(), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_receiver_deferred_is_given_back_to_the_days_cap() {
+    let mut z = zone();
+    z.mx("site.test", 10, "mx.site.test")
+        .addr("mx.site.test", loopback(13));
+    let dns = dns(z).await;
+    let mxs = Mxs::start(vec![(13, Default::default())]).await;
+    // `greylist-…` gets 451 on its first attempt (the sandbox receiver's script).
+    let job = Job::new(
+        "email,name\na@site.test,A\ngreylist-b@site.test,B\nc@site.test,C\nd@site.test,D\n",
+        TEMPLATE,
+    );
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.delivery.daily_cap = Some(3);
+    cfg.delivery.retry = mailmerge::delivery::RetryPolicy::parse("none").unwrap();
+    run(cfg.clone()).await.expect("run");
+    let rows = read_results(&job.results);
+    let steps: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["status"].as_str(), r["step"].as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("delivered", "data-end"),
+            ("deferred", "rcpt"),
+            ("delivered", "data-end"),
+            ("deferred", "cap")
+        ],
+        "{steps:?}"
+    );
+    run(cfg).await.expect("second run, same day");
+    let rows = read_results(&job.results);
+    assert_eq!(
+        (rows[1]["status"].as_str(), rows[3]["step"].as_str()),
+        ("delivered", "cap"),
+        "the greylisted row's place was given back; the cap still holds the last row"
+    );
+    assert_eq!(mxs.get(13).accepted(), 3, "three a day");
+}
+
 /// The two source addresses of the per-IP tests.
 fn two_sources() -> Vec<SourceIp> {
     ["127.0.0.10", "127.0.0.11"]

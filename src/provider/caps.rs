@@ -2,9 +2,11 @@
 //! warm-up schedule allows on the Nth day of sending (`[warmup]`, day → cap), counted across
 //! runs in a small state file beside the journal (`<results>.journal.caps.json`).
 //!
-//! A row is counted when it is handed to the engine, whatever becomes of it, so a cap is never
-//! exceeded even when a run is interrupted; rows beyond today's cap end `deferred` with step
-//! `cap` and the next day's run sends them. Days are UTC calendar days.
+//! A row is counted when it is handed to the engine, so a cap is never exceeded even when a run
+//! is killed; when the run ends, its rows that were handed over but got no final answer from
+//! the receiver (`deferred`) are given back, so a message counts once, on the day it is
+//! delivered or bounced. Rows beyond today's cap end `deferred` with step `cap` and the next
+//! day's run sends them. Days are UTC calendar days.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -114,6 +116,13 @@ impl CapBook {
         match (daily, warmup.cap(day)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Gives back `n` messages counted for `provider` today that were not sent after all.
+    pub fn refund(&mut self, provider: &str, n: usize) {
+        if let Some(sent) = self.sent.get_mut(provider) {
+            *sent = sent.saturating_sub(n);
         }
     }
 

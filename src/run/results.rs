@@ -12,6 +12,7 @@ use super::triage::Rows;
 use super::{RunConfig, RunError, RunMode, suppress};
 use crate::delivery::{Outcome, Status, Step};
 use crate::journal;
+use crate::provider::caps::{self, CapBook};
 use crate::report::{self, Summary};
 
 /// Writes the results (only when sending) and, when `record` (the journal did not fail),
@@ -49,10 +50,32 @@ pub(super) fn write(
         path: cfg.results.clone(),
         source,
     })?;
+    if cfg.mode == RunMode::Send {
+        refund_caps(job, rows, &outcome);
+    }
     let newly_suppressed = if record {
         suppress::record(cfg, job, &outcome)?
     } else {
         0
     };
     Ok((summary, newly_suppressed))
+}
+
+/// Gives back to today's daily caps the rows that were counted but got no final answer from a
+/// receiver (`deferred`: a later run sends them and counts them then). A cap file that cannot
+/// be written keeps the rows counted: the cap errs on the side of sending less.
+fn refund_caps(job: &Job, rows: &Rows, outcome: &dyn Fn(usize) -> Option<Outcome>) {
+    if rows.cap_counted.is_empty() {
+        return;
+    }
+    let path = caps::path_beside(&job.journal_path);
+    let mut book = CapBook::load(&path, caps::today());
+    for (key, counted) in &rows.cap_counted {
+        let unsent = counted
+            .iter()
+            .filter(|&&r| outcome(r).is_some_and(|o| o.status == Status::Deferred))
+            .count();
+        book.refund(key, unsent);
+    }
+    let _ = book.save(&path);
 }

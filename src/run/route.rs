@@ -170,6 +170,7 @@ fn apply_caps(
             .collect();
         all.sort_unstable();
         let admitted = book.admit(&key, all.len(), cap);
+        let counted = all[..admitted].iter().map(|(r, _)| *r).collect();
         let held: HashSet<usize> = all[admitted..].iter().map(|(r, _)| *r).collect();
         for &s in &site_ids {
             out.work[s].rows.retain(|r| !held.contains(r));
@@ -188,6 +189,7 @@ fn apply_caps(
             o.enhanced = Some(EnhancedCode::new(4, 7, 0));
             out.decided.push((row, o));
         }
+        rows.cap_counted.push((key, counted));
     }
     if cfg.mode == super::RunMode::Send {
         book.save(&path).map_err(|source| RunError::Results {

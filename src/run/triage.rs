@@ -19,6 +19,9 @@ pub(super) struct Rows {
     pub plan: Plan,
     /// Destination domains of the rows still to send.
     pub domains: BTreeSet<String>,
+    /// Per daily-cap key (provider or site): the rows counted against today's cap, to give
+    /// back those the run did not send (`--daily-cap`, `--warmup`).
+    pub cap_counted: Vec<(String, Vec<usize>)>,
 }
 
 /// Settles what can be settled without the network; `suppressed(address)` gives the reason
@@ -36,6 +39,7 @@ pub(super) fn triage(
             ..Plan::default()
         },
         domains: BTreeSet::new(),
+        cap_counted: Vec::new(),
     };
     let per_address = !cfg.list.allow_duplicates;
     let mut budget = cfg.limit.unwrap_or(usize::MAX);
