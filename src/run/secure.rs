@@ -188,7 +188,7 @@ fn dane_state(host: &str, found: TlsaLookup) -> Option<DaneHost> {
         TlsaLookup::Bogus(why) => DaneHost::Unusable(format!("TLSA answer is bogus: {why}")),
         TlsaLookup::Failed(why) => DaneHost::Unusable(format!("TLSA lookup failed: {why}")),
         TlsaLookup::Secure(records) => {
-            let usable: Vec<_> = records.into_iter().filter(|r| r.is_usable()).collect();
+            let usable = dane::usable(&records);
             if usable.is_empty() {
                 DaneHost::EncryptOnly
             } else {
