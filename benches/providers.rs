@@ -6,6 +6,8 @@
 //!
 //! `cargo bench --bench providers`; `MAILMERGE_BENCH_N` changes the number of rows (6,000).
 
+// Shared with the tests, which use parts of it this benchmark does not.
+#[allow(dead_code)]
 #[path = "../tests/support/provider_sim.rs"]
 mod provider_sim;
 
@@ -15,11 +17,52 @@ use std::time::{Duration, Instant};
 
 use mailmerge::sandbox::dns::{DnsServer, Zone, loopback};
 use mailmerge::{RunConfig, run};
-use provider_sim::{ProviderSim, SimConfig};
+use provider_sim::{GOOGLE_RATE, ProviderSim, SimConfig};
 use rand::seq::SliceRandom;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Microsoft's busy reply (not closing).
+const MS_BUSY: &str = "451-4.7.500 Server busy. Please try again later from [127.0.0.1].\r\n451 4.7.500 (S77714) [AM0PR01MB1234.eurprd01.prod.exchangelabs.com]";
+/// Yahoo's rate text.
+const YAHOO_RATE: &str = "421-4.7.0 [TS01] Messages from 127.0.0.1 temporarily deferred due to\r\n421 4.7.0 unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes";
+
+/// Google-like: 5 connections, 100 per connection, 150 msg/s.
+fn google_like() -> SimConfig {
+    SimConfig {
+        connections: 5,
+        per_connection: 100,
+        rate: 150.0,
+        burst: 75.0,
+        rate_reply: GOOGLE_RATE.into(),
+        ..SimConfig::new("google-like")
+    }
+}
+
+/// Microsoft-like: 4 connections, 1000 per connection, 100 msg/s, 451 when busy.
+fn microsoft_like() -> SimConfig {
+    SimConfig {
+        connections: 4,
+        per_connection: 1000,
+        rate: 100.0,
+        burst: 50.0,
+        rate_reply: MS_BUSY.into(),
+        ..SimConfig::new("microsoft-like")
+    }
+}
+
+/// Yahoo-like: 3 connections, 20 per connection, 75 msg/s.
+fn yahoo_like() -> SimConfig {
+    SimConfig {
+        connections: 3,
+        per_connection: 20,
+        rate: 75.0,
+        burst: 37.0,
+        rate_reply: YAHOO_RATE.into(),
+        ..SimConfig::new("yahoo-like")
+    }
+}
 
 /// Unknown mailboxes per provider.
 const UNKNOWN: usize = 10;
@@ -39,19 +82,19 @@ async fn campaign(n: usize) {
             "gm.test",
             "gmail-smtp-in.l.google.com",
             2,
-            SimConfig::google_like(),
+            google_like(),
         ),
         (
             "contoso.test",
             "contoso-test.mail.protection.outlook.com",
             3,
-            SimConfig::microsoft_like(),
+            microsoft_like(),
         ),
         (
             "ymail.test",
             "mta5.am0.yahoodns.net",
             4,
-            SimConfig::yahoo_like(),
+            yahoo_like(),
         ),
     ];
     let mut zone = Zone::new();

@@ -4,7 +4,6 @@
 //! Exchange and ARF (tests/fixtures/bounces/), filled in with the campaign's real return
 //! paths and Message-IDs.
 
-mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,7 +13,7 @@ use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::ReceiverConfig;
 use mailmerge::suppress::{Reason, Store};
 use mailmerge::verp::Verp;
-use support::*;
+use crate::support::*;
 
 const KEY: &[u8] = b"test key, 16+ bytes long";
 
@@ -250,7 +249,7 @@ fn reports_without_the_key_match_by_message_id_only_and_others_are_not_reports()
 /// put into a Maildir, updates the campaign's row and the suppression list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dsn_written_by_postfix_itself_is_matched_to_its_row() {
-    use support::mta::{Postfix, PostfixOptions};
+    use crate::support::mta::{Postfix, PostfixOptions};
     // The relay that receives Postfix's DSNs for sender.test.
     let relay = Mxs::start(vec![(3, ReceiverConfig::default())]).await;
     let main_cf = format!(

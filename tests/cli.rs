@@ -1,11 +1,10 @@
 //! The real binary, as README tells a newcomer to run it.
 
-mod support;
 
 use std::process::Command;
 
 fn mailmerge() -> Command {
-    support::binary()
+    crate::support::binary()
 }
 
 #[test]
@@ -40,7 +39,7 @@ fn sandbox_run_of_the_shipped_example_delivers_and_reports_every_row() {
         stdout.contains("10 rows: delivered 5 bounced 3 deferred 0 invalid 2"),
         "{stdout}"
     );
-    let rows = support::read_results(&results);
+    let rows = crate::support::read_results(&results);
     assert_eq!(rows.len(), 10);
     let delivered: Vec<_> = rows.iter().filter(|r| r["status"] == "delivered").collect();
     let stored = std::fs::read_dir(&mail).unwrap().count();
@@ -49,7 +48,7 @@ fn sandbox_run_of_the_shipped_example_delivers_and_reports_every_row() {
         delivered.len(),
         "every delivered message is stored by the sandbox"
     );
-    let r = support::row(&rows, "greylisted-erin@example.com");
+    let r = crate::support::row(&rows, "greylisted-erin@example.com");
     assert_eq!(
         (r["status"].as_str(), r["attempts"].as_str()),
         ("delivered", "2")
@@ -58,7 +57,7 @@ fn sandbox_run_of_the_shipped_example_delivers_and_reports_every_row() {
 
 #[test]
 fn template_errors_exit_2_naming_the_variable_and_line() {
-    let job = support::Job::new(
+    let job = crate::support::Job::new(
         "email,name\na@example.com,A\n",
         "From: s@example.com\nTo: {{email}}\n\nHi {{nmae}}\n",
     );

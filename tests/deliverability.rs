@@ -2,7 +2,6 @@
 //! sender identity, the sender-domain preflight and the config file — all over real DNS and
 //! SMTP servers on loopback, with `mail-auth`'s verifier playing the receiving mailbox provider.
 
-mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,7 +14,7 @@ use mailmerge::preflight::{SenderCheckOptions, Verdict, check_sender};
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::sandbox::receiver::ReceiverConfig;
 use mailmerge::{RunReport, run};
-use support::*;
+use crate::support::*;
 
 const ED25519_PEM: &str = include_str!("fixtures/dkim-ed25519.pem");
 const RSA_PEM: &str = include_str!("fixtures/dkim-rsa2048.pem");
@@ -336,7 +335,7 @@ async fn check_sender_passes_a_complete_domain_and_lists_what_is_missing() {
 // ---- the binary: flags, config file, precedence ---------------------------------------------
 
 fn mailmerge(dir: &Path) -> Command {
-    let mut c = support::binary();
+    let mut c = crate::support::binary();
     c.current_dir(dir);
     c
 }

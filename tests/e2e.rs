@@ -1,6 +1,5 @@
 //! End-to-end runs of the whole pipeline against real DNS and SMTP servers on loopback.
 
-mod support;
 
 use std::fmt::Write as _;
 
@@ -8,7 +7,7 @@ use hickory_proto::rr::RecordType;
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::{ReceiverConfig, Rule};
 use mailmerge::{RunError, run};
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_many_domains_with_every_kind_of_outcome() {

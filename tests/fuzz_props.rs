@@ -3,8 +3,7 @@
 //! alphabets (CR, LF, NUL, NEL, quotes, commas, angle brackets, invalid UTF-8, dot lines) are
 //! weighted in, since uniform random bytes rarely form a parsable row or reply.
 
-#[path = "../fuzz/fuzz_targets/checks.rs"]
-mod checks;
+use crate::checks;
 
 /// xorshift64*: small, deterministic, good enough to generate test inputs.
 struct Rng(u64);

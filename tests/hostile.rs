@@ -2,7 +2,6 @@
 //! a damaged journal): each test feeds the hostile input through a real run against loopback
 //! DNS and SMTP servers and checks what reaches the results file.
 
-mod support;
 
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use mailmerge::journal::JournalError;
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::{ReceiverConfig, Rule};
 use mailmerge::{RunError, run};
-use support::*;
+use crate::support::*;
 
 /// A receiver that bounces `evil@` with a reply carrying a formula and control characters.
 fn hostile_mx() -> ReceiverConfig {

@@ -2,17 +2,16 @@
 //! attachments, header/SMTP injection attempts from row data; and `mailmerge check` /
 //! `--dry-run --out`, which must tell all of this before anything is sent.
 
-mod support;
 
 use std::process::Command;
 
 use mailmerge::run;
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::sandbox::receiver::ReceiverConfig;
-use support::*;
+use crate::support::*;
 
 fn mailmerge() -> Command {
-    support::binary()
+    crate::support::binary()
 }
 
 fn check_cmd(job: &Job, dns: &DnsServer, port: u16) -> Command {

@@ -7,7 +7,6 @@
 //! The servers come from Debian's packages (`.ci/run servers`; see tests/support/mta.rs). A test
 //! whose server is missing prints "SKIPPED" and passes locally, but FAILS when `CI=true`.
 
-mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -18,10 +17,10 @@ use mailmerge::delivery::RetryPolicy;
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::smtp::Timeouts;
 use mailmerge::{RunMode, run};
-use support::mta::{
+use crate::support::mta::{
     Exim, Mta, OpenSmtpd, Postfix, PostfixOptions, maildir_count, maildir_messages,
 };
-use support::*;
+use crate::support::*;
 
 /// Messages per batch.
 const N: usize = 2000;

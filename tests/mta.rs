@@ -2,7 +2,6 @@
 //! STARTTLS policies, PIPELINING on the wire, SIZE/SMTPUTF8, IPv6, site pauses after 421,
 //! the circuit breaker and the per-site rate limit.
 
-mod support;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -14,7 +13,7 @@ use mailmerge::sandbox::dns::{loopback, loopback6};
 use mailmerge::sandbox::receiver::{Receiver, ReceiverConfig, StartTls};
 use mailmerge::sandbox::tls::{TestCa, self_signed};
 use mailmerge::smtp::TlsMode;
-use support::*;
+use crate::support::*;
 
 fn one_domain(octet: u8) -> mailmerge::sandbox::dns::Zone {
     let mut z = zone();
@@ -498,7 +497,7 @@ async fn rate_per_site_spaces_messages_evenly() {
 }
 
 fn mailmerge_bin() -> std::process::Command {
-    support::binary()
+    crate::support::binary()
 }
 
 #[test]

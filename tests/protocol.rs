@@ -4,7 +4,6 @@
 //! pins: a 500–504 reply or a reply out of step is our session's failure — the row is never
 //! `bounced` for it — while Outlook's `550 5.5.0` at RCPT still is a bounce.
 
-mod support;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -15,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::sandbox::receiver::{ReceiverConfig, Rule};
 use mailmerge::{RunReport, run};
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 

@@ -2,7 +2,6 @@
 //! against the provider simulator (`support/provider_sim.rs`) on loopback, with real-looking
 //! MX host names in the in-process DNS zone (the domains themselves stay reserved).
 
-mod support;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -14,8 +13,8 @@ use mailmerge::provider::parse_provider;
 use mailmerge::provider::rules::parse_rule;
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::{RunConfig, run};
-use support::provider_sim::{ProviderSim, SimConfig};
-use support::*;
+use crate::support::provider_sim::{ProviderSim, SimConfig};
+use crate::support::*;
 
 /// One simulated provider: its loopback octet, MX host name, domains and limits.
 struct Spec {

@@ -3,7 +3,6 @@
 //! the journal's row identity (edited, re-sorted lists), deferred-only retries, `--limit`
 //! and `--fresh` through the library.
 
-mod support;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 use mailmerge::run;
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::sandbox::receiver::{Receiver, ReceiverConfig, Rule};
-use support::*;
+use crate::support::*;
 
 fn one_site_zone(domains: &[&str]) -> mailmerge::sandbox::dns::Zone {
     let mut z = zone();
@@ -29,7 +28,7 @@ fn one_site_zone(domains: &[&str]) -> mailmerge::sandbox::dns::Zone {
 /// The binary with flags pointing at the test servers.
 fn command(job: &Job, dns: &DnsServer, port: u16, extra: &[&str]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailmerge"));
-    c.env("XDG_DATA_HOME", support::scratch_data_home());
+    c.env("XDG_DATA_HOME", crate::support::scratch_data_home());
     c.arg("run")
         .arg(&job.csv)
         .arg(&job.template)

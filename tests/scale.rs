@@ -2,7 +2,6 @@
 //! source-IP pools seen from the receiving side, and the Kubernetes manifests the binary is
 //! deployed with.
 
-mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -12,7 +11,7 @@ use std::process::{Command, Output};
 
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::sandbox::receiver::ReceiverConfig;
-use support::*;
+use crate::support::*;
 
 /// Sites in the sharding test: site k is `mx{k}.sites.test` on 127.0.0.(40+k).
 const SITES: u8 = 6;

@@ -1,7 +1,6 @@
 //! The suppression list across campaigns (issue 12): real DNS and SMTP servers on loopback,
 //! two runs in a row over the same recipients, and two runs at once sharing one store.
 
-mod support;
 
 use std::sync::Arc;
 
@@ -9,7 +8,7 @@ use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::{ReceiverConfig, Rule};
 use mailmerge::suppress::{Reason, Store};
 use mailmerge::{RunConfig, run};
-use support::*;
+use crate::support::*;
 
 /// Recipients failing in every way that matters: only `gone` and the NXDOMAIN one are the
 /// recipient's fault.

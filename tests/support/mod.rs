@@ -4,8 +4,6 @@
 //! Every MX listens on the same port on its own 127.0.0.x address (mailmerge connects to one
 //! `--smtp-port`); an address with no receiver is a host that refuses connections.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -527,18 +527,6 @@ impl Exim {
         wait_listening(addr, "exim", || ex.log_tail(30));
         Some(ex)
     }
-
-    /// The main log (`mainlog`), and `paniclog`/`rejectlog` if anything is in them.
-    pub fn log(&self) -> String {
-        let d = self.dir.path();
-        let mut out = String::new();
-        for f in ["log/mainlog", "log/rejectlog", "log/paniclog", "stderr.log"] {
-            if let Ok(t) = std::fs::read_to_string(d.join(f)) {
-                writeln!(out, "--- {f}\n{t}").unwrap();
-            }
-        }
-        out
-    }
 }
 
 impl Mta for Exim {

@@ -16,8 +16,6 @@
 //! Several simulators may share one port on different 127.0.0.x addresses (mailmerge connects
 //! to one `--smtp-port`).
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,10 +64,6 @@ pub struct SimConfig {
 pub const GOOGLE_RATE: &str = "421-4.7.0 Try again later, closing connection. This is a\r\n421 4.7.0 temporary rate limit of this sender. - gsmtp";
 /// Microsoft's texts.
 pub const MS_CONNECTIONS: &str = "421-4.3.2 The maximum number of concurrent server connections has exceeded\r\n421 4.3.2 a limit, closing transmission channel";
-/// Microsoft's busy reply (not closing).
-pub const MS_BUSY: &str = "451-4.7.500 Server busy. Please try again later from [127.0.0.1].\r\n451 4.7.500 (S77714) [AM0PR01MB1234.eurprd01.prod.exchangelabs.com]";
-/// Yahoo's rate text.
-pub const YAHOO_RATE: &str = "421-4.7.0 [TS01] Messages from 127.0.0.1 temporarily deferred due to\r\n421 4.7.0 unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes";
 /// Too many messages on one connection.
 pub const TOO_MANY_MESSAGES: &str =
     "421-4.7.0 Too many messages on this connection, closing\r\n421 4.7.0 transmission channel";
@@ -93,42 +87,6 @@ impl SimConfig {
             script: None,
             peer_script: None,
             refuse_greetings_for: None,
-        }
-    }
-
-    /// Google-like: 5 connections, 100 per connection, 150 msg/s.
-    pub fn google_like() -> Self {
-        Self {
-            connections: 5,
-            per_connection: 100,
-            rate: 150.0,
-            burst: 75.0,
-            rate_reply: GOOGLE_RATE.into(),
-            ..Self::new("google-like")
-        }
-    }
-
-    /// Microsoft-like: 4 connections, 1000 per connection, 100 msg/s, 451 when busy.
-    pub fn microsoft_like() -> Self {
-        Self {
-            connections: 4,
-            per_connection: 1000,
-            rate: 100.0,
-            burst: 50.0,
-            rate_reply: MS_BUSY.into(),
-            ..Self::new("microsoft-like")
-        }
-    }
-
-    /// Yahoo-like: 3 connections, 20 per connection, 75 msg/s.
-    pub fn yahoo_like() -> Self {
-        Self {
-            connections: 3,
-            per_connection: 20,
-            rate: 75.0,
-            burst: 37.0,
-            rate_reply: YAHOO_RATE.into(),
-            ..Self::new("yahoo-like")
         }
     }
 }

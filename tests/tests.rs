@@ -1,0 +1,27 @@
+//! The integration tests, one binary (as ripgrep does): every file in `tests/` is a module of
+//! this crate, so the suite links mailmerge once. `support` holds the shared harness: real DNS,
+//! SMTP, HTTPS servers and MTAs on loopback.
+
+// The fuzz targets' checks, shared with `fuzz/` (see `fuzz_props`).
+#[path = "../fuzz/fuzz_targets/checks.rs"]
+mod checks;
+mod support;
+
+mod bounces;
+mod cli;
+mod dane;
+mod deliverability;
+mod e2e;
+mod fuzz_props;
+mod hostile;
+mod input;
+mod interop;
+mod mta;
+mod mta_sts;
+mod postfix;
+mod protocol;
+mod providers;
+mod resume;
+mod scale;
+mod suppress;
+mod tls_policy;
