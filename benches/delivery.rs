@@ -119,7 +119,7 @@ fn main() {
         let start = Instant::now();
         let report = run(cfg).await.expect("run");
         let secs = start.elapsed().as_secs_f64();
-        let delivered = report.summary.count(mailmerge::delivery::Status::Delivered);
+        let delivered = report.summary.count(mailmerge::outcome::Status::Delivered);
         let received: usize = receivers.iter().map(Receiver::accepted).sum();
         let first_connection = receivers
             .iter()

@@ -78,24 +78,14 @@ fn main() {
 
 async fn campaign(n: usize) {
     let providers = [
-        (
-            "gm.test",
-            "gmail-smtp-in.l.google.com",
-            2,
-            google_like(),
-        ),
+        ("gm.test", "gmail-smtp-in.l.google.com", 2, google_like()),
         (
             "contoso.test",
             "contoso-test.mail.protection.outlook.com",
             3,
             microsoft_like(),
         ),
-        (
-            "ymail.test",
-            "mta5.am0.yahoodns.net",
-            4,
-            yahoo_like(),
-        ),
+        ("ymail.test", "mta5.am0.yahoodns.net", 4, yahoo_like()),
     ];
     let mut zone = Zone::new();
     let mut sims = Vec::new();

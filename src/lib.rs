@@ -18,6 +18,7 @@ pub mod journal;
 pub mod merge;
 pub mod message;
 pub mod mx;
+pub mod outcome;
 pub mod preflight;
 pub mod progress;
 pub mod provider;
@@ -29,6 +30,7 @@ pub mod smtp;
 pub mod suppress;
 pub mod template;
 pub mod tls_policy;
+pub mod units;
 pub mod verp;
 
 pub use run::{RunConfig, RunError, RunMode, RunReport, default_results_path, run, run_until};

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::delivery::Status;
-use crate::provider::ProviderBook;
+use crate::delivery::ProviderBook;
+use crate::outcome::Status;
 
 /// How to show progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

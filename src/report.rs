@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::classify::{Category, classify};
-use crate::delivery::{Outcome, Status, Step};
-use crate::provider::ProviderReport;
+use crate::delivery::ProviderReport;
+use crate::outcome::{Outcome, Status, Step};
 use crate::recipients::RecipientList;
 use crate::smtp::Phase;
 use crate::tls_policy::PolicyKind;

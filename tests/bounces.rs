@@ -4,16 +4,15 @@
 //! Exchange and ARF (tests/fixtures/bounces/), filled in with the campaign's real return
 //! paths and Message-IDs.
 
-
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::support::*;
 use mailmerge::bounces::{Kind, Matcher, Verdict, read};
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::ReceiverConfig;
 use mailmerge::suppress::{Reason, Store};
 use mailmerge::verp::Verp;
-use crate::support::*;
 
 const KEY: &[u8] = b"test key, 16+ bytes long";
 

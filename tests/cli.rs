@@ -1,6 +1,5 @@
 //! The real binary, as README tells a newcomer to run it.
 
-
 use std::process::Command;
 
 fn mailmerge() -> Command {

@@ -2,11 +2,11 @@
 //! sender identity, the sender-domain preflight and the config file — all over real DNS and
 //! SMTP servers on loopback, with `mail-auth`'s verifier playing the receiving mailbox provider.
 
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::*;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 use mailmerge::dkim::Signer;
@@ -14,7 +14,6 @@ use mailmerge::preflight::{SenderCheckOptions, Verdict, check_sender};
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::sandbox::receiver::ReceiverConfig;
 use mailmerge::{RunReport, run};
-use crate::support::*;
 
 const ED25519_PEM: &str = include_str!("fixtures/dkim-ed25519.pem");
 const RSA_PEM: &str = include_str!("fixtures/dkim-rsa2048.pem");
@@ -186,10 +185,7 @@ async fn one_click_post_without_an_https_uri_makes_the_row_invalid() {
          List-Unsubscribe-Post: List-Unsubscribe=One-Click\n\nHi\n",
     );
     let report = run(job.config(&dns, mxs.port)).await.expect("run");
-    assert_eq!(
-        report.summary.count(mailmerge::delivery::Status::Invalid),
-        1
-    );
+    assert_eq!(report.summary.count(mailmerge::outcome::Status::Invalid), 1);
     let rows = read_results(&job.results);
     assert_eq!(rows[0]["status"], "invalid");
     assert!(rows[0]["response"].contains("https URI"), "{:?}", rows[0]);

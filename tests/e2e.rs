@@ -1,13 +1,12 @@
 //! End-to-end runs of the whole pipeline against real DNS and SMTP servers on loopback.
 
-
 use std::fmt::Write as _;
 
+use crate::support::*;
 use hickory_proto::rr::RecordType;
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::{ReceiverConfig, Rule};
 use mailmerge::{RunError, run};
-use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_many_domains_with_every_kind_of_outcome() {
@@ -290,7 +289,7 @@ async fn server_closing_with_421_mid_batch_costs_a_reconnect_not_a_message() {
     cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(1).expect("non-zero");
     let report = run(cfg).await.expect("run");
     assert_eq!(
-        report.summary.count(mailmerge::delivery::Status::Delivered),
+        report.summary.count(mailmerge::outcome::Status::Delivered),
         30
     );
     assert_eq!(mxs.get(2).received().len(), 30);
@@ -407,7 +406,7 @@ async fn connections_per_site_and_max_connections_cap_simultaneous_sessions() {
     cfg.delivery.max_connections = std::num::NonZeroUsize::new(3).expect("non-zero");
     let report = run(cfg).await.expect("run");
     assert_eq!(
-        report.summary.count(mailmerge::delivery::Status::Delivered),
+        report.summary.count(mailmerge::outcome::Status::Delivered),
         48
     );
     assert_eq!(both.peak(), 3, "max connections over all sites");

@@ -2,14 +2,13 @@
 //! a damaged journal): each test feeds the hostile input through a real run against loopback
 //! DNS and SMTP servers and checks what reaches the results file.
 
-
 use std::sync::Arc;
 
+use crate::support::*;
 use mailmerge::journal::JournalError;
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::{ReceiverConfig, Rule};
 use mailmerge::{RunError, run};
-use crate::support::*;
 
 /// A receiver that bounces `evil@` with a reply carrying a formula and control characters.
 fn hostile_mx() -> ReceiverConfig {

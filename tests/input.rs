@@ -2,13 +2,12 @@
 //! attachments, header/SMTP injection attempts from row data; and `mailmerge check` /
 //! `--dry-run --out`, which must tell all of this before anything is sent.
 
-
 use std::process::Command;
 
+use crate::support::*;
 use mailmerge::run;
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::sandbox::receiver::ReceiverConfig;
-use crate::support::*;
 
 fn mailmerge() -> Command {
     crate::support::binary()

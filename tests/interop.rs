@@ -7,20 +7,19 @@
 //! The servers come from Debian's packages (`.ci/run servers`; see tests/support/mta.rs). A test
 //! whose server is missing prints "SKIPPED" and passes locally, but FAILS when `CI=true`.
 
-
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
-use mailmerge::delivery::RetryPolicy;
-use mailmerge::sandbox::dns::loopback;
-use mailmerge::smtp::Timeouts;
-use mailmerge::{RunMode, run};
 use crate::support::mta::{
     Exim, Mta, OpenSmtpd, Postfix, PostfixOptions, maildir_count, maildir_messages,
 };
 use crate::support::*;
+use mailmerge::delivery::RetryPolicy;
+use mailmerge::sandbox::dns::loopback;
+use mailmerge::smtp::Timeouts;
+use mailmerge::{RunMode, run};
 
 /// Messages per batch.
 const N: usize = 2000;

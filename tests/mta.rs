@@ -2,18 +2,19 @@
 //! STARTTLS policies, PIPELINING on the wire, SIZE/SMTPUTF8, IPv6, site pauses after 421,
 //! the circuit breaker and the per-site rate limit.
 
-
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mailmerge::delivery::{Rate, RetryPolicy};
+use mailmerge::delivery::RetryPolicy;
+
+use crate::support::*;
 use mailmerge::run;
 use mailmerge::sandbox::dns::{loopback, loopback6};
 use mailmerge::sandbox::receiver::{Receiver, ReceiverConfig, StartTls};
 use mailmerge::sandbox::tls::{TestCa, self_signed};
 use mailmerge::smtp::TlsMode;
-use crate::support::*;
+use mailmerge::units::Rate;
 
 fn one_domain(octet: u8) -> mailmerge::sandbox::dns::Zone {
     let mut z = zone();
@@ -256,7 +257,7 @@ async fn pipelining_sends_the_transaction_in_one_group_only_when_advertised() {
     cfg.delivery.connections_per_site = std::num::NonZeroUsize::new(1).expect("non-zero");
     let report = run(cfg).await.expect("run");
     assert_eq!(
-        report.summary.count(mailmerge::delivery::Status::Delivered),
+        report.summary.count(mailmerge::outcome::Status::Delivered),
         5
     );
     let verbs = |g: &Vec<String>| -> Vec<String> {
@@ -435,7 +436,7 @@ async fn too_many_messages_on_a_connection_reconnects_at_once_without_pausing_th
     cfg.delivery.retry = RetryPolicy::parse("400ms").unwrap();
     let report = run(cfg).await.expect("run");
     assert_eq!(
-        report.summary.count(mailmerge::delivery::Status::Delivered),
+        report.summary.count(mailmerge::outcome::Status::Delivered),
         3
     );
     // Issue 10: "too many messages on this connection" is about the connection, not the
@@ -489,7 +490,7 @@ async fn rate_per_site_spaces_messages_evenly() {
     let report = run(cfg).await.expect("run");
     let took = started.elapsed();
     assert_eq!(
-        report.summary.count(mailmerge::delivery::Status::Delivered),
+        report.summary.count(mailmerge::outcome::Status::Delivered),
         6
     );
     // Six messages at one per 50 ms: the last starts 250 ms after the first.

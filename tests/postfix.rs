@@ -5,18 +5,17 @@
 //! "SKIPPED" and pass locally, but FAIL when `CI=true`, so CI never skips them silently. The
 //! Postfix instance must be started as root (as CI and the development machine run).
 
-
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::mta::{Postfix, PostfixOptions, free_port, is_root, need, wait_listening};
+use crate::support::*;
 use mailmerge::delivery::RetryPolicy;
 use mailmerge::run;
 use mailmerge::sandbox::dns::{Zone, loopback};
 use mailmerge::smtp::Timeouts;
-use crate::support::mta::{Postfix, PostfixOptions, free_port, is_root, need, wait_listening};
-use crate::support::*;
 
 /// A running `smtp-sink`; killed when dropped.
 struct Sink {

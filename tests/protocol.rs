@@ -4,17 +4,16 @@
 //! pins: a 500–504 reply or a reply out of step is our session's failure — the row is never
 //! `bounced` for it — while Outlook's `550 5.5.0` at RCPT still is a bounce.
 
-
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::*;
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::sandbox::receiver::{ReceiverConfig, Rule};
 use mailmerge::{RunReport, run};
-use crate::support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 

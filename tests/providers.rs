@@ -2,19 +2,18 @@
 //! against the provider simulator (`support/provider_sim.rs`) on loopback, with real-looking
 //! MX host names in the in-process DNS zone (the domains themselves stay reserved).
 
-
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::support::provider_sim::{ProviderSim, SimConfig};
+use crate::support::*;
+use mailmerge::delivery::ProviderReport;
 use mailmerge::delivery::SourceIp;
-use mailmerge::provider::ProviderReport;
 use mailmerge::provider::parse_provider;
 use mailmerge::provider::rules::parse_rule;
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::{RunConfig, run};
-use crate::support::provider_sim::{ProviderSim, SimConfig};
-use crate::support::*;
 
 /// One simulated provider: its loopback octet, MX host name, domains and limits.
 struct Spec {

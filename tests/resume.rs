@@ -3,7 +3,6 @@
 //! the journal's row identity (edited, re-sorted lists), deferred-only retries, `--limit`
 //! and `--fresh` through the library.
 
-
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::Stdio;
@@ -11,10 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use mailmerge::run;
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::sandbox::receiver::{Receiver, ReceiverConfig, Rule};
-use crate::support::*;
 
 fn one_site_zone(domains: &[&str]) -> mailmerge::sandbox::dns::Zone {
     let mut z = zone();

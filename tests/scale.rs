@@ -2,16 +2,15 @@
 //! source-IP pools seen from the receiving side, and the Kubernetes manifests the binary is
 //! deployed with.
 
-
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::*;
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::sandbox::receiver::ReceiverConfig;
-use crate::support::*;
 
 /// Sites in the sharding test: site k is `mx{k}.sites.test` on 127.0.0.(40+k).
 const SITES: u8 = 6;

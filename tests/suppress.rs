@@ -1,14 +1,13 @@
 //! The suppression list across campaigns (issue 12): real DNS and SMTP servers on loopback,
 //! two runs in a row over the same recipients, and two runs at once sharing one store.
 
-
 use std::sync::Arc;
 
+use crate::support::*;
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::{ReceiverConfig, Rule};
 use mailmerge::suppress::{Reason, Store};
 use mailmerge::{RunConfig, run};
-use crate::support::*;
 
 /// Recipients failing in every way that matters: only `gone` and the NXDOMAIN one are the
 /// recipient's fault.
@@ -96,9 +95,7 @@ async fn second_campaign_skips_the_first_ones_hard_bounces_and_nothing_else() {
     assert_eq!(report.newly_suppressed, 0);
     assert_eq!(report.plan.suppressed, 3);
     assert_eq!(
-        report
-            .summary
-            .count(mailmerge::delivery::Status::Suppressed),
+        report.summary.count(mailmerge::outcome::Status::Suppressed),
         3
     );
     let rcpts: Vec<String> = mxs

@@ -7,10 +7,10 @@
 //! DANE nothing reaches a host in the clear or past a certificate the policy does not accept
 //! (the receiver saw no MAIL command), and the row says why (`deferred`, category `tls`).
 
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::support::*;
 use hickory_proto::rr::RecordType;
 use mailmerge::delivery::RetryPolicy;
 use mailmerge::run;
@@ -21,7 +21,6 @@ use mailmerge::sandbox::receiver::{ReceiverConfig, StartTls};
 use mailmerge::sandbox::tls::{Identity, TestCa, self_signed};
 use mailmerge::tls_policy::PolicyKind;
 use mailmerge::tls_policy::dane::Tlsa;
-use crate::support::*;
 
 /// A TXT record announcing an MTA-STS policy.
 const STS_TXT: &str = "v=STSv1; id=20261129T000000;";

@@ -11,7 +11,7 @@ use ring::hmac;
 
 use super::BounceError;
 use super::parse::{self, Kind, Report};
-use crate::delivery::{Outcome, Status, Step};
+use crate::outcome::{Outcome, Status, Step};
 use crate::smtp::Reply;
 use crate::suppress::{self, Entry, Reason, Store};
 use crate::verp;

@@ -12,9 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueHint};
 use clap_complete::Shell;
 
 use mailmerge::delivery::DeliveryOptions;
-use mailmerge::delivery::retry::parse_duration;
 use mailmerge::run::shard::ShardSpec;
 use mailmerge::smtp::Timeouts;
+use mailmerge::units::parse_duration;
 
 /// The whole command line.
 #[derive(Parser, Debug)]

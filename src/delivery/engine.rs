@@ -1,153 +1,24 @@
-//! The engine's entry points and the state its workers share: [`deliver`] and
-//! [`deliver_until`] (over TCP) and [`deliver_with`] (over any [`Connect`]or) build one queue
-//! per site, spawn the site's workers interleaved across sites, and stop at the deadline, at
-//! cancellation (plus grace) or when every row has its final outcome.
-//!
-//! `Ctx` is what every worker reads and reports through: the configuration, the message
-//! source, the event channel, the global connection limit, per-address state and the
-//! numbering of final outcomes that the journal's durability bound relies on.
+//! The engine's entry points: [`deliver`] and [`deliver_until`] (over TCP) and
+//! [`deliver_with`] (over any [`Connect`]or) build one queue per site with its gates, spawn the
+//! site's workers interleaved across sites, and stop at the deadline, at cancellation (plus
+//! grace) or when every row has its final outcome.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use super::connect::{Connect, TcpConnector};
-use super::hosts::Hosts;
-use super::outcome::{Outcome, Status};
-use super::queue::{Job, SiteQueue};
-use super::{DeliveryConfig, worker};
-use crate::message::BuiltMessage;
-use crate::mx::MxHost;
+use super::ctx::Ctx;
+use super::gate::START_RATE;
+use super::queue::SiteQueue;
+use super::work::{Event, MessageSource, SiteWork};
+use super::{DeliveryConfig, Gate, GateLimits, worker};
 use crate::provider::rules::rules_in_force;
-use crate::provider::state::START_RATE;
-use crate::provider::{BackoffRule, Gate, GateLimits, ProviderSpec};
-use crate::tls_policy::SiteTls;
-
-/// Builds the message for a row, or says why the row cannot be sent.
-pub type MessageSource = Arc<dyn Fn(usize) -> Result<BuiltMessage, Box<Outcome>> + Send + Sync>;
-
-/// What the engine reports while it runs.
-#[derive(Clone, Debug)]
-pub enum Event {
-    /// A transient failure; the row will be tried again.
-    Retrying {
-        /// Row index (as handed in).
-        row: usize,
-        /// What happened on this attempt.
-        outcome: Outcome,
-    },
-    /// The row's final outcome.
-    Final {
-        /// Row index.
-        row: usize,
-        /// Outcome.
-        outcome: Outcome,
-    },
-    /// A new SMTP session was opened.
-    Connected {
-        /// Site name.
-        site: Arc<str>,
-    },
-    /// An MX address objected to our pipelining: its sessions speak `dialect` from now on
-    /// (issue 11; listed in the run summary).
-    DialectFallback {
-        /// MX host name.
-        host: String,
-        /// Its address.
-        ip: std::net::IpAddr,
-        /// The dialect it gets now.
-        dialect: crate::smtp::Dialect,
-        /// What it said (or what happened), shortened.
-        reason: String,
-    },
-}
-
-/// One site's work: its hosts and the rows to deliver there.
-#[derive(Clone, Debug)]
-pub struct SiteWork {
-    /// Site name (for progress and logs).
-    pub name: Arc<str>,
-    /// MX hosts in try order.
-    pub hosts: Arc<[MxHost]>,
-    /// Rows to deliver.
-    pub rows: Vec<usize>,
-    /// The mailbox provider behind the site, if known: its limits apply to all its sites
-    /// together. `None`: the site keeps per-site limits (`--connections-per-site`, …).
-    pub provider: Option<Arc<ProviderSpec>>,
-    /// What the site's MX hosts require of TLS (MTA-STS, DANE); the default: nothing
-    /// published, the `--tls` mode applies.
-    pub tls: Arc<SiteTls>,
-}
-
-/// What every worker shares.
-pub(super) struct Ctx<C> {
-    /// The configuration.
-    pub(super) cfg: DeliveryConfig,
-    /// Builds each row's message.
-    pub(super) source: MessageSource,
-    events: mpsc::UnboundedSender<Event>,
-    /// `--max-connections`: a session holds a permit.
-    pub(super) connections: Arc<Semaphore>,
-    /// What was learnt about MX addresses.
-    pub(super) hosts: Hosts,
-    /// Cancelled on SIGINT/SIGTERM: workers take no new job, in-flight ones finish.
-    pub(super) cancel: CancellationToken,
-    /// Final outcomes sent so far (see [`super::Recorded`]).
-    finals: Mutex<u64>,
-    /// Opens connections.
-    pub(super) connector: C,
-}
-
-impl<C> Ctx<C> {
-    /// Reports an event.
-    pub(super) fn emit(&self, e: Event) {
-        // The receiver lives until the engine returns; a send error only happens at shutdown.
-        let _ = self.events.send(e);
-    }
-
-    /// The row is settled.
-    pub(super) fn final_outcome(&self, queue: &SiteQueue, job: Job, outcome: Outcome) {
-        queue.complete();
-        // Numbered and sent under one lock, so event order is number order.
-        let mut finals = self.finals.lock().unwrap_or_else(|e| e.into_inner());
-        *finals += 1;
-        self.emit(Event::Final {
-            row: job.row,
-            outcome,
-        });
-    }
-
-    /// Waits until every final outcome sent so far is recorded (no-op without a recorder).
-    pub(super) async fn wait_recorded(&self) {
-        if let Some(r) = &self.cfg.recorded {
-            let sent = *self.finals.lock().unwrap_or_else(|e| e.into_inner());
-            r.wait_for(sent).await;
-        }
-    }
-
-    /// A transient failure: retry later, or give up as deferred when the deadline is near.
-    pub(super) fn transient(&self, queue: &SiteQueue, mut job: Job, mut outcome: Outcome) {
-        job.attempts += 1;
-        outcome.attempts = job.attempts;
-        outcome.status = Status::Deferred;
-        let now = Instant::now();
-        match self.cfg.options.retry.delay_after(job.attempts) {
-            Some(delay) if now + delay < self.cfg.deadline => {
-                job.not_before = now + delay;
-                queue.retry(job);
-                self.emit(Event::Retrying {
-                    row: job.row,
-                    outcome,
-                });
-            }
-            _ => self.final_outcome(queue, job, outcome),
-        }
-    }
-}
+use crate::provider::{BackoffRule, ProviderSpec};
 
 /// Delivers every row of every site; returns when all rows have a final outcome or the
 /// deadline (plus grace) has passed.
@@ -185,16 +56,7 @@ pub async fn deliver_with<C: Connect>(
     let hard_stop = cfg.deadline + cfg.grace;
     let grace = cfg.grace;
     let queues = site_queues(sites, &cfg);
-    let ctx = Arc::new(Ctx {
-        cancel: cancel.clone(),
-        connections: Arc::new(Semaphore::new(cfg.options.max_connections.get())),
-        cfg,
-        source,
-        events,
-        hosts: Hosts::default(),
-        finals: Mutex::new(0),
-        connector,
-    });
+    let ctx = Arc::new(Ctx::new(cfg, source, events, cancel.clone(), connector));
     // Interleave sites so that the first connections go to many sites, not one.
     let mut set = JoinSet::new();
     let max_workers = queues.iter().map(|(_, n)| *n).max().unwrap_or(0);
@@ -308,11 +170,15 @@ mod tests {
     use std::num::NonZeroUsize;
     use std::time::Duration;
 
+    use tokio::time::Instant;
+
     use super::*;
     use crate::delivery::options::DeliveryOptions;
-    use crate::delivery::outcome::Step;
     use crate::delivery::retry::RetryPolicy;
     use crate::delivery::sim::Sim;
+    use crate::message::BuiltMessage;
+    use crate::mx::MxHost;
+    use crate::outcome::{Outcome, Status, Step};
     use crate::smtp::{DataPayload, EnhancedCode, Envelope, Phase, TlsPolicy};
 
     const RCPTS: [&str; 3] = ["a@sim.test", "b@sim.test", "c@sim.test"];

@@ -19,7 +19,7 @@
 //! the batch and the site.
 //!
 //! Sites are grouped into mailbox providers ([`crate::provider`]): every queue of a provider
-//! shares one [`crate::provider::Gate`] that limits connections, messages per connection
+//! shares one [`crate::delivery::Gate`] that limits connections, messages per connection
 //! and the message rate for the provider as a whole, and adapts them to its throttling
 //! replies (`shaping` holds the worker's side of that). With a `--source-ip` pool a provider
 //! has one gate per source address instead (its limits and reputation are per sending IP): a
@@ -28,17 +28,19 @@
 //! unknown site has a gate of its own with the per-site limits of the command line.
 
 pub mod connect;
+mod ctx;
 pub mod engine;
+pub mod gate;
 mod hosts;
 pub mod limits;
 pub mod options;
-pub mod outcome;
 mod queue;
 pub mod retry;
 mod session;
 mod shaping;
 pub mod source_ip;
 pub mod verdict;
+mod work;
 mod worker;
 
 #[cfg(test)]
@@ -51,16 +53,15 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::provider::ProviderBook;
 use crate::smtp::TlsPolicy;
 pub use connect::{Connect, TcpConnector};
-pub use engine::{Event, MessageSource, SiteWork, deliver, deliver_until, deliver_with};
-pub use limits::Rate;
+pub use engine::{deliver, deliver_until, deliver_with};
+pub use gate::{Gate, GateLimits, ProviderBook, ProviderReport};
 pub use options::DeliveryOptions;
-pub use outcome::{Outcome, Status, Step};
 pub use retry::RetryPolicy;
 pub use source_ip::{SourceIp, SourcePool};
 pub use verdict::{Action, Attempt, Scope, SessionFacts, verdict};
+pub use work::{Event, MessageSource, SiteWork};
 
 /// How to deliver: the user's [`DeliveryOptions`] and what the run derives from them.
 #[derive(Clone, Debug)]

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser};
 
-use super::limits::Rate;
-use super::retry::{RetryPolicy, parse_duration};
+use super::retry::RetryPolicy;
 use crate::provider::caps::Warmup;
 use crate::provider::rules::parse_rule;
 use crate::provider::{BackoffRule, ProviderOverride, parse_provider};
 use crate::smtp::{Timeouts, TlsMode};
+use crate::units::Rate;
+use crate::units::parse_duration;
 
 /// How to deliver: hosts, connections, retries, budget, TLS, pace.
 #[derive(Args, Clone, Debug, PartialEq)]

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::engine::SiteWork;
+use super::Gate;
+use super::gate::Slot;
 use super::retry::RetryPolicy;
-use crate::provider::Gate;
-use crate::provider::state::Slot;
+use super::work::SiteWork;
 
 /// One row to deliver, with its attempts so far.
 #[derive(Clone, Copy, Debug)]
@@ -216,7 +216,7 @@ mod tests {
     use super::*;
 
     fn queue(rows: usize) -> SiteQueue {
-        let limits = crate::provider::GateLimits {
+        let limits = crate::delivery::GateLimits {
             connections: 1,
             messages_per_connection: 1,
             cap: None,
@@ -264,7 +264,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slot_comes_from_the_least_used_gate_that_gives_one() {
-        let limits = crate::provider::GateLimits {
+        let limits = crate::delivery::GateLimits {
             connections: 2,
             messages_per_connection: 1,
             cap: None,

@@ -3,27 +3,12 @@
 
 use std::time::Duration;
 
-use thiserror::Error;
+use crate::units::{DurationError, parse_duration};
 
 /// Waits before the 2nd, 3rd, … attempt; the last one repeats until the run's deadline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     delays: Vec<Duration>,
-}
-
-/// A `--retry` or duration value that does not parse.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("invalid duration {0:?} (use a number with ms, s, m or h, e.g. 30s or 5m)")]
-pub struct DurationError(pub String);
-
-/// Parses a duration as humantime does (`500ms`, `30s`, `5m`, `2h`, `1h 30m`); a bare number
-/// means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).map_err(|_| DurationError(s.to_string()))
 }
 
 impl RetryPolicy {
@@ -80,14 +65,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("5 min"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("5 fortnights").is_err());
-        assert!(parse_duration("m").is_err());
+    fn a_list_with_an_empty_entry_is_refused() {
         assert!(RetryPolicy::parse("1m,,2m").is_err());
     }
 }

@@ -15,11 +15,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
 
 use super::connect::{Connect, ConnectError};
-use super::engine::{Ctx, Event, SiteWork};
-use super::outcome::{Outcome, Status, Step};
+use super::ctx::Ctx;
 use super::source_ip::{Lease, SourceIp};
+use super::work::{Event, SiteWork};
 use crate::message::BuiltMessage;
 use crate::mx::MxHost;
+use crate::outcome::{Outcome, Status, Step};
 use crate::smtp::{Connection, EnhancedCode, MaybeTls, Phase, Reply, TlsMode};
 use crate::tls_policy::{HostRule, PolicyKind};
 

@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::engine::{Ctx, Event};
-use super::outcome::{Outcome, Status};
+use super::Gate;
+use super::ctx::Ctx;
+use super::gate::Reaction;
 use super::queue::{Job, SiteQueue};
 use super::session::ConnectFailure;
 use super::verdict::throttle;
-use crate::provider::Gate;
-use crate::provider::state::Reaction;
+use super::work::Event;
+use crate::outcome::{Outcome, Status};
 use crate::smtp::Phase;
 
 /// Waits for a connection slot of `gate` (or of another gate of its provider) to free up (at most until `until`, 250 ms, the

@@ -14,9 +14,9 @@
 //! conservative [`Dialect`] and the row goes at once over a new session, uncounted; only when
 //! [`Dialect::Lockstep`] fails too does the row end, deferred.
 
-use super::outcome::Status;
 pub use crate::classify::Scope;
 use crate::classify::classify;
+use crate::outcome::Status;
 use crate::smtp::{ClientError, Dialect, Phase, Reply, Transaction};
 
 /// What one attempt came to, as far as the verdict is concerned.
@@ -88,7 +88,7 @@ pub enum Action {
     /// retry delay for its consecutive failures has passed.
     PauseSite,
     /// A throttling reply (classify: category throttled, scope sender; transient): the
-    /// provider is slowed (see [`crate::provider::Gate::throttled`]), the row goes back to
+    /// provider is slowed (see [`crate::delivery::Gate::throttled`]), the row goes back to
     /// the queue without counting an attempt, and the session is dropped when the server
     /// closes it (`closing`, a 421) or kept for the rest of the batch.
     Throttled {

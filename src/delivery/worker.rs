@@ -16,16 +16,17 @@ use std::time::Duration;
 use tokio::task::JoinError;
 use tokio::time::{Instant, sleep_until};
 
+use super::Gate;
 use super::connect::Connect;
-use super::engine::{Ctx, Event};
-use super::outcome::{Outcome, Status, Step};
+use super::ctx::Ctx;
+use super::gate::{Reaction, Slot};
 use super::queue::{Job, Next, SiteQueue};
 use super::session::{ConnectFailure, Session, local_refusal, open_session};
 use super::shaping;
 use super::verdict::{Action, Attempt, Rest, Row, SessionFacts, verdict};
+use super::work::Event;
 use crate::message::BuiltMessage;
-use crate::provider::Gate;
-use crate::provider::state::{Reaction, Slot};
+use crate::outcome::{Outcome, Status, Step};
 use crate::smtp::{ClientError, DataPayload, EnhancedCode, Envelope, Phase, Transaction};
 
 /// A row's message, or why it cannot be sent.

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::delivery::{Outcome, Status, Step};
+use crate::outcome::{Outcome, Status, Step};
 use crate::recipients::{RecipientList, Row};
 use crate::smtp::EnhancedCode;
 use crate::tls_policy::PolicyKind;

@@ -13,7 +13,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use super::{Journal, JournalError, RowKey, SYNC_INTERVAL, SYNC_RECORDS};
-use crate::delivery::{Event, Outcome, Recorded};
+use crate::delivery::{Event, Recorded};
+use crate::outcome::Outcome;
 
 /// Writes the engine's final outcomes to a [`Journal`] as they arrive.
 pub struct Recorder {

@@ -7,23 +7,21 @@
 //! table ([`builtin`]) carries the limits large senders use (KumoMTA's shaping data); users
 //! override or add providers with `[provider.NAME]` in `mailmerge.toml` (the hidden
 //! `--provider` flag carries them). What the engine learns while it sends (a connection limit,
-//! a slower rate, a suspension) lives in [`state::Gate`]; the backoff rules that turn a
+//! a slower rate, a suspension) lives in the engine's [`crate::delivery::Gate`]; the backoff rules that turn a
 //! provider's reply text into an action live in [`rules`]; daily caps and warm-up in [`caps`].
 
 pub mod caps;
 pub mod rules;
-pub mod state;
 
 use std::sync::Arc;
 
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::delivery::Rate;
 use crate::mx::MxHost;
+use crate::units::Rate;
 
 pub use rules::{BackoffRule, RuleAction};
-pub use state::{Gate, GateLimits, ProviderBook, ProviderReport};
 
 /// A `--provider` / `[provider.NAME]` value that does not parse.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -38,7 +36,7 @@ pub enum ProviderError {
         name: String,
         /// Why.
         #[source]
-        source: crate::delivery::limits::RateError,
+        source: crate::units::RateError,
     },
     /// No name, or no MX suffix for a provider that is not built in.
     #[error(

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ProviderError;
-use crate::delivery::Rate;
-use crate::delivery::retry::parse_duration;
+use crate::units::Rate;
+use crate::units::parse_duration;
 
 /// What a rule does to the provider, for `duration`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 //! report reads them back); lists up to [`OutcomeStore::IN_MEMORY_ROWS`] rows keep the
 //! outcomes themselves, which is faster.
 
-use crate::delivery::Outcome;
 use crate::journal;
+use crate::outcome::Outcome;
 
 /// One slot per row: pending, decided, an outcome kept here, or a journal offset.
 pub(super) struct OutcomeStore {

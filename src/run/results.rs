@@ -10,8 +10,8 @@ use std::sync::Arc;
 use super::prepare::Job;
 use super::triage::Rows;
 use super::{RunConfig, RunError, RunMode, suppress};
-use crate::delivery::{Outcome, Status, Step};
 use crate::journal;
+use crate::outcome::{Outcome, Status, Step};
 use crate::provider::caps::{self, CapBook};
 use crate::report::{self, Summary};
 

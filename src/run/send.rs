@@ -13,10 +13,11 @@ use super::prepare::Job;
 use super::route::Routes;
 use super::triage::Rows;
 use super::{RunConfig, RunError};
-use crate::delivery::{self, DeliveryConfig, Event, MessageSource, Outcome, Status, Step};
+use crate::delivery::ProviderBook;
+use crate::delivery::{self, DeliveryConfig, Event, MessageSource};
 use crate::journal::{Journal, JournalError, Recorder};
+use crate::outcome::{Outcome, Status, Step};
 use crate::progress::Progress;
-use crate::provider::ProviderBook;
 use crate::smtp::{EnhancedCode, TlsPolicy};
 
 /// What sending produced besides the outcomes.
@@ -33,7 +34,7 @@ pub(super) struct Sent {
     /// The journal failed during the run (reported after the results are written).
     pub journal_error: Option<JournalError>,
     /// What each mailbox provider did (throttling replies, limits learnt).
-    pub providers: Vec<crate::provider::ProviderReport>,
+    pub providers: Vec<crate::delivery::ProviderReport>,
 }
 
 /// Delivers the routed rows; every row ends with an outcome in `rows.outcomes`.

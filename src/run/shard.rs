@@ -19,7 +19,8 @@ use std::fmt;
 use super::prepare::Job;
 use super::route::Routes;
 use super::triage::Rows;
-use crate::delivery::{Outcome, SiteWork, Status};
+use crate::delivery::SiteWork;
+use crate::outcome::{Outcome, Status};
 use crate::recipients::Row;
 
 /// This process's share of the list: shard `index` of `count`.

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use super::prepare::Job;
 use super::{RunConfig, Warnings};
-use crate::delivery::{MessageSource, Outcome, Status, Step};
+use crate::delivery::MessageSource;
 use crate::identity;
 use crate::message::{self, AttachmentDir, BuiltMessage, MessageOptions};
+use crate::outcome::{Outcome, Status, Step};
 
 /// Renders and builds row `i`'s message; a row that cannot be rendered is `invalid`.
 pub(super) fn message_source(cfg: &RunConfig, job: &Job, warnings: &Warnings) -> MessageSource {

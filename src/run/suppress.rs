@@ -7,7 +7,7 @@
 use super::prepare::Job;
 use super::{RunConfig, RunError, RunMode};
 use crate::address::Address;
-use crate::delivery::Outcome;
+use crate::outcome::Outcome;
 use crate::suppress::{self, Entry, Reason, Store};
 use crate::verp;
 

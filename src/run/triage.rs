@@ -8,7 +8,7 @@ use super::outcomes::OutcomeStore;
 use super::prepare::Job;
 use super::{RunConfig, problem};
 use crate::address::Address;
-use crate::delivery::{Outcome, Status, Step};
+use crate::outcome::{Outcome, Status, Step};
 use crate::report::Plan;
 
 /// The rows after triage.

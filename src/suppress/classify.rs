@@ -3,7 +3,7 @@
 //! classifier (the results' `category` column) and is stricter than it.
 
 use crate::classify::Category;
-use crate::delivery::{Outcome, Status, Step};
+use crate::outcome::{Outcome, Status, Step};
 use crate::smtp::{EnhancedCode, Phase};
 
 /// True when `o` is a permanent failure for a recipient reason.

@@ -27,8 +27,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::rules::{BackoffRule, Signal, show_rate, signal};
-use crate::delivery::Rate;
+use crate::provider::rules::{BackoffRule, Signal, show_rate, signal};
+use crate::units::Rate;
 
 /// A new concurrent connection to a known provider at most this often (KumoMTA's "100 new
 /// connections a minute" kept loosely). Unknown sites are not spaced: like Postfix, their

@@ -1,0 +1,68 @@
+//! What goes into the delivery engine and what comes out of it: per site, the rows to deliver
+//! ([`SiteWork`]); per row, a way to build its message ([`MessageSource`]); and the
+//! [`Event`]s the engine reports as it goes. Plain data that every part of the engine and its
+//! caller share, so none of them has to reach into another for it.
+
+use std::sync::Arc;
+
+use crate::message::BuiltMessage;
+use crate::mx::MxHost;
+use crate::outcome::Outcome;
+use crate::provider::ProviderSpec;
+use crate::tls_policy::SiteTls;
+
+/// Builds the message for a row, or says why the row cannot be sent.
+pub type MessageSource = Arc<dyn Fn(usize) -> Result<BuiltMessage, Box<Outcome>> + Send + Sync>;
+
+/// What the engine reports while it runs.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A transient failure; the row will be tried again.
+    Retrying {
+        /// Row index (as handed in).
+        row: usize,
+        /// What happened on this attempt.
+        outcome: Outcome,
+    },
+    /// The row's final outcome.
+    Final {
+        /// Row index.
+        row: usize,
+        /// Outcome.
+        outcome: Outcome,
+    },
+    /// A new SMTP session was opened.
+    Connected {
+        /// Site name.
+        site: Arc<str>,
+    },
+    /// An MX address objected to our pipelining: its sessions speak `dialect` from now on
+    /// (issue 11; listed in the run summary).
+    DialectFallback {
+        /// MX host name.
+        host: String,
+        /// Its address.
+        ip: std::net::IpAddr,
+        /// The dialect it gets now.
+        dialect: crate::smtp::Dialect,
+        /// What it said (or what happened), shortened.
+        reason: String,
+    },
+}
+
+/// One site's work: its hosts and the rows to deliver there.
+#[derive(Clone, Debug)]
+pub struct SiteWork {
+    /// Site name (for progress and logs).
+    pub name: Arc<str>,
+    /// MX hosts in try order.
+    pub hosts: Arc<[MxHost]>,
+    /// Rows to deliver.
+    pub rows: Vec<usize>,
+    /// The mailbox provider behind the site, if known: its limits apply to all its sites
+    /// together. `None`: the site keeps per-site limits (`--connections-per-site`, …).
+    pub provider: Option<Arc<ProviderSpec>>,
+    /// What the site's MX hosts require of TLS (MTA-STS, DANE); the default: nothing
+    /// published, the `--tls` mode applies.
+    pub tls: Arc<SiteTls>,
+}
