@@ -104,7 +104,7 @@ impl Category {
 
 /// What a failed reply (or a failed attempt) is a verdict on: the engine acts at this scope
 /// and no wider. One type for the crate: [`classify`] gives it for replies, and the delivery
-/// verdict (`delivery::verdict`) adds [`Scope::Site`] for what no reply says.
+/// verdict (`delivery::action`) adds [`Scope::Site`] for what no reply says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// This recipient (unknown mailbox, mailbox full, one mailbox receiving too fast).
@@ -124,7 +124,7 @@ pub enum Scope {
 
 /// A reply's category and scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Classification {
     /// Why, for the results and the suppression list.
     pub category: Category,
     /// What it is about, for the engine.
@@ -137,10 +137,10 @@ pub fn classify(
     code: u16,
     enhanced: Option<EnhancedCode>,
     text: &str,
-) -> Verdict {
+) -> Classification {
     let lower = text.to_ascii_lowercase();
     let at_rcpt = phase == Some(Phase::RcptTo);
-    let verdict = |category, scope| Verdict { category, scope };
+    let verdict = |category, scope| Classification { category, scope };
     // 1. The conversation went wrong. 550 5.5.0 at RCPT is Outlook's unknown mailbox.
     if (500..=504).contains(&code) {
         return verdict(Category::Protocol, Scope::Protocol);
@@ -460,7 +460,7 @@ mod tests {
             let got = classify(Some(*phase), reply.code, reply.enhanced, &reply.text());
             assert_eq!(
                 got,
-                Verdict {
+                Classification {
                     category: *category,
                     scope: *scope
                 },

@@ -20,7 +20,7 @@ use crate::mx::{DnsOptions, MxResolver, ResolverError};
 
 /// What a check found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum RecordState {
     /// Published and usable.
     Ok,
     /// Not published.
@@ -33,14 +33,14 @@ pub enum Verdict {
     Skipped,
 }
 
-impl Verdict {
+impl RecordState {
     fn as_str(self) -> &'static str {
         match self {
-            Verdict::Ok => "ok",
-            Verdict::Missing => "missing",
-            Verdict::Wrong => "wrong",
-            Verdict::Unknown => "unknown",
-            Verdict::Skipped => "skipped",
+            RecordState::Ok => "ok",
+            RecordState::Missing => "missing",
+            RecordState::Wrong => "wrong",
+            RecordState::Unknown => "unknown",
+            RecordState::Skipped => "skipped",
         }
     }
 }
@@ -51,7 +51,7 @@ pub struct Finding {
     /// `SPF`, `DKIM` or `DMARC`.
     pub check: &'static str,
     /// The verdict.
-    pub verdict: Verdict,
+    pub verdict: RecordState,
     /// What was found, or why it is wrong.
     pub detail: String,
     /// Zone-file line to publish, when something is missing or wrong.
@@ -72,7 +72,7 @@ impl SenderReport {
     pub fn all_ok(&self) -> bool {
         self.findings
             .iter()
-            .all(|f| matches!(f.verdict, Verdict::Ok | Verdict::Skipped))
+            .all(|f| matches!(f.verdict, RecordState::Ok | RecordState::Skipped))
     }
 
     /// The finding of one check.
@@ -142,7 +142,7 @@ fn starts_with_ci(s: &str, prefix: &str) -> bool {
 fn unknown(check: &'static str, e: String) -> Finding {
     Finding {
         check,
-        verdict: Verdict::Unknown,
+        verdict: RecordState::Unknown,
         detail: e,
         publish: None,
     }
@@ -167,25 +167,25 @@ async fn check_spf(r: &MxResolver, domain: &str) -> Finding {
     match spf.as_slice() {
         [] => Finding {
             check: "SPF",
-            verdict: Verdict::Missing,
+            verdict: RecordState::Missing,
             detail: format!("no v=spf1 TXT record at {domain}"),
             publish: Some(publish),
         },
         [one] if one.trim_end().ends_with("+all") => Finding {
             check: "SPF",
-            verdict: Verdict::Wrong,
+            verdict: RecordState::Wrong,
             detail: format!("{one:?} ends in +all: it lets anyone send as {domain}"),
             publish: Some(publish),
         },
         [one] => Finding {
             check: "SPF",
-            verdict: Verdict::Ok,
+            verdict: RecordState::Ok,
             detail: (*one).clone(),
             publish: None,
         },
         many => Finding {
             check: "SPF",
-            verdict: Verdict::Wrong,
+            verdict: RecordState::Wrong,
             detail: format!(
                 "{} v=spf1 records at {domain}: RFC 7208 §3.2 allows one (SPF permerror); merge them",
                 many.len()
@@ -199,7 +199,7 @@ async fn check_dkim(r: &MxResolver, domain: &str, opts: &SenderCheckOptions) -> 
     let Some(selector) = &opts.dkim_selector else {
         return Finding {
             check: "DKIM",
-            verdict: Verdict::Skipped,
+            verdict: RecordState::Skipped,
             detail: "not checked: give --dkim-selector (and --dkim-key to compare keys)".into(),
             publish: None,
         };
@@ -216,7 +216,7 @@ async fn check_dkim(r: &MxResolver, domain: &str, opts: &SenderCheckOptions) -> 
     let Some(record) = records.iter().find(|t| tag(t, "p").is_some()) else {
         return Finding {
             check: "DKIM",
-            verdict: Verdict::Missing,
+            verdict: RecordState::Missing,
             detail: format!("no DKIM key record (with p=) at {name}"),
             publish,
         };
@@ -225,7 +225,7 @@ async fn check_dkim(r: &MxResolver, domain: &str, opts: &SenderCheckOptions) -> 
     if p.is_empty() {
         return Finding {
             check: "DKIM",
-            verdict: Verdict::Wrong,
+            verdict: RecordState::Wrong,
             detail: format!("{name} has an empty p=: the key is revoked (RFC 6376 §3.6.1)"),
             publish,
         };
@@ -233,7 +233,7 @@ async fn check_dkim(r: &MxResolver, domain: &str, opts: &SenderCheckOptions) -> 
     let Some(published) = decode_public_key(p) else {
         return Finding {
             check: "DKIM",
-            verdict: Verdict::Wrong,
+            verdict: RecordState::Wrong,
             detail: format!("{name}: p= is not valid base64"),
             publish,
         };
@@ -241,7 +241,7 @@ async fn check_dkim(r: &MxResolver, domain: &str, opts: &SenderCheckOptions) -> 
     let Some(key) = &opts.dkim_key else {
         return Finding {
             check: "DKIM",
-            verdict: Verdict::Ok,
+            verdict: RecordState::Ok,
             detail: format!("key published at {name} (not compared: no --dkim-key)"),
             publish: None,
         };
@@ -252,7 +252,7 @@ async fn check_dkim(r: &MxResolver, domain: &str, opts: &SenderCheckOptions) -> 
     {
         return Finding {
             check: "DKIM",
-            verdict: Verdict::Wrong,
+            verdict: RecordState::Wrong,
             detail: format!(
                 "the key at {name} does not match --dkim-key: receivers will fail every signature"
             ),
@@ -261,7 +261,7 @@ async fn check_dkim(r: &MxResolver, domain: &str, opts: &SenderCheckOptions) -> 
     }
     Finding {
         check: "DKIM",
-        verdict: Verdict::Ok,
+        verdict: RecordState::Ok,
         detail: format!("{name} publishes the public half of --dkim-key ({k})"),
         publish: None,
     }
@@ -290,7 +290,7 @@ async fn check_dmarc(r: &MxResolver, domain: &str) -> Finding {
                 return match tag(one, "p") {
                     Some(p) if ["none", "quarantine", "reject"].contains(&p) => Finding {
                         check: "DMARC",
-                        verdict: Verdict::Ok,
+                        verdict: RecordState::Ok,
                         detail: if at == domain {
                             (*one).clone()
                         } else {
@@ -300,7 +300,7 @@ async fn check_dmarc(r: &MxResolver, domain: &str) -> Finding {
                     },
                     _ => Finding {
                         check: "DMARC",
-                        verdict: Verdict::Wrong,
+                        verdict: RecordState::Wrong,
                         detail: format!("{name}: {one:?} has no valid p= policy"),
                         publish,
                     },
@@ -309,7 +309,7 @@ async fn check_dmarc(r: &MxResolver, domain: &str) -> Finding {
             many => {
                 return Finding {
                     check: "DMARC",
-                    verdict: Verdict::Wrong,
+                    verdict: RecordState::Wrong,
                     detail: format!(
                         "{} DMARC records at {name}: receivers ignore them all (RFC 7489 §6.6.3)",
                         many.len()
@@ -321,7 +321,7 @@ async fn check_dmarc(r: &MxResolver, domain: &str) -> Finding {
     }
     Finding {
         check: "DMARC",
-        verdict: Verdict::Missing,
+        verdict: RecordState::Missing,
         detail: format!("no v=DMARC1 TXT record at _dmarc.{domain}"),
         publish,
     }

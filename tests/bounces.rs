@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::support::*;
-use mailmerge::bounces::{Kind, Matcher, Verdict, read};
+use mailmerge::bounces::{Disposition, Kind, Matcher, read};
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::ReceiverConfig;
 use mailmerge::suppress::{Reason, Store};
@@ -118,7 +118,7 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
     );
 
     let mut matcher = Matcher::new(Store::open(&store_path).unwrap(), Some(KEY)).unwrap();
-    let verdicts: Vec<Verdict> = read::messages(&maildir)
+    let verdicts: Vec<Disposition> = read::messages(&maildir)
         .unwrap()
         .iter()
         .map(|m| matcher.apply(&m.bytes).unwrap())
@@ -127,14 +127,14 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
     let shown: Vec<String> = verdicts.iter().map(ToString::to_string).collect();
     for (i, who) in ["ann", "bob", "cat", "dan"].iter().enumerate() {
         assert!(
-            matches!(&verdicts[i], Verdict::Matched { email, kind: Kind::Bounce, suppressed: true, .. } if email == &format!("{who}@a.test")),
+            matches!(&verdicts[i], Disposition::Matched { email, kind: Kind::Bounce, suppressed: true, .. } if email == &format!("{who}@a.test")),
             "{who}: {shown:#?}"
         );
     }
     assert!(
         matches!(
             &verdicts[4],
-            Verdict::Matched {
+            Disposition::Matched {
                 kind: Kind::Complaint,
                 suppressed: true,
                 ..
@@ -143,11 +143,14 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
         "{shown:#?}"
     );
     assert!(
-        matches!(&verdicts[5], Verdict::Ignored(w) if w.starts_with("delay")),
+        matches!(&verdicts[5], Disposition::Ignored(w) if w.starts_with("delay")),
         "{shown:#?}"
     );
-    assert!(matches!(&verdicts[6], Verdict::Forged(_)), "{shown:#?}");
-    assert!(matches!(&verdicts[7], Verdict::Unmatched(_)), "{shown:#?}");
+    assert!(matches!(&verdicts[6], Disposition::Forged(_)), "{shown:#?}");
+    assert!(
+        matches!(&verdicts[7], Disposition::Unmatched(_)),
+        "{shown:#?}"
+    );
 
     let rows = read_results(&job.results);
     let r = row(&rows, "ann@a.test");
@@ -229,10 +232,13 @@ fn reports_without_the_key_match_by_message_id_only_and_others_are_not_reports()
     );
     assert!(matches!(
         m.apply(text.as_bytes()).unwrap(),
-        Verdict::Unmatched(_)
+        Disposition::Unmatched(_)
     ));
     let ordinary = b"From: ann@a.test\r\nSubject: hi\r\n\r\nThanks for the 5.1.1 newsletter\r\n";
-    assert!(matches!(m.apply(ordinary).unwrap(), Verdict::Ignored(_)));
+    assert!(matches!(
+        m.apply(ordinary).unwrap(),
+        Disposition::Ignored(_)
+    ));
     let r = mailmerge::bounces::parse::parse(text.as_bytes()).unwrap();
     assert_eq!(
         (r.format, r.code, r.recipients.clone()),
@@ -315,14 +321,14 @@ async fn a_dsn_written_by_postfix_itself_is_matched_to_its_row() {
     }
     std::fs::write(maildir.join("new/1.postfix-real"), &dsn.data).unwrap();
     let mut matcher = Matcher::new(Store::open(&store_path).unwrap(), Some(KEY)).unwrap();
-    let verdicts: Vec<Verdict> = read::messages(&maildir)
+    let verdicts: Vec<Disposition> = read::messages(&maildir)
         .unwrap()
         .iter()
         .map(|m| matcher.apply(&m.bytes).unwrap())
         .collect();
     matcher.finish().unwrap();
     assert!(
-        matches!(&verdicts[..], [Verdict::Matched { email, kind: Kind::Bounce, suppressed: true, .. }] if email == "gone@late.test"),
+        matches!(&verdicts[..], [Disposition::Matched { email, kind: Kind::Bounce, suppressed: true, .. }] if email == "gone@late.test"),
         "{verdicts:?}"
     );
     let rows = read_results(&job.results);

@@ -10,7 +10,7 @@ use crate::support::*;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 use mailmerge::dkim::Signer;
-use mailmerge::preflight::{SenderCheckOptions, Verdict, check_sender};
+use mailmerge::preflight::{RecordState, SenderCheckOptions, check_sender};
 use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::sandbox::receiver::ReceiverConfig;
 use mailmerge::{RunReport, run};
@@ -282,7 +282,7 @@ async fn check_sender_passes_a_complete_domain_and_lists_what_is_missing() {
     for check in ["SPF", "DKIM", "DMARC"] {
         assert_eq!(
             bare.finding(check).unwrap().verdict,
-            Verdict::Missing,
+            RecordState::Missing,
             "{bare}"
         );
     }
@@ -307,7 +307,7 @@ async fn check_sender_passes_a_complete_domain_and_lists_what_is_missing() {
     for check in ["SPF", "DKIM", "DMARC"] {
         assert_eq!(
             wrong.finding(check).unwrap().verdict,
-            Verdict::Wrong,
+            RecordState::Wrong,
             "{wrong}"
         );
     }
@@ -324,8 +324,12 @@ async fn check_sender_passes_a_complete_domain_and_lists_what_is_missing() {
     no_dkim.dkim_selector = None;
     no_dkim.dkim_key = None;
     let sub = check_sender("news.parent.test", &no_dkim).await.unwrap();
-    assert_eq!(sub.finding("DMARC").unwrap().verdict, Verdict::Ok, "{sub}");
-    assert_eq!(sub.finding("DKIM").unwrap().verdict, Verdict::Skipped);
+    assert_eq!(
+        sub.finding("DMARC").unwrap().verdict,
+        RecordState::Ok,
+        "{sub}"
+    );
+    assert_eq!(sub.finding("DKIM").unwrap().verdict, RecordState::Skipped);
 }
 
 // ---- the binary: flags, config file, precedence ---------------------------------------------

@@ -352,7 +352,7 @@ mod scripted {
 async fn one_session(seed: u64) -> (usize, usize) {
     use std::time::Duration;
 
-    use mailmerge::delivery::{Action, Attempt, SessionFacts, verdict};
+    use mailmerge::delivery::{Action, Attempt, SessionFacts, decide};
     use mailmerge::smtp::Transaction;
     use mailmerge::smtp::{ClientError, Connection, DataPayload, Dialect, Envelope, Timeouts};
 
@@ -389,7 +389,7 @@ async fn one_session(seed: u64) -> (usize, usize) {
             dialect,
             transactions: i + 1,
         };
-        let action = verdict(Attempt::from(&result), facts);
+        let action = decide(Attempt::from(&result), facts);
         match &result {
             Ok(Transaction::Accepted(_)) => {
                 assert!(

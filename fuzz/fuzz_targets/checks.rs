@@ -150,7 +150,7 @@ async fn session(data: Vec<u8>) {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use mailmerge::delivery::{Action, Attempt, SessionFacts, verdict};
+    use mailmerge::delivery::{Action, Attempt, SessionFacts, decide};
     use mailmerge::smtp::{Connection, Dialect, Envelope, Timeouts, Transaction};
 
     let flags = data.first().copied().unwrap_or(0);
@@ -183,7 +183,7 @@ async fn session(data: Vec<u8>) {
             dialect,
             transactions: i + 1,
         };
-        let action = verdict(Attempt::from(&result), facts);
+        let action = decide(Attempt::from(&result), facts);
         match &result {
             Ok(Transaction::Accepted(_)) => {
                 assert!(ends_ok.lock().unwrap().contains(&env.to), "{}", env.to);

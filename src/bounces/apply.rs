@@ -18,7 +18,7 @@ use crate::verp;
 
 /// What became of one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Disposition {
     /// Tied to a row and acted on.
     Matched {
         /// Campaign id.
@@ -43,10 +43,10 @@ pub enum Verdict {
     Unmatched(String),
 }
 
-impl fmt::Display for Verdict {
+impl fmt::Display for Disposition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Verdict::Matched {
+            Disposition::Matched {
                 campaign,
                 row,
                 email,
@@ -64,9 +64,9 @@ impl fmt::Display for Verdict {
                     "matched: campaign {campaign} row {row} {email}: {what} {detail}{s}"
                 )
             }
-            Verdict::Ignored(why) => write!(f, "ignored: {why}"),
-            Verdict::Forged(why) => write!(f, "forged: {why}"),
-            Verdict::Unmatched(why) => write!(f, "unmatched: {why}"),
+            Disposition::Ignored(why) => write!(f, "ignored: {why}"),
+            Disposition::Forged(why) => write!(f, "forged: {why}"),
+            Disposition::Unmatched(why) => write!(f, "unmatched: {why}"),
         }
     }
 }
@@ -167,12 +167,14 @@ impl Matcher {
     }
 
     /// Reads one message and acts on it.
-    pub fn apply(&mut self, raw: &[u8]) -> Result<Verdict, BounceError> {
+    pub fn apply(&mut self, raw: &[u8]) -> Result<Disposition, BounceError> {
         let Some(report) = parse::parse(raw) else {
-            return Ok(Verdict::Ignored("not a bounce or complaint report".into()));
+            return Ok(Disposition::Ignored(
+                "not a bounce or complaint report".into(),
+            ));
         };
         if report.kind == Kind::Delay {
-            return Ok(Verdict::Ignored(format!(
+            return Ok(Disposition::Ignored(format!(
                 "delay, not final: {}",
                 report.diagnostic
             )));
@@ -184,7 +186,7 @@ impl Matcher {
         };
         let Some((campaign, path, i)) = found else {
             let id = report.message_id.as_deref().unwrap_or("none");
-            return Ok(Verdict::Unmatched(format!(
+            return Ok(Disposition::Unmatched(format!(
                 "{} report for {} (Message-ID {id}): no campaign row has it",
                 report.format,
                 report.recipients.join(", ")
@@ -195,7 +197,7 @@ impl Matcher {
 
     /// By VERP token: `Err` when tokens are there but none is ours (forged) or the row
     /// disagrees with the report's recipient.
-    fn by_token(&mut self, r: &Report) -> Result<Result<Option<Hit>, Verdict>, BounceError> {
+    fn by_token(&mut self, r: &Report) -> Result<Result<Option<Hit>, Disposition>, BounceError> {
         let Some(key) = &self.key else {
             return Ok(Ok(None));
         };
@@ -203,13 +205,13 @@ impl Matcher {
             return Ok(Ok(None));
         }
         let Some(t) = r.tokens.iter().find(|t| t.verify(key)) else {
-            return Ok(Err(Verdict::Forged(format!(
+            return Ok(Err(Disposition::Forged(format!(
                 "token {} has a bad signature",
                 r.tokens[0].text
             ))));
         };
         let Some(path) = self.results_of(&t.campaign) else {
-            return Ok(Err(Verdict::Unmatched(format!(
+            return Ok(Err(Disposition::Unmatched(format!(
                 "campaign {} is unknown here",
                 t.campaign
             ))));
@@ -217,14 +219,14 @@ impl Matcher {
         let file = self.load(&path)?;
         let Some(i) = (0..file.rows.len()).find(|&i| file.get(i, "row") == t.row.to_string())
         else {
-            return Ok(Err(Verdict::Unmatched(format!(
+            return Ok(Err(Disposition::Unmatched(format!(
                 "campaign {} has no row {}",
                 t.campaign, t.row
             ))));
         };
         let email = suppress::normalize(file.get(i, "email")).unwrap_or_default();
         if !r.recipients.is_empty() && !r.recipients.contains(&email) {
-            return Ok(Err(Verdict::Unmatched(format!(
+            return Ok(Err(Disposition::Unmatched(format!(
                 "row {} of campaign {} is {email}, the report is about {}",
                 t.row,
                 t.campaign,
@@ -294,7 +296,7 @@ impl Matcher {
         campaign: String,
         path: &Path,
         i: usize,
-    ) -> Result<Verdict, BounceError> {
+    ) -> Result<Disposition, BounceError> {
         let file = self.load(path)?;
         let email = file.get(i, "email").to_string();
         let row = file.get(i, "row").parse().unwrap_or(0);
@@ -321,7 +323,7 @@ impl Matcher {
                 .add(&[Entry::new(key, reason, cause, &campaign)])?
                 > 0;
         }
-        Ok(Verdict::Matched {
+        Ok(Disposition::Matched {
             campaign,
             row,
             email,

@@ -14,7 +14,7 @@ pub mod read;
 
 use thiserror::Error;
 
-pub use apply::{Matcher, Verdict};
+pub use apply::{Disposition, Matcher};
 pub use parse::{Kind, Report};
 
 /// `mailmerge bounces` cannot go on.

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueHint};
 
 use mailmerge::RunConfig;
-use mailmerge::bounces::{self, Matcher, Verdict};
+use mailmerge::bounces::{self, Disposition, Matcher};
 use mailmerge::suppress::options::{StoreOptions, SuppressOptions, VerpKeyOptions};
 use mailmerge::suppress::{self, Entry, Reason, Store};
 use mailmerge::verp::Verp;
@@ -217,9 +217,9 @@ pub fn bounces(args: BouncesArgs) -> Result<ExitCode> {
         for raw in bounces::read::messages(path)? {
             let v = matcher.apply(&raw.bytes)?;
             match v {
-                Verdict::Matched { .. } => matched += 1,
-                Verdict::Ignored(_) => ignored += 1,
-                Verdict::Forged(_) | Verdict::Unmatched(_) => missed += 1,
+                Disposition::Matched { .. } => matched += 1,
+                Disposition::Ignored(_) => ignored += 1,
+                Disposition::Forged(_) | Disposition::Unmatched(_) => missed += 1,
             }
             println!("{}: {v}", raw.origin);
         }

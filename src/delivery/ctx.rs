@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DeliveryConfig;
 use super::hosts::Hosts;
-use super::queue::{Job, SiteQueue};
+use super::queue::{QueuedRow, SiteQueue};
 use super::work::{Event, MessageSource};
 use crate::outcome::{Outcome, Status};
 
@@ -61,7 +61,7 @@ impl<C> Ctx<C> {
     }
 
     /// The row is settled.
-    pub(super) fn final_outcome(&self, queue: &SiteQueue, job: Job, outcome: Outcome) {
+    pub(super) fn final_outcome(&self, queue: &SiteQueue, job: QueuedRow, outcome: Outcome) {
         queue.complete();
         // Numbered and sent under one lock, so event order is number order.
         let mut finals = self.finals.lock().unwrap_or_else(|e| e.into_inner());
@@ -81,7 +81,7 @@ impl<C> Ctx<C> {
     }
 
     /// A transient failure: retry later, or give up as deferred when the deadline is near.
-    pub(super) fn transient(&self, queue: &SiteQueue, mut job: Job, mut outcome: Outcome) {
+    pub(super) fn transient(&self, queue: &SiteQueue, mut job: QueuedRow, mut outcome: Outcome) {
         job.attempts += 1;
         outcome.attempts = job.attempts;
         outcome.status = Status::Deferred;

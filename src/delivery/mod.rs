@@ -14,7 +14,7 @@
 //! The parts, one file each: [`engine`] starts one `worker` task per connection slot of each
 //! site; a worker takes batches from its site's `queue`, opens `session`s (through a
 //! [`Connect`]or: TCP in production, in-memory pipes in tests) to the addresses that `hosts`
-//! does not know to be failing, sends, and applies the [`verdict()`] on each attempt: a pure
+//! does not know to be failing, sends, and applies [`decide()`] on each attempt: a pure
 //! function from what the server answered to what becomes of the row, the session, the rest of
 //! the batch and the site.
 //!
@@ -27,6 +27,7 @@
 //! gate's address, so a throttled or blocked address does not hold back the others. An
 //! unknown site has a gate of its own with the per-site limits of the command line.
 
+pub mod action;
 pub mod connect;
 mod ctx;
 pub mod engine;
@@ -39,7 +40,6 @@ pub mod retry;
 mod session;
 mod shaping;
 pub mod source_ip;
-pub mod verdict;
 mod work;
 mod worker;
 
@@ -54,13 +54,13 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::smtp::TlsPolicy;
+pub use action::{Action, Attempt, Scope, SessionFacts, decide};
 pub use connect::{Connect, TcpConnector};
 pub use engine::{deliver, deliver_until, deliver_with};
 pub use gate::{Gate, GateLimits, ProviderBook, ProviderReport};
 pub use options::DeliveryOptions;
 pub use retry::RetryPolicy;
 pub use source_ip::{SourceIp, SourcePool};
-pub use verdict::{Action, Attempt, Scope, SessionFacts, verdict};
 pub use work::{Event, MessageSource, SiteWork};
 
 /// How to deliver: the user's [`DeliveryOptions`] and what the run derives from them.

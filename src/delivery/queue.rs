@@ -23,7 +23,7 @@ use super::work::SiteWork;
 
 /// One row to deliver, with its attempts so far.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Job {
+pub(super) struct QueuedRow {
     /// Row index (as handed in).
     pub(super) row: usize,
     /// Attempts made (each transient failure adds one).
@@ -34,8 +34,8 @@ pub(super) struct Job {
 
 #[derive(Default)]
 struct QueueState {
-    ready: VecDeque<Job>,
-    waiting: Vec<Job>,
+    ready: VecDeque<QueuedRow>,
+    waiting: Vec<QueuedRow>,
     in_flight: usize,
     /// No new connection to this site before this instant (after a 421, or when no MX
     /// answered): sessions already open may go on.
@@ -47,7 +47,7 @@ struct QueueState {
 /// What a worker gets from [`SiteQueue::take`].
 pub(super) enum Next {
     /// Jobs to send, now claimed by the worker.
-    Jobs(Vec<Job>),
+    Jobs(Vec<QueuedRow>),
     /// Nothing to take before this instant (or until jobs in flight settle).
     Wait(Instant),
     /// Every row of the site has a final outcome.
@@ -73,7 +73,7 @@ impl SiteQueue {
             ready: work
                 .rows
                 .iter()
-                .map(|&row| Job {
+                .map(|&row| QueuedRow {
                     row,
                     attempts: 0,
                     not_before: now,
@@ -143,7 +143,7 @@ impl SiteQueue {
                 return Next::Wait(until);
             }
             let n = max.min(st.ready.len());
-            let jobs: Vec<Job> = st.ready.drain(..n).collect();
+            let jobs: Vec<QueuedRow> = st.ready.drain(..n).collect();
             st.in_flight += jobs.len();
             return Next::Jobs(jobs);
         }
@@ -164,9 +164,9 @@ impl SiteQueue {
     }
 
     /// Claims every ready job (circuit breaker: they share the site's fate).
-    pub(super) fn drain_ready(&self) -> Vec<Job> {
+    pub(super) fn drain_ready(&self) -> Vec<QueuedRow> {
         let mut st = self.lock();
-        let jobs: Vec<Job> = st.ready.drain(..).collect();
+        let jobs: Vec<QueuedRow> = st.ready.drain(..).collect();
         st.in_flight += jobs.len();
         jobs
     }
@@ -194,7 +194,7 @@ impl SiteQueue {
     }
 
     /// A claimed job waits for its retry time.
-    pub(super) fn retry(&self, job: Job) {
+    pub(super) fn retry(&self, job: QueuedRow) {
         let mut st = self.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
         st.waiting.push(job);
@@ -202,7 +202,7 @@ impl SiteQueue {
 
     /// Puts claimed jobs back at the front of the queue, in their order (so that the next
     /// session starts with the oldest, and no job is starved behind a failing one).
-    pub(super) fn unclaim(&self, jobs: Vec<Job>) {
+    pub(super) fn unclaim(&self, jobs: Vec<QueuedRow>) {
         let mut st = self.lock();
         for job in jobs.into_iter().rev() {
             st.in_flight = st.in_flight.saturating_sub(1);

@@ -13,11 +13,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Gate;
+use super::action::throttle;
 use super::ctx::Ctx;
 use super::gate::Reaction;
-use super::queue::{Job, SiteQueue};
+use super::queue::{QueuedRow, SiteQueue};
 use super::session::ConnectFailure;
-use super::verdict::throttle;
 use super::work::Event;
 use crate::outcome::{Outcome, Status};
 use crate::smtp::Phase;
@@ -42,7 +42,7 @@ pub(super) async fn wait_for_slot<C>(ctx: &Ctx<C>, gate: &Gate, now: Instant, un
 pub(super) fn refused_session<C>(
     ctx: &Ctx<C>,
     (queue, gate): (&SiteQueue, &Gate),
-    job: Job,
+    job: QueuedRow,
     fail: &ConnectFailure,
     holding_slot: bool,
 ) -> bool {
@@ -72,7 +72,7 @@ pub(super) fn refused_session<C>(
 pub(super) fn throttled<C>(
     ctx: &Ctx<C>,
     (queue, gate): (&SiteQueue, &Gate),
-    (job, outcome): (Job, Outcome),
+    (job, outcome): (QueuedRow, Outcome),
     sent: usize,
     started: Instant,
 ) -> Reaction {
@@ -87,7 +87,7 @@ pub(super) fn throttled<C>(
 }
 
 /// Reports a row that waits again without an attempt charged (progress, the last reply).
-fn uncharged<C>(ctx: &Ctx<C>, job: Job, mut outcome: Outcome) {
+fn uncharged<C>(ctx: &Ctx<C>, job: QueuedRow, mut outcome: Outcome) {
     outcome.status = Status::Deferred;
     outcome.attempts = job.attempts;
     ctx.emit(Event::Retrying {

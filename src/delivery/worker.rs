@@ -1,13 +1,13 @@
 //! A worker: one connection slot of one site. It takes a batch of rows from the site's queue,
 //! renders them (opening a session meanwhile), and sends them one by one over its session,
-//! applying the [`verdict`] on each attempt. It keeps its session across batches, closes it
+//! applying [`decide`] on each attempt. It keeps its session across batches, closes it
 //! when there is nothing to send for a while, and stops at the deadline or on cancellation.
 //!
 //! A worker sends under the provider gate whose connection slot it holds (with a
 //! `--source-ip` pool, the gate of one source address, and its session leaves from that
 //! address): pacing, acceptances and throttles all go to that gate.
 //!
-//! This file only sequences the steps; what an answer means is decided in [`super::verdict`],
+//! This file only sequences the steps; what an answer means is decided in [`super::action`],
 //! how a session is opened in [`super::session`], and the queue rules live in [`super::queue`].
 
 use std::sync::Arc;
@@ -17,13 +17,13 @@ use tokio::task::JoinError;
 use tokio::time::{Instant, sleep_until};
 
 use super::Gate;
+use super::action::{Action, Attempt, Rest, Row, SessionFacts, decide};
 use super::connect::Connect;
 use super::ctx::Ctx;
 use super::gate::{Reaction, Slot};
-use super::queue::{Job, Next, SiteQueue};
+use super::queue::{Next, QueuedRow, SiteQueue};
 use super::session::{ConnectFailure, Session, local_refusal, open_session};
 use super::shaping;
-use super::verdict::{Action, Attempt, Rest, Row, SessionFacts, verdict};
 use super::work::Event;
 use crate::message::BuiltMessage;
 use crate::outcome::{Outcome, Status, Step};
@@ -40,7 +40,7 @@ enum Flow {
     /// On to the next message.
     Next,
     /// Stop: this job (when still unsent) and the rest of the batch go back to the queue.
-    Requeue(Option<Job>),
+    Requeue(Option<QueuedRow>),
     /// Stop: the rest of the batch, and every job ready for the site, fail like this.
     SameFate(Outcome),
 }
@@ -97,7 +97,7 @@ impl<C: Connect> Worker<C> {
     }
 
     /// Waits for the next batch; `None` when there is no more work for this worker.
-    async fn next_jobs(&mut self) -> Option<Vec<Job>> {
+    async fn next_jobs(&mut self) -> Option<Vec<QueuedRow>> {
         loop {
             let now = Instant::now();
             if now >= self.ctx.cfg.deadline || self.ctx.cancel.is_cancelled() {
@@ -156,7 +156,7 @@ impl<C: Connect> Worker<C> {
     }
 
     /// Renders the batch and sends it, message by message.
-    async fn batch(&mut self, jobs: Vec<Job>) {
+    async fn batch(&mut self, jobs: Vec<QueuedRow>) {
         let (rendered, mut opened) = self.render_and_open(&jobs).await;
         let built = match rendered {
             Ok(b) => b,
@@ -204,7 +204,7 @@ impl<C: Connect> Worker<C> {
     async fn render_and_open(
         // `&mut`: a shared borrow of the worker would make the future need a `Sync` stream.
         &mut self,
-        jobs: &[Job],
+        jobs: &[QueuedRow],
     ) -> (Result<Vec<Built>, JoinError>, Opened<C::Stream>) {
         let source = self.ctx.source.clone();
         let rows: Vec<usize> = jobs.iter().map(|j| j.row).collect();
@@ -223,7 +223,7 @@ impl<C: Connect> Worker<C> {
     /// One message of the batch; `next` is the one after it, if any.
     async fn message(
         &mut self,
-        job: Job,
+        job: QueuedRow,
         built: Built,
         next: Option<&Built>,
         opened: &mut Opened<C::Stream>,
@@ -254,7 +254,7 @@ impl<C: Connect> Worker<C> {
                 self.slot = None;
                 return Flow::Requeue(Some(job));
             }
-            let action = verdict(Attempt::NoSession, SessionFacts::default());
+            let action = decide(Attempt::NoSession, SessionFacts::default());
             return self.apply(job, action, fail.outcome());
         }
         self.send(job, &msg, next).await
@@ -294,8 +294,8 @@ impl<C: Connect> Worker<C> {
         }
     }
 
-    /// Sends one message over the open session and applies the verdict.
-    async fn send(&mut self, job: Job, msg: &BuiltMessage, next: Option<&Built>) -> Flow {
+    /// Sends one message over the open session and applies the decision.
+    async fn send(&mut self, job: QueuedRow, msg: &BuiltMessage, next: Option<&Built>) -> Flow {
         let gate = self.gate();
         let (ctx, queue) = (&self.ctx, &self.queue);
         let Some(s) = self.session.as_mut() else {
@@ -322,7 +322,7 @@ impl<C: Connect> Worker<C> {
             dialect: s.conn.dialect(),
             transactions: s.conn.transactions(),
         };
-        let action = verdict(Attempt::from(&result), facts);
+        let action = decide(Attempt::from(&result), facts);
         learn(ctx, s, action, &result);
         match action {
             Action::Throttled { .. } => {
@@ -336,7 +336,12 @@ impl<C: Connect> Worker<C> {
 
     /// A throttling reply: the worker's provider gate reacts, the row waits uncharged; the session
     /// ends when the server closes it or the reaction asks for a new one.
-    async fn throttled(&mut self, row: (Job, Outcome), action: Action, started: Instant) -> Flow {
+    async fn throttled(
+        &mut self,
+        row: (QueuedRow, Outcome),
+        action: Action,
+        started: Instant,
+    ) -> Flow {
         let sent = self.session.as_ref().map_or(0, |s| s.conn.transactions());
         let gate = self.gate();
         let reaction = shaping::throttled(&self.ctx, (&self.queue, &gate), row, sent, started);
@@ -359,7 +364,7 @@ impl<C: Connect> Worker<C> {
     }
 
     /// Does what `action` says to the session, the site, the row and the rest of the batch.
-    fn apply(&mut self, job: Job, action: Action, outcome: Outcome) -> Flow {
+    fn apply(&mut self, job: QueuedRow, action: Action, outcome: Outcome) -> Flow {
         let effects = action.effects();
         if !effects.keep_session {
             // Dropped, not QUIT: the server is gone, closing, or out of step.
@@ -471,10 +476,10 @@ fn learn<C: Connect>(
     }
 }
 
-/// What the transaction's result says, for the results CSV; the status is the verdict's.
+/// What the transaction's result says, for the results CSV; the status is the decision's.
 fn transaction_outcome<S>(
     s: &Session<S>,
-    job: Job,
+    job: QueuedRow,
     msg: &BuiltMessage,
     result: &Result<Transaction, ClientError>,
 ) -> Outcome {

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::prepare::Job;
+use super::prepare::Campaign;
 use super::route::Routes;
 use super::triage::Rows;
 use super::{RunConfig, RunError, problem};
@@ -15,7 +15,7 @@ use crate::smtp;
 /// its own) in parallel; fills in the plan and settles every row's outcome.
 pub(super) async fn plan(
     cfg: &RunConfig,
-    job: &Job,
+    job: &Campaign,
     eml_out: Option<&Path>,
     rows: &mut Rows,
     routes: Routes,

@@ -12,7 +12,7 @@ use crate::recipients::RecipientList;
 use crate::template::MessageTemplate;
 
 /// The job as read from disk: list, template and the journal of earlier runs.
-pub(super) struct Job {
+pub(super) struct Campaign {
     /// The list (bytes kept once; rows parsed on demand).
     pub list: Arc<RecipientList>,
     /// The template, with the header options added.
@@ -28,7 +28,7 @@ pub(super) struct Job {
 }
 
 /// Reads and checks the inputs; refuses a journal written for another message.
-pub(super) fn prepare(cfg: &RunConfig, warnings: &Warnings) -> Result<Job, RunError> {
+pub(super) fn prepare(cfg: &RunConfig, warnings: &Warnings) -> Result<Campaign, RunError> {
     if let Some(w) = identity::helo_warning(cfg.delivery.helo()) {
         warnings.add(w);
     }
@@ -72,7 +72,7 @@ pub(super) fn prepare(cfg: &RunConfig, warnings: &Warnings) -> Result<Job, RunEr
     {
         return Err(journal::JournalError::OtherTemplate { path: journal_path }.into());
     }
-    Ok(Job {
+    Ok(Campaign {
         keys: RowKeys::new(&list, cfg.list.allow_duplicates),
         list,
         template: Arc::new(template),

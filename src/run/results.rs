@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::prepare::Job;
+use super::prepare::Campaign;
 use super::triage::Rows;
 use super::{RunConfig, RunError, RunMode, suppress};
 use crate::journal;
@@ -20,7 +20,7 @@ use crate::report::{self, Summary};
 /// suppression list.
 pub(super) fn write(
     cfg: &RunConfig,
-    job: &Job,
+    job: &Campaign,
     rows: &Rows,
     connections: usize,
     provider_of: &HashMap<String, Arc<str>>,
@@ -64,7 +64,7 @@ pub(super) fn write(
 /// Gives back to today's daily caps the rows that were counted but got no final answer from a
 /// receiver (`deferred`: a later run sends them and counts them then). A cap file that cannot
 /// be written keeps the rows counted: the cap errs on the side of sending less.
-fn refund_caps(job: &Job, rows: &Rows, outcome: &dyn Fn(usize) -> Option<Outcome>) {
+fn refund_caps(job: &Campaign, rows: &Rows, outcome: &dyn Fn(usize) -> Option<Outcome>) {
     if rows.cap_counted.is_empty() {
         return;
     }

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::prepare::Job;
+use super::prepare::Campaign;
 use super::secure;
 use super::triage::Rows;
 use super::{RunConfig, RunError};
@@ -66,7 +66,11 @@ impl Routes {
 }
 
 /// Resolves every domain once and routes the pending rows.
-pub(super) async fn route(cfg: &RunConfig, job: &Job, rows: &mut Rows) -> Result<Routes, RunError> {
+pub(super) async fn route(
+    cfg: &RunConfig,
+    job: &Campaign,
+    rows: &mut Rows,
+) -> Result<Routes, RunError> {
     let resolver = MxResolver::new(&cfg.dns)?;
     let routes = resolver.routes(std::mem::take(&mut rows.domains)).await;
     let policies = secure::lookup(cfg, &routes).await?;
@@ -141,7 +145,7 @@ pub(super) async fn route(cfg: &RunConfig, job: &Job, rows: &mut Rows) -> Result
 /// plan, which sends nothing).
 fn apply_caps(
     cfg: &RunConfig,
-    job: &Job,
+    job: &Campaign,
     out: &mut Routes,
     rows: &mut Rows,
 ) -> Result<(), RunError> {

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::outcomes::OutcomeStore;
-use super::prepare::Job;
+use super::prepare::Campaign;
 use super::route::Routes;
 use super::triage::Rows;
 use super::{RunConfig, RunError};
@@ -40,7 +40,7 @@ pub(super) struct Sent {
 /// Delivers the routed rows; every row ends with an outcome in `rows.outcomes`.
 pub(super) async fn send(
     cfg: &RunConfig,
-    job: &Job,
+    job: &Campaign,
     rows: &mut Rows,
     routes: Routes,
     source: MessageSource,

@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use super::prepare::Job;
+use super::prepare::Campaign;
 use super::route::Routes;
 use super::triage::Rows;
 use crate::delivery::SiteWork;
@@ -41,7 +41,7 @@ pub struct ShardSpec {
     pub count: u32,
 }
 
-/// The variable Kubernetes sets in the pods of an Indexed Job.
+/// The variable Kubernetes sets in the pods of an Indexed Campaign.
 pub const INDEX_VARIABLE: &str = "JOB_COMPLETION_INDEX";
 
 impl ShardSpec {
@@ -149,7 +149,7 @@ pub(super) fn domain_key(row: &Row) -> String {
 
 /// Leaves out of this run every routed or DNS-decided row that belongs to another shard, and
 /// the plan's counts with them. (Rows triage settled were placed by [`domain_key`] there.)
-pub(super) fn select(shard: Shard, job: &Job, rows: &mut Rows, routes: &mut Routes) {
+pub(super) fn select(shard: Shard, job: &Campaign, rows: &mut Rows, routes: &mut Routes) {
     let (mut work, mut hosts) = (Vec::new(), Vec::new());
     for (site, site_hosts) in routes.work.drain(..).zip(routes.hosts.drain(..)) {
         if shard.owns(&shard_key(&site)) {

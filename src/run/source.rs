@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::prepare::Job;
+use super::prepare::Campaign;
 use super::{RunConfig, Warnings};
 use crate::delivery::MessageSource;
 use crate::identity;
@@ -11,7 +11,11 @@ use crate::message::{self, AttachmentDir, BuiltMessage, MessageOptions};
 use crate::outcome::{Outcome, Status, Step};
 
 /// Renders and builds row `i`'s message; a row that cannot be rendered is `invalid`.
-pub(super) fn message_source(cfg: &RunConfig, job: &Job, warnings: &Warnings) -> MessageSource {
+pub(super) fn message_source(
+    cfg: &RunConfig,
+    job: &Campaign,
+    warnings: &Warnings,
+) -> MessageSource {
     let list = job.list.clone();
     let template = job.template.clone();
     let mut opts = cfg.message.clone();

@@ -4,7 +4,7 @@
 //! ([`crate::suppress::is_recipient_failure`]) at the end, and registers the campaign so that
 //! `mailmerge bounces` can find its results.
 
-use super::prepare::Job;
+use super::prepare::Campaign;
 use super::{RunConfig, RunError, RunMode};
 use crate::address::Address;
 use crate::outcome::Outcome;
@@ -12,7 +12,7 @@ use crate::suppress::{self, Entry, Reason, Store};
 use crate::verp;
 
 /// This job's campaign id ([`verp::campaign_id`]).
-pub(super) fn campaign(cfg: &RunConfig, job: &Job) -> String {
+pub(super) fn campaign(cfg: &RunConfig, job: &Campaign) -> String {
     verp::campaign_id(&cfg.results, &job.fingerprint)
 }
 
@@ -48,7 +48,7 @@ impl Screen {
 /// Adds the run's recipient hard bounces to the list; returns how many were new.
 pub(super) fn record(
     cfg: &RunConfig,
-    job: &Job,
+    job: &Campaign,
     outcome: &dyn Fn(usize) -> Option<Outcome>,
 ) -> Result<usize, RunError> {
     let Some(path) = &cfg.suppress.store else {

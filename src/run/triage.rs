@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::outcomes::OutcomeStore;
-use super::prepare::Job;
+use super::prepare::Campaign;
 use super::{RunConfig, problem};
 use crate::address::Address;
 use crate::outcome::{Outcome, Status, Step};
@@ -28,7 +28,7 @@ pub(super) struct Rows {
 /// an address is on the suppression list.
 pub(super) fn triage(
     cfg: &RunConfig,
-    job: &Job,
+    job: &Campaign,
     suppressed: &mut dyn FnMut(&Address) -> Option<String>,
 ) -> Rows {
     let list = &job.list;

@@ -1,4 +1,4 @@
-//! The verdict on one delivery attempt: what the server's answer (or a broken session) means
+//! The decision on one delivery attempt: what the server's answer (or a broken session) means
 //! for the row, the session, the rest of the batch and the site, as one pure function.
 //!
 //! The worker sends and applies; this file decides. Keeping the decision free of I/O makes every
@@ -178,7 +178,7 @@ impl Action {
 }
 
 /// The verdict on one attempt made on a session described by `facts`.
-pub fn verdict(attempt: Attempt<'_>, facts: SessionFacts) -> Action {
+pub fn decide(attempt: Attempt<'_>, facts: SessionFacts) -> Action {
     match attempt {
         Attempt::NoSession => Action::Unreachable,
         Attempt::Answered(Transaction::Accepted(_)) => Action::Delivered,
@@ -458,8 +458,8 @@ mod tests {
         let mut wrong = Vec::new();
         for (happened, expected) in table() {
             let action = match &happened {
-                Some(result) => verdict(Attempt::from(result), USED),
-                None => verdict(Attempt::NoSession, USED),
+                Some(result) => decide(Attempt::from(result), USED),
+                None => decide(Attempt::NoSession, USED),
             };
             if action != expected {
                 wrong.push(format!("{happened:?}: {action:?}, expected {expected:?}"));
@@ -492,7 +492,7 @@ mod tests {
             (&too_many, at(Dialect::Lockstep, 7), SessionFull),
         ];
         for (happened, facts, expected) in rows {
-            let action = verdict(Attempt::from(happened), facts);
+            let action = decide(Attempt::from(happened), facts);
             assert_eq!(action, expected, "{happened:?} on {facts:?}");
         }
     }
