@@ -1,4 +1,4 @@
-//! Joining shard results (`mailmerge merge-results`, issue 15): the results CSVs of `--shard
+//! Joining shard results (`mailmerge merge-results`): the results CSVs of `--shard
 //! 0/N` … `N-1/N` become one results CSV in the list's order, as a single process would have
 //! written it.
 //!

@@ -161,7 +161,7 @@ pub struct Outcome {
     pub message_id: Option<String>,
     /// TLS version used, when the session was encrypted.
     pub tls: Option<String>,
-    /// The TLS policy the last attempt ran under (issue 14).
+    /// The TLS policy the last attempt ran under.
     pub tls_policy: PolicyKind,
     /// Under an MTA-STS `testing` policy: what `enforce` would have refused.
     pub tls_note: Option<String>,

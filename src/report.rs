@@ -189,7 +189,7 @@ pub struct Summary {
     pub connections: usize,
     /// Messages delivered by this run (not counting outcomes reused from the journal).
     pub delivered_now: usize,
-    /// MX addresses that objected to our pipelining during the run (issue 11), one line each:
+    /// MX addresses that objected to our pipelining during the run, one line each:
     /// `mx.example.test [192.0.2.1] fell back to no-pipelining after "503 5.5.1 ..."`.
     pub dialect_fallbacks: Vec<String>,
     /// Per mailbox provider (and any unknown site that throttled): what it accepted, its

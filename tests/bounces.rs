@@ -1,4 +1,4 @@
-//! Late bounces and complaints (issue 12): a campaign sent with a VERP return path to a
+//! Late bounces and complaints: a campaign sent with a VERP return path to a
 //! loopback receiver, then bounce and complaint reports in a Maildir, read by the same code
 //! as `mailmerge bounces`. The reports are fixtures in the formats of Postfix, Exim, qmail,
 //! Exchange and ARF (tests/fixtures/bounces/), filled in with the campaign's real return

@@ -1,4 +1,4 @@
-//! DANE (issue 14) over real protocol exchanges on loopback: TLS handshakes against a
+//! DANE over real protocol exchanges on loopback: TLS handshakes against a
 //! tokio-rustls server presenting rcgen certificates, with the client configuration built from
 //! TLSA records, and the whole path from a DNSSEC-signed zone (the sandbox's signed DNS server,
 //! validated by hickory from its private root) to the handshake.

@@ -1,4 +1,4 @@
-//! Interop with real, hardened SMTP servers (issue 11: "never bounce a recipient for our own
+//! Interop with real, hardened SMTP servers ("never bounce a recipient for our own
 //! protocol mistake"): Postfix, Exim and OpenSMTPD, each a private instance on loopback with its
 //! strict settings on, as the MX of a `.test` domain, taking a batch of thousands of messages
 //! over reused connections. Every message must be delivered (none bounced), and every stored

@@ -1,4 +1,4 @@
-//! Behaving like a real MTA (issue 3), over real sockets against the in-process receiver:
+//! Behaving like a real MTA, over real sockets against the in-process receiver:
 //! STARTTLS policies, PIPELINING on the wire, SIZE/SMTPUTF8, IPv6, site pauses after 421,
 //! the circuit breaker and the per-site rate limit.
 

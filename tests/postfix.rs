@@ -136,7 +136,7 @@ async fn smtp_sink_soft_rejects_are_retried_and_its_500_hard_rejects_are_never_b
                         r["attempts"].as_str()
                     ),
                     ("deferred", "500", "5.3.0", "1"),
-                    "a 500 is about our protocol, never a bounce (issue 11): {r:?}"
+                    "a 500 is about our protocol, never a bounce: {r:?}"
                 );
                 assert_eq!(r["category"], "protocol", "{r:?}");
             }

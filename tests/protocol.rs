@@ -1,5 +1,5 @@
-//! Our SMTP dialect against servers that object to it, and against broken or hostile servers
-//! (issues 11 and 13): each test reproduces the server's behaviour first, then checks what a
+//! Our SMTP dialect against servers that object to it, and against broken or hostile servers:
+//! each test reproduces the server's behaviour first, then checks what a
 //! real run (`mailmerge::run` against loopback DNS and SMTP) made of it. The rule every test
 //! pins: a 500–504 reply or a reply out of step is our session's failure — the row is never
 //! `bounced` for it — while Outlook's `550 5.5.0` at RCPT still is a bounce.

@@ -1,4 +1,4 @@
-//! Delivering to the big mailbox providers at their limits (issue 10): one test per signal,
+//! Delivering to the big mailbox providers at their limits: one test per signal,
 //! against the provider simulator (`support/provider_sim.rs`) on loopback, with real-looking
 //! MX host names in the in-process DNS zone (the domains themselves stay reserved).
 

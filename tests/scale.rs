@@ -1,4 +1,4 @@
-//! Past one machine and one IP (issue 15): shards run as concurrent processes and merged back,
+//! Past one machine and one IP: shards run as concurrent processes and merged back,
 //! source-IP pools seen from the receiving side, and the Kubernetes manifests the binary is
 //! deployed with.
 

@@ -1,4 +1,4 @@
-//! The suppression list across campaigns (issue 12): real DNS and SMTP servers on loopback,
+//! The suppression list across campaigns: real DNS and SMTP servers on loopback,
 //! two runs in a row over the same recipients, and two runs at once sharing one store.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Published TLS policies honored end to end (issue 14): whole runs against real servers on
+//! Published TLS policies honored end to end: whole runs against real servers on
 //! loopback — the sandbox DNS server or a DNSSEC-signed one, an HTTPS server serving MTA-STS
 //! policies with certificates from a test CA, and SMTP receivers presenting certificates from
 //! that CA, self-signed ones, or no STARTTLS at all.

@@ -131,7 +131,7 @@ pub fn csv_message(data: &[u8]) -> usize {
 /// Any bytes as a server's script: the SMTP client holds a session with a server that greets,
 /// then answers each command (or each end of data) with the next piece of `data` (pieces are
 /// separated by `0xff`; running out closes the connection). No panic, and the verdicts obey
-/// issue 11: a message is accepted only when its end of data got a piece starting with `2`,
+/// a message is accepted only when its end of data got a piece starting with `2`,
 /// and a 500–504 reply or a reply out of step is never judged a bounce.
 ///
 /// An empty piece is a server that skips a reply: under PIPELINING no client can tell that

@@ -1,4 +1,4 @@
-//! Late bounces and complaints (issue 12): `mailmerge bounces PATH...` reads Maildir folders,
+//! Late bounces and complaints: `mailmerge bounces PATH...` reads Maildir folders,
 //! mbox files or `.eml` files ([`read`]), recognizes RFC 3464 delivery status notifications,
 //! common plain-text bounces and RFC 5965 ARF complaint reports ([`parse`]), ties each to the
 //! campaign row it is about and updates that campaign's results CSV and the suppression list

@@ -10,7 +10,7 @@
 //! What a reply is about comes from [`crate::classify::classify`] (one [`Scope`] type for the
 //! crate): a 5yz is a bounce only when it is about the recipient or the message. A reply that
 //! says the conversation went wrong (500–504), one out of step, or a drop right after a
-//! pipelined group is our session's failure (issue 11): the host falls back to a more
+//! pipelined group is our session's failure: the host falls back to a more
 //! conservative [`Dialect`] and the row goes at once over a new session, uncounted; only when
 //! [`Dialect::Lockstep`] fails too does the row end, deferred.
 
@@ -345,7 +345,7 @@ mod tests {
                 refused(MailFrom, "550 5.2.1 ReceivingRatePerm"),
                 Bounce(Recipient),
             ),
-            // 500–504 say the conversation went wrong, not the recipient (issue 11): our
+            // 500–504 say the conversation went wrong, not the recipient: our
             // session's failure, never a bounce; Outlook's 550 5.5.0 is a real bounce.
             at(
                 refused(RcptTo, "503 5.5.1 Bad sequence of commands"),

@@ -3,7 +3,7 @@
 //! (RFC 5321 §4.5.4.1: remember unreachable hosts), and addresses whose TLS handshake failed
 //! get plaintext for the rest of the run (opportunistic mode only, as Postfix does).
 //!
-//! Also, per address, for the rest of the run (issue 11): the SMTP [`Dialect`] it tolerates
+//! Also, per address, for the rest of the run: the SMTP [`Dialect`] it tolerates
 //! (lowered a step each time it objects to our pipelining), and a lower messages-per-connection
 //! limit when it told us that a session takes no more messages.
 

@@ -80,7 +80,7 @@ pub struct DeliveryConfig {
     /// next message's content until every final outcome reported so far is recorded, so a
     /// crash can cost at most one accepted-but-unrecorded message per connection.
     pub recorded: Option<Arc<Recorded>>,
-    /// The `--source-ip` pool new connections leave from (issue 15), shared by all workers.
+    /// The `--source-ip` pool new connections leave from, shared by all workers.
     pub sources: Arc<SourcePool>,
     /// Where the engine registers each provider's (and unknown site's) gate, so that
     /// progress and the summary can read what it learnt.

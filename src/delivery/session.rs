@@ -39,7 +39,7 @@ pub(super) struct Session<S> {
     pub(super) tls: Option<String>,
     /// The `--source-ip` address this session left from (held until the session ends).
     pub(super) source: Option<Lease>,
-    /// The TLS policy the session met (issue 14).
+    /// The TLS policy the session met.
     pub(super) policy: PolicyKind,
     /// Under an MTA-STS `testing` policy: what `enforce` would have refused.
     pub(super) tls_note: Option<String>,

@@ -1,4 +1,4 @@
-//! Source-IP pools (`--source-ip ADDR[=HELO]`, issue 15): the local addresses new connections
+//! Source-IP pools (`--source-ip ADDR[=HELO]`): the local addresses new connections
 //! leave from, each with the EHLO name its PTR record matches.
 //!
 //! Every new connection takes a [`Lease`] on the least-used usable address (ties go round

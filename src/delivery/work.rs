@@ -37,7 +37,7 @@ pub enum Event {
         site: Arc<str>,
     },
     /// An MX address objected to our pipelining: its sessions speak `dialect` from now on
-    /// (issue 11; listed in the run summary).
+    /// (listed in the run summary).
     DialectFallback {
         /// MX host name.
         host: String,

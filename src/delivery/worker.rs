@@ -442,7 +442,7 @@ fn session_cap<C: Connect>(ctx: &Ctx<C>, gate: &Gate, s: &Session<C::Stream>) ->
         .map_or(max, |n| n.min(max))
 }
 
-/// What the run learns about the session's address from an attempt (issue 11): it objected
+/// What the run learns about the session's address from an attempt: it objected
 /// to our dialect (it gets a more conservative one, and the summary says so), or its sessions
 /// take fewer messages than we sent.
 fn learn<C: Connect>(

@@ -55,7 +55,7 @@ pub struct RunConfig {
     /// policies, besides the Mozilla roots: `--tls-ca`, loaded (a private or test CA).
     pub tls_extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Published TLS policies: whether to honor them, the DNSSEC trust anchor, the MTA-STS
-    /// cache (issue 14).
+    /// cache.
     pub transport: crate::tls_policy::TransportOptions,
     /// Progress display.
     pub progress: progress::Mode,
@@ -70,9 +70,9 @@ pub struct RunConfig {
     pub journal_repair: bool,
     /// Write results cells as they are, without defusing spreadsheet formulas.
     pub raw_csv: bool,
-    /// The suppression list: skip suppressed rows, record hard bounces (issue 12).
+    /// The suppression list: skip suppressed rows, record hard bounces.
     pub suppress: crate::suppress::RunSuppression,
-    /// `--shard I/N`: send and report only this shard's rows (issue 15).
+    /// `--shard I/N`: send and report only this shard's rows.
     pub shard: Option<shard::Shard>,
 }
 

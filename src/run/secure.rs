@@ -1,4 +1,4 @@
-//! Secure: the TLS policies receivers publish (issue 14), looked up once per run between the
+//! Secure: the TLS policies receivers publish, looked up once per run between the
 //! MX lookups and the grouping into sites: each routed domain's MTA-STS policy (RFC 8461) and
 //! each MX host's DANE TLSA records (RFC 7672), so that the delivery engine only has to ask
 //! [`SiteTls::rule`](crate::tls_policy::SiteTls::rule) before each connection.

@@ -1,4 +1,4 @@
-//! Shards (`--shard I/N`, issue 15): N processes (or Kubernetes pods) split one list, each
+//! Shards (`--shard I/N`): N processes (or Kubernetes pods) split one list, each
 //! sending only the rows whose destination hashes to its index and writing its own results and
 //! journal; `mailmerge merge-results` joins the results back in list order.
 //!

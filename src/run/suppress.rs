@@ -1,4 +1,4 @@
-//! Suppression, the run's side of it (issue 12): **screen** looks each row up in the
+//! Suppression, the run's side of it: **screen** looks each row up in the
 //! suppression list before anything is sent (triage marks hits `suppressed`), and **record**
 //! adds this run's hard bounces for a recipient reason
 //! ([`crate::suppress::is_recipient_failure`]) at the end, and registers the campaign so that

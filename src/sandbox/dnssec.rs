@@ -1,4 +1,4 @@
-//! A DNSSEC-signed DNS hierarchy on loopback, for testing DANE (issue 14) without the Internet.
+//! A DNSSEC-signed DNS hierarchy on loopback, for testing DANE without the Internet.
 //!
 //! Validating a TLSA answer needs a whole chain of trust: the root's keys, a DS in the parent
 //! for each signed child, RRSIGs on every answer, and NSEC records proving what does *not*

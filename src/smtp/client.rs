@@ -267,7 +267,7 @@ impl Capabilities {
     }
 }
 
-/// How much a session pipelines (issue 11). RFC 2920 allows all of it, but servers hardened
+/// How much a session pipelines. RFC 2920 allows all of it, but servers hardened
 /// against SMTP smuggling refuse some (one answers every command sent behind the end-of-data
 /// dot with `503 5.5.1`), so each MX address starts at [`Dialect::Full`] and falls back a step
 /// each time it objects, for the rest of the run.

@@ -186,7 +186,7 @@ pub fn printable(bytes: &[u8]) -> String {
 /// Upper bound on one reply; EHLO replies are a few hundred bytes.
 pub const MAX_REPLY_LEN: usize = 64 * 1024;
 
-/// Upper bound on the lines of one reply (issue 13: a hostile server cannot make us collect
+/// Upper bound on the lines of one reply (a hostile server cannot make us collect
 /// an endless multi-line reply).
 pub const MAX_REPLY_LINES: usize = 100;
 

@@ -1,5 +1,5 @@
 //! The suppression list: addresses (and domains) that no campaign sends to again, kept across
-//! campaigns in an embedded SQLite database (issue 12, `docs/list-hygiene.md`).
+//! campaigns in an embedded SQLite database (`docs/list-hygiene.md`).
 //!
 //! One file, shared safely by several runs at once: WAL journal mode (readers never block the
 //! one writer), a busy timeout (a writer waits for another instead of failing), and every

@@ -1,4 +1,4 @@
-//! Authenticated transport where the receiver asks for it (issue 14): which TLS policy governs
+//! Authenticated transport where the receiver asks for it: which TLS policy governs
 //! each MX host of each site, decided once per run before delivery.
 //!
 //! Opportunistic STARTTLS accepts any certificate, so an attacker on the path can strip
