@@ -347,19 +347,21 @@ pub struct Plan {
     pub already_done: usize,
     /// Rows left for a later run by `--limit`.
     pub beyond_limit: usize,
+    /// Rows left for a later day by `--daily-cap` or the warm-up schedule.
+    pub beyond_cap: usize,
     /// Rows that cannot be sent (bad row, bad address, missing value, missing attachment).
     pub invalid: usize,
     /// Repeated addresses, not sent.
     pub duplicate: usize,
     /// Addresses on the suppression list, not sent.
     pub suppressed: usize,
-    /// Domains publishing a null MX (RFC 7505).
+    /// Rows whose domain publishes a null MX (RFC 7505).
     pub null_mx: usize,
-    /// Domains that do not exist.
+    /// Rows whose domain does not exist.
     pub nxdomain: usize,
-    /// Domains whose MX hosts have no address.
+    /// Rows whose domain's MX hosts have no address.
     pub no_address: usize,
-    /// Domains whose lookup failed temporarily (SERVFAIL, timeout): deferred.
+    /// Rows whose domain's lookup failed temporarily (SERVFAIL, timeout): deferred.
     pub dns_tempfail: usize,
     /// Destination sites.
     pub sites: Vec<PlanSite>,
@@ -369,7 +371,88 @@ pub struct Plan {
     pub tls_notes: Vec<String>,
 }
 
+/// The plan's count a row falls in once its outcome is known, before or instead of sending:
+/// the one place where an outcome is sorted into the plan's counts (the run's ledger counts
+/// every row it settles with [`PlanCount::of`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanCount {
+    /// Delivered or bounced by an earlier run of this job (journal): skipped.
+    AlreadyDone,
+    /// Left for a later run by `--limit`.
+    BeyondLimit,
+    /// Left for a later day by `--daily-cap` or the warm-up.
+    BeyondCap,
+    /// Cannot be sent (bad row, bad address, missing value, missing attachment).
+    Invalid,
+    /// A repeated address.
+    Duplicate,
+    /// On the suppression list.
+    Suppressed,
+    /// Its domain publishes a null MX (RFC 7505).
+    NullMx,
+    /// Its domain does not exist.
+    NxDomain,
+    /// Its domain's MX hosts have no address.
+    NoAddress,
+    /// Its domain's lookup failed temporarily.
+    DnsTempfail,
+}
+
+impl PlanCount {
+    /// Every count, in the order the plan lists them.
+    pub const ALL: [PlanCount; 10] = [
+        PlanCount::AlreadyDone,
+        PlanCount::BeyondLimit,
+        PlanCount::BeyondCap,
+        PlanCount::Invalid,
+        PlanCount::Duplicate,
+        PlanCount::Suppressed,
+        PlanCount::NullMx,
+        PlanCount::NxDomain,
+        PlanCount::NoAddress,
+        PlanCount::DnsTempfail,
+    ];
+
+    /// The count an outcome falls in; `None` for what a delivery attempt decided (those are
+    /// the summary's, not the plan's). A row finished by an earlier run is counted as
+    /// [`PlanCount::AlreadyDone`] without reading its outcome back.
+    pub fn of(o: &Outcome) -> Option<Self> {
+        Some(match (o.status, o.step) {
+            (Status::Invalid, _) => PlanCount::Invalid,
+            (Status::Duplicate, _) => PlanCount::Duplicate,
+            (Status::Suppressed, _) => PlanCount::Suppressed,
+            (_, Step::Limit) => PlanCount::BeyondLimit,
+            (_, Step::Cap) => PlanCount::BeyondCap,
+            (Status::Bounced, Step::Dns) if o.code == Some(556) => PlanCount::NullMx,
+            (Status::Bounced, Step::Dns)
+                if o.enhanced.is_some_and(|e| (e.subject, e.detail) == (1, 2)) =>
+            {
+                PlanCount::NxDomain
+            }
+            (Status::Bounced, Step::Dns) => PlanCount::NoAddress,
+            (_, Step::Dns) => PlanCount::DnsTempfail,
+            _ => return None,
+        })
+    }
+}
+
 impl Plan {
+    /// Adds `n` rows to `count`.
+    pub fn add(&mut self, count: PlanCount, n: usize) {
+        *match count {
+            PlanCount::AlreadyDone => &mut self.already_done,
+            PlanCount::BeyondLimit => &mut self.beyond_limit,
+            PlanCount::BeyondCap => &mut self.beyond_cap,
+            PlanCount::Invalid => &mut self.invalid,
+            PlanCount::Duplicate => &mut self.duplicate,
+            PlanCount::Suppressed => &mut self.suppressed,
+            PlanCount::NullMx => &mut self.null_mx,
+            PlanCount::NxDomain => &mut self.nxdomain,
+            PlanCount::NoAddress => &mut self.no_address,
+            PlanCount::DnsTempfail => &mut self.dns_tempfail,
+        } += n;
+    }
+
     /// Total connections the run would open.
     pub fn connections(&self) -> usize {
         self.sites.iter().map(|s| s.connections).sum()
@@ -391,6 +474,7 @@ impl fmt::Display for Plan {
                 "already delivered or bounced (journal): skipped",
             ),
             (self.beyond_limit, "beyond --limit: left for a later run"),
+            (self.beyond_cap, "beyond today's cap: left for a later day"),
             (self.invalid, "invalid"),
             (self.duplicate, "duplicate (not sent)"),
             (self.suppressed, "suppressed (suppression list): not sent"),

@@ -27,7 +27,7 @@ fn one_site_zone(domains: &[&str]) -> mailmerge::sandbox::dns::Zone {
 /// The binary with flags pointing at the test servers.
 fn command(job: &Job, dns: &DnsServer, port: u16, extra: &[&str]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailmerge"));
-    c.env("XDG_DATA_HOME", crate::support::scratch_data_home());
+    c.envs(crate::support::home_env(&job.home()));
     c.arg("run")
         .arg(&job.csv)
         .arg(&job.template)

@@ -17,7 +17,7 @@ const SITES: u8 = 6;
 
 /// `run` (or `check`) against the test servers, with quick retries.
 fn mailmerge(verb: &str, job: &Job, dns: &DnsServer, port: u16) -> Command {
-    let mut c = binary();
+    let mut c = job.binary();
     c.arg(verb)
         .arg(&job.csv)
         .arg(&job.template)
@@ -184,6 +184,91 @@ async fn three_concurrent_shards_cover_the_list_once_and_merge_to_a_single_run()
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
     assert!(merged_text.contains("'=1+1") && shard_text.contains("'=1+1"));
+}
+
+/// Runs `--shard I/2` for both shards at once with `args`; returns each shard's results path.
+async fn two_shards(job: &Job, dns: &DnsServer, port: u16, args: &[&str]) -> Vec<PathBuf> {
+    let shards: Vec<_> = (0..2)
+        .map(|i| {
+            let mut c = mailmerge("run", job, dns, port);
+            c.args(["--shard", &format!("{i}/2")]).args(args);
+            tokio::spawn(output(c))
+        })
+        .collect();
+    let mut paths = Vec::new();
+    for (i, s) in shards.into_iter().enumerate() {
+        let out = s.await.expect("join");
+        let path = job.path(&format!("list.results.shard-{i}-of-2.csv"));
+        assert!(
+            path.exists(),
+            "shard {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        paths.push(path);
+    }
+    paths
+}
+
+/// Regression: daily caps were admitted before shard selection, so each shard's caps file
+/// counted the other shard's sites too and held back rows the owning shard sent: the same row
+/// appeared in both shards' results and merge-results refused them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_runs_with_a_daily_cap_count_and_hold_back_their_own_sites_only() {
+    let (csv, z) = sites_list();
+    let dns = dns(z).await;
+    let mxs = Mxs::start(
+        (0..SITES)
+            .map(|k| (40 + k, ReceiverConfig::default()))
+            .collect(),
+    )
+    .await;
+    let job = Job::new(&csv, TEMPLATE);
+    let rows_in_list = csv.lines().count() - 1;
+    for pass in ["first run", "second run, same day"] {
+        let paths = two_shards(&job, &dns, mxs.port, &["--daily-cap", "3"]).await;
+        let per_shard: Vec<_> = paths.iter().map(|p| read_results(p)).collect();
+        let mut seen = HashSet::new();
+        for rows in &per_shard {
+            for r in rows {
+                assert!(
+                    seen.insert(r["row"].clone()),
+                    "{pass}: row {} in two shards",
+                    r["row"]
+                );
+            }
+        }
+        assert_eq!(seen.len(), rows_in_list, "{pass}: every row in one shard");
+        let merged = job.path("merged.csv");
+        let out = merge(&job.csv, &paths.iter().collect::<Vec<_>>(), &merged);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{pass}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Each shard's caps file names only the sites that shard sends to.
+        for (i, path) in paths.iter().enumerate() {
+            let journal = mailmerge::journal::path_for(path);
+            let caps = mailmerge::provider::caps::path_beside(&journal);
+            let book: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&caps).unwrap()).unwrap();
+            let keys: Vec<&String> = book["sent"].as_object().unwrap().keys().collect();
+            assert!(!keys.is_empty(), "{pass}: shard {i} counted nothing");
+            let own: HashSet<&str> = per_shard[i].iter().map(|r| r["mx_host"].as_str()).collect();
+            for key in keys {
+                assert!(
+                    own.contains(key.as_str()),
+                    "{pass}: shard {i} counts {key}, not its site"
+                );
+                assert!(book["sent"][key].as_u64().unwrap() <= 3, "{pass}: {book}");
+            }
+        }
+    }
+    // Three per site and day: 6 sites, 18 messages in all, each once.
+    let got = (0..SITES)
+        .map(|k| mxs.get(40 + k).accepted())
+        .sum::<usize>();
+    assert_eq!(got, 18);
 }
 
 #[test]

@@ -1,13 +1,17 @@
 //! The pipeline, wired once: **prepare** (list, template, journal of earlier runs) → **triage**
 //! (rows that cannot or need not be sent, suppressed addresses) → **route** (one MX lookup per
-//! domain, rows grouped into sites and providers) → **shard** (with `--shard`, this process's
-//! providers only) → **send** (the delivery engine, every outcome journaled as it arrives) or
-//! **plan** (render everything, connect nowhere) → **results** (results CSV, summary, new
+//! domain, rows grouped into sites and providers) → **shard** (with `--shard`, every row
+//! placed in this process or another) → **caps** (today's caps of this process's providers)
+//! → **send** (the delivery engine, every outcome journaled as it arrives) or **plan** (render
+//! everything, connect nowhere) → **results** (results CSV, summary, caps given back, new
 //! suppressions).
 //!
-//! Each stage is a file of its own and hands the next one a value; nothing reaches back.
+//! Each stage is a file of its own and takes and returns values. The one thing several stages
+//! write is the [`ledger::Ledger`], and only through its two verbs: settle a row (which counts
+//! it) or mark it another shard's.
 
-mod outcomes;
+mod caps;
+mod ledger;
 mod plan;
 mod prepare;
 mod results;
@@ -16,7 +20,6 @@ mod secure;
 mod send;
 pub mod shard;
 mod source;
-mod suppress;
 mod triage;
 
 use std::path::PathBuf;
@@ -194,40 +197,44 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
 pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunReport, RunError> {
     let started = std::time::Instant::now();
     let warnings = Warnings::default();
-    let job = prepare::prepare(&cfg, &warnings)?;
-    let mut screen = suppress::Screen::open(&cfg)?;
-    let mut rows = triage::triage(&cfg, &job, &mut |a| screen.check(a));
-    if let Some(e) = screen.error.take() {
-        return Err(e.into());
-    }
-    let mut routes = route::route(&cfg, &job, &mut rows).await?;
+    let campaign = prepare::prepare(&cfg, &warnings)?;
+    let screen = triage::Screen::open(&cfg)?;
+    let triage::Triaged {
+        mut ledger,
+        domains,
+    } = triage::triage(&cfg, &campaign, &screen)?;
+    let mut routed = route::route(&cfg, &campaign, &ledger, domains).await?;
     if let Some(s) = cfg.shard {
-        shard::select(s, &job, &mut rows, &mut routes);
+        routed = shard::select(s, &campaign, &mut ledger, routed);
     }
-    let provider_of = std::mem::take(&mut routes.provider_of);
-    let tls_notes = std::mem::take(&mut routes.tls_notes);
-    rows.plan.tls_notes.clone_from(&tls_notes);
-    let source = source::message_source(&cfg, &job, &warnings);
+    let counted = caps::admit(&cfg, &campaign, &mut routed)?;
+    let provider_of = std::mem::take(&mut routed.provider_of);
+    let tls_notes = std::mem::take(&mut routed.tls_notes);
+    let source = source::message_source(&cfg, &campaign, &warnings);
     let sent = match &cfg.mode {
         RunMode::Plan { eml_out } => {
-            plan::plan(&cfg, &job, eml_out.as_deref(), &mut rows, routes, source).await?;
-            send::Sent::default()
+            let out = eml_out.as_deref();
+            plan::plan(&cfg, &campaign, out, &mut ledger, routed, source).await?
         }
-        RunMode::Send => send::send(&cfg, &job, &mut rows, routes, source, cancel).await?,
+        RunMode::Send => send::send(&cfg, &campaign, &mut ledger, routed, source, cancel).await?,
     };
-    let record = sent.journal_error.is_none();
-    let (summary, newly_suppressed) = results::write(
-        &cfg,
-        &job,
-        &rows,
-        sent.connections,
-        &provider_of,
+    let inputs = results::Inputs {
+        connections: sent.connections,
+        provider_of: &provider_of,
+        counted: &counted,
         started,
-        record,
-    )?;
+        record: sent.journal_error.is_none(),
+    };
+    let (summary, newly_suppressed) = results::write(&cfg, &campaign, &ledger, inputs)?;
     if let Some(e) = sent.journal_error {
         return Err(e.into());
     }
+    let plan = Plan {
+        sites: sent.sites,
+        to_send: sent.to_send,
+        tls_notes: tls_notes.clone(),
+        ..ledger.plan(&cfg.recipients)
+    };
     Ok(RunReport {
         summary: Summary {
             delivered_now: sent.delivered_now,
@@ -236,11 +243,17 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
             tls_notes,
             ..summary
         },
-        plan: rows.plan,
+        plan,
         interrupted: sent.interrupted,
         warnings: warnings.take(),
         newly_suppressed,
     })
+}
+
+/// The outcome of a row that was never tried: the deadline came first, or it is a plan.
+fn not_attempted() -> crate::outcome::Outcome {
+    use crate::outcome::{Outcome, Status, Step};
+    Outcome::local(Status::Deferred, Step::Deadline, "not attempted")
 }
 
 /// Distinct warnings of a run: each is printed to stderr the first time it occurs.

@@ -4,23 +4,25 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use super::ledger::Ledger;
 use super::prepare::Campaign;
-use super::route::Routes;
-use super::triage::Rows;
-use super::{RunConfig, RunError, problem};
+use super::route::Routed;
+use super::send::Sent;
+use super::{RunConfig, RunError};
 use crate::delivery::MessageSource;
 use crate::smtp;
 
-/// Renders every routed row (and those DNS already decided: a missing value is a problem of
-/// its own) in parallel; fills in the plan and settles every row's outcome.
+/// Renders every routed row (and those DNS already decided: a missing value is a problem to
+/// list all the same) in parallel and settles every row in the ledger as a real run would; returns the sites and messages
+/// that would be sent.
 pub(super) async fn plan(
     cfg: &RunConfig,
     job: &Campaign,
     eml_out: Option<&Path>,
-    rows: &mut Rows,
-    routes: Routes,
+    ledger: &mut Ledger,
+    mut routes: Routed,
     source: MessageSource,
-) -> Result<(), RunError> {
+) -> Result<Sent, RunError> {
     if let Some(dir) = eml_out {
         std::fs::create_dir_all(dir).map_err(|source| RunError::Out {
             path: dir.into(),
@@ -55,42 +57,43 @@ pub(super) async fn plan(
     })
     .await
     .unwrap_or_default();
+    let decided: HashSet<usize> = routes.decided.iter().map(|(r, _)| *r).collect();
     let mut invalid = HashSet::new();
     for (r, failed, write_err) in rendered {
         if let Some((path, source)) = write_err {
             return Err(RunError::Out { path, source });
         }
-        if let Some(o) = failed {
-            rows.plan
-                .problems
-                .push(problem(&cfg.recipients, &o.response));
-            rows.plan.invalid += 1;
-            invalid.insert(r);
-            rows.outcomes.set_local(r, o);
+        match failed {
+            // A real run never renders a row DNS decided: it gets that outcome, and the
+            // problem is only listed, to be fixed before the domain works.
+            Some(o) if decided.contains(&r) => ledger.note_problem(r, o.response),
+            Some(o) => {
+                invalid.insert(r);
+                ledger.settle(r, o);
+            }
+            None => {}
         }
     }
-    for (i, o) in routes.decided.iter() {
-        if !invalid.contains(i) {
-            rows.outcomes.set_local(*i, o.clone());
+    for (i, o) in std::mem::take(&mut routes.decided) {
+        ledger.settle(i, o);
+    }
+    for &r in routes.work.iter().flat_map(|w| &w.rows) {
+        if !invalid.contains(&r) {
+            // Would be sent: nothing was, so the results of a plan call it not attempted.
+            ledger.settle(r, super::not_attempted());
         }
     }
-    let prefix = format!("{}:", cfg.recipients.display());
-    // Keep problems in file order: the line number follows the path.
-    rows.plan.problems.sort_by_key(|p| {
-        p.strip_prefix(&prefix)
-            .and_then(|rest| rest.split(':').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-    });
-    rows.plan.sites = routes.plan_sites(&invalid, &cfg.delivery);
-    rows.plan.to_send = routes.to_send()
-        - routes
-            .work
-            .iter()
-            .flat_map(|w| &w.rows)
-            .filter(|r| invalid.contains(r))
-            .count();
-    Ok(())
+    let failed = routes
+        .work
+        .iter()
+        .flat_map(|w| &w.rows)
+        .filter(|r| invalid.contains(r))
+        .count();
+    Ok(Sent {
+        sites: routes.plan_sites(&invalid, &cfg.delivery),
+        to_send: routes.to_send() - failed,
+        ..Sent::default()
+    })
 }
 
 /// File name for a `--out` message: row number and a filesystem-safe address.

@@ -11,7 +11,7 @@ use crate::journal::{self, Replay, RowKeys};
 use crate::recipients::RecipientList;
 use crate::template::MessageTemplate;
 
-/// The job as read from disk: list, template and the journal of earlier runs.
+/// The campaign as read from disk: list, template and the journal of earlier runs.
 pub(super) struct Campaign {
     /// The list (bytes kept once; rows parsed on demand).
     pub list: Arc<RecipientList>,
@@ -25,6 +25,14 @@ pub(super) struct Campaign {
     pub fingerprint: String,
     /// Where the journal lives (beside the results).
     pub journal_path: PathBuf,
+}
+
+impl Campaign {
+    /// The campaign's id, as the suppression list and VERP tokens know it
+    /// ([`crate::verp::campaign_id`]).
+    pub(super) fn id(&self, cfg: &RunConfig) -> String {
+        crate::verp::campaign_id(&cfg.results, &self.fingerprint)
+    }
 }
 
 /// Reads and checks the inputs; refuses a journal written for another message.

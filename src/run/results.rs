@@ -1,5 +1,7 @@
 //! Results: the last stage. Every row's outcome, in input order, goes to the results CSV and
-//! the summary; then the run's recipient hard bounces go to the suppression list.
+//! the summary; today's caps get back what was counted but not sent; then the run's recipient
+//! hard bounces go to the suppression list, and the campaign is registered there so that
+//! `mailmerge bounces` can find its results.
 //!
 //! Recorded outcomes are read back from the journal as the report is written, so a list of
 //! millions of rows never holds its outcomes in memory.
@@ -7,75 +9,102 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::caps::{self, Counted};
+use super::ledger::Ledger;
 use super::prepare::Campaign;
-use super::triage::Rows;
-use super::{RunConfig, RunError, RunMode, suppress};
+use super::{RunConfig, RunError, RunMode};
 use crate::journal;
-use crate::outcome::{Outcome, Status, Step};
-use crate::provider::caps::{self, CapBook};
+use crate::outcome::Outcome;
 use crate::report::{self, Summary};
+use crate::suppress::{self, Entry, Reason, Store};
 
-/// Writes the results (only when sending) and, when `record` (the journal did not fail),
-/// records new suppressions; returns the summary and how many addresses were added to the
-/// suppression list.
+/// What the results stage reads besides the ledger.
+pub(super) struct Inputs<'a> {
+    /// SMTP sessions opened.
+    pub connections: usize,
+    /// Each routed domain's provider (the `provider` column).
+    pub provider_of: &'a HashMap<String, Arc<str>>,
+    /// What the daily caps counted.
+    pub counted: &'a Counted,
+    /// When the run started.
+    pub started: std::time::Instant,
+    /// Record new suppressions (false when the journal failed: the outcomes are not sure).
+    pub record: bool,
+}
+
+/// Writes the results (only when sending), refunds the caps and records new suppressions;
+/// returns the summary and how many addresses were added to the suppression list.
 pub(super) fn write(
     cfg: &RunConfig,
-    job: &Campaign,
-    rows: &Rows,
-    connections: usize,
-    provider_of: &HashMap<String, Arc<str>>,
-    started: std::time::Instant,
-    record: bool,
+    campaign: &Campaign,
+    ledger: &Ledger,
+    inputs: Inputs<'_>,
 ) -> Result<(Summary, usize), RunError> {
-    let reader = journal::JournalReader::open(&job.journal_path).ok();
+    let reader = journal::JournalReader::open(&campaign.journal_path).ok();
     // `None`: another shard's row, left out of the results.
     let outcome = |i: usize| {
-        (!rows.outcomes.is_elsewhere(i)).then(|| {
-            rows.outcomes.get(i, reader.as_ref()).unwrap_or_else(|| {
-                Outcome::local(Status::Deferred, Step::Deadline, "not attempted")
-            })
+        (!ledger.is_elsewhere(i)).then(|| {
+            ledger
+                .outcome(i, reader.as_ref())
+                .unwrap_or_else(super::not_attempted)
         })
     };
-    let results = (cfg.mode == RunMode::Send).then_some(cfg.results.as_path());
+    let sending = cfg.mode == RunMode::Send;
     let summary = report::write_results(
-        results,
+        sending.then_some(cfg.results.as_path()),
         cfg.raw_csv,
-        &job.list,
+        &campaign.list,
         &outcome,
-        started.elapsed(),
-        connections,
-        provider_of,
+        inputs.started.elapsed(),
+        inputs.connections,
+        inputs.provider_of,
     )
     .map_err(|source| RunError::Results {
         path: cfg.results.clone(),
         source,
     })?;
-    if cfg.mode == RunMode::Send {
-        refund_caps(job, rows, &outcome);
+    if sending {
+        caps::refund(campaign, inputs.counted, ledger);
     }
-    let newly_suppressed = if record {
-        suppress::record(cfg, job, &outcome)?
+    let newly_suppressed = if sending && inputs.record {
+        record_suppressions(cfg, campaign, &outcome)?
     } else {
         0
     };
     Ok((summary, newly_suppressed))
 }
 
-/// Gives back to today's daily caps the rows that were counted but got no final answer from a
-/// receiver (`deferred`: a later run sends them and counts them then). A cap file that cannot
-/// be written keeps the rows counted: the cap errs on the side of sending less.
-fn refund_caps(job: &Campaign, rows: &Rows, outcome: &dyn Fn(usize) -> Option<Outcome>) {
-    if rows.cap_counted.is_empty() {
-        return;
+/// Adds the run's recipient hard bounces to the suppression list and registers the campaign;
+/// returns how many addresses were new.
+fn record_suppressions(
+    cfg: &RunConfig,
+    campaign: &Campaign,
+    outcome: &dyn Fn(usize) -> Option<Outcome>,
+) -> Result<usize, RunError> {
+    let Some(path) = &cfg.suppress.store else {
+        return Ok(0);
+    };
+    let id = campaign.id(cfg);
+    let mut entries = Vec::new();
+    for (i, row) in campaign.list.iter().enumerate() {
+        let Ok(addr) = &row.status else { continue };
+        // `None`: another shard's row.
+        let Some(o) = outcome(i) else { continue };
+        if suppress::is_recipient_failure(&o) {
+            let cause = match (o.code, o.enhanced) {
+                (Some(c), Some(e)) => format!("{c} {e} {}", o.response),
+                _ => o.response.clone(),
+            };
+            entries.push(Entry::new(
+                suppress::key_of(addr),
+                Reason::HardBounce,
+                cause,
+                &id,
+            ));
+        }
     }
-    let path = caps::path_beside(&job.journal_path);
-    let mut book = CapBook::load(&path, caps::today());
-    for (key, counted) in &rows.cap_counted {
-        let unsent = counted
-            .iter()
-            .filter(|&&r| outcome(r).is_some_and(|o| o.status == Status::Deferred))
-            .count();
-        book.refund(key, unsent);
-    }
-    let _ = book.save(&path);
+    let mut store = Store::open(path)?;
+    let results = std::path::absolute(&cfg.results).unwrap_or_else(|_| cfg.results.clone());
+    store.register_campaign(&id, &results)?;
+    Ok(store.add(&entries)?)
 }

@@ -1,36 +1,34 @@
 //! Route: one MX lookup per destination domain (RFC 5321 §5.1), domains with the same MX
 //! hosts grouped into sites, every row still to send placed in its site. Rows whose domain
-//! has no usable route (null MX, NXDOMAIN, no address, DNS failure) are decided here.
+//! has no usable route (null MX, NXDOMAIN, no address, DNS failure) are decided here; the
+//! sending stage settles them in the ledger (after journaling them).
 //!
-//! Each site is matched to its mailbox provider by its MX host names ([`crate::provider`]),
-//! and rows beyond today's cap for their provider (`--daily-cap`, `--warmup`) are decided
-//! here too: `deferred`, step `cap`, sent by a later day's run.
+//! Each site is matched to its mailbox provider by its MX host names ([`crate::provider`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use super::ledger::Ledger;
 use super::prepare::Campaign;
 use super::secure;
-use super::triage::Rows;
 use super::{RunConfig, RunError};
 use crate::delivery::{DeliveryOptions, SiteWork};
 use crate::mx::{self, MxResolver, Route};
 use crate::outcome::{Outcome, Status, Step};
 use crate::provider::Providers;
-use crate::provider::caps::{self, CapBook};
 use crate::report::PlanSite;
 use crate::smtp::{EnhancedCode, Reply};
 
-/// The rows still to send, by site.
-pub(super) struct Routes {
+/// The rows still to send, by site, and the rows DNS decided.
+pub(super) struct Routed {
     /// Per site: its hosts and rows, as the delivery engine takes them.
     pub work: Vec<SiteWork>,
     /// Per site: its MX hosts as shown in the plan (`name (pref N)`).
     pub hosts: Vec<Vec<String>>,
     /// Each row's site index (for progress), `u32::MAX` for none: 4 bytes per row.
     pub site_of_row: Vec<u32>,
-    /// Outcomes decided by DNS or a daily cap, not yet stored (the send stage journals them
-    /// first).
+    /// Rows decided without sending (by DNS, later by a daily cap), not yet settled: the
+    /// sending stage journals them first.
     pub decided: Vec<(usize, Outcome)>,
     /// Each routed domain's provider (the results' `provider` column).
     pub provider_of: HashMap<String, Arc<str>>,
@@ -38,7 +36,7 @@ pub(super) struct Routes {
     pub tls_notes: Vec<String>,
 }
 
-impl Routes {
+impl Routed {
     /// Rows the engine will be handed.
     pub fn to_send(&self) -> usize {
         self.work.iter().map(|w| w.rows.len()).sum()
@@ -65,14 +63,15 @@ impl Routes {
     }
 }
 
-/// Resolves every domain once and routes the pending rows.
+/// Resolves every domain once and routes the rows the ledger still has pending.
 pub(super) async fn route(
     cfg: &RunConfig,
-    job: &Campaign,
-    rows: &mut Rows,
-) -> Result<Routes, RunError> {
+    campaign: &Campaign,
+    ledger: &Ledger,
+    domains: BTreeSet<String>,
+) -> Result<Routed, RunError> {
     let resolver = MxResolver::new(&cfg.dns)?;
-    let routes = resolver.routes(std::mem::take(&mut rows.domains)).await;
+    let routes = resolver.routes(domains).await;
     let policies = secure::lookup(cfg, &routes).await?;
     let sites = mx::group_sites_by(&routes, |d| policies.site_key(d));
     let site_of: HashMap<&str, usize> = sites
@@ -81,7 +80,7 @@ pub(super) async fn route(
         .flat_map(|(i, s)| s.domains.iter().map(move |d| (d.as_str(), i)))
         .collect();
     let providers = Providers::new(&cfg.delivery.provider);
-    let mut out = Routes {
+    let mut out = Routed {
         work: sites
             .iter()
             .map(|s| SiteWork {
@@ -101,7 +100,7 @@ pub(super) async fn route(
                     .collect()
             })
             .collect(),
-        site_of_row: vec![u32::MAX; job.list.len()],
+        site_of_row: vec![u32::MAX; campaign.list.len()],
         decided: Vec::new(),
         provider_of: HashMap::new(),
         tls_notes: policies.notes.clone(),
@@ -114,13 +113,12 @@ pub(super) async fn route(
             }
         }
     }
-    for (i, row) in job.list.iter().enumerate() {
-        if !rows.outcomes.is_pending(i) {
+    for (i, row) in campaign.list.iter().enumerate() {
+        if !ledger.is_pending(i) {
             continue;
         }
         let Ok(addr) = &row.status else { continue };
         let route = routes.get(addr.domain());
-        count_dns(&mut rows.plan, route);
         let site = site_of.get(addr.domain());
         match (route.and_then(dns_outcome), site) {
             (None, Some(&s)) => {
@@ -131,88 +129,11 @@ pub(super) async fn route(
                 let o = decided.unwrap_or_else(|| {
                     Outcome::local(Status::Deferred, Step::Dns, "no DNS answer for the domain")
                 });
-                rows.outcomes.set_decided(i);
                 out.decided.push((i, o));
             }
         }
     }
-    apply_caps(cfg, job, &mut out, rows)?;
     Ok(out)
-}
-
-/// Holds back the rows beyond today's cap of their provider (or unknown site), in list
-/// order, and counts the rest against it in the state file beside the journal (not in a
-/// plan, which sends nothing).
-fn apply_caps(
-    cfg: &RunConfig,
-    job: &Campaign,
-    out: &mut Routes,
-    rows: &mut Rows,
-) -> Result<(), RunError> {
-    let o = &cfg.delivery;
-    let warmup = o.warmup.clone().unwrap_or_default();
-    if o.daily_cap.is_none() && warmup.0.is_empty() {
-        return Ok(());
-    }
-    let path = caps::path_beside(&job.journal_path);
-    let mut book = CapBook::load(&path, caps::today());
-    let cap = book.cap(o.daily_cap, &warmup);
-    // Sites of one provider share its cap: admit in list order across them.
-    let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
-    for (s, w) in out.work.iter().enumerate() {
-        let key = w
-            .provider
-            .as_ref()
-            .map_or(w.name.to_string(), |p| p.name.clone());
-        by_key.entry(key).or_default().push(s);
-    }
-    let mut keys: Vec<_> = by_key.into_iter().collect();
-    keys.sort();
-    for (key, site_ids) in keys {
-        let mut all: Vec<(usize, usize)> = site_ids
-            .iter()
-            .flat_map(|&s| out.work[s].rows.iter().map(move |&r| (r, s)))
-            .collect();
-        all.sort_unstable();
-        let admitted = book.admit(&key, all.len(), cap);
-        let counted = all[..admitted].iter().map(|(r, _)| *r).collect();
-        let held: HashSet<usize> = all[admitted..].iter().map(|(r, _)| *r).collect();
-        for &s in &site_ids {
-            out.work[s].rows.retain(|r| !held.contains(r));
-        }
-        for &(row, _) in &all[admitted..] {
-            out.site_of_row[row] = u32::MAX;
-            rows.outcomes.set_decided(row);
-            let mut o = Outcome::local(
-                Status::Deferred,
-                Step::Cap,
-                format!(
-                    "beyond today's cap of {} messages for {key}",
-                    cap.unwrap_or(0)
-                ),
-            );
-            o.enhanced = Some(EnhancedCode::new(4, 7, 0));
-            out.decided.push((row, o));
-        }
-        rows.cap_counted.push((key, counted));
-    }
-    if cfg.mode == super::RunMode::Send {
-        book.save(&path).map_err(|source| RunError::Results {
-            path: path.clone(),
-            source,
-        })?;
-    }
-    Ok(())
-}
-
-fn count_dns(plan: &mut crate::report::Plan, route: Option<&Route>) {
-    match route {
-        Some(Route::NullMx) => plan.null_mx += 1,
-        Some(Route::NoSuchDomain) => plan.nxdomain += 1,
-        Some(Route::NoAddress(_)) => plan.no_address += 1,
-        Some(Route::TempFail(_)) | None => plan.dns_tempfail += 1,
-        Some(Route::Hosts(_)) => {}
-    }
 }
 
 /// The outcome of a domain that DNS already settled, `None` when it has MX hosts.

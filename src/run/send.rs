@@ -8,21 +8,25 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::outcomes::OutcomeStore;
+use super::ledger::Ledger;
 use super::prepare::Campaign;
-use super::route::Routes;
-use super::triage::Rows;
+use super::route::Routed;
 use super::{RunConfig, RunError};
 use crate::delivery::ProviderBook;
 use crate::delivery::{self, DeliveryConfig, Event, MessageSource};
 use crate::journal::{Journal, JournalError, Recorder};
 use crate::outcome::{Outcome, Status, Step};
 use crate::progress::Progress;
+use crate::report::PlanCount;
 use crate::smtp::{EnhancedCode, TlsPolicy};
 
 /// What sending produced besides the outcomes.
 #[derive(Default)]
 pub(super) struct Sent {
+    /// The sites the rows went to (the plan's view of them).
+    pub sites: Vec<crate::report::PlanSite>,
+    /// Messages handed to the engine.
+    pub to_send: usize,
     /// SMTP sessions opened.
     pub connections: usize,
     /// Messages delivered by this run.
@@ -37,12 +41,12 @@ pub(super) struct Sent {
     pub providers: Vec<crate::delivery::ProviderReport>,
 }
 
-/// Delivers the routed rows; every row ends with an outcome in `rows.outcomes`.
+/// Delivers the routed rows; every row of this run ends settled in the ledger.
 pub(super) async fn send(
     cfg: &RunConfig,
     job: &Campaign,
-    rows: &mut Rows,
-    routes: Routes,
+    ledger: &mut Ledger,
+    routes: Routed,
     source: MessageSource,
     cancel: CancellationToken,
 ) -> Result<Sent, RunError> {
@@ -63,17 +67,15 @@ pub(super) async fn send(
         (key, number, o)
     }))?;
     for ((i, o), at) in routes.decided.iter().zip(offsets) {
-        rows.outcomes.set_recorded(*i, at, o.clone());
+        ledger.settle_recorded(*i, at, o.clone());
     }
-    rows.plan.sites = routes.plan_sites(&HashSet::new(), &cfg.delivery);
-    rows.plan.to_send = routes.to_send();
-
     let mut dcfg = DeliveryConfig::new(
         cfg.delivery.clone(),
         TlsPolicy::new(cfg.delivery.tls, &cfg.tls_extra_roots)?,
     );
     dcfg.recorded = Some(recorded);
     let book = dcfg.book.clone();
+    let progress = progress(cfg, ledger, &routes, &book);
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = cancel.child_token();
     let engine = tokio::spawn(delivery::deliver_until(
@@ -84,10 +86,14 @@ pub(super) async fn send(
         cancel.clone(),
     ));
     let mut tally = Tally {
-        sent: Sent::default(),
+        sent: Sent {
+            sites: routes.plan_sites(&HashSet::new(), &cfg.delivery),
+            to_send: routes.to_send(),
+            ..Sent::default()
+        },
         last_try: HashMap::new(),
-        progress: progress(cfg, rows, &routes, &book),
-        outcomes: &mut rows.outcomes,
+        progress,
+        ledger,
         site_of_row: &routes.site_of_row,
     };
     let journal_error = recorder
@@ -99,30 +105,33 @@ pub(super) async fn send(
     sent.interrupted = cancel.is_cancelled();
     sent.journal_error = journal_error;
     sent.providers = book.reports();
-    for i in 0..job.list.len() {
-        if tally.outcomes.is_pending(i) {
+    for i in 0..tally.ledger.len() {
+        if tally.ledger.is_pending(i) {
             let o = cut_off(tally.last_try.remove(&i), sent.interrupted);
-            tally.outcomes.set_local(i, o);
+            tally.ledger.settle(i, o);
         }
     }
     Ok(sent)
 }
 
-/// Progress over the whole list: rows settled before sending count too, so the progress line
-/// and the summary count the same rows.
-fn progress(cfg: &RunConfig, rows: &Rows, routes: &Routes, book: &ProviderBook) -> Progress {
+/// Progress over this run's rows: rows settled before sending (in the ledger, or decided and
+/// about to be) count too, so the progress line and the summary count the same rows.
+fn progress(cfg: &RunConfig, ledger: &Ledger, routes: &Routed, book: &ProviderBook) -> Progress {
     let sites = routes
         .work
         .iter()
         .map(|w| (w.name.to_string(), w.rows.len()))
         .collect();
-    let mut progress = Progress::new(cfg.progress, rows.plan.rows, sites);
+    let rows = (0..ledger.len())
+        .filter(|&i| !ledger.is_elsewhere(i))
+        .count();
+    let mut progress = Progress::new(cfg.progress, rows, sites);
     progress.providers(book.clone());
-    progress.settled(Status::Invalid, rows.plan.invalid);
-    progress.settled(Status::Duplicate, rows.plan.duplicate);
-    progress.settled(Status::Suppressed, rows.plan.suppressed);
-    progress.settled(Status::Deferred, rows.plan.beyond_limit);
-    progress.earlier(rows.plan.already_done);
+    progress.settled(Status::Invalid, ledger.count_of(PlanCount::Invalid));
+    progress.settled(Status::Duplicate, ledger.count_of(PlanCount::Duplicate));
+    progress.settled(Status::Suppressed, ledger.count_of(PlanCount::Suppressed));
+    progress.settled(Status::Deferred, ledger.count_of(PlanCount::BeyondLimit));
+    progress.earlier(ledger.count_of(PlanCount::AlreadyDone));
     for (_, o) in &routes.decided {
         progress.settled(o.status, 1);
     }
@@ -135,7 +144,7 @@ struct Tally<'a> {
     /// The last failed attempt of each row still being retried.
     last_try: HashMap<usize, Outcome>,
     progress: Progress,
-    outcomes: &'a mut OutcomeStore,
+    ledger: &'a mut Ledger,
     /// Each row's site index, `u32::MAX` for none.
     site_of_row: &'a [u32],
 }
@@ -157,8 +166,8 @@ impl Tally<'_> {
                 let site = site.map(|s| s as usize);
                 self.progress.finished(outcome.status, was_retrying, site);
                 match offset {
-                    Some(at) => self.outcomes.set_recorded(row, at, outcome),
-                    None => self.outcomes.set_local(row, outcome),
+                    Some(at) => self.ledger.settle_recorded(row, at, outcome),
+                    None => self.ledger.settle(row, outcome),
                 }
             }
             Event::Retrying { row, outcome } => {

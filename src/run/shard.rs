@@ -16,11 +16,10 @@
 
 use std::fmt;
 
+use super::ledger::Ledger;
 use super::prepare::Campaign;
-use super::route::Routes;
-use super::triage::Rows;
+use super::route::Routed;
 use crate::delivery::SiteWork;
-use crate::outcome::{Outcome, Status};
 use crate::recipients::Row;
 
 /// This process's share of the list: shard `index` of `count`.
@@ -147,53 +146,49 @@ pub(super) fn domain_key(row: &Row) -> String {
     }
 }
 
-/// Leaves out of this run every routed or DNS-decided row that belongs to another shard, and
-/// the plan's counts with them. (Rows triage settled were placed by [`domain_key`] there.)
-pub(super) fn select(shard: Shard, job: &Campaign, rows: &mut Rows, routes: &mut Routes) {
+/// Places every row in this shard or another: a routed row by its site's [`shard_key`], a row
+/// settled before routing or decided by DNS by its [`domain_key`], a row an earlier run of
+/// this shard finished here (its journal has it). Other shards' rows leave the routes and,
+/// through the ledger, this run's results and counts.
+pub(super) fn select(
+    shard: Shard,
+    campaign: &Campaign,
+    ledger: &mut Ledger,
+    mut routed: Routed,
+) -> Routed {
     let (mut work, mut hosts) = (Vec::new(), Vec::new());
-    for (site, site_hosts) in routes.work.drain(..).zip(routes.hosts.drain(..)) {
+    for (site, site_hosts) in routed.work.drain(..).zip(routed.hosts.drain(..)) {
         if shard.owns(&shard_key(&site)) {
             work.push(site);
             hosts.push(site_hosts);
         } else {
             for &r in &site.rows {
-                rows.outcomes.set_elsewhere(r);
+                ledger.mark_elsewhere(r);
             }
         }
     }
-    routes.site_of_row.fill(u32::MAX);
+    routed.site_of_row.fill(u32::MAX);
     for (s, site) in work.iter().enumerate() {
         for &r in &site.rows {
-            routes.site_of_row[r] = s as u32;
+            routed.site_of_row[r] = s as u32;
         }
     }
-    (routes.work, routes.hosts) = (work, hosts);
-    let mut kept = Vec::new();
-    for (i, o) in routes.decided.drain(..) {
-        if shard.owns(&domain_key(&job.list.row(i))) {
-            kept.push((i, o));
-        } else {
-            uncount_dns(&mut rows.plan, &o);
-            rows.outcomes.set_elsewhere(i);
+    (routed.work, routed.hosts) = (work, hosts);
+    let owns_row = |i: usize| shard.owns(&domain_key(&campaign.list.row(i)));
+    routed.decided.retain(|(i, _)| {
+        let mine = owns_row(*i);
+        if !mine {
+            ledger.mark_elsewhere(*i);
+        }
+        mine
+    });
+    for i in 0..ledger.len() {
+        let settled = !ledger.is_pending(i) && !ledger.is_elsewhere(i);
+        if settled && !ledger.is_earlier(i) && !owns_row(i) {
+            ledger.mark_elsewhere(i);
         }
     }
-    routes.decided = kept;
-    rows.plan.rows = (0..job.list.len())
-        .filter(|&i| !rows.outcomes.is_elsewhere(i))
-        .count();
-}
-
-/// Takes back the plan count `route` made for a DNS-decided row (the codes of
-/// `route::dns_outcome`: 556 null MX, 5.1.2 no such domain, other 5yz no address, 4yz a
-/// temporary failure).
-fn uncount_dns(plan: &mut crate::report::Plan, o: &Outcome) {
-    let n = match (o.status, o.code, o.enhanced.map(|e| (e.subject, e.detail))) {
-        (Status::Bounced, Some(556), _) => &mut plan.null_mx,
-        (Status::Bounced, _, Some((1, 2))) => &mut plan.nxdomain,
-        (Status::Bounced, _, _) => &mut plan.no_address,
-        _ => &mut plan.dns_tempfail,
-    };
-    *n = n.saturating_sub(1);
+    routed
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub(super) fn message_source(
     opts.attachments
         .get_or_insert_with(|| AttachmentDir::new(template.base_dir()));
     if let Some(verp) = opts.verp.as_mut() {
-        verp.campaign = super::suppress::campaign(cfg, job);
+        verp.campaign = job.id(cfg);
     }
     opts.trace
         .get_or_insert_with(|| message::Trace::new(&cfg.recipients, cfg.delivery.helo()));

@@ -1,110 +1,96 @@
 //! Triage: one pass over the rows that settles every row that will not be sent (input errors,
-//! duplicates, rows an earlier run finished, rows beyond `--limit`) and collects the
-//! destination domains of the rest.
+//! duplicates, rows an earlier run finished, addresses on the suppression list, rows beyond
+//! `--limit`) and collects the destination domains of the rest. It knows nothing of shards:
+//! the shard stage places every row afterwards.
 
 use std::collections::BTreeSet;
 
-use super::outcomes::OutcomeStore;
+use super::ledger::Ledger;
 use super::prepare::Campaign;
-use super::{RunConfig, problem};
+use super::{RunConfig, RunError};
 use crate::address::Address;
 use crate::outcome::{Outcome, Status, Step};
-use crate::report::Plan;
+use crate::suppress::Store;
 
-/// The rows after triage.
-pub(super) struct Rows {
-    /// Every row's outcome so far (pending for the rows still to send).
-    pub outcomes: OutcomeStore,
-    /// The plan's counts, filled in by each stage.
-    pub plan: Plan,
-    /// Destination domains of the rows still to send.
+/// The rows after triage: the ledger with every row settled that will not be sent, and the
+/// destination domains of the rest (still pending).
+pub(super) struct Triaged {
+    /// Every row; the ones to send still pending.
+    pub ledger: Ledger,
+    /// Destination domains of the pending rows.
     pub domains: BTreeSet<String>,
-    /// Per daily-cap key (provider or site): the rows counted against today's cap, to give
-    /// back those the run did not send (`--daily-cap`, `--warmup`).
-    pub cap_counted: Vec<(String, Vec<usize>)>,
 }
 
-/// Settles what can be settled without the network; `suppressed(address)` gives the reason
-/// an address is on the suppression list.
+/// Settles what can be settled without the network, looking each address to send up in the
+/// suppression list.
 pub(super) fn triage(
     cfg: &RunConfig,
-    job: &Campaign,
-    suppressed: &mut dyn FnMut(&Address) -> Option<String>,
-) -> Rows {
-    let list = &job.list;
-    let mut rows = Rows {
-        outcomes: OutcomeStore::new(list.len()),
-        plan: Plan {
-            rows: list.len(),
-            ..Plan::default()
-        },
-        domains: BTreeSet::new(),
-        cap_counted: Vec::new(),
-    };
+    campaign: &Campaign,
+    screen: &Screen,
+) -> Result<Triaged, RunError> {
+    let list = &campaign.list;
+    let mut ledger = Ledger::new(list.len());
+    let mut domains = BTreeSet::new();
     let per_address = !cfg.list.allow_duplicates;
     let mut budget = cfg.limit.unwrap_or(usize::MAX);
-    // `--shard`: rows settled here (never routed) are placed by domain (super::shard).
-    let elsewhere = |row: &crate::recipients::Row| {
-        cfg.shard
-            .is_some_and(|s| !s.owns(&super::shard::domain_key(row)))
-    };
     for (i, row) in list.iter().enumerate() {
-        if row.status.is_err() && elsewhere(&row) {
-            rows.outcomes.set_elsewhere(i);
-            continue;
-        }
         let addr = match &row.status {
             Ok(addr) => addr,
             Err(e) => {
                 let status = if e.status() == "duplicate" {
-                    rows.plan.duplicate += 1;
                     Status::Duplicate
                 } else {
-                    rows.plan.invalid += 1;
-                    rows.plan
-                        .problems
-                        .push(problem(&cfg.recipients, &e.to_string()));
                     Status::Invalid
                 };
-                rows.outcomes
-                    .set_local(i, Outcome::local(status, Step::Input, e.to_string()));
+                ledger.settle(i, Outcome::local(status, Step::Input, e.to_string()));
                 continue;
             }
         };
-        let done = (!job.replay.is_empty())
+        let done = (!campaign.replay.is_empty())
             .then(|| {
-                job.replay
-                    .done_at(&job.keys.key(list, i, &row), per_address)
+                let key = campaign.keys.key(list, i, &row);
+                campaign.replay.done_at(&key, per_address)
             })
             .flatten();
         if let Some(at) = done {
-            rows.outcomes.set_journal(i, at);
-            rows.plan.already_done += 1;
-        } else if let Some(why) = suppressed(addr) {
-            if elsewhere(&row) {
-                rows.outcomes.set_elsewhere(i);
-                continue;
-            }
-            rows.outcomes
-                .set_local(i, Outcome::local(Status::Suppressed, Step::Suppressed, why));
-            rows.plan.suppressed += 1;
+            ledger.settle_earlier(i, at);
+        } else if let Some(why) = screen.check(addr)? {
+            ledger.settle(i, Outcome::local(Status::Suppressed, Step::Suppressed, why));
         } else if budget == 0 {
             let limit = cfg.limit.unwrap_or_default();
-            rows.outcomes.set_local(
-                i,
-                Outcome::local(
-                    Status::Deferred,
-                    Step::Limit,
-                    format!("not sent: beyond --limit {limit}; a later run sends it"),
-                ),
-            );
-            rows.plan.beyond_limit += 1;
+            let text = format!("not sent: beyond --limit {limit}; a later run sends it");
+            ledger.settle(i, Outcome::local(Status::Deferred, Step::Limit, text));
         } else {
             budget -= 1;
-            if !rows.domains.contains(addr.domain()) {
-                rows.domains.insert(addr.domain().to_string());
+            if !domains.contains(addr.domain()) {
+                domains.insert(addr.domain().to_string());
             }
         }
     }
-    rows
+    Ok(Triaged { ledger, domains })
+}
+
+/// The suppression list as triage reads it; empty when the run has none or ignores it.
+pub(super) struct Screen {
+    store: Option<Store>,
+}
+
+impl Screen {
+    /// Opens the list the run uses.
+    pub(super) fn open(cfg: &RunConfig) -> Result<Self, RunError> {
+        let store = match (&cfg.suppress.store, cfg.suppress.ignore) {
+            (Some(path), false) => Some(Store::open(path)?),
+            _ => None,
+        };
+        Ok(Self { store })
+    }
+
+    /// Why `a` must not be sent to (the `response` text of a suppressed row), `None` when it
+    /// may be.
+    fn check(&self, a: &Address) -> Result<Option<String>, RunError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        Ok(store.lookup(a)?.map(|e| e.describe()))
+    }
 }

@@ -92,6 +92,17 @@ impl Job {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// The binary with this job's own homes: every run of the job shares one suppression list
+    /// and MTA-STS cache, which no other test sees.
+    pub fn binary(&self) -> std::process::Command {
+        binary_in(&self.home())
+    }
+
+    /// The folder [`Job::binary`] uses as XDG_DATA_HOME.
+    pub fn home(&self) -> PathBuf {
+        self.path("home")
+    }
 }
 
 /// The results CSV as maps from column name to value, in file order.
@@ -132,17 +143,35 @@ pub async fn dns(zone: Zone) -> DnsServer {
 /// A plain template using `name` and `email`.
 pub const TEMPLATE: &str = "From: Sender <news@sender.test>\nTo: {{name}} <{{email}}>\nSubject: Hello {{name}}\n\nHi {{name}},\n.leading dot line\n..two dots\nbye\n";
 
-/// The binary, with the suppression list's default home (XDG_DATA_HOME) and the MTA-STS
-/// cache's (XDG_CACHE_HOME) in a scratch folder of this test process: a test never writes to
-/// the user's real list or cache.
+/// The binary with a home of its own: the suppression list's default home (XDG_DATA_HOME) and
+/// the MTA-STS cache's (XDG_CACHE_HOME) in a fresh scratch folder, so a test never writes to
+/// the user's real list or cache, and tests running side by side in this process never see
+/// each other's lists. Runs that must share a list use [`Job::binary`] or [`binary_in`].
 pub fn binary() -> std::process::Command {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    binary_in(&scratch_root().join(format!("home-{n}")))
+}
+
+/// The binary with its data and cache homes in `home`.
+pub fn binary_in(home: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mailmerge"));
-    c.env("XDG_DATA_HOME", scratch_data_home());
-    c.env("XDG_CACHE_HOME", scratch_data_home().join("cache"));
+    for (var, value) in home_env(home) {
+        c.env(var, value);
+    }
     c
 }
 
-pub fn scratch_data_home() -> &'static Path {
+/// XDG_DATA_HOME and XDG_CACHE_HOME inside `home`.
+pub fn home_env(home: &Path) -> [(&'static str, PathBuf); 2] {
+    [
+        ("XDG_DATA_HOME", home.to_path_buf()),
+        ("XDG_CACHE_HOME", home.join("cache")),
+    ]
+}
+
+/// This test process's scratch folder (removed at exit).
+fn scratch_root() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"))
         .path()
