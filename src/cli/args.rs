@@ -45,10 +45,10 @@ pub enum Command {
     /// Check the sender domain's DNS (SPF, DKIM, DMARC); print what to publish.
     CheckSender(CheckSenderArgs),
     /// Manage the suppression list: addresses no campaign sends to (docs/list-hygiene.md).
-    Suppress(super::suppress::SuppressArgs),
+    Suppress(super::hygiene::SuppressArgs),
     /// Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their
     /// rows bounced in the campaign's results CSV and suppress the addresses.
-    Bounces(super::suppress::BouncesArgs),
+    Bounces(super::hygiene::BouncesArgs),
     /// Join the results of `run --shard 0/N` … `N-1/N` into one results CSV in the list's
     /// order. Exits 2, naming the rows, unless every row of LIST appears exactly once.
     MergeResults(MergeArgs),

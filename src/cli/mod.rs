@@ -4,9 +4,9 @@
 pub mod args;
 pub mod commands;
 pub mod config_file;
+pub mod hygiene;
 pub mod settings;
 pub mod signals;
-pub mod suppress;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -66,7 +66,7 @@ pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
     cfg.raw_csv = args.raw_csv;
     cfg.progress = if args.quiet { Mode::Quiet } else { Mode::Auto };
     apply_deliverability(&args.deliver, &mut cfg)?;
-    super::suppress::apply(
+    super::hygiene::apply(
         &args.suppress,
         args.sandbox.then_some(&args.sandbox_dir),
         &mut cfg,

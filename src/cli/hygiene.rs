@@ -1,4 +1,4 @@
-//! `mailmerge suppress list|add|remove|import|export` and `mailmerge bounces PATH...`, and
+//! List hygiene on the command line: `mailmerge suppress list|add|remove|import|export` and `mailmerge bounces PATH...`, and
 //! how the suppression/VERP flags of `run` become the [`RunConfig`]'s settings
 //! (docs/list-hygiene.md).
 
