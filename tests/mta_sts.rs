@@ -366,12 +366,12 @@ async fn a_policy_host_that_never_answers_times_out() {
     let dns = dns(zone(&[("slow.test", "v=STSv1; id=1;")])).await;
     let sts = resolver(&dns, &https, None);
 
+    // Paused time: the clock only jumps when every task waits, so reaching 10 s means the
+    // lookup waited for its own timeout, not for a slow machine.
     let virtual_start = tokio::time::Instant::now();
-    let real_start = std::time::Instant::now();
     let lookup = sts.lookup("slow.test").await;
     expect_unavailable(&lookup, "no policy within 10s");
     assert!(virtual_start.elapsed() >= Duration::from_secs(10));
-    assert!(real_start.elapsed() < Duration::from_secs(5));
     assert_eq!(https.requests(&sts_host("slow.test")), 1);
 }
 

@@ -58,6 +58,17 @@ pub struct SimConfig {
     pub peer_script: Option<(IpAddr, String)>,
     /// Refuse every greeting with this until this long after start.
     pub refuse_greetings_for: Option<(Duration, String)>,
+    /// A gauge shared with other simulators: their connections counted together (the sites
+    /// of one provider on several MX hosts).
+    pub pool: Option<Arc<Pool>>,
+}
+
+/// Connections open at once across the simulators that share it, and the peak.
+#[derive(Debug, Default)]
+pub struct Pool {
+    open: AtomicUsize,
+    /// Most connections open at once.
+    pub peak: AtomicUsize,
 }
 
 /// Google's texts (Gmail SMTP error reference).
@@ -87,6 +98,7 @@ impl SimConfig {
             script: None,
             peer_script: None,
             refuse_greetings_for: None,
+            pool: None,
         }
     }
 }
@@ -198,6 +210,9 @@ struct Open<'a>(&'a Shared, IpAddr);
 impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::SeqCst);
+        if let Some(pool) = &self.0.config.pool {
+            pool.open.fetch_sub(1, Ordering::SeqCst);
+        }
         let mut by_peer = self.0.by_peer.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = by_peer.get_mut(&self.1) {
             *n = n.saturating_sub(1);
@@ -209,6 +224,10 @@ impl Shared {
     /// Counts a new connection from `peer`: (open in all, open from `peer`).
     fn opened(&self, peer: IpAddr) -> (usize, usize) {
         let all = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(pool) = &self.config.pool {
+            let n = pool.open.fetch_add(1, Ordering::SeqCst) + 1;
+            pool.peak.fetch_max(n, Ordering::SeqCst);
+        }
         let mut by_peer = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
         let n = by_peer.entry(peer).or_default();
         *n += 1;
