@@ -11,6 +11,7 @@
 pub mod address;
 pub mod bounces;
 pub mod classify;
+pub mod clock;
 pub mod delivery;
 pub mod dkim;
 pub mod identity;
@@ -26,6 +27,7 @@ pub mod recipients;
 pub mod report;
 pub mod run;
 pub mod sandbox;
+pub mod sender;
 pub mod smtp;
 pub mod suppress;
 pub mod template;

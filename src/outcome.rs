@@ -84,6 +84,9 @@ pub enum Step {
     Interrupted,
     /// Not attempted: the address is on the suppression list.
     Suppressed,
+    /// Not attempted: the receiver is suspended (from every source address) past the run's
+    /// deadline, by a backoff rule an earlier run (or this one) applied.
+    Suspended,
     /// A bounce that arrived after the MX had accepted the message (`mailmerge bounces`).
     LateBounce,
 }
@@ -102,6 +105,7 @@ impl Step {
             Step::Cap => "cap",
             Step::Interrupted => "interrupted",
             Step::Suppressed => "suppressed",
+            Step::Suspended => "suspended",
             Step::LateBounce => "late-bounce",
         }
     }
@@ -130,6 +134,7 @@ impl Step {
             "cap" => Step::Cap,
             "interrupted" => Step::Interrupted,
             "suppressed" => Step::Suppressed,
+            "suspended" => Step::Suspended,
             "late-bounce" => Step::LateBounce,
             _ => Step::Smtp(PHASES.into_iter().find(|p| p.as_str() == s)?),
         })

@@ -138,6 +138,8 @@ pub fn category_of(o: &Outcome) -> Option<Category> {
         (Status::Delivered | Status::Duplicate | Status::Suppressed, _, _) => return None,
         (Status::Invalid, _, _) | (_, Step::Input | Step::Render, _) => Category::InvalidInput,
         (_, Step::Dns, _) => dns_verdict(o.enhanced),
+        // A suspension is the receiver's answer to our volume, remembered.
+        (_, Step::Suspended, _) => Category::Throttled,
         (_, Step::Smtp(Phase::StartTls), None) => Category::Tls,
         (_, Step::Smtp(phase), Some(code)) => {
             classify(Some(phase), code, o.enhanced, &o.response).category
@@ -195,12 +197,16 @@ pub struct Summary {
     /// Per mailbox provider (and any unknown site that throttled): what it accepted, its
     /// throttling replies and the limits it ended with.
     pub providers: Vec<ProviderReport>,
+    /// When the run ended (Unix seconds, the run's clock): suspensions say until when.
+    pub ended_at: u64,
     /// Rows per TLS policy their last attempt ran under (rows never attempted left out).
     pub tls_policies: BTreeMap<PolicyKind, usize>,
     /// Rows sent under an MTA-STS `testing` policy that `enforce` would have refused.
     pub tls_would_fail: usize,
     /// What the published-policy lookups found worth saying (DANE off, unfetchable policies).
     pub tls_notes: Vec<String>,
+    /// What the sender's memory held back (`yahoo: suspended until 14:05 UTC by …`).
+    pub sender_notes: Vec<String>,
 }
 
 impl Summary {
@@ -292,6 +298,9 @@ impl fmt::Display for Summary {
         for line in &self.tls_notes {
             writeln!(f, "tls: {line}")?;
         }
+        for line in &self.sender_notes {
+            writeln!(f, "sender: {line}")?;
+        }
         for line in &self.dialect_fallbacks {
             writeln!(f, "dialect: {line}")?;
         }
@@ -300,7 +309,7 @@ impl fmt::Display for Summary {
             .iter()
             .filter(|p| p.delivered + p.throttles > 0)
         {
-            writeln!(f, "{}", provider_line(p))?;
+            writeln!(f, "{}", provider_line(p, self.ended_at))?;
             for (reply, n) in &p.replies {
                 writeln!(f, "  {n}× {reply}")?;
             }
@@ -310,12 +319,20 @@ impl fmt::Display for Summary {
 }
 
 /// `google: 1200 delivered, 2 throttling replies, ended at 5 conns, 50/conn, 140/s`.
-fn provider_line(p: &ProviderReport) -> String {
+fn provider_line(p: &ProviderReport, now: u64) -> String {
     let rate = p
         .rate
         .map_or("unpaced".into(), crate::provider::rules::show_rate);
+    let suspended = match &p.suspension {
+        Some((left, cause)) => {
+            let until = crate::clock::hh_mm(now + left.as_secs());
+            format!(", suspended until {until} by {cause}")
+        }
+        None => String::new(),
+    };
     format!(
-        "provider {}: {} delivered, {} throttling replies, ended at {} conns, {}/conn, {rate}",
+        "provider {}: {} delivered, {} throttling replies, ended at {} conns, {}/conn, \
+         {rate}{suspended}",
         p.name, p.delivered, p.throttles, p.connections, p.messages_per_connection
     )
 }
@@ -349,6 +366,8 @@ pub struct Plan {
     pub beyond_limit: usize,
     /// Rows left for a later day by `--daily-cap` or the warm-up schedule.
     pub beyond_cap: usize,
+    /// Rows whose receiver is suspended past the run's deadline.
+    pub suspended_receiver: usize,
     /// Rows that cannot be sent (bad row, bad address, missing value, missing attachment).
     pub invalid: usize,
     /// Repeated addresses, not sent.
@@ -369,6 +388,8 @@ pub struct Plan {
     pub problems: Vec<String>,
     /// What the published-policy lookups found worth saying (DANE off, unfetchable policies).
     pub tls_notes: Vec<String>,
+    /// What the sender's memory holds back (suspensions in force).
+    pub sender_notes: Vec<String>,
 }
 
 /// The plan's count a row falls in once its outcome is known, before or instead of sending:
@@ -382,6 +403,8 @@ pub enum PlanCount {
     BeyondLimit,
     /// Left for a later day by `--daily-cap` or the warm-up.
     BeyondCap,
+    /// Its receiver is suspended past the run's deadline.
+    Suspended,
     /// Cannot be sent (bad row, bad address, missing value, missing attachment).
     Invalid,
     /// A repeated address.
@@ -400,10 +423,11 @@ pub enum PlanCount {
 
 impl PlanCount {
     /// Every count, in the order the plan lists them.
-    pub const ALL: [PlanCount; 10] = [
+    pub const ALL: [PlanCount; 11] = [
         PlanCount::AlreadyDone,
         PlanCount::BeyondLimit,
         PlanCount::BeyondCap,
+        PlanCount::Suspended,
         PlanCount::Invalid,
         PlanCount::Duplicate,
         PlanCount::Suppressed,
@@ -423,6 +447,7 @@ impl PlanCount {
             (Status::Suppressed, _) => PlanCount::Suppressed,
             (_, Step::Limit) => PlanCount::BeyondLimit,
             (_, Step::Cap) => PlanCount::BeyondCap,
+            (_, Step::Suspended) => PlanCount::Suspended,
             (Status::Bounced, Step::Dns) if o.code == Some(556) => PlanCount::NullMx,
             (Status::Bounced, Step::Dns)
                 if o.enhanced.is_some_and(|e| (e.subject, e.detail) == (1, 2)) =>
@@ -443,6 +468,7 @@ impl Plan {
             PlanCount::AlreadyDone => &mut self.already_done,
             PlanCount::BeyondLimit => &mut self.beyond_limit,
             PlanCount::BeyondCap => &mut self.beyond_cap,
+            PlanCount::Suspended => &mut self.suspended_receiver,
             PlanCount::Invalid => &mut self.invalid,
             PlanCount::Duplicate => &mut self.duplicate,
             PlanCount::Suppressed => &mut self.suppressed,
@@ -475,6 +501,10 @@ impl fmt::Display for Plan {
             ),
             (self.beyond_limit, "beyond --limit: left for a later run"),
             (self.beyond_cap, "beyond today's cap: left for a later day"),
+            (
+                self.suspended_receiver,
+                "receiver suspended past the deadline: left for a later run",
+            ),
             (self.invalid, "invalid"),
             (self.duplicate, "duplicate (not sent)"),
             (self.suppressed, "suppressed (suppression list): not sent"),
@@ -507,6 +537,9 @@ impl fmt::Display for Plan {
         }
         for line in &self.tls_notes {
             writeln!(f, "tls: {line}")?;
+        }
+        for line in &self.sender_notes {
+            writeln!(f, "sender: {line}")?;
         }
         if !self.problems.is_empty() {
             writeln!(f, "problems:")?;

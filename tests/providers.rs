@@ -17,15 +17,15 @@ use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::{RunConfig, run};
 
 /// One simulated provider: its loopback octet, MX host name, domains and limits.
-struct Spec {
-    octet: u8,
-    mx: &'static str,
-    domains: &'static [&'static str],
-    sim: SimConfig,
+pub(crate) struct Spec {
+    pub octet: u8,
+    pub mx: &'static str,
+    pub domains: &'static [&'static str],
+    pub sim: SimConfig,
 }
 
 /// DNS for every spec's domains and the simulators, all on one port.
-async fn world(specs: Vec<Spec>) -> (DnsServer, Vec<ProviderSim>, u16) {
+pub(crate) async fn world(specs: Vec<Spec>) -> (DnsServer, Vec<ProviderSim>, u16) {
     let mut z = zone();
     let mut sims = Vec::new();
     let mut port = 0;
@@ -44,7 +44,7 @@ async fn world(specs: Vec<Spec>) -> (DnsServer, Vec<ProviderSim>, u16) {
 }
 
 /// A list of `n` rows per domain, `user{i}@domain`.
-fn list(domains: &[&str], n: usize) -> String {
+pub(crate) fn list(domains: &[&str], n: usize) -> String {
     let mut csv = String::from("email,name\n");
     for i in 0..n {
         for d in domains {
@@ -54,13 +54,13 @@ fn list(domains: &[&str], n: usize) -> String {
     csv
 }
 
-fn config(job: &Job, dns: &DnsServer, port: u16) -> RunConfig {
+pub(crate) fn config(job: &Job, dns: &DnsServer, port: u16) -> RunConfig {
     let mut cfg = job.config(dns, port);
     cfg.delivery.deadline = Duration::from_secs(20);
     cfg
 }
 
-fn all_delivered_once(rows: &[std::collections::HashMap<String, String>]) {
+pub(crate) fn all_delivered_once(rows: &[std::collections::HashMap<String, String>]) {
     for r in rows {
         assert_eq!(
             (r["status"].as_str(), r["attempts"].as_str()),
@@ -372,7 +372,7 @@ async fn a_row_the_receiver_deferred_is_given_back_to_the_days_cap() {
 }
 
 /// The two source addresses of the per-IP tests.
-fn two_sources() -> Vec<SourceIp> {
+pub(crate) fn two_sources() -> Vec<SourceIp> {
     ["127.0.0.10", "127.0.0.11"]
         .iter()
         .map(|s| SourceIp::parse(s).unwrap())

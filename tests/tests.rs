@@ -23,5 +23,6 @@ mod protocol;
 mod providers;
 mod resume;
 mod scale;
+mod sender_memory;
 mod suppress;
 mod tls_policy;

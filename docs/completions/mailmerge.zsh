@@ -76,6 +76,8 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--return-path=[Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row\: e.g. '\''bounces+{token}@acme.example'\'' (needs --verp-key). Overrides --from]:ADDRESS:_default' \
 '--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
+'--state=[The sender'\''s memory\: suspensions, learnt limits and daily counts per provider and source IP, shared by every run (SQLite) \[default\: \$XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite\]]:PATH:_files' \
+'--now=[Read the wall clock as this RFC 3339 instant at start (tests; days and suspensions)]:RFC3339:_default' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
 '--no-chunking[Never use BDAT (RFC 3030 CHUNKING), even where offered\: send every message with DATA (a receiver whose CHUNKING is broken)]' \
 '--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \
@@ -142,6 +144,8 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--return-path=[Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row\: e.g. '\''bounces+{token}@acme.example'\'' (needs --verp-key). Overrides --from]:ADDRESS:_default' \
 '--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
+'--state=[The sender'\''s memory\: suspensions, learnt limits and daily counts per provider and source IP, shared by every run (SQLite) \[default\: \$XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite\]]:PATH:_files' \
+'--now=[Read the wall clock as this RFC 3339 instant at start (tests; days and suspensions)]:RFC3339:_default' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
 '--no-chunking[Never use BDAT (RFC 3030 CHUNKING), even where offered\: send every message with DATA (a receiver whose CHUNKING is broken)]' \
 '--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \
@@ -291,6 +295,17 @@ _arguments "${_arguments_options[@]}" : \
 '*::paths -- Maildir folders, mbox files or single .eml files:_files' \
 && ret=0
 ;;
+(senders)
+_arguments "${_arguments_options[@]}" : \
+'--clear=[Forget what is remembered of this provider (or unknown site)\: learnt limits and suspensions; today'\''s counts stay (a cap stays a cap)]:PROVIDER:_default' \
+'--source=[With --clear\: only from this source IP]:IP:_default' \
+'--state=[The sender'\''s memory\: suspensions, learnt limits and daily counts per provider and source IP, shared by every run (SQLite) \[default\: \$XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite\]]:PATH:_files' \
+'--now=[Read the wall clock as this RFC 3339 instant at start (tests; days and suspensions)]:RFC3339:_default' \
+'--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its state key)]:PATH:_files' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
 (merge-results)
 _arguments "${_arguments_options[@]}" : \
 '--list=[The list the shards were run on (gives the rows and their order)]:PATH:_files' \
@@ -426,6 +441,10 @@ esac
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(senders)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (merge-results)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -475,6 +494,7 @@ _mailmerge_commands() {
 'check-sender:Check the sender domain'\''s DNS (SPF, DKIM, DMARC); print what to publish' \
 'suppress:Manage the suppression list\: addresses no campaign sends to (docs/list-hygiene.md)' \
 'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses' \
+'senders:What is remembered per provider and source IP (learnt limits, suspensions, today'\''s counts, warm-up day); clear an entry with --clear' \
 'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -547,6 +567,7 @@ _mailmerge__subcmd__help_commands() {
 'check-sender:Check the sender domain'\''s DNS (SPF, DKIM, DMARC); print what to publish' \
 'suppress:Manage the suppression list\: addresses no campaign sends to (docs/list-hygiene.md)' \
 'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses' \
+'senders:What is remembered per provider and source IP (learnt limits, suspensions, today'\''s counts, warm-up day); clear an entry with --clear' \
 'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -601,6 +622,11 @@ _mailmerge__subcmd__help__subcmd__run_commands() {
     local commands; commands=()
     _describe -t commands 'mailmerge help run commands' commands "$@"
 }
+(( $+functions[_mailmerge__subcmd__help__subcmd__senders_commands] )) ||
+_mailmerge__subcmd__help__subcmd__senders_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help senders commands' commands "$@"
+}
 (( $+functions[_mailmerge__subcmd__help__subcmd__suppress_commands] )) ||
 _mailmerge__subcmd__help__subcmd__suppress_commands() {
     local commands; commands=(
@@ -646,6 +672,11 @@ _mailmerge__subcmd__merge-results_commands() {
 _mailmerge__subcmd__run_commands() {
     local commands; commands=()
     _describe -t commands 'mailmerge run commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__senders_commands] )) ||
+_mailmerge__subcmd__senders_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge senders commands' commands "$@"
 }
 (( $+functions[_mailmerge__subcmd__suppress_commands] )) ||
 _mailmerge__subcmd__suppress_commands() {

@@ -49,6 +49,9 @@ pub enum Command {
     /// Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their
     /// rows bounced in the campaign's results CSV and suppress the addresses.
     Bounces(super::hygiene::BouncesArgs),
+    /// What is remembered per provider and source IP (learnt limits, suspensions, today's
+    /// counts, warm-up day); clear an entry with --clear.
+    Senders(super::senders::SendersArgs),
     /// Join the results of `run --shard 0/N` … `N-1/N` into one results CSV in the list's
     /// order. Exits 2, naming the rows, unless every row of LIST appears exactly once.
     MergeResults(MergeArgs),
@@ -154,6 +157,9 @@ pub struct RunArgs {
     /// Suppression list and VERP return path (docs/list-hygiene.md).
     #[command(flatten)]
     pub suppress: mailmerge::suppress::options::SuppressOptions,
+    /// The sender's memory (docs/providers.md).
+    #[command(flatten)]
+    pub state: mailmerge::sender::options::StateOptions,
 }
 
 /// The three ways to set SMTP timeouts, applied in this order.

@@ -5,6 +5,7 @@ pub mod args;
 pub mod commands;
 pub mod config_file;
 pub mod hygiene;
+pub mod senders;
 pub mod settings;
 pub mod signals;
 

@@ -71,6 +71,11 @@ pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
         args.sandbox.then_some(&args.sandbox_dir),
         &mut cfg,
     )?;
+    cfg.state = Some(super::senders::state_path(
+        &args.state,
+        args.sandbox.then_some(&args.sandbox_dir),
+    )?);
+    cfg.clock = args.state.clock();
     Ok(cfg)
 }
 

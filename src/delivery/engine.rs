@@ -121,6 +121,7 @@ fn site_gate(hosts: &str, cfg: &DeliveryConfig, rules: &Arc<[BackoffRule]>) -> A
             .map(|r| r.count as f64 / r.per.as_secs_f64()),
     };
     let g = Arc::new(Gate::new(hosts.into(), false, limits, rules.clone()));
+    recall(&g, cfg);
     cfg.book.add(g.clone());
     vec![g].into()
 }
@@ -149,9 +150,17 @@ fn provider_gates(
             .collect()
     };
     for g in &gates {
+        recall(g, cfg);
         cfg.book.add(g.clone());
     }
     gates.into()
+}
+
+/// Starts `gate` from what its identity remembers, if anything.
+fn recall(gate: &Gate, cfg: &DeliveryConfig) {
+    if let Some(m) = cfg.memory.get(&gate.identity()) {
+        gate.recall(m, tokio::time::Instant::now());
+    }
 }
 
 /// Workers for a site per gate: its provider's connection limit, else

@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::provider::rules::{BackoffRule, Signal, show_rate, signal};
+use crate::sender::{self, HoldKind, Learnt, Lesson, Limits, Recall};
 use crate::units::Rate;
 
 /// A new concurrent connection to a known provider at most this often (KumoMTA's "100 new
@@ -37,12 +38,24 @@ const CONNECT_SPACING: Duration = Duration::from_millis(100);
 /// After a decrease, no message for this many intervals of the new rate (at most a second),
 /// so that the receiver's bucket refills a little before the next one.
 const RECOVERY_INTERVALS: f64 = 5.0;
-/// Starting rate for a known provider (KumoMTA's default `max_message_rate`, 100/s).
+/// Starting rate for a known provider (KumoMTA's default `max_message_rate`, 100/s): the rate
+/// additive increase is scaled by, and where an unremembered provider's slow start ends.
 pub const START_RATE: f64 = 100.0;
+/// Where a provider nothing is remembered of starts (slow start): a tenth of [`START_RATE`],
+/// raised by half every second messages are accepted at it, until the first throttle.
+pub const SLOW_START_RATE: f64 = 10.0;
+/// Slow start's growth per clean second: by half (doubling overshoots a limit by up to 2×,
+/// enough to drain a receiver's burst allowance and earn a penalty box).
+const SLOW_START_GROWTH: f64 = 1.5;
+/// After a throttle the rate stays under this share of the rate that drew it for
+/// [`crate::sender::QUIET_AFTER_THROTTLE`]; only then does it probe above.
+const QUIET_SHARE: f64 = 0.85;
 /// Never slower than this (one message a minute) unless a rule says so.
 const MIN_RATE: f64 = 1.0 / 60.0;
 /// A connection limit learnt from a refusal grows again after this long without one.
 const CONNECTIONS_QUIET: Duration = Duration::from_secs(60);
+/// What "not today" is to a gate whose daily budget is spent.
+const SPENT: Duration = Duration::from_secs(86_400);
 
 /// A gate's configured limits.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,10 +97,31 @@ struct State {
     next_send: Option<Instant>,
     last_change: Instant,
     last_decrease: Option<Instant>,
+    /// A throttle of a message that started before this was paced at a rate already
+    /// decreased for: an echo (the end of the last decrease's recovery pause, before which only
+    /// slots reserved at the old rate start).
+    echoes_until: Option<Instant>,
     /// Decreases since the last accepted message: the ceiling is set by the first of them
     /// only (a penalty box refuses everything, whatever the rate).
     streak: bool,
     suspended_until: Option<Instant>,
+    /// The rule suspension in force (its end and the reply that caused it), as against the
+    /// short pauses when no session opens.
+    rule_suspension: Option<(Instant, String)>,
+    /// The reply that caused the rate, connection or per-connection hold in force.
+    hold_cause: String,
+    /// Doubling the rate every clean second: nothing refused yet.
+    slow_start: bool,
+    /// When the ceiling was set (a throttle), for what is remembered.
+    ceiling_at: Option<Instant>,
+    /// No rate above [`QUIET_SHARE`] of the ceiling before this.
+    probe_after: Option<Instant>,
+    /// When a refusal taught the connection limit this run.
+    connections_learnt: Option<Instant>,
+    /// When "too many messages" taught messages per connection this run.
+    per_connection_learnt: Option<Instant>,
+    /// Messages it may still start today under a daily cap; `None`: no cap.
+    budget: Option<usize>,
     /// Consecutive times no session at all could be opened.
     failures: u32,
     throttles: usize,
@@ -197,14 +231,25 @@ impl Gate {
             last_grant: None,
             per_connection: limits.messages_per_connection.max(1),
             per_connection_hold: None,
-            rate: limits.start.map(|s| cap(s, limits.cap)),
+            rate: limits
+                .start
+                .map(|s| cap(if known { SLOW_START_RATE.min(s) } else { s }, limits.cap)),
             ceiling: None,
             rate_hold: None,
             next_send: None,
             last_change: now,
             last_decrease: None,
+            echoes_until: None,
             streak: false,
             suspended_until: None,
+            rule_suspension: None,
+            hold_cause: String::new(),
+            slow_start: known && limits.start.is_some(),
+            ceiling_at: None,
+            probe_after: None,
+            connections_learnt: None,
+            per_connection_learnt: None,
+            budget: None,
             failures: 0,
             throttles: 0,
             replies: BTreeMap::new(),
@@ -232,6 +277,11 @@ impl Gate {
         }
     }
 
+    /// The sending identity this gate's state belongs to.
+    pub fn identity(&self) -> sender::Identity {
+        sender::Identity::new(&self.name, self.source.map(|(_, a)| a))
+    }
+
     /// Connection slots in use.
     pub fn open(&self) -> usize {
         self.lock().open
@@ -252,6 +302,11 @@ impl Gate {
         let mut st = self.lock();
         if let Some(until) = st.suspended_until.filter(|u| *u > now) {
             return Err(until);
+        }
+        if st.budget == Some(0) {
+            // Today's cap is spent for this address: no new session (another gate of the
+            // provider may still have room).
+            return Err(now + SPENT);
         }
         st.grow_connections(now, self.limits.connections);
         let limit = held(st.connections_hold, now).unwrap_or(st.connections);
@@ -290,9 +345,15 @@ impl Gate {
         st.rate.is_some() || st.suspended_until.is_some_and(|u| u > Instant::now())
     }
 
-    /// Reserves the start time of the next message (the rate, a suspension).
+    /// Reserves the start time of the next message (the rate, a suspension), and takes one
+    /// message of today's budget under a cap: with none left, an instant a day away.
     pub fn send_slot(&self, now: Instant) -> Instant {
         let mut st = self.lock();
+        match st.budget {
+            Some(0) => return now + SPENT,
+            Some(ref mut n) => *n -= 1,
+            None => {}
+        }
         let earliest = st.suspended_until.map_or(now, |u| u.max(now));
         let Some(rate) = held(st.rate_hold, now).or(st.rate) else {
             return earliest;
@@ -331,10 +392,17 @@ impl Gate {
             Some(c) if rate < 0.75 * c => 0.2 * c,
             Some(c) => (0.01 * c).max(0.5),
         };
-        let target = match st.ceiling {
+        let mut target = match st.ceiling {
+            _ if st.slow_start => rate * SLOW_START_GROWTH,
             Some(c) if rate < 0.75 * c => (rate + step).min(0.75 * c),
             _ => rate + step,
         };
+        if let Some(c) = st.ceiling
+            && st.probe_after.is_some_and(|t| now < t)
+        {
+            // Quiet after a throttle: stay under the rate that drew it.
+            target = target.min(QUIET_SHARE * c).max(rate);
+        }
         st.rate = Some(cap(target, self.limits.cap));
         st.last_change = now;
     }
@@ -354,6 +422,7 @@ impl Gate {
         if others > 0 {
             st.connections = others;
             st.connections_cut_at = Some(now);
+            st.connections_learnt = Some(now);
             return Ok(others);
         }
         st.failures += 1;
@@ -370,7 +439,7 @@ impl Gate {
         let mut st = self.lock();
         st.count_throttle(text);
         if let Some(i) = self.rule_for(&mut st, &lower, now) {
-            self.apply_rule(&mut st, i, now);
+            self.apply_rule(&mut st, i, now, text);
             return Reaction::Rule(i);
         }
         match signal(&lower) {
@@ -378,11 +447,13 @@ impl Gate {
                 let n = st.open.saturating_sub(1).max(1);
                 st.connections = st.connections.min(n);
                 st.connections_cut_at = Some(now);
+                st.connections_learnt = Some(now);
                 Reaction::Connections(st.connections)
             }
             Signal::MessagesPerConnection => {
                 let n = sent.saturating_sub(1).max(1);
                 st.per_connection = st.per_connection.min(n);
+                st.per_connection_learnt = Some(now);
                 Reaction::PerConnection(st.per_connection)
             }
             Signal::Rate => self.slow_down(&mut st, now, started),
@@ -392,7 +463,7 @@ impl Gate {
     /// Multiplicative decrease, once per excess: a message that started before the last
     /// decrease was sent at the old rate, so its throttle is an echo of that one.
     fn slow_down(&self, st: &mut State, now: Instant, started: Instant) -> Reaction {
-        if st.last_decrease.is_some_and(|d| started < d) {
+        if st.echoes_until.is_some_and(|d| started < d) {
             return Reaction::Echo;
         }
         let current = st.rate.unwrap_or_else(|| {
@@ -403,13 +474,17 @@ impl Gate {
         if !st.streak {
             let ceiling = st.ceiling.map_or(current, |c| c.min(current));
             st.ceiling = Some(ceiling.max(MIN_RATE));
+            st.ceiling_at = Some(now);
+            st.probe_after = Some(now + Duration::from_secs(crate::sender::QUIET_AFTER_THROTTLE));
         }
         st.streak = true;
+        st.slow_start = false;
         let rate = (current / 2.0).max(MIN_RATE);
         st.rate = Some(cap(rate, self.limits.cap));
-        let recovery = (RECOVERY_INTERVALS / rate).min(1.0);
-        st.next_send = Some(now + Duration::from_secs_f64(recovery));
+        let recovery = now + Duration::from_secs_f64((RECOVERY_INTERVALS / rate).min(1.0));
+        st.next_send = Some(recovery);
         st.last_decrease = Some(now);
+        st.echoes_until = Some(recovery);
         st.last_change = now;
         Reaction::Slowed(rate)
     }
@@ -425,11 +500,19 @@ impl Gate {
         (hits >= self.rules[i].times as usize).then_some(i)
     }
 
-    fn apply_rule(&self, st: &mut State, i: usize, now: Instant) {
+    fn apply_rule(&self, st: &mut State, i: usize, now: Instant, text: &str) {
         let a = &self.rules[i].action;
         let until = now + a.duration;
+        let cause = cause_of(text);
         if a.suspend {
             st.suspended_until = Some(st.suspended_until.map_or(until, |u| u.max(until)));
+            if st.rule_suspension.as_ref().is_none_or(|(u, _)| *u < until) {
+                st.rule_suspension = Some((until, cause.clone()));
+            }
+        }
+        if a.rate.is_some() || a.connections.is_some() || a.messages_per_connection.is_some() {
+            st.hold_cause = cause;
+            st.slow_start = false;
         }
         if let Some(r) = a.rate {
             let value = r.count as f64 / r.per.as_secs_f64();
@@ -448,11 +531,133 @@ impl Gate {
         }
     }
 
+    /// Starts from what is remembered of this gate's identity: learnt limits (a remembered
+    /// connection limit is not raised again this run; age relaxes it between runs), a ceiling
+    /// and its quiet time, holds in force, and today's budget under a cap.
+    pub fn recall(&self, m: &GateMemory, now: Instant) {
+        let mut st = self.lock();
+        let r = &m.recall;
+        if let Some(n) = r.connections {
+            st.connections = n.clamp(1, self.limits.connections.max(1));
+        }
+        if let Some(n) = r.per_connection {
+            st.per_connection = n.clamp(1, self.limits.messages_per_connection.max(1));
+        }
+        match (r.rate, r.ceiling) {
+            (rate, Some((c, quiet))) => {
+                let start = rate.unwrap_or(c / 2.0).min(QUIET_SHARE * c);
+                st.rate = Some(cap(start.max(MIN_RATE), self.limits.cap));
+                st.ceiling = Some(c.max(MIN_RATE));
+                st.probe_after = Some(now + Duration::from_secs(quiet));
+                st.slow_start = false;
+            }
+            (Some(rate), None) if st.rate.is_some() => {
+                st.rate = Some(cap(rate.max(MIN_RATE), self.limits.cap));
+            }
+            _ => {}
+        }
+        for h in &m.holds {
+            let until = now + h.remaining;
+            match h.kind {
+                HoldKind::Suspend => {
+                    st.suspended_until = Some(st.suspended_until.map_or(until, |u| u.max(until)));
+                    st.rule_suspension = Some((until, h.cause.clone()));
+                }
+                HoldKind::Rate => {
+                    st.rate_hold = Some(Hold {
+                        value: h.value,
+                        until,
+                    });
+                    st.rate = Some(h.value);
+                    st.slow_start = false;
+                }
+                HoldKind::Connections => {
+                    st.connections_hold = Some(Hold {
+                        value: h.value as usize,
+                        until,
+                    });
+                }
+                HoldKind::PerConnection => {
+                    st.per_connection_hold = Some(Hold {
+                        value: h.value as usize,
+                        until,
+                    });
+                }
+            }
+            if h.kind != HoldKind::Suspend {
+                st.hold_cause.clone_from(&h.cause);
+            }
+        }
+        st.budget = m.budget;
+    }
+
+    /// What this run taught about the gate's identity, with wall-clock times (`wall` is the
+    /// Unix time at `now`): limits learnt this run (not those it started from) and holds in
+    /// force.
+    pub fn lesson(&self, now: Instant, wall: u64) -> Lesson {
+        let st = self.lock();
+        let at = |t: Instant| wall.saturating_sub(now.saturating_duration_since(t).as_secs());
+        let until = |t: Instant| wall + t.saturating_duration_since(now).as_secs();
+        let limits = Limits {
+            connections: st.connections_learnt.map(|t| Learnt {
+                value: st.connections,
+                at: at(t),
+            }),
+            per_connection: st.per_connection_learnt.map(|t| Learnt {
+                value: st.per_connection,
+                at: at(t),
+            }),
+            rate_accepted: st
+                .rate
+                .filter(|_| st.delivered > 0 && held(st.rate_hold, now).is_none())
+                .map(|value| Learnt { value, at: wall }),
+            rate_refused: st
+                .ceiling
+                .zip(st.ceiling_at)
+                .map(|(value, t)| Learnt { value, at: at(t) }),
+        };
+        let mut holds = Vec::new();
+        if let Some((u, cause)) = st.rule_suspension.as_ref().filter(|(u, _)| *u > now) {
+            holds.push(sender::Hold {
+                kind: HoldKind::Suspend,
+                value: 0.0,
+                until: until(*u),
+                cause: cause.clone(),
+            });
+        }
+        let kept = [
+            (HoldKind::Rate, st.rate_hold.map(|h| (h.value, h.until))),
+            (
+                HoldKind::Connections,
+                st.connections_hold.map(|h| (h.value as f64, h.until)),
+            ),
+            (
+                HoldKind::PerConnection,
+                st.per_connection_hold.map(|h| (h.value as f64, h.until)),
+            ),
+        ];
+        for (kind, h) in kept {
+            if let Some((value, u)) = h.filter(|(_, u)| *u > now) {
+                holds.push(sender::Hold {
+                    kind,
+                    value,
+                    until: until(u),
+                    cause: st.hold_cause.clone(),
+                });
+            }
+        }
+        Lesson { limits, holds }
+    }
+
     /// One line for progress: `ok 120/s, 5 conns`, `slowed to 10/min`, `suspended until 14:05`.
     pub fn status(&self, now: Instant) -> String {
         let st = self.lock();
         if let Some(until) = st.suspended_until.filter(|u| *u > now) {
-            return format!("suspended until {}", wall_clock(until - now));
+            let by = match &st.rule_suspension {
+                Some((u, cause)) if *u >= until => format!(" by {cause}"),
+                _ => String::new(),
+            };
+            return format!("suspended until {}{by}", wall_clock(until - now));
         }
         let rate = held(st.rate_hold, now).or(st.rate);
         let conns = held(st.connections_hold, now).unwrap_or(st.connections);
@@ -470,6 +675,11 @@ impl Gate {
         ProviderReport {
             name: self.label(),
             suspended: st.suspended_until.is_some_and(|u| u > Instant::now()),
+            suspension: st
+                .rule_suspension
+                .as_ref()
+                .filter(|(u, _)| *u > Instant::now())
+                .map(|(u, cause)| (*u - Instant::now(), cause.clone())),
             delivered: st.delivered,
             throttles: st.throttles,
             replies: st.replies.clone(),
@@ -500,6 +710,42 @@ impl State {
     }
 }
 
+/// The cause a hold remembers: the reply's first line, white space folded, at most 100
+/// characters.
+fn cause_of(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    line.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(100)
+        .collect()
+}
+
+/// A hold remembered from an earlier run, as a gate takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecalledHold {
+    /// What it holds back.
+    pub kind: HoldKind,
+    /// Its limit (messages/s, or a count).
+    pub value: f64,
+    /// How long it still lasts.
+    pub remaining: Duration,
+    /// The reply that caused it.
+    pub cause: String,
+}
+
+/// What a gate starts from: what is remembered of its identity, and today's budget.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GateMemory {
+    /// Learnt limits, relaxed by age.
+    pub recall: Recall,
+    /// Holds in force.
+    pub holds: Vec<RecalledHold>,
+    /// Messages it may send today under a daily cap (its reservation); `None`: no cap.
+    pub budget: Option<usize>,
+}
+
 fn cap(rate: f64, cap: Option<Rate>) -> f64 {
     match cap {
         Some(c) => rate.min(c.count as f64 / c.per.as_secs_f64()),
@@ -513,7 +759,7 @@ fn wall_clock(ahead: Duration) -> String {
     let secs = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    format!("{:02}:{:02} UTC", secs / 3600 % 24, secs / 60 % 60)
+    crate::clock::hh_mm(secs)
 }
 
 /// The end-of-run account of one provider.
@@ -535,6 +781,9 @@ pub struct ProviderReport {
     pub rate: Option<f64>,
     /// Suspended at the end (a rule, or no session could be opened).
     pub suspended: bool,
+    /// A rule's suspension in force at the end: how long it still lasts, and the reply that
+    /// caused it.
+    pub suspension: Option<(Duration, String)>,
 }
 
 /// Every gate of a run, for progress and the summary; clones share it.
@@ -564,6 +813,16 @@ impl ProviderBook {
             .collect()
     }
 
+    /// Every gate's lesson, by identity (`wall`: the Unix time now).
+    pub fn lessons(&self, wall: u64) -> Vec<(sender::Identity, Lesson)> {
+        let now = Instant::now();
+        let gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .iter()
+            .map(|g| (g.identity(), g.lesson(now, wall)))
+            .collect()
+    }
+
     /// Reports of the known providers and of any site that throttled.
     pub fn reports(&self) -> Vec<ProviderReport> {
         let gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -581,7 +840,19 @@ mod tests {
     use super::*;
     use crate::provider::rules::builtin_rules;
 
+    /// A known provider's gate; paced at `start` from the first message (past slow start).
     fn gate(connections: usize, start: Option<f64>) -> Arc<Gate> {
+        let g = fresh(connections, start);
+        {
+            let mut st = g.lock();
+            st.rate = start;
+            st.slow_start = false;
+        }
+        g
+    }
+
+    /// A known provider's gate as a run with nothing remembered starts it.
+    fn fresh(connections: usize, start: Option<f64>) -> Arc<Gate> {
         let limits = GateLimits {
             connections,
             messages_per_connection: 50,
@@ -594,6 +865,110 @@ mod tests {
             limits,
             builtin_rules().into(),
         ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_nothing_remembered_the_rate_starts_low_and_grows_by_half_until_a_throttle() {
+        let g = fresh(5, Some(START_RATE));
+        let mut now = Instant::now();
+        assert_eq!(g.report().rate, Some(SLOW_START_RATE));
+        for want in [15.0, 22.5, 33.75] {
+            feed(&g, &mut now, 1.01);
+            assert!(
+                (g.report().rate.unwrap() - want).abs() < 1e-6,
+                "{:?}",
+                g.report()
+            );
+        }
+        let started = now;
+        now += Duration::from_millis(10);
+        assert_eq!(
+            g.throttled(now, "421 4.7.0 Try again later", 1, started),
+            Reaction::Slowed(33.75 / 2.0)
+        );
+        feed(&g, &mut now, 1.01);
+        let rate = g.report().rate.unwrap();
+        assert!(
+            rate < 33.75 && rate > 33.75 / 2.0,
+            "AIMD from there, not doubling: {rate}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttles_of_messages_paced_before_a_decrease_are_echoes() {
+        let g = gate(5, Some(80.0));
+        let t0 = Instant::now();
+        let text = "421 4.7.0 Try again later";
+        assert_eq!(g.throttled(t0, text, 1, t0), Reaction::Slowed(40.0));
+        // Slots reserved at 80/s start during the recovery pause (5 intervals of 40/s).
+        let paced_before = t0 + Duration::from_millis(50);
+        assert_eq!(
+            g.throttled(paced_before, text, 1, paced_before),
+            Reaction::Echo
+        );
+        let after = t0 + Duration::from_millis(130);
+        assert_eq!(g.throttled(after, text, 1, after), Reaction::Slowed(20.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gate_starts_from_what_is_remembered_and_teaches_what_it_learnt() {
+        let g = fresh(5, Some(START_RATE));
+        let now = Instant::now();
+        g.recall(
+            &GateMemory {
+                recall: Recall {
+                    connections: Some(3),
+                    per_connection: Some(20),
+                    rate: Some(60.0),
+                    ceiling: Some((80.0, 600)),
+                },
+                holds: vec![RecalledHold {
+                    kind: HoldKind::Suspend,
+                    value: 0.0,
+                    remaining: Duration::from_secs(90),
+                    cause: "421 4.7.0 [TSS04] deferred".into(),
+                }],
+                budget: Some(1),
+            },
+            now,
+        );
+        assert_eq!(g.try_slot(now).unwrap_err(), now + Duration::from_secs(90));
+        assert!(
+            g.status(now).contains("by 421 4.7.0 [TSS04]"),
+            "{}",
+            g.status(now)
+        );
+        let later = now + Duration::from_secs(91);
+        let r = g.report();
+        assert_eq!(
+            (r.connections, r.messages_per_connection, r.rate),
+            (3, 20, Some(60.0))
+        );
+        // One message of budget: then no slot and no message until tomorrow.
+        let slot = g.try_slot(later).unwrap();
+        assert!(g.send_slot(later) < later + Duration::from_secs(1));
+        assert!(g.send_slot(later) >= later + SPENT);
+        drop(slot);
+        assert!(g.try_slot(later).is_err(), "budget spent");
+        // The lesson: the suspension still in force (at `now`), not the limits recalled.
+        let lesson = g.lesson(now, 1_000_000);
+        assert_eq!(lesson.limits.connections, None);
+        assert_eq!(lesson.limits.rate_refused, None);
+        assert_eq!(lesson.holds.len(), 1);
+        assert_eq!(lesson.holds[0].until, 1_000_090);
+        // A refusal while another session works teaches a connection limit.
+        let g = fresh(5, Some(START_RATE));
+        let _a = g.try_slot(now).unwrap();
+        let _b = g.try_slot(now + CONNECT_SPACING).unwrap();
+        assert_eq!(g.refused_session(now, "421 too many", true), Ok(1));
+        let lesson = g.lesson(now + Duration::from_secs(5), 1_000_000);
+        assert_eq!(
+            lesson.limits.connections,
+            Some(Learnt {
+                value: 1,
+                at: 999_995
+            })
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -57,7 +57,7 @@ use crate::smtp::TlsPolicy;
 pub use action::{Action, Attempt, Scope, SessionFacts, decide};
 pub use connect::{Connect, TcpConnector};
 pub use engine::{deliver, deliver_until, deliver_with};
-pub use gate::{Gate, GateLimits, ProviderBook, ProviderReport};
+pub use gate::{Gate, GateLimits, GateMemory, ProviderBook, ProviderReport, RecalledHold};
 pub use options::DeliveryOptions;
 pub use retry::RetryPolicy;
 pub use source_ip::{SourceIp, SourcePool};
@@ -85,6 +85,9 @@ pub struct DeliveryConfig {
     /// Where the engine registers each provider's (and unknown site's) gate, so that
     /// progress and the summary can read what it learnt.
     pub book: ProviderBook,
+    /// What each sending identity's gate starts from (remembered limits and holds, today's
+    /// budget under a cap); an identity not in it starts afresh.
+    pub memory: Arc<std::collections::HashMap<crate::sender::Identity, GateMemory>>,
 }
 
 impl DeliveryConfig {
@@ -101,6 +104,7 @@ impl DeliveryConfig {
             sources: SourcePool::new(&options.source_ip),
             options,
             book: ProviderBook::default(),
+            memory: Arc::default(),
         }
     }
 }

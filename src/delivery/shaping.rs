@@ -76,9 +76,10 @@ pub(super) fn throttled<C>(
     sent: usize,
     started: Instant,
 ) -> Reaction {
-    let text = match outcome.code {
-        Some(code) => format!("{code} {}", outcome.response),
-        None => outcome.response.clone(),
+    let text = match (outcome.code, outcome.enhanced) {
+        (Some(code), Some(e)) => format!("{code} {e} {}", outcome.response),
+        (Some(code), None) => format!("{code} {}", outcome.response),
+        _ => outcome.response.clone(),
     };
     let reaction = gate.throttled(Instant::now(), &text, sent, started);
     uncharged(ctx, job, outcome);

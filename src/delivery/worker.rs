@@ -308,7 +308,11 @@ impl<C: Connect> Worker<C> {
             return Flow::Next;
         }
         if !pace(ctx, &gate).await {
-            // No slot before the deadline: leave the rest for the deadline report.
+            // No slot before the deadline (a suspension, today's cap spent for this address):
+            // the session and its connection slot go, and the rows wait for another gate's
+            // slot or the deadline report.
+            self.close().await;
+            self.slot = None;
             return Flow::Requeue(Some(job));
         }
         let started = Instant::now();

@@ -1,16 +1,15 @@
 //! The pipeline, wired once: **prepare** (list, template, journal of earlier runs) → **triage**
 //! (rows that cannot or need not be sent, suppressed addresses) → **route** (one MX lookup per
 //! domain, rows grouped into sites and providers) → **shard** (with `--shard`, every row
-//! placed in this process or another) → **caps** (today's caps of this process's providers)
-//! → **send** (the delivery engine, every outcome journaled as it arrives) or **plan** (render
-//! everything, connect nowhere) → **results** (results CSV, summary, caps given back, new
-//! suppressions).
+//! placed in this process or another) → **sender** (what the sending identities remember:
+//! suspensions, learnt limits, today's caps, for this process's receivers) → **send** (the delivery engine, every outcome journaled as it arrives) or **plan** (render
+//! everything, connect nowhere) → **results** (results CSV, summary, new suppressions, and
+//! what the run learnt about its receivers written back).
 //!
 //! Each stage is a file of its own and takes and returns values. The one thing several stages
 //! write is the [`ledger::Ledger`], and only through its two verbs: settle a row (which counts
 //! it) or mark it another shard's.
 
-mod caps;
 mod ledger;
 mod plan;
 mod prepare;
@@ -18,6 +17,7 @@ mod results;
 mod route;
 mod secure;
 mod send;
+mod sender;
 pub mod shard;
 mod source;
 mod triage;
@@ -77,6 +77,11 @@ pub struct RunConfig {
     pub suppress: crate::suppress::RunSuppression,
     /// `--shard I/N`: send and report only this shard's rows.
     pub shard: Option<shard::Shard>,
+    /// The sender's memory (suspensions, learnt limits, daily counts: [`crate::sender`]);
+    /// `None`: none (library default; the command line always gives one).
+    pub state: Option<PathBuf>,
+    /// The wall clock: days for caps, end times of suspensions (pinned in tests).
+    pub clock: crate::clock::Clock,
 }
 
 /// What a run does once the rows are routed.
@@ -115,6 +120,8 @@ impl RunConfig {
             raw_csv: false,
             suppress: Default::default(),
             shard: None,
+            state: None,
+            clock: crate::clock::Clock::default(),
         }
     }
 }
@@ -161,6 +168,9 @@ pub enum RunError {
     /// The suppression list cannot be read or written.
     #[error(transparent)]
     Suppressions(#[from] crate::suppress::StoreError),
+    /// The sender's memory cannot be read or written.
+    #[error(transparent)]
+    State(#[from] crate::sender::StateError),
     /// The results file cannot be written.
     #[error("cannot write results {path}: {source}")]
     Results {
@@ -199,6 +209,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     let warnings = Warnings::default();
     let campaign = prepare::prepare(&cfg, &warnings)?;
     let screen = triage::Screen::open(&cfg)?;
+    let senders = sender::open(&cfg)?;
     let triage::Triaged {
         mut ledger,
         domains,
@@ -207,7 +218,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     if let Some(s) = cfg.shard {
         routed = shard::select(s, &campaign, &mut ledger, routed);
     }
-    let counted = caps::admit(&cfg, &campaign, &mut routed)?;
+    let remembered = sender::recall(&cfg, senders, &mut routed).await?;
     let provider_of = std::mem::take(&mut routed.provider_of);
     let tls_notes = std::mem::take(&mut routed.tls_notes);
     let source = source::message_source(&cfg, &campaign, &warnings);
@@ -216,16 +227,21 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
             let out = eml_out.as_deref();
             plan::plan(&cfg, &campaign, out, &mut ledger, routed, source).await?
         }
-        RunMode::Send => send::send(&cfg, &campaign, &mut ledger, routed, source, cancel).await?,
+        RunMode::Send => {
+            let run = (routed, source, &remembered);
+            send::send(&cfg, &campaign, &mut ledger, run, cancel).await?
+        }
     };
     let inputs = results::Inputs {
         connections: sent.connections,
         provider_of: &provider_of,
-        counted: &counted,
         started,
         record: sent.journal_error.is_none(),
     };
     let (summary, newly_suppressed) = results::write(&cfg, &campaign, &ledger, inputs)?;
+    if cfg.mode == RunMode::Send {
+        remembered.settle(&cfg, &sent.finals, &sent.lessons).await?;
+    }
     if let Some(e) = sent.journal_error {
         return Err(e.into());
     }
@@ -233,6 +249,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
         sites: sent.sites,
         to_send: sent.to_send,
         tls_notes: tls_notes.clone(),
+        sender_notes: remembered.notes.clone(),
         ..ledger.plan(&cfg.recipients)
     };
     Ok(RunReport {
@@ -241,6 +258,8 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
             dialect_fallbacks: sent.dialect_fallbacks,
             providers: sent.providers,
             tls_notes,
+            sender_notes: remembered.notes,
+            ended_at: cfg.clock.unix(),
             ..summary
         },
         plan,

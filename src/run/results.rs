@@ -1,7 +1,6 @@
 //! Results: the last stage. Every row's outcome, in input order, goes to the results CSV and
-//! the summary; today's caps get back what was counted but not sent; then the run's recipient
-//! hard bounces go to the suppression list, and the campaign is registered there so that
-//! `mailmerge bounces` can find its results.
+//! the summary; then the run's recipient hard bounces go to the suppression list, and the
+//! campaign is registered there so that `mailmerge bounces` can find its results.
 //!
 //! Recorded outcomes are read back from the journal as the report is written, so a list of
 //! millions of rows never holds its outcomes in memory.
@@ -9,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::caps::{self, Counted};
 use super::ledger::Ledger;
 use super::prepare::Campaign;
 use super::{RunConfig, RunError, RunMode};
@@ -24,15 +22,13 @@ pub(super) struct Inputs<'a> {
     pub connections: usize,
     /// Each routed domain's provider (the `provider` column).
     pub provider_of: &'a HashMap<String, Arc<str>>,
-    /// What the daily caps counted.
-    pub counted: &'a Counted,
     /// When the run started.
     pub started: std::time::Instant,
     /// Record new suppressions (false when the journal failed: the outcomes are not sure).
     pub record: bool,
 }
 
-/// Writes the results (only when sending), refunds the caps and records new suppressions;
+/// Writes the results (only when sending) and records new suppressions;
 /// returns the summary and how many addresses were added to the suppression list.
 pub(super) fn write(
     cfg: &RunConfig,
@@ -63,9 +59,6 @@ pub(super) fn write(
         path: cfg.results.clone(),
         source,
     })?;
-    if sending {
-        caps::refund(campaign, inputs.counted, ledger);
-    }
     let newly_suppressed = if sending && inputs.record {
         record_suppressions(cfg, campaign, &outcome)?
     } else {

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::ledger::Ledger;
 use super::prepare::Campaign;
 use super::route::Routed;
+use super::sender::Remembered;
 use super::{RunConfig, RunError};
 use crate::delivery::ProviderBook;
 use crate::delivery::{self, DeliveryConfig, Event, MessageSource};
@@ -18,6 +19,7 @@ use crate::journal::{Journal, JournalError, Recorder};
 use crate::outcome::{Outcome, Status, Step};
 use crate::progress::Progress;
 use crate::report::PlanCount;
+use crate::sender::{Identity, Lesson};
 use crate::smtp::{EnhancedCode, TlsPolicy};
 
 /// What sending produced besides the outcomes.
@@ -39,6 +41,10 @@ pub(super) struct Sent {
     pub journal_error: Option<JournalError>,
     /// What each mailbox provider did (throttling replies, limits learnt).
     pub providers: Vec<crate::delivery::ProviderReport>,
+    /// Messages each sending identity's receiver answered for good (delivered or refused).
+    pub finals: HashMap<Identity, usize>,
+    /// What each gate learnt, for the sender's memory.
+    pub lessons: Vec<(Identity, Lesson)>,
 }
 
 /// Delivers the routed rows; every row of this run ends settled in the ledger.
@@ -46,8 +52,7 @@ pub(super) async fn send(
     cfg: &RunConfig,
     job: &Campaign,
     ledger: &mut Ledger,
-    routes: Routed,
-    source: MessageSource,
+    (routes, source, remembered): (Routed, MessageSource, &Remembered),
     cancel: CancellationToken,
 ) -> Result<Sent, RunError> {
     let journal = Journal::open_for(
@@ -74,6 +79,7 @@ pub(super) async fn send(
         TlsPolicy::new(cfg.delivery.tls, &cfg.tls_extra_roots)?,
     );
     dcfg.recorded = Some(recorded);
+    dcfg.memory = Arc::new(remembered.memory.clone());
     let book = dcfg.book.clone();
     let progress = progress(cfg, ledger, &routes, &book);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -95,6 +101,7 @@ pub(super) async fn send(
         progress,
         ledger,
         site_of_row: &routes.site_of_row,
+        remembered,
     };
     let journal_error = recorder
         .run(rx, key_of, &cancel, |ev, offset| tally.event(ev, offset))
@@ -105,6 +112,7 @@ pub(super) async fn send(
     sent.interrupted = cancel.is_cancelled();
     sent.journal_error = journal_error;
     sent.providers = book.reports();
+    sent.lessons = book.lessons(cfg.clock.unix());
     for i in 0..tally.ledger.len() {
         if tally.ledger.is_pending(i) {
             let o = cut_off(tally.last_try.remove(&i), sent.interrupted);
@@ -147,6 +155,8 @@ struct Tally<'a> {
     ledger: &'a mut Ledger,
     /// Each row's site index, `u32::MAX` for none.
     site_of_row: &'a [u32],
+    /// Names each site's sending identities (the sender's memory counts per identity).
+    remembered: &'a Remembered,
 }
 
 impl Tally<'_> {
@@ -165,6 +175,7 @@ impl Tally<'_> {
                     .filter(|&s| s != u32::MAX);
                 let site = site.map(|s| s as usize);
                 self.progress.finished(outcome.status, was_retrying, site);
+                self.count_final(site, &outcome);
                 match offset {
                     Some(at) => self.ledger.settle_recorded(row, at, outcome),
                     None => self.ledger.settle(row, outcome),
@@ -184,6 +195,22 @@ impl Tally<'_> {
                 "{host} [{ip}] fell back to {dialect} after {reason:?}"
             )),
         }
+    }
+}
+
+impl Tally<'_> {
+    /// Counts a message its receiver answered for good against the sending identity (the
+    /// daily count): delivered, or refused in the SMTP dialogue.
+    fn count_final(&mut self, site: Option<usize>, o: &Outcome) {
+        let answered = matches!(o.step, Step::Smtp(_))
+            && matches!(o.status, Status::Delivered | Status::Bounced);
+        let Some(id) = site
+            .filter(|_| answered)
+            .and_then(|s| self.remembered.identity(s, o.source_ip))
+        else {
+            return;
+        };
+        *self.sent.finals.entry(id).or_default() += 1;
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Job {
     pub results: PathBuf,
 }
 
+/// The instant library runs of the tests start at: 2026-12-04 12:00:00 UTC.
+pub const PINNED_NOW: u64 = 1_796_385_600;
+
 impl Job {
     pub fn new(csv: &str, template: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -86,6 +89,10 @@ impl Job {
         cfg.delivery.retry = mailmerge::delivery::RetryPolicy::parse("100ms").expect("retry");
         cfg.delivery.deadline = Duration::from_secs(10);
         cfg.progress = mailmerge::progress::Mode::Quiet;
+        // The sender's memory, as the binary keeps one: this job's own, on a pinned clock
+        // (a run never straddles a day by accident).
+        cfg.state = Some(self.path("senders.sqlite"));
+        cfg.clock = mailmerge::clock::Clock::starting_at_unix(PINNED_NOW);
         cfg
     }
 
