@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::files::{self, NewFile};
+
 /// Why the shards' results cannot be merged.
 #[derive(Debug, Error)]
 pub enum MergeError {
@@ -94,21 +96,18 @@ pub fn merge_results(inputs: &[PathBuf], rows: usize, output: &Path) -> Result<u
     Ok(rows)
 }
 
-/// Writes the merged CSV through a temporary file, renamed into place.
+/// Writes the merged CSV through a temporary file, renamed into place ([`crate::files`]).
 fn write<'a>(
     path: &Path,
     header: &csv::ByteRecord,
     records: impl Iterator<Item = &'a csv::ByteRecord>,
 ) -> std::io::Result<()> {
-    let tmp = path.with_extension("csv.tmp");
-    let mut w = csv::Writer::from_path(&tmp)?;
+    let mut w = csv::Writer::from_writer(NewFile::create(path)?);
     w.write_byte_record(header)?;
     for r in records {
         w.write_byte_record(r)?;
     }
-    w.flush()?;
-    drop(w);
-    std::fs::rename(&tmp, path)
+    files::commit_csv(w)
 }
 
 /// `rows missing: 3, 7; rows in more than one input: 5; rows not in the list: 99`.

@@ -102,10 +102,10 @@ impl CapBook {
         book
     }
 
-    /// Writes the book.
+    /// Writes the book (never through a link: [`crate::files::write`]).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, text)
+        crate::files::write(path, &text)
     }
 
     /// Today's cap: the lower of `daily` and the warm-up's.
