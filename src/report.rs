@@ -64,14 +64,7 @@ pub fn write_results(
         None => None,
     };
     if let Some(w) = w.as_mut() {
-        let mut header: Vec<String> = COLUMNS.iter().map(|s| s.to_string()).collect();
-        for c in &list.columns {
-            if COLUMNS.contains(&c.as_str()) {
-                header.push(format!("input_{c}"));
-            } else {
-                header.push(c.clone());
-            }
-        }
+        let header = header(&list.columns);
         write_row(w, header.iter().map(String::as_str), raw)?;
     }
     for (i, row) in list.iter().enumerate() {
@@ -114,13 +107,36 @@ pub fn write_results(
             o.tls_policy.as_str(),
             o.tls_note.as_deref().unwrap_or_default(),
         ];
-        let inputs = (0..list.columns.len()).map(|c| row.fields.get(c).map_or("", String::as_str));
-        write_row(w, fixed.into_iter().chain(inputs), raw)?;
+        write_row(w, fixed.into_iter().chain(input_cells(list, &row)), raw)?;
     }
     if let Some(w) = w {
         crate::files::commit_csv(w)?;
     }
     Ok(summary)
+}
+
+/// The results CSV's header for a list with these columns: ours, then the list's (a name that
+/// clashes with ours prefixed `input_`).
+pub fn header(columns: &[String]) -> Vec<String> {
+    let mut header: Vec<String> = COLUMNS.iter().map(|s| s.to_string()).collect();
+    for c in columns {
+        if COLUMNS.contains(&c.as_str()) {
+            header.push(format!("input_{c}"));
+        } else {
+            header.push(c.clone());
+        }
+    }
+    header
+}
+
+/// The cells of a results row after ours: the row's value in every list column (empty where
+/// a short row has none). With `row.email` in the `email` column, these are the cells of a
+/// results row that come from the list (what `merge-results` checks against it).
+pub fn input_cells<'a>(
+    list: &RecipientList,
+    row: &'a crate::recipients::Row,
+) -> impl Iterator<Item = &'a str> + use<'a> {
+    (0..list.columns.len()).map(|c| row.fields.get(c).map_or("", String::as_str))
 }
 
 /// Why a row was not delivered (the `category` column; see [`crate::classify`]): empty for

@@ -316,12 +316,13 @@ fn merge_results_never_writes_through_a_link() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("list.csv");
     std::fs::write(&list, "email\na@x.test\nb@y.test\n").unwrap();
-    let header = mailmerge::report::COLUMNS.join(",") + "\n";
+    // Two shards' results as `run` writes them for this list (the cells merge checks filled).
+    let header = mailmerge::report::COLUMNS.join(",") + ",input_email\n";
     let pad = ",".repeat(mailmerge::report::COLUMNS.len() - 2);
     let a = dir.path().join("a.csv");
     let b = dir.path().join("b.csv");
-    std::fs::write(&a, format!("{header}1,a@x.test{pad}\n")).unwrap();
-    std::fs::write(&b, format!("{header}2,b@y.test{pad}\n")).unwrap();
+    std::fs::write(&a, format!("{header}1,a@x.test{pad},a@x.test\n")).unwrap();
+    std::fs::write(&b, format!("{header}2,b@y.test{pad},b@y.test\n")).unwrap();
     let victim = Victim::new();
     let out = dir.path().join("m.csv");
     link(&victim.path, &dir.path().join("m.csv.tmp"));

@@ -11,9 +11,9 @@
 //!   RFC 3339 date-time (or a full date) no later than tomorrow, stored in UTC; any other value
 //!   (a formula, `9999-99-99`) is replaced by the import's time, and said: the address itself
 //!   is kept, as an unsubscribe must not be lost over its date;
-//! - a line that cannot be used (an address cell that is not UTF-8 or not an address, an
-//!   unknown `kind`) is reported with its line number and skipped; only an unreadable file or
-//!   a header without the column is fatal.
+//! - a line that cannot be used (an address or `kind` cell that is not UTF-8, not an address,
+//!   an unknown `kind`) is reported with its line number and skipped; only an unreadable file
+//!   or a header without the column is fatal.
 
 use std::io::{Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -183,20 +183,27 @@ impl Columns {
             }
         };
         let key = key(value, kind)?;
-        let reason = Reason::parse(self.cell(rec, self.reason)?).unwrap_or(default);
-        let mut e = Entry::new(key, reason, format!("imported from {name}"), "");
-        let note = match self.cell(rec, self.created)? {
-            "" => None,
-            given => match created(given, now) {
-                Ok(at) => {
-                    e.created = at;
-                    None
-                }
-                Err(why) => Some(format!(
-                    "created {} {why}: dated at this import instead",
-                    shown(given)
-                )),
-            },
+        // The reason and the date never cost the entry: unusable, they give way to defaults.
+        let reason = self.cell(rec, self.reason).ok().and_then(Reason::parse);
+        let mut e = Entry::new(
+            key,
+            reason.unwrap_or(default),
+            format!("imported from {name}"),
+            "",
+        );
+        let date = match self.cell(rec, self.created) {
+            Ok("") => Ok(None),
+            Ok(given) => created(given, now)
+                .map(Some)
+                .map_err(|why| format!("created {} {why}", shown(given))),
+            Err(why) => Err(format!("created {why}")),
+        };
+        let note = match date {
+            Ok(at) => {
+                e.created = at.unwrap_or(e.created);
+                None
+            }
+            Err(why) => Some(format!("{why}: dated at this import instead")),
         };
         Ok((e, note))
     }
@@ -306,6 +313,22 @@ mod tests {
         ] {
             assert!(created(bad, now).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn unusable_reason_and_date_cells_never_cost_the_entry() {
+        let mut text = b"address,reason,created,kind\n".to_vec();
+        text.extend_from_slice(b"a@x.test,compl\xe4int,2026-01-0\xff,\n");
+        text.extend_from_slice(b"b@x.test,manual,,dom\xe4in\n");
+        let got = import_csv(text.as_slice(), "f", "address", Reason::Unsubscribe).unwrap();
+        assert_eq!(got.entries.len(), 1);
+        assert_eq!(got.entries[0].key, "a@x.test");
+        assert_eq!(got.entries[0].reason, Reason::Unsubscribe);
+        assert_eq!(
+            got.notes,
+            ["line 2: created not UTF-8 (column \"created\"): dated at this import instead"]
+        );
+        assert_eq!(got.skipped, ["line 3: not UTF-8 (column \"kind\")"]);
     }
 
     #[test]
