@@ -249,6 +249,15 @@ fn assert_regular_file(path: &std::path::Path) {
         "{} is not a regular file",
         path.display()
     );
+    let name = path.file_name().unwrap().to_string_lossy();
+    let prefix = format!(".{name}.");
+    for entry in std::fs::read_dir(path.parent().unwrap()).unwrap() {
+        let n = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !(n.starts_with(&prefix) && n.ends_with(".tmp")),
+            "temporary file left: {n}"
+        );
+    }
 }
 
 fn link(target: &std::path::Path, at: &std::path::Path) {
