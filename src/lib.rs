@@ -14,6 +14,7 @@ pub mod classify;
 pub mod clock;
 pub mod delivery;
 pub mod dkim;
+pub mod files;
 pub mod identity;
 pub mod journal;
 pub mod merge;

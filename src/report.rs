@@ -1,7 +1,7 @@
 //! Report: the results CSV (one row per input row, in input order) and the run summary.
 //!
-//! The CSV is written to a temporary file and renamed into place, so a reader never sees half
-//! a report. The input's own columns follow ours so that users can join results back to their
+//! The CSV is written to a temporary file and renamed into place ([`crate::files`]), so a
+//! reader never sees half a report and no link planted beside it is written through. The input's own columns follow ours so that users can join results back to their
 //! list; an input column whose name clashes with ours is prefixed `input_`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::classify::{Category, classify};
 use crate::delivery::ProviderReport;
+use crate::files::NewFile;
 use crate::outcome::{Outcome, Status, Step};
 use crate::recipients::RecipientList;
 use crate::smtp::Phase;
@@ -58,20 +59,12 @@ pub fn write_results(
         connections,
         ..Default::default()
     };
-    let tmp = path.map(|p| p.with_extension("csv.tmp"));
-    let mut w = match &tmp {
-        Some(t) => Some(csv::Writer::from_path(t)?),
+    let mut w = match path {
+        Some(p) => Some(csv::Writer::from_writer(NewFile::create(p)?)),
         None => None,
     };
     if let Some(w) = w.as_mut() {
-        let mut header: Vec<String> = COLUMNS.iter().map(|s| s.to_string()).collect();
-        for c in &list.columns {
-            if COLUMNS.contains(&c.as_str()) {
-                header.push(format!("input_{c}"));
-            } else {
-                header.push(c.clone());
-            }
-        }
+        let header = header(&list.columns);
         write_row(w, header.iter().map(String::as_str), raw)?;
     }
     for (i, row) in list.iter().enumerate() {
@@ -114,15 +107,36 @@ pub fn write_results(
             o.tls_policy.as_str(),
             o.tls_note.as_deref().unwrap_or_default(),
         ];
-        let inputs = (0..list.columns.len()).map(|c| row.fields.get(c).map_or("", String::as_str));
-        write_row(w, fixed.into_iter().chain(inputs), raw)?;
+        write_row(w, fixed.into_iter().chain(input_cells(list, &row)), raw)?;
     }
-    if let (Some(mut w), Some(tmp), Some(path)) = (w, tmp, path) {
-        w.flush()?;
-        drop(w);
-        std::fs::rename(&tmp, path)?;
+    if let Some(w) = w {
+        crate::files::commit_csv(w)?;
     }
     Ok(summary)
+}
+
+/// The results CSV's header for a list with these columns: ours, then the list's (a name that
+/// clashes with ours prefixed `input_`).
+pub fn header(columns: &[String]) -> Vec<String> {
+    let mut header: Vec<String> = COLUMNS.iter().map(|s| s.to_string()).collect();
+    for c in columns {
+        if COLUMNS.contains(&c.as_str()) {
+            header.push(format!("input_{c}"));
+        } else {
+            header.push(c.clone());
+        }
+    }
+    header
+}
+
+/// The cells of a results row after ours: the row's value in every list column (empty where
+/// a short row has none). With `row.email` in the `email` column, these are the cells of a
+/// results row that come from the list (what `merge-results` checks against it).
+pub fn input_cells<'a>(
+    list: &RecipientList,
+    row: &'a crate::recipients::Row,
+) -> impl Iterator<Item = &'a str> + use<'a> {
+    (0..list.columns.len()).map(|c| row.fields.get(c).map_or("", String::as_str))
 }
 
 /// Why a row was not delivered (the `category` column; see [`crate::classify`]): empty for
@@ -154,7 +168,7 @@ pub fn category_of(o: &Outcome) -> Option<Category> {
 }
 
 /// Writes one record, each cell [`defuse`]d unless `raw`.
-fn write_row<'a, W: std::io::Write>(
+pub fn write_row<'a, W: std::io::Write>(
     w: &mut csv::Writer<W>,
     cells: impl Iterator<Item = &'a str>,
     raw: bool,
@@ -172,10 +186,28 @@ fn write_row<'a, W: std::io::Write>(
 /// A cell a spreadsheet would evaluate as a formula (`=`, `+`, `-`, `@`, tab or CR first) gets
 /// a leading apostrophe, as OWASP's CSV-injection guidance says; every other cell is as is.
 pub fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
-    match cell.as_bytes().first() {
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{cell}").into(),
-        _ => cell.into(),
+    if is_formula(cell) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
     }
+}
+
+/// The cell [`defuse`] was given: reading back a file we wrote (an apostrophe before a
+/// formula character is removed; every other cell is as is).
+pub fn undefuse(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if is_formula(rest) => rest,
+        _ => cell,
+    }
+}
+
+/// True when a spreadsheet would evaluate `cell` as a formula.
+fn is_formula(cell: &str) -> bool {
+    matches!(
+        cell.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    )
 }
 
 /// Counts for the end-of-run summary.

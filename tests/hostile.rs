@@ -204,3 +204,202 @@ async fn an_oversized_field_makes_its_row_invalid_and_the_rest_goes_on() {
     assert_eq!(row(&rows, "small@example.com")["status"], "delivered");
     assert_eq!(mxs.get(2).received().len(), 1);
 }
+
+// Files we create are never written through a symbolic link (issue 21, case 5). Each test
+// plants links where mailmerge writes — the old predictable temporary name `<results>.tmp`,
+// the results file itself, the journal — pointing at a "victim" file outside the job's folder,
+// and checks that the victim is untouched and no link ends up where the results belong.
+
+/// A file outside the job's folder that a link planted in it points at.
+struct Victim {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+const PRECIOUS: &str = "precious: not mailmerge's to write\n";
+
+impl Victim {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("victim.txt");
+        std::fs::write(&path, PRECIOUS).unwrap();
+        Self { _dir: dir, path }
+    }
+
+    /// A path in the victim's folder that does not exist (the target of a dangling link).
+    fn absent(&self) -> std::path::PathBuf {
+        self.path.with_file_name("created-through-a-link.txt")
+    }
+
+    fn assert_untouched(&self) {
+        assert_eq!(
+            std::fs::read_to_string(&self.path).unwrap(),
+            PRECIOUS,
+            "the link's target was written"
+        );
+        assert!(!self.absent().exists(), "a file was created through a link");
+    }
+}
+
+/// `path` is a regular file (not a link), and no temporary file is left beside it.
+fn assert_regular_file(path: &std::path::Path) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    assert!(
+        meta.file_type().is_file(),
+        "{} is not a regular file",
+        path.display()
+    );
+    let name = path.file_name().unwrap().to_string_lossy();
+    let prefix = format!(".{name}.");
+    for entry in std::fs::read_dir(path.parent().unwrap()).unwrap() {
+        let n = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !(n.starts_with(&prefix) && n.ends_with(".tmp")),
+            "temporary file left: {n}"
+        );
+    }
+}
+
+fn link(target: &std::path::Path, at: &std::path::Path) {
+    std::os::unix::fs::symlink(target, at).unwrap();
+}
+
+#[tokio::test]
+async fn run_never_writes_the_results_through_a_link() {
+    let (dns, mxs) = servers().await;
+    let job = Job::new(LIST, TEMPLATE);
+    let victim = Victim::new();
+    // The temporary name the results used to be written to, and the results' own name.
+    link(&victim.path, &job.path("list.results.csv.tmp"));
+    link(&victim.path, &job.results);
+    run(job.config(&dns, mxs.port)).await.expect("run");
+    victim.assert_untouched();
+    assert_regular_file(&job.results);
+    let rows = read_results(&job.results);
+    assert_eq!(row(&rows, "ann@example.com")["status"], "delivered");
+    // The planted link is left as it was: not written, not moved.
+    assert_eq!(
+        std::fs::read_link(job.path("list.results.csv.tmp")).unwrap(),
+        victim.path
+    );
+}
+
+#[tokio::test]
+async fn a_journal_that_is_a_link_is_refused_and_nothing_is_sent() {
+    let (dns, mxs) = servers().await;
+    let job = Job::new(LIST, TEMPLATE);
+    let victim = Victim::new();
+    let journal = mailmerge::journal::path_for(&job.results);
+    link(&victim.path, &journal);
+    for fresh in [false, true] {
+        let mut cfg = job.config(&dns, mxs.port);
+        cfg.fresh = fresh;
+        let err = run(cfg).await.expect_err("a linked journal is refused");
+        assert!(
+            matches!(&err, RunError::Journal(JournalError::Link { path, target })
+                if *path == journal && *target == victim.path),
+            "--fresh {fresh}: {err:?}"
+        );
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        victim.assert_untouched();
+    }
+    // A dangling link: its target is not created.
+    std::fs::remove_file(&journal).unwrap();
+    link(&victim.absent(), &journal);
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.fresh = true;
+    let err = run(cfg)
+        .await
+        .expect_err("a dangling journal link is refused");
+    assert!(
+        matches!(err, RunError::Journal(JournalError::Link { .. })),
+        "{err:?}"
+    );
+    victim.assert_untouched();
+    assert_eq!(mxs.get(2).received().len(), 0, "nothing sent");
+    assert!(!job.results.exists(), "no results written");
+}
+
+#[test]
+fn merge_results_never_writes_through_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.csv");
+    std::fs::write(&list, "email\na@x.test\nb@y.test\n").unwrap();
+    // Two shards' results as `run` writes them for this list (the cells merge checks filled).
+    let header = mailmerge::report::COLUMNS.join(",") + ",input_email\n";
+    let pad = ",".repeat(mailmerge::report::COLUMNS.len() - 2);
+    let a = dir.path().join("a.csv");
+    let b = dir.path().join("b.csv");
+    std::fs::write(&a, format!("{header}1,a@x.test{pad},a@x.test\n")).unwrap();
+    std::fs::write(&b, format!("{header}2,b@y.test{pad},b@y.test\n")).unwrap();
+    let victim = Victim::new();
+    let out = dir.path().join("m.csv");
+    link(&victim.path, &dir.path().join("m.csv.tmp"));
+    link(&victim.path, &out);
+    let merged = binary()
+        .arg("merge-results")
+        .args([&a, &b])
+        .arg("--list")
+        .arg(&list)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(merged.status.code(), Some(0), "{merged:?}");
+    victim.assert_untouched();
+    assert_regular_file(&out);
+    let rows = read_results(&out);
+    assert_eq!(rows.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounces_never_rewrite_the_results_through_a_link() {
+    let mut z = zone();
+    z.mx("a.test", 10, "mx.a.test")
+        .addr("mx.a.test", loopback(2));
+    let dns = dns(z).await;
+    let mxs = Mxs::start(vec![(2, ReceiverConfig::default())]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let store = scratch.path().join("s.sqlite");
+    let key: &[u8] = b"test key, 16+ bytes long";
+    let job = Job::new("email,name\nann@a.test,Ann\nbob@a.test,Bob\n", TEMPLATE);
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.suppress.store = Some(store.clone());
+    cfg.message.verp =
+        Some(mailmerge::verp::Verp::new("bounces+{token}@sender.test", key).unwrap());
+    run(cfg).await.expect("run");
+    let ann = mxs
+        .get(2)
+        .received()
+        .into_iter()
+        .find(|r| r.rcpt_to == "ann@a.test")
+        .unwrap();
+    let id = row(&read_results(&job.results), "ann@a.test")["message_id"].clone();
+    let dsn = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/bounces/postfix-dsn.eml"),
+    )
+    .unwrap()
+    .replace("{{RCPT}}", "ann@a.test")
+    .replace("{{RETURN_PATH}}", &ann.mail_from)
+    .replace("{{MESSAGE_ID}}", &id);
+    let victim = Victim::new();
+    link(&victim.path, &job.path("list.results.csv.tmp"));
+    let mut matcher = mailmerge::bounces::Matcher::new(
+        mailmerge::suppress::Store::open(&store).unwrap(),
+        Some(key),
+    )
+    .unwrap();
+    let got = matcher.apply(dsn.as_bytes()).unwrap();
+    assert!(
+        matches!(got, mailmerge::bounces::Disposition::Matched { .. }),
+        "{got}"
+    );
+    assert_eq!(matcher.finish().unwrap(), 1);
+    victim.assert_untouched();
+    assert_regular_file(&job.results);
+    assert_eq!(
+        row(&read_results(&job.results), "ann@a.test")["status"],
+        "bounced"
+    );
+}

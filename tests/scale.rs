@@ -271,28 +271,60 @@ async fn sharded_runs_with_a_daily_cap_count_and_hold_back_their_own_sites_only(
     assert_eq!(got, 18);
 }
 
+/// The header `run` writes for a list `email,name`.
+fn results_header() -> String {
+    mailmerge::report::COLUMNS.join(",") + ",input_email,name\n"
+}
+
+/// A results line as `run` writes it for a list `email,name` (the cells the merge checks
+/// against the list: `row`, `email`, `input_email`, `name`).
+fn result_line(row: &str, email: &str, status: &str, name: &str) -> String {
+    let mut cells = vec![""; mailmerge::report::COLUMNS.len()];
+    cells[0] = row;
+    cells[1] = email;
+    cells[3] = status;
+    cells.extend([email, name]);
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&cells).unwrap();
+    String::from_utf8(w.into_inner().unwrap()).unwrap()
+}
+
+/// Writes a shard's results file `name` with these lines.
+fn shard(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, results_header() + &lines.concat()).unwrap();
+    path
+}
+
 #[test]
 fn merge_results_exits_2_naming_missing_or_duplicated_rows() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("list.csv");
-    std::fs::write(&list, "email\na@x.test\nb@y.test\nc@z.test\n").unwrap();
-    let header = "row,email,status\n";
-    let a = dir.path().join("a.csv");
-    let b = dir.path().join("b.csv");
-    std::fs::write(
-        &a,
-        format!("{header}1,a@x.test,delivered\n3,c@z.test,bounced\n"),
-    )
-    .unwrap();
-    std::fs::write(&b, format!("{header}2,b@y.test,'=cmd\n")).unwrap();
+    std::fs::write(&list, "email,name\na@x.test,A\nb@y.test,=cmd\nc@z.test,C\n").unwrap();
+    let a = shard(
+        dir.path(),
+        "a.csv",
+        &[
+            result_line("1", "a@x.test", "delivered", "A"),
+            result_line("3", "c@z.test", "bounced", "C"),
+        ],
+    );
+    let b = shard(
+        dir.path(),
+        "b.csv",
+        &[result_line("2", "b@y.test", "delivered", "'=cmd")],
+    );
     let out_path = dir.path().join("m.csv");
 
     let ok = merge(&list, &[&b, &a], &out_path);
-    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     let merged = std::fs::read_to_string(&out_path).unwrap();
     assert_eq!(
         merged,
-        format!("{header}1,a@x.test,delivered\n2,b@y.test,'=cmd\n3,c@z.test,bounced\n")
+        results_header()
+            + &result_line("1", "a@x.test", "delivered", "A")
+            + &result_line("2", "b@y.test", "delivered", "'=cmd")
+            + &result_line("3", "c@z.test", "bounced", "C")
     );
 
     let missing = merge(&list, &[&a], &dir.path().join("m2.csv"));
@@ -303,6 +335,102 @@ fn merge_results_exits_2_naming_missing_or_duplicated_rows() {
     let err = String::from_utf8_lossy(&twice.stderr);
     assert!(err.contains("more than one input: 1, 3"), "{err}");
     assert!(!dir.path().join("m3.csv").exists());
+}
+
+/// Shards' results are untrusted input (issue 21, case 7): a row is merged only when its
+/// number is written as `run` writes it and its address and list cells are the list's row of
+/// that number, in list order.
+#[test]
+fn merge_results_refuses_rows_that_do_not_match_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.csv");
+    std::fs::write(
+        &list,
+        "email,name\na@x.test,A\nb@y.test,B\nc@z.test,C\nd@z.test,D\ne@z.test,E\n",
+    )
+    .unwrap();
+    let line =
+        |n: usize, email: &str, name: &str| result_line(&n.to_string(), email, "delivered", name);
+    let good = |n: usize| {
+        let (e, name) = [
+            ("a@x.test", "A"),
+            ("b@y.test", "B"),
+            ("c@z.test", "C"),
+            ("d@z.test", "D"),
+            ("e@z.test", "E"),
+        ][n - 1];
+        line(n, e, name)
+    };
+    let out = dir.path().join("m.csv");
+    let refused = |files: &[&PathBuf], what: &str| {
+        let got = merge(&list, files, &out);
+        let err = String::from_utf8_lossy(&got.stderr).into_owned();
+        assert_eq!(got.status.code(), Some(2), "{what}: {err}");
+        assert!(!out.exists(), "{what}: nothing written");
+        err
+    };
+    let rest = shard(
+        dir.path(),
+        "rest.csv",
+        &[good(1), good(3), good(4), good(5)],
+    );
+
+    // Row 2 rewritten to another address (and its list cell with it).
+    let forged = shard(
+        dir.path(),
+        "forged.csv",
+        &[line(2, "evil@attacker.test", "B")],
+    );
+    let err = refused(&[&rest, &forged], "another address");
+    assert!(err.contains("rows that differ from the list: 2"), "{err}");
+    assert!(
+        err.contains("evil@attacker.test") && err.contains("b@y.test"),
+        "{err}"
+    );
+    // Row 2's address kept, a list cell changed.
+    let edited = shard(dir.path(), "edited.csv", &[line(2, "b@y.test", "Mallory")]);
+    let err = refused(&[&rest, &edited], "another name");
+    assert!(err.contains("rows that differ from the list: 2"), "{err}");
+
+    // Row numbers written otherwise than `run` writes them.
+    for bad in ["+2", "02", " 2 ", "2.0", "0x2", ""] {
+        let odd = shard(
+            dir.path(),
+            "odd.csv",
+            &[result_line(bad, "b@y.test", "delivered", "B")],
+        );
+        let err = refused(&[&rest, &odd], bad);
+        assert!(
+            err.contains(&format!("rows not in the list: {bad:?}")),
+            "{bad:?}: {err}"
+        );
+        assert!(err.contains("rows missing: 2"), "{err}");
+    }
+
+    // Rows out of list order within one shard.
+    let b = shard(dir.path(), "b.csv", &[good(2)]);
+    let swapped = shard(
+        dir.path(),
+        "swapped.csv",
+        &[good(3), good(1), good(4), good(5)],
+    );
+    let err = refused(&[&swapped, &b], "out of order");
+    assert!(
+        err.contains("out of list order") && err.contains("row 1 after row 3"),
+        "{err}"
+    );
+
+    // The same shards, as written: merged.
+    let ok = merge(&list, &[&b, &rest], &out);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert_eq!(read_results(&out).len(), 5);
+    std::fs::remove_file(&out).unwrap();
+
+    // A results file of another list (its columns differ).
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "row,email,status\n2,b@y.test,delivered\n").unwrap();
+    let err = refused(&[&rest, &other], "another list's header");
+    assert!(err.contains("not the results header"), "{err}");
 }
 
 /// One site on 127.0.0.50; eight rows, two per connection, so several connections open.

@@ -206,3 +206,214 @@ async fn two_runs_at_once_sharing_one_store_lose_no_entry() {
     assert_eq!(store.list().unwrap().len(), 120);
     assert_eq!(store.campaigns().unwrap().len(), 2);
 }
+
+// `suppress import` and `export` treat their files as hostile (issue 21, case 7): a domain
+// entry only when the file says so, dates checked, formulas defused on the way out, and a bad
+// line skipped with its number instead of failing the import.
+
+/// `mailmerge suppress ARGS… --suppressions STORE`.
+fn suppress_cmd(store: &std::path::Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    binary()
+        .arg("suppress")
+        .args(args)
+        .arg("--suppressions")
+        .arg(store)
+        .output()
+        .expect("mailmerge suppress")
+}
+
+fn import(store: &std::path::Path, file: &std::path::Path, column: &str) -> std::process::Output {
+    suppress_cmd(
+        store,
+        &[
+            "import".as_ref(),
+            file.as_os_str(),
+            "--column".as_ref(),
+            column.as_ref(),
+        ],
+    )
+}
+
+fn suppressed(store: &std::path::Path, email: &str) -> Option<mailmerge::suppress::Entry> {
+    let a = mailmerge::address::Address::parse(email).unwrap();
+    Store::open(store).unwrap().lookup(&a).unwrap()
+}
+
+#[test]
+fn import_takes_a_domain_only_when_the_file_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.sqlite");
+    // An unsubscribe export of another tool: one cell holds a bare `@d1.test`.
+    let plain = dir.path().join("unsubscribes.csv");
+    std::fs::write(&plain, "Email Address,Name\nann@d1.test,Ann\n@d1.test,?\n").unwrap();
+    let out = import(&store, &plain, "Email Address");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3: \"@d1.test\" is a whole domain") && err.contains("kind"),
+        "{err}"
+    );
+    assert!(suppressed(&store, "ann@d1.test").is_some());
+    assert_eq!(
+        suppressed(&store, "bob@d1.test"),
+        None,
+        "the domain was not suppressed"
+    );
+
+    // The explicit form: a `kind` column saying `domain`.
+    let explicit = dir.path().join("domains.csv");
+    std::fs::write(
+        &explicit,
+        "address,kind\n@d2.test,domain\nd3.test,Domain\n@d4.test,address\ncat@d5.test,\nx@d6.test,planet\n",
+    )
+    .unwrap();
+    let out = import(&store, &explicit, "address");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(suppressed(&store, "bob@d2.test").unwrap().key, "@d2.test");
+    assert_eq!(suppressed(&store, "bob@d3.test").unwrap().key, "@d3.test");
+    assert_eq!(suppressed(&store, "bob@d4.test"), None);
+    assert!(err.contains("line 4:"), "{err}");
+    assert!(suppressed(&store, "cat@d5.test").is_some());
+    assert_eq!(suppressed(&store, "x@d6.test"), None);
+    assert!(err.contains("line 6: kind \"planet\""), "{err}");
+}
+
+#[test]
+fn import_keeps_valid_dates_only_and_never_stores_a_formula() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.sqlite");
+    let file = dir.path().join("in.csv");
+    std::fs::write(
+        &file,
+        "address,reason,created\n\
+         a@x.test,unsubscribe,\"=HYPERLINK(\"\"http://evil.test\"\",\"\"x\"\")\"\n\
+         b@x.test,unsubscribe,9999-99-99\n\
+         c@x.test,unsubscribe,2025-03-04T05:06:07+02:00\n\
+         d@x.test,complaint,2025-03-04\n\
+         e@x.test,unsubscribe,2025-03-04T05:06:07.250Z\n\
+         f@x.test,unsubscribe,9999-12-31T00:00:00Z\n\
+         '=g@x.test,unsubscribe,\n",
+    )
+    .unwrap();
+    let out = import(&store, &file, "address");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let created = |e: &str| suppressed(&store, e).unwrap().created;
+    assert_eq!(
+        created("c@x.test"),
+        "2025-03-04T03:06:07Z",
+        "converted to UTC"
+    );
+    assert_eq!(created("d@x.test"), "2025-03-04T00:00:00Z");
+    assert_eq!(
+        suppressed(&store, "d@x.test").unwrap().reason,
+        Reason::Complaint
+    );
+    assert_eq!(created("e@x.test"), "2025-03-04T05:06:07Z");
+    // Unusable dates: the entry is kept (an unsubscribe must not be lost over its date) and
+    // dated at the import, which is said on stderr with the line.
+    for (line, e, given) in [
+        (2, "a@x.test", "=HYPERLINK"),
+        (3, "b@x.test", "9999-99-99"),
+        (7, "f@x.test", "9999-12-31T00:00:00Z"),
+    ] {
+        let c = created(e);
+        assert!(!c.contains(given), "{e}: {c}");
+        assert!(humantime::parse_rfc3339(&c).is_ok(), "{e}: {c}");
+        assert!(err.contains(&format!("line {line}: created")), "{e}: {err}");
+    }
+    // A defused cell (as an export writes it) is read back as the address it defuses.
+    assert_eq!(suppressed(&store, "=g@x.test").unwrap().key, "=g@x.test");
+    for e in Store::open(&store).unwrap().list().unwrap() {
+        assert!(!e.created.starts_with('='), "{e:?}");
+    }
+}
+
+#[test]
+fn export_defuses_formula_cells_and_import_reads_its_export_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.sqlite");
+    let mut s = Store::open(&store).unwrap();
+    let entries = [
+        mailmerge::suppress::Entry::new(
+            "=1+1@x.test".into(),
+            Reason::HardBounce,
+            "=HYPERLINK(\"http://evil.test\",\"click\")",
+            "@camp",
+        ),
+        mailmerge::suppress::Entry::new("-minus@x.test".into(), Reason::Manual, "+1", ""),
+        mailmerge::suppress::Entry::new("@whole.test".into(), Reason::Manual, "", ""),
+        mailmerge::suppress::Entry::new("plain@x.test".into(), Reason::Complaint, "ok", ""),
+    ];
+    s.add(&entries).unwrap();
+    let file = dir.path().join("export.csv");
+    let out = suppress_cmd(&store, &["export".as_ref(), file.as_os_str()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut rdr = csv::Reader::from_path(&file).unwrap();
+    let header = rdr.headers().unwrap().clone();
+    assert_eq!(
+        header.iter().collect::<Vec<_>>(),
+        ["address", "reason", "cause", "campaign", "created", "kind"]
+    );
+    let cells: Vec<String> = rdr
+        .records()
+        .flat_map(|r| r.unwrap().iter().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    for c in &cells {
+        assert!(
+            !c.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "a formula cell reached the export: {c:?}"
+        );
+    }
+    assert!(cells.contains(&"'=1+1@x.test".to_string()), "{cells:?}");
+    assert!(cells.contains(&"'=HYPERLINK(\"http://evil.test\",\"click\")".to_string()));
+    // `suppress list` prints the same, defused.
+    let list = suppress_cmd(&store, &["list".as_ref()]);
+    assert_eq!(std::fs::read(&file).unwrap(), list.stdout);
+
+    // The export imported into a new list gives the same entries.
+    let copy = dir.path().join("copy.sqlite");
+    let out = import(&copy, &file, "address");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys = |p: &std::path::Path| -> Vec<(String, Reason, String)> {
+        Store::open(p)
+            .unwrap()
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.key, e.reason, e.created))
+            .collect()
+    };
+    assert_eq!(keys(&copy), keys(&store));
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_reported_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.sqlite");
+    let file = dir.path().join("latin1.csv");
+    let mut bytes = b"address,name\nann@x.test,Ann\n".to_vec();
+    bytes.extend_from_slice(b"j\xf6rg@x.test,J\xf6rg\n");
+    bytes.extend_from_slice(b"bob@x.test,Bj\xf6rn\n");
+    bytes.extend_from_slice(b"cat@x.test,Cat\n");
+    std::fs::write(&file, bytes).unwrap();
+    let out = import(&store, &file, "address");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3: not UTF-8"), "{err}");
+    // Only the cells an import reads must be UTF-8: Björn's name does not lose his entry.
+    for e in ["ann@x.test", "bob@x.test", "cat@x.test"] {
+        assert!(suppressed(&store, e).is_some(), "{e}: {err}");
+    }
+    assert_eq!(Store::open(&store).unwrap().list().unwrap().len(), 3);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("3 added, 0 already suppressed, 1 skipped"),
+        "{stdout}"
+    );
+}

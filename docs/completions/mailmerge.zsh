@@ -308,7 +308,7 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (merge-results)
 _arguments "${_arguments_options[@]}" : \
-'--list=[The list the shards were run on (gives the rows and their order)]:PATH:_files' \
+'--list=[The list the shards were run on (gives the rows, their order, and the address and values each result row must have)]:PATH:_files' \
 '-o+[The merged results CSV]:PATH:_files' \
 '--output=[The merged results CSV]:PATH:_files' \
 '--email-column=[Column of LIST holding the recipient address (as given to \`run\`)]:NAME:_default' \
@@ -495,7 +495,7 @@ _mailmerge_commands() {
 'suppress:Manage the suppression list\: addresses no campaign sends to (docs/list-hygiene.md)' \
 'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses' \
 'senders:What is remembered per provider and source IP (learnt limits, suspensions, today'\''s counts, warm-up day); clear an entry with --clear' \
-'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once' \
+'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once, with LIST'\''s address and values, in LIST'\''s order within each input' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -568,7 +568,7 @@ _mailmerge__subcmd__help_commands() {
 'suppress:Manage the suppression list\: addresses no campaign sends to (docs/list-hygiene.md)' \
 'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses' \
 'senders:What is remembered per provider and source IP (learnt limits, suspensions, today'\''s counts, warm-up day); clear an entry with --clear' \
-'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once' \
+'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once, with LIST'\''s address and values, in LIST'\''s order within each input' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -633,8 +633,8 @@ _mailmerge__subcmd__help__subcmd__suppress_commands() {
 'list:Print every entry as CSV (address, reason, cause, campaign, created)' \
 'add:Suppress addresses, or whole domains written @domain' \
 'remove:Take addresses (or @domains) off the list' \
-'import:Add the addresses of a CSV file, e.g. another tool'\''s unsubscribe export' \
-'export:Write every entry as CSV to FILE (or stdout when omitted or \`-\`)' \
+'import:Add the addresses of a CSV file, e.g. another tool'\''s unsubscribe export. A whole domain only on rows whose \`kind\` column says \`domain\`; a line that cannot be used is reported with its number and skipped' \
+'export:Write every entry as CSV to FILE (or stdout when omitted or \`-\`), formula-like cells defused with a leading apostrophe' \
     )
     _describe -t commands 'mailmerge help suppress commands' commands "$@"
 }
@@ -684,8 +684,8 @@ _mailmerge__subcmd__suppress_commands() {
 'list:Print every entry as CSV (address, reason, cause, campaign, created)' \
 'add:Suppress addresses, or whole domains written @domain' \
 'remove:Take addresses (or @domains) off the list' \
-'import:Add the addresses of a CSV file, e.g. another tool'\''s unsubscribe export' \
-'export:Write every entry as CSV to FILE (or stdout when omitted or \`-\`)' \
+'import:Add the addresses of a CSV file, e.g. another tool'\''s unsubscribe export. A whole domain only on rows whose \`kind\` column says \`domain\`; a line that cannot be used is reported with its number and skipped' \
+'export:Write every entry as CSV to FILE (or stdout when omitted or \`-\`), formula-like cells defused with a leading apostrophe' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'mailmerge suppress commands' commands "$@"
@@ -706,8 +706,8 @@ _mailmerge__subcmd__suppress__subcmd__help_commands() {
 'list:Print every entry as CSV (address, reason, cause, campaign, created)' \
 'add:Suppress addresses, or whole domains written @domain' \
 'remove:Take addresses (or @domains) off the list' \
-'import:Add the addresses of a CSV file, e.g. another tool'\''s unsubscribe export' \
-'export:Write every entry as CSV to FILE (or stdout when omitted or \`-\`)' \
+'import:Add the addresses of a CSV file, e.g. another tool'\''s unsubscribe export. A whole domain only on rows whose \`kind\` column says \`domain\`; a line that cannot be used is reported with its number and skipped' \
+'export:Write every entry as CSV to FILE (or stdout when omitted or \`-\`), formula-like cells defused with a leading apostrophe' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'mailmerge suppress help commands' commands "$@"

@@ -11,6 +11,7 @@ use ring::hmac;
 
 use super::BounceError;
 use super::parse::{self, Kind, Report};
+use crate::files::{self, NewFile};
 use crate::outcome::{Outcome, Status, Step};
 use crate::smtp::Reply;
 use crate::suppress::{self, Entry, Reason, Store};
@@ -333,7 +334,7 @@ impl Matcher {
         })
     }
 
-    /// Writes back every results CSV that changed (temporary file, then rename).
+    /// Writes back every results CSV that changed (temporary file, then rename: [`crate::files`]).
     pub fn finish(self) -> Result<usize, BounceError> {
         let mut written = 0;
         for (path, file) in self.files.into_iter().filter(|(_, f)| f.changed) {
@@ -341,16 +342,14 @@ impl Matcher {
                 path: path.clone(),
                 message,
             };
-            let tmp = path.with_extension("csv.tmp");
-            let mut w = csv::Writer::from_path(&tmp).map_err(|e| err(e.to_string()))?;
+            let tmp = NewFile::create(&path).map_err(|e| err(e.to_string()))?;
+            let mut w = csv::Writer::from_writer(tmp);
             w.write_record(&file.headers)
                 .map_err(|e| err(e.to_string()))?;
             for rec in &file.rows {
                 w.write_record(rec).map_err(|e| err(e.to_string()))?;
             }
-            w.flush().map_err(|e| err(e.to_string()))?;
-            drop(w);
-            std::fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))?;
+            files::commit_csv(w).map_err(|e| err(e.to_string()))?;
             written += 1;
         }
         Ok(written)

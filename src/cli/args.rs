@@ -53,7 +53,8 @@ pub enum Command {
     /// counts, warm-up day); clear an entry with --clear.
     Senders(super::senders::SendersArgs),
     /// Join the results of `run --shard 0/N` … `N-1/N` into one results CSV in the list's
-    /// order. Exits 2, naming the rows, unless every row of LIST appears exactly once.
+    /// order. Exits 2, naming the rows, unless every row of LIST appears exactly once, with
+    /// LIST's address and values, in LIST's order within each input.
     MergeResults(MergeArgs),
     /// Write the man pages or print shell completions (generated from these definitions).
     Generate(GenerateArgs),
@@ -280,7 +281,8 @@ pub struct MergeArgs {
     /// The shards' results CSVs (any order).
     #[arg(required = true, value_hint = ValueHint::FilePath)]
     pub results: Vec<PathBuf>,
-    /// The list the shards were run on (gives the rows and their order).
+    /// The list the shards were run on (gives the rows, their order, and the address and
+    /// values each result row must have).
     #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
     pub list: PathBuf,
     /// The merged results CSV.

@@ -96,8 +96,8 @@ pub async fn check_sender_command(args: CheckSenderArgs) -> Result<ExitCode> {
     Ok(exit(report.all_ok()))
 }
 
-/// `merge-results`: 0 merged, 2 when the inputs do not cover the list exactly once (or cannot
-/// be read).
+/// `merge-results`: 0 merged, 2 when the inputs do not match the list (each row exactly once,
+/// as the list has it, in list order) or cannot be read.
 pub fn merge_results(args: MergeArgs) -> Result<ExitCode> {
     let opts = ListOptions {
         email_column: args.email_column,
@@ -106,7 +106,7 @@ pub fn merge_results(args: MergeArgs) -> Result<ExitCode> {
     let result = RecipientList::from_path(&args.list, &opts)
         .map_err(|e| e.to_string())
         .and_then(|list| {
-            merge::merge_results(&args.results, list.len(), &args.output).map_err(|e| e.to_string())
+            merge::merge_results(&args.results, &list, &args.output).map_err(|e| e.to_string())
         });
     match result {
         Ok(rows) => {

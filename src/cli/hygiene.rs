@@ -11,6 +11,7 @@ use clap::{Args, Subcommand, ValueHint};
 
 use mailmerge::RunConfig;
 use mailmerge::bounces::{self, Disposition, Matcher};
+use mailmerge::files::NewFile;
 use mailmerge::suppress::options::{StoreOptions, SuppressOptions, VerpKeyOptions};
 use mailmerge::suppress::{self, Entry, Reason, Store};
 use mailmerge::verp::Verp;
@@ -52,7 +53,9 @@ pub enum SuppressAction {
         #[arg(required = true)]
         addresses: Vec<String>,
     },
-    /// Add the addresses of a CSV file, e.g. another tool's unsubscribe export.
+    /// Add the addresses of a CSV file, e.g. another tool's unsubscribe export. A whole
+    /// domain only on rows whose `kind` column says `domain`; a line that cannot be used is
+    /// reported with its number and skipped.
     Import {
         /// CSV file with a header row.
         #[arg(value_hint = ValueHint::FilePath)]
@@ -64,7 +67,8 @@ pub enum SuppressAction {
         #[arg(long, default_value = "unsubscribe")]
         reason: Reason,
     },
-    /// Write every entry as CSV to FILE (or stdout when omitted or `-`).
+    /// Write every entry as CSV to FILE (or stdout when omitted or `-`), formula-like cells
+    /// defused with a leading apostrophe.
     Export {
         /// Output file.
         #[arg(value_hint = ValueHint::FilePath)]
@@ -174,6 +178,9 @@ pub fn suppress(args: SuppressArgs) -> Result<ExitCode> {
             for s in &got.skipped {
                 eprintln!("mailmerge: {name}: skipped {s}");
             }
+            for n in &got.notes {
+                eprintln!("mailmerge: {name}: {n}");
+            }
             let n = store.add(&got.entries)?;
             println!(
                 "{n} added, {} already suppressed, {} skipped",
@@ -189,9 +196,12 @@ fn export(store: &Store, file: Option<&Path>) -> Result<()> {
     let entries = store.list()?;
     match file.filter(|f| f.as_os_str() != "-") {
         Some(f) => {
-            let out =
-                std::fs::File::create(f).with_context(|| format!("creating {}", f.display()))?;
-            suppress::export_csv(&entries, out, &f.display().to_string())?;
+            // A temporary file renamed into place: never written through a link.
+            let mut out =
+                NewFile::create(f).with_context(|| format!("creating {}", f.display()))?;
+            suppress::export_csv(&entries, &mut out, &f.display().to_string())?;
+            out.commit()
+                .with_context(|| format!("writing {}", f.display()))?;
         }
         None => {
             let stdout = std::io::stdout();

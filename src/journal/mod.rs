@@ -18,6 +18,12 @@
 //!   a hash of the row's other fields (by column name, so column order does not matter) and its
 //!   occurrence among identical rows.
 //!
+//! The journal is changed in place, so it is opened without following a link at its name
+//! ([`crate::files::open_no_link`]): a journal that is a symbolic link is refused
+//! ([`JournalError::Link`]) rather than read, truncated (`--fresh`), appended to or created
+//! through. Its name is derived from the results path, never typed by the user, so no link
+//! there is one the user named; links in its folders are followed.
+//!
 //! Only `delivered` and `bounced` records end a row for good. `deferred` rows are tried again;
 //! `invalid` and `duplicate` rows are re-checked from the list (no network), so fixing a row
 //! or adding a missing attachment lets it go out on the next run.
@@ -34,6 +40,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::files;
 use crate::outcome::{Outcome, Status, Step};
 use crate::recipients::{RecipientList, Row};
 use crate::smtp::EnhancedCode;
@@ -84,6 +91,20 @@ pub enum JournalError {
         line: usize,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The journal's name is a symbolic link: refused, so that nothing is read, truncated
+    /// (`--fresh`), appended or created through it (docs/results.md, "Files mailmerge
+    /// writes").
+    #[error(
+        "journal {path} is a symbolic link (to {target}): refused, mailmerge never writes \
+         through a link at a file name it derives. Remove the link, or give --results in \
+         the folder where the journal should be (links in folders are followed)"
+    )]
+    Link {
+        /// The journal's path (the link).
+        path: PathBuf,
+        /// Where the link points.
+        target: PathBuf,
     },
     /// The file is not a mailmerge journal (or a newer format).
     #[error("journal {path}: {reason} (use --fresh to start over, or another --results)")]
@@ -330,6 +351,31 @@ impl Record {
     }
 }
 
+/// Opens the journal at `path` with `opts`, never through a link ([`files::open_no_link`]).
+fn open_file(path: &Path, opts: &mut OpenOptions) -> Result<File, JournalError> {
+    files::open_no_link(path, opts).map_err(|e| match e {
+        files::OpenError::Link(target) => JournalError::Link {
+            path: path.into(),
+            target,
+        },
+        files::OpenError::Io(source) => JournalError::Io {
+            path: path.into(),
+            source,
+        },
+    })
+}
+
+/// Opens the journal at `path` for reading; `None` when there is none.
+fn open_existing(path: &Path) -> Result<Option<File>, JournalError> {
+    match open_file(path, OpenOptions::new().read(true)) {
+        Ok(f) => Ok(Some(f)),
+        Err(JournalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads records back from a journal file by offset.
 #[derive(Debug)]
 pub struct JournalReader {
@@ -339,10 +385,7 @@ pub struct JournalReader {
 impl JournalReader {
     /// Opens `path` for reading.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
-        let file = File::open(path).map_err(|source| JournalError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let file = open_file(path, OpenOptions::new().read(true))?;
         Ok(Self { file })
     }
 
@@ -452,13 +495,13 @@ pub fn load(path: &Path, repair: bool) -> Result<Replay, JournalError> {
         path: path.into(),
         source,
     };
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replay::default()),
-        Err(e) => return Err(io(e)),
+    let Some(file) = open_existing(path)? else {
+        return Ok(Replay::default());
     };
     let mut replay = Replay {
-        reader: Some(JournalReader::open(path)?),
+        reader: Some(JournalReader {
+            file: file.try_clone().map_err(io)?,
+        }),
         ..Replay::default()
     };
     let mut reader = BufReader::new(file);
@@ -607,10 +650,8 @@ pub fn record_late_bounce(
         path: path.into(),
         source,
     };
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(io(e)),
+    let Some(file) = open_existing(path)? else {
+        return Ok(false);
     };
     let mut reader = BufReader::new(file);
     let mut line = Vec::new();
@@ -644,11 +685,7 @@ pub fn record_late_bounce(
     let mut bytes =
         serde_json::to_vec(&Record::new(&key, sent.row, &outcome)).map_err(|e| io(e.into()))?;
     bytes.push(b'\n');
-    let mut file = OpenOptions::new()
-        .append(true)
-        .read(true)
-        .open(path)
-        .map_err(io)?;
+    let mut file = open_file(path, OpenOptions::new().append(true).read(true))?;
     let len = file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
     let keep = complete_len(&file, len).map_err(io)?;
     if keep < len {
@@ -729,12 +766,10 @@ impl Journal {
             path: path.into(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(io)?;
+        let mut file = open_file(
+            path,
+            OpenOptions::new().create(true).append(true).read(true),
+        )?;
         if fresh {
             file.set_len(0).map_err(io)?;
         }
@@ -931,6 +966,32 @@ mod tests {
         // --fresh empties it.
         drop(Journal::open(&path, Path::new("l.csv"), true).unwrap());
         assert!(load(&path, false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_journal_that_is_a_link_is_never_read_or_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (real, lines) = three_records(dir.path());
+        let before = std::fs::read(&real).unwrap();
+        let path = dir.path().join("r.csv.journal");
+        std::os::unix::fs::symlink(&real, &path).unwrap();
+        let is_link = |r: Result<_, JournalError>| matches!(r, Err(JournalError::Link { target, .. }) if target == real);
+        assert!(is_link(load(&path, false).map(drop)));
+        assert!(is_link(JournalReader::open(&path).map(drop)));
+        assert!(is_link(
+            Journal::open(&path, Path::new("l.csv"), true).map(drop)
+        ));
+        let id = serde_json::from_str::<Record>(&lines[1])
+            .unwrap()
+            .message_id;
+        let bounce = Outcome::local(Status::Bounced, Step::LateBounce, "550 5.1.1");
+        let late = record_late_bounce(&path, id.as_deref().unwrap_or("x"), &bounce);
+        assert!(is_link(late.map(drop)));
+        assert_eq!(
+            std::fs::read(&real).unwrap(),
+            before,
+            "the target is untouched"
+        );
     }
 
     #[test]

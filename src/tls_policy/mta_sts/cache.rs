@@ -11,10 +11,8 @@
 //! or corrupt file is an empty cache, and a malformed entry is skipped.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -173,32 +171,14 @@ fn read_entries(path: &Path) -> BTreeMap<String, Cached> {
         .collect()
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`, so that a
-/// reader (or a crash) never sees half a file. Creates the parent folder if needed.
+/// Writes `bytes` over `path` through a temporary file renamed into place
+/// ([`crate::files::write`]: never through a link), so that a reader (or a crash) never sees
+/// half a file. Creates the parent folder if needed.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "mta-sts.json".into());
-    // Unique per process and per call, so that two resolvers saving at once never share one.
-    static SAVES: AtomicU64 = AtomicU64::new(0);
-    let n = SAVES.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
     }
-    result
+    crate::files::write(path, bytes)
 }
 
 /// The default cache file: `$XDG_CACHE_HOME/mailmerge/mta-sts.json`, else
