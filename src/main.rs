@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         Command::Check(args) => rt.block_on(cli::commands::run(args, true)),
         Command::CheckSender(args) => rt.block_on(cli::commands::check_sender_command(args)),
         Command::Suppress(args) => cli::suppress::suppress(args),
-        Command::Bounces(args) => cli::suppress::bounces(args),
+        Command::Bounces(args) => rt.block_on(cli::bounces::bounces(args)),
         Command::MergeResults(args) => cli::commands::merge_results(args),
         Command::Generate(g) => cli::commands::generate(g.what),
     };

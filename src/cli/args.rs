@@ -46,9 +46,10 @@ pub enum Command {
     CheckSender(CheckSenderArgs),
     /// Manage the suppression list: addresses no campaign sends to (docs/list-hygiene.md).
     Suppress(super::suppress::SuppressArgs),
-    /// Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their
-    /// rows bounced in the campaign's results CSV and suppress the addresses.
-    Bounces(super::suppress::BouncesArgs),
+    /// Read late bounces and complaints (Maildir folders, mbox or .eml files, an IMAP
+    /// mailbox); mark their rows bounced in the campaign's results CSV and suppress the
+    /// addresses. --dry-run only says what it would do.
+    Bounces(super::bounces::BouncesArgs),
     /// Join the results of `run --shard 0/N` … `N-1/N` into one results CSV in the list's
     /// order. Exits 2, naming the rows, unless every row of LIST appears exactly once.
     MergeResults(MergeArgs),
