@@ -742,7 +742,11 @@ mod tests {
             build_row(r, &rcpt, opts, Some(row)).unwrap().message_id
         };
         let first = id(7, &opts);
-        assert_eq!(first, id(7, &opts), "every attempt of a row: one Message-ID");
+        assert_eq!(
+            first,
+            id(7, &opts),
+            "every attempt of a row: one Message-ID"
+        );
         assert!(first.starts_with("runid.1.r7."), "{first}");
         assert!(first.ends_with("@acme.example"), "{first}");
         assert!(has_row_tag(&first), "{first}");

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::support::*;
-use mailmerge::bounces::{Disposition, Kind, Matcher, read};
+use mailmerge::bounces::{Disposition, Kind, Matcher, Verdict, read};
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::ReceiverConfig;
 use mailmerge::suppress::{Reason, Store};
@@ -25,6 +25,23 @@ fn fixture(name: &str, rcpt: &str, return_path: &str, message_id: &str) -> Strin
         .replace("{{RCPT}}", rcpt)
         .replace("{{RETURN_PATH}}", return_path)
         .replace("{{MESSAGE_ID}}", message_id)
+}
+
+/// Every message under `path` through the matcher: one verdict per recipient.
+pub fn apply_all(matcher: &mut Matcher, path: &Path) -> Vec<Verdict> {
+    read::messages(path, read::DEFAULT_CAP)
+        .unwrap()
+        .flat_map(|m| matcher.apply(&m.unwrap()).unwrap())
+        .collect()
+}
+
+/// A Maildir with `new/`, `cur/` and `tmp/` under `dir`.
+pub fn maildir(dir: &Path) -> std::path::PathBuf {
+    let m = dir.join("Maildir");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(m.join(d)).unwrap();
+    }
+    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,10 +86,7 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
     let last = if head.ends_with('0') { '1' } else { '0' };
     let forged = format!("{}{last}@{domain}", &head[..head.len() - 1]);
 
-    let maildir = scratch.path().join("Maildir");
-    for d in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(maildir.join(d)).unwrap();
-    }
+    let maildir = maildir(scratch.path());
     let put = |n: &str, text: String| std::fs::write(maildir.join("new").join(n), text).unwrap();
     put(
         "1.postfix",
@@ -118,24 +132,23 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
     );
 
     let mut matcher = Matcher::new(Store::open(&store_path).unwrap(), Some(KEY)).unwrap();
-    let verdicts: Vec<Disposition> = read::messages(&maildir)
-        .unwrap()
-        .iter()
-        .map(|m| matcher.apply(&m.bytes).unwrap())
-        .collect();
+    let all = apply_all(&mut matcher, &maildir);
     assert_eq!(matcher.finish().unwrap(), 1, "one results file written");
-    let shown: Vec<String> = verdicts.iter().map(ToString::to_string).collect();
+    let shown: Vec<String> = all.iter().map(ToString::to_string).collect();
+    assert_eq!(all.len(), 8, "{shown:#?}");
+    let verdicts: Vec<&Disposition> = all.iter().map(|v| &v.disposition).collect();
     for (i, who) in ["ann", "bob", "cat", "dan"].iter().enumerate() {
         assert!(
-            matches!(&verdicts[i], Disposition::Matched { email, kind: Kind::Bounce, suppressed: true, .. } if email == &format!("{who}@a.test")),
+            matches!(verdicts[i], Disposition::Matched { email, suppressed: true, .. } if email == &format!("{who}@a.test")),
             "{who}: {shown:#?}"
         );
+        assert!(all[i].kind.is_failure(), "{shown:#?}");
     }
+    assert_eq!(all[4].kind, Kind::Complaint, "{shown:#?}");
     assert!(
         matches!(
-            &verdicts[4],
+            verdicts[4],
             Disposition::Matched {
-                kind: Kind::Complaint,
                 suppressed: true,
                 ..
             }
@@ -143,12 +156,12 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
         "{shown:#?}"
     );
     assert!(
-        matches!(&verdicts[5], Disposition::Ignored(w) if w.starts_with("delay")),
+        matches!(verdicts[5], Disposition::Ignored(w) if w.starts_with("delay")),
         "{shown:#?}"
     );
-    assert!(matches!(&verdicts[6], Disposition::Forged(_)), "{shown:#?}");
+    assert!(matches!(verdicts[6], Disposition::Forged(_)), "{shown:#?}");
     assert!(
-        matches!(&verdicts[7], Disposition::Unmatched(_)),
+        matches!(verdicts[7], Disposition::Unmatched(_)),
         "{shown:#?}"
     );
 
@@ -230,19 +243,45 @@ fn reports_without_the_key_match_by_message_id_only_and_others_are_not_reports()
         "bounces+0badc0de-1-0123456789abcdef@sender.test",
         "x@sender.test",
     );
-    assert!(matches!(
-        m.apply(text.as_bytes()).unwrap(),
-        Disposition::Unmatched(_)
-    ));
+    let raw = read::Raw {
+        origin: "dsn".into(),
+        bytes: text.clone().into_bytes(),
+        truncated: false,
+    };
+    let v = m.apply(&raw).unwrap();
+    assert!(
+        matches!(
+            &v[..],
+            [Verdict {
+                disposition: Disposition::Unmatched(_),
+                ..
+            }]
+        ),
+        "{v:?}"
+    );
     let ordinary = b"From: ann@a.test\r\nSubject: hi\r\n\r\nThanks for the 5.1.1 newsletter\r\n";
-    assert!(matches!(
-        m.apply(ordinary).unwrap(),
-        Disposition::Ignored(_)
-    ));
-    let r = mailmerge::bounces::parse::parse(text.as_bytes()).unwrap();
+    let raw = read::Raw {
+        origin: "ordinary".into(),
+        bytes: ordinary.to_vec(),
+        truncated: false,
+    };
+    let v = m.apply(&raw).unwrap();
+    assert!(
+        matches!(
+            &v[..],
+            [Verdict {
+                kind: Kind::Other,
+                disposition: Disposition::Ignored(_),
+                ..
+            }]
+        ),
+        "{v:?}"
+    );
+    let r = mailmerge::bounces::parse::parse(text.as_bytes());
+    let first = &r.recipients[0];
     assert_eq!(
-        (r.format, r.code, r.recipients.clone()),
-        ("rfc3464", Some(550), vec!["ann@a.test".to_string()])
+        (r.format, first.code, first.address.as_deref()),
+        ("rfc3464", Some(550), Some("ann@a.test"))
     );
     assert_eq!(r.message_id.as_deref(), Some("x@sender.test"));
 }
@@ -315,20 +354,13 @@ async fn a_dsn_written_by_postfix_itself_is_matched_to_its_row() {
         "a real RFC 3464 report: {text}"
     );
 
-    let maildir = scratch.path().join("Maildir");
-    for d in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(maildir.join(d)).unwrap();
-    }
+    let maildir = maildir(scratch.path());
     std::fs::write(maildir.join("new/1.postfix-real"), &dsn.data).unwrap();
     let mut matcher = Matcher::new(Store::open(&store_path).unwrap(), Some(KEY)).unwrap();
-    let verdicts: Vec<Disposition> = read::messages(&maildir)
-        .unwrap()
-        .iter()
-        .map(|m| matcher.apply(&m.bytes).unwrap())
-        .collect();
+    let verdicts = apply_all(&mut matcher, &maildir);
     matcher.finish().unwrap();
     assert!(
-        matches!(&verdicts[..], [Disposition::Matched { email, kind: Kind::Bounce, suppressed: true, .. }] if email == "gone@late.test"),
+        matches!(&verdicts[..], [Verdict { kind: Kind::Dsn, disposition: Disposition::Matched { email, suppressed: true, .. }, .. }] if email == "gone@late.test"),
         "{verdicts:?}"
     );
     let rows = read_results(&job.results);

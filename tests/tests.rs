@@ -7,6 +7,7 @@
 mod checks;
 mod support;
 
+mod bounce_corpus;
 mod bounces;
 mod cli;
 mod dane;

@@ -98,7 +98,12 @@ impl Verdict {
                 row,
                 email,
                 suppressed,
-            } => (Some(campaign.clone()), Some(*row), Some(email.clone()), *suppressed),
+            } => (
+                Some(campaign.clone()),
+                Some(*row),
+                Some(email.clone()),
+                *suppressed,
+            ),
             _ => (None, None, None, false),
         };
         serde_json::json!({
@@ -200,7 +205,12 @@ fn late_outcome(r: &Recipient) -> Outcome {
 /// Row `i` of the results CSV at `path` becomes `bounced` (step `late-bounce`, the report's
 /// codes, diagnostic and category), and the campaign's journal records it so that a re-run
 /// keeps it.
-fn mark_bounced(file: &mut Results, i: usize, r: &Recipient, path: &Path) -> Result<(), BounceError> {
+fn mark_bounced(
+    file: &mut Results,
+    i: usize,
+    r: &Recipient,
+    path: &Path,
+) -> Result<(), BounceError> {
     let category = r.category.map_or("other", |c| c.as_str());
     file.set(
         i,
@@ -208,7 +218,10 @@ fn mark_bounced(file: &mut Results, i: usize, r: &Recipient, path: &Path) -> Res
             ("status", Status::Bounced.as_str().to_string()),
             ("step", Step::LateBounce.as_str().to_string()),
             ("code", r.code.map(|c| c.to_string()).unwrap_or_default()),
-            ("enhanced_code", r.status.map(|s| s.to_string()).unwrap_or_default()),
+            (
+                "enhanced_code",
+                r.status.map(|s| s.to_string()).unwrap_or_default(),
+            ),
             ("response", r.diagnostic.clone()),
             ("category", category.to_string()),
         ],
@@ -287,7 +300,11 @@ impl Matcher {
             _ => None,
         };
         if let Some(why) = why {
-            return Ok(vec![verdict(report.kind, None, Disposition::Ignored(why.into()))]);
+            return Ok(vec![verdict(
+                report.kind,
+                None,
+                Disposition::Ignored(why.into()),
+            )]);
         }
         let mut out = Vec::new();
         for r in &report.recipients {

@@ -105,7 +105,10 @@ impl ImapUrl {
         let mailbox = percent_decode(path);
         Ok(Self {
             user: percent_decode(user),
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
             mailbox: if mailbox.is_empty() {
                 "INBOX".into()

@@ -178,7 +178,10 @@ fn read(p: &Parts) -> (Kind, &'static str, Vec<Recipient>) {
     let generic = patterns::FAMILIES.iter().find(|f| f.name == "generic");
     if let Some(f) = generic.filter(|f| matches_family(f, p) && looks_generated(p)) {
         let rcpts = notice(f, p);
-        if rcpts.iter().any(|r| r.address.is_some() || r.status.is_some()) {
+        if rcpts
+            .iter()
+            .any(|r| r.address.is_some() || r.status.is_some())
+        {
             return (summary_kind(&rcpts, Kind::Bounce), f.name, rcpts);
         }
     }
@@ -203,9 +206,17 @@ fn collect(msg: &Message<'_>) -> Parts {
     };
     if let Some(f) = msg.from().and_then(|a| a.first()) {
         p.from.push(' ');
-        p.from.push_str(&f.name().unwrap_or_default().to_lowercase());
+        p.from
+            .push_str(&f.name().unwrap_or_default().to_lowercase());
     }
-    for h in ["To", "Cc", "Delivered-To", "Return-Path", "Reply-To", "From"] {
+    for h in [
+        "To",
+        "Cc",
+        "Delivered-To",
+        "Return-Path",
+        "Reply-To",
+        "From",
+    ] {
         p.own.extend(raw_addresses(msg.header_raw(h).unwrap_or("")));
     }
     if let Some(v) = msg.header_raw("X-Failed-Recipients") {
@@ -270,7 +281,8 @@ fn returned_message(inner: &Message<'_>, p: &mut Parts) {
             .chain(addresses_of(inner.to())),
     );
     for h in ["From", "Return-Path", "Sender", "Reply-To"] {
-        p.own.extend(raw_addresses(inner.header_raw(h).unwrap_or("")));
+        p.own
+            .extend(raw_addresses(inner.header_raw(h).unwrap_or("")));
     }
 }
 
@@ -409,10 +421,14 @@ fn dsn_block(block: &str) -> Option<Recipient> {
             _ => return None,
         },
     };
-    let mut addrs: Vec<String> = ["original-recipient", "final-recipient", "x-actual-recipient"]
-        .iter()
-        .filter_map(|n| get(n).and_then(typed_address))
-        .collect();
+    let mut addrs: Vec<String> = [
+        "original-recipient",
+        "final-recipient",
+        "x-actual-recipient",
+    ]
+    .iter()
+    .filter_map(|n| get(n).and_then(typed_address))
+    .collect();
     addrs = dedup(addrs);
     let diagnostic = get("diagnostic-code")
         .map(|d| d.split_once(';').map_or(d, |(_, t)| t).trim().to_string())
@@ -465,13 +481,23 @@ fn finish(mut r: Recipient, final_failure: bool) -> Recipient {
 fn notice(f: &Family, p: &Parts) -> Vec<Recipient> {
     let region = report_region(&p.text);
     let lower = region.to_lowercase();
-    let permanent = ["permanent", "failed permanently", "given up", "i'm not going to try again"]
-        .iter()
-        .any(|w| lower.contains(w));
+    const PERMANENT: [&str; 6] = [
+        "permanent error",
+        "failed permanently",
+        "permanent failure",
+        "permanent fatal error",
+        "given up",
+        "i'm not going to try again",
+    ];
+    let permanent = PERMANENT.iter().any(|w| lower.contains(w));
     let delayed = f.delay.iter().any(|d| lower.contains(d))
         || ["delay", "warning:"].iter().any(|w| p.subject.contains(w));
     let final_failure = permanent || !delayed;
-    let kind = if final_failure { Kind::Bounce } else { Kind::Delay };
+    let kind = if final_failure {
+        Kind::Bounce
+    } else {
+        Kind::Delay
+    };
     let mut found = blocks(Some(f), p);
     if found.is_empty() {
         let fallback = if p.failed_header.is_empty() {
@@ -558,7 +584,11 @@ fn report_region(text: &str) -> &str {
 /// with a known reason phrase, else the block's first line; white space collapsed, at most
 /// 500 characters.
 fn best_line(block: &str) -> String {
-    let lines: Vec<&str> = block.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = block
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let pick = lines
         .iter()
         .find(|l| find_status(l).is_some() || reply_code_anywhere(l).is_some())
@@ -604,12 +634,38 @@ fn line_addresses(line: &str, own: &[String]) -> Vec<String> {
     }
     raw_addresses(line)
         .into_iter()
-        .filter(|a| !own.contains(a))
+        .filter(|a| !own.contains(a) && !is_pointer(&l, a))
         .filter(|a| {
             let local = a.split('@').next().unwrap_or("");
             !matches!(local, "mailer-daemon" | "postmaster" | "mailerdaemon")
         })
         .collect()
+}
+
+/// The address is one the notice points to, not one that failed: "please try <new@…>",
+/// "forwarded to", "contact help@…" (the words just before it on its line).
+fn is_pointer(lower_line: &str, address: &str) -> bool {
+    const POINTERS: [&str; 9] = [
+        "try",
+        "moved to",
+        "new address",
+        "forward",
+        "contact",
+        "write to",
+        "mail to",
+        "send to",
+        "reply to",
+    ];
+    let local = address.split('@').next().unwrap_or(address);
+    let Some(at) = lower_line.find(local) else {
+        return false;
+    };
+    let mut from = at.saturating_sub(24);
+    while !lower_line.is_char_boundary(from) {
+        from -= 1;
+    }
+    let before = &lower_line[from..at];
+    POINTERS.iter().any(|p| before.contains(p))
 }
 
 /// Every address-shaped word of a text, normalized, without repeats.
@@ -654,7 +710,8 @@ fn dedup(v: Vec<String>) -> Vec<String> {
 fn ses_json(text: &str) -> Option<(Kind, Vec<Recipient>)> {
     let start = text.find('{')?;
     let v: serde_json::Value = serde_json::from_str(text[start..].trim()).ok()?;
-    let str_of = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let str_of =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     match v.get("notificationType")?.as_str()? {
         "Bounce" => {
             let b = v.get("bounce")?;
@@ -671,7 +728,11 @@ fn ses_json(text: &str) -> Option<(Kind, Vec<Recipient>)> {
                         kind: Kind::Bounce,
                         status: str_of(r, "status").and_then(|s| find_status(&s).map(|(e, _)| e)),
                         code: None,
-                        diagnostic: diag.split_once(';').map_or(diag.as_str(), |(_, t)| t).trim().into(),
+                        diagnostic: diag
+                            .split_once(';')
+                            .map_or(diag.as_str(), |(_, t)| t)
+                            .trim()
+                            .into(),
                         category: None,
                         hard: false,
                     };
@@ -708,8 +769,18 @@ fn ses_json(text: &str) -> Option<(Kind, Vec<Recipient>)> {
 fn ses_message_id(text: &str) -> Option<String> {
     let start = text.find('{')?;
     let v: serde_json::Value = serde_json::from_str(text[start..].trim()).ok()?;
-    let id = v.get("mail")?.get("commonHeaders")?.get("messageId")?.as_str()?;
-    Some(id.trim().trim_start_matches('<').trim_end_matches('>').to_string()).filter(|s| !s.is_empty())
+    let id = v
+        .get("mail")?
+        .get("commonHeaders")?
+        .get("messageId")?
+        .as_str()?;
+    Some(
+        id.trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string(),
+    )
+    .filter(|s| !s.is_empty())
 }
 
 /// A `Message-ID:` line quoted in the notice's text (the returned headers, inline).
@@ -758,7 +829,11 @@ fn typed_address(v: &str) -> Option<String> {
 }
 
 fn clean_address(v: &str) -> Option<String> {
-    let a = v.trim().trim_start_matches('<').trim_end_matches('>').trim();
+    let a = v
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim();
     suppress::normalize(a).ok().filter(|a| !a.starts_with('@'))
 }
 
@@ -817,11 +892,14 @@ fn reply_code_anywhere(text: &str) -> Option<u16> {
         if !matches!(digits[0], b'4' | b'5') || !digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let before_ok = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b"./:-".contains(&b[i - 1]));
+        let before_ok =
+            i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b"./:-".contains(&b[i - 1]));
         let after = b.get(i + 3).copied();
         let then = b.get(i + 4).copied();
         let after_ok = match after {
-            Some(b' ' | b'-') => then.is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, b'4' | b'5')),
+            Some(b' ' | b'-') => {
+                then.is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, b'4' | b'5'))
+            }
             Some(b')') => true,
             _ => false,
         };
@@ -880,9 +958,20 @@ mod tests {
         let full = r(None, "Sorry, mailbox is full", true);
         assert_eq!(full.category, Some(Category::MailboxFull));
         assert!(!full.hard);
-        let blocked = r(Some(EnhancedCode::new(5, 7, 1)), "550 5.7.1 user unknown", true);
+        let blocked = r(
+            Some(EnhancedCode::new(5, 7, 1)),
+            "550 5.7.1 user unknown",
+            true,
+        );
         assert!(!blocked.hard, "the server's specific status wins");
         assert!(!r(None, "user unknown", false).hard, "not final");
-        assert!(!r(Some(EnhancedCode::new(4, 1, 1)), "451 4.1.1 try later", true).hard);
+        assert!(
+            !r(
+                Some(EnhancedCode::new(4, 1, 1)),
+                "451 4.1.1 try later",
+                true
+            )
+            .hard
+        );
     }
 }

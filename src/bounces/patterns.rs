@@ -74,13 +74,20 @@ pub const FAMILIES: &[Family] = &[
             From("yahoo"),
         ],
         start: &["unable to deliver", "following address"],
-        delay: &["will keep trying", "we'll keep trying", "will continue to attempt"],
+        delay: &[
+            "will keep trying",
+            "we'll keep trying",
+            "will continue to attempt",
+        ],
     },
     Family {
         name: "mail.ru",
         markers: &[From("mail.ru"), Body("сервером mail.ru")],
         start: &["address(es) failed", "following address"],
-        delay: &["has not yet been delivered", "delivery attempts will continue"],
+        delay: &[
+            "has not yet been delivered",
+            "delivery attempts will continue",
+        ],
     },
     Family {
         name: "qmail",
@@ -99,7 +106,11 @@ pub const FAMILIES: &[Family] = &[
             Body("an error has occurred while attempting to deliver a message for"),
         ],
         start: &["following list of recipients"],
-        delay: &["delivery attempts will continue", "temporarily failed", "has been delayed"],
+        delay: &[
+            "delivery attempts will continue",
+            "temporarily failed",
+            "has been delayed",
+        ],
     },
     Family {
         name: "exim",
@@ -145,7 +156,10 @@ pub const FAMILIES: &[Family] = &[
             Subject("returned mail:"),
             Subject("warning: could not send message for past"),
         ],
-        start: &["had permanent fatal errors", "transcript of session follows"],
+        start: &[
+            "had permanent fatal errors",
+            "transcript of session follows",
+        ],
         delay: &[
             "this is a warning message only",
             "will keep trying until message is",
@@ -168,7 +182,11 @@ pub const FAMILIES: &[Family] = &[
             "delivery is delayed to these recipients",
             "couldn't be delivered",
         ],
-        delay: &["delivery is delayed", "delay notification", "will continue to try"],
+        delay: &[
+            "delivery is delayed",
+            "delay notification",
+            "will continue to try",
+        ],
     },
     Family {
         name: "exchange2003",
@@ -178,7 +196,10 @@ pub const FAMILIES: &[Family] = &[
             Body("the following recipient(s) could not be reached"),
         ],
         start: &["cannot be reached", "could not be reached"],
-        delay: &["could not be delivered in the time", "delivery has been delayed"],
+        delay: &[
+            "could not be delivered in the time",
+            "delivery has been delayed",
+        ],
     },
     Family {
         name: "lotus-notes",
@@ -202,7 +223,10 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         name: "kddi",
-        markers: &[Body("could not be delivered to: <"), Body("your mail sent on")],
+        markers: &[
+            Body("could not be delivered to: <"),
+            Body("your mail sent on"),
+        ],
         start: &["could not be delivered to"],
         delay: &[],
     },
@@ -214,7 +238,9 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         name: "groupwise",
-        markers: &[Body("the message that you sent was undeliverable to the following")],
+        markers: &[Body(
+            "the message that you sent was undeliverable to the following",
+        )],
         start: &["undeliverable to the following"],
         delay: &[],
     },
@@ -235,7 +261,9 @@ pub const FAMILIES: &[Family] = &[
     },
     Family {
         name: "mcafee",
-        markers: &[Body("--- the following addresses had delivery problems ---")],
+        markers: &[Body(
+            "--- the following addresses had delivery problems ---",
+        )],
         start: &["had delivery problems"],
         delay: &[],
     },
@@ -357,7 +385,10 @@ pub const REASONS: &[(&str, EnhancedCode)] = &[
     ("name service error", code(5, 1, 2)),
     ("domain name not found", code(5, 1, 2)),
     ("no mx", code(5, 1, 2)),
-    ("all relevant mx records point to non-existent hosts", code(5, 1, 2)),
+    (
+        "all relevant mx records point to non-existent hosts",
+        code(5, 1, 2),
+    ),
     ("dns error", code(5, 1, 2)),
     // No such mailbox (5.1.1).
     ("user unknown", code(5, 1, 1)),
@@ -379,7 +410,10 @@ pub const REASONS: &[(&str, EnhancedCode)] = &[
     ("user not found", code(5, 1, 1)),
     ("address not found", code(5, 1, 1)),
     ("address couldn't be found", code(5, 1, 1)),
-    ("account that you tried to reach does not exist", code(5, 1, 1)),
+    (
+        "account that you tried to reach does not exist",
+        code(5, 1, 1),
+    ),
     ("doesn't have a", code(5, 1, 1)),
     ("not listed in domino directory", code(5, 1, 1)),
     ("not listed in public name & address book", code(5, 1, 1)),

@@ -181,10 +181,16 @@ impl Mbox {
             }
             blank_before = self.line == b"\n" || self.line == b"\r\n";
             let quoted = self.line.starts_with(b">")
-                && self.line.iter().position(|&b| b != b'>').is_some_and(|i| {
-                    self.line[i..].starts_with(b"From ")
-                });
-            let line = if quoted { &self.line[1..] } else { &self.line[..] };
+                && self
+                    .line
+                    .iter()
+                    .position(|&b| b != b'>')
+                    .is_some_and(|i| self.line[i..].starts_with(b"From "));
+            let line = if quoted {
+                &self.line[1..]
+            } else {
+                &self.line[..]
+            };
             let room = self.cap.saturating_sub(bytes.len());
             if line.len() > room {
                 truncated = true;
@@ -225,8 +231,7 @@ impl Mbox {
                 None => (buf, false),
             };
             let room = self.cap.saturating_sub(self.line.len());
-            self.line
-                .extend_from_slice(&chunk[..chunk.len().min(room)]);
+            self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
             let used = chunk.len();
             self.reader.consume(used);
             if end {

@@ -139,8 +139,14 @@ fn table_row(v: &Verdict) -> String {
         "{:<9} {:<9} {:<4} {:<7} {:<16} {:<32} {}: {note}",
         v.kind.as_str(),
         v.disposition.as_str(),
-        if r.is_some_and(|r| r.hard) { "yes" } else { "no" },
-        r.and_then(|r| r.status).map(|s| s.to_string()).unwrap_or("-".into()),
+        if r.is_some_and(|r| r.hard) {
+            "yes"
+        } else {
+            "no"
+        },
+        r.and_then(|r| r.status)
+            .map(|s| s.to_string())
+            .unwrap_or("-".into()),
         r.and_then(|r| r.category).map_or("-", |c| c.as_str()),
         r.and_then(|r| r.address.as_deref()).unwrap_or("-"),
         v.source,
@@ -265,9 +271,8 @@ async fn read_imap(
         })?;
     let mut extra_roots = Vec::new();
     for path in &args.tls_ca {
-        extra_roots.extend(
-            mailmerge::tls_policy::mta_sts::load_pem_certs(path).context("--tls-ca")?,
-        );
+        extra_roots
+            .extend(mailmerge::tls_policy::mta_sts::load_pem_certs(path).context("--tls-ca")?);
     }
     let opts = ImapOptions {
         password,

@@ -516,7 +516,11 @@ mod tests {
         let ro = Store::open_read_only(&path).unwrap().unwrap();
         assert_eq!(ro.watermark(mailbox).unwrap().unwrap().last_uid, 43);
         assert!(ro.lookup_key("ann@example.com").unwrap().is_some());
-        assert!(Store::open_read_only(&dir.path().join("none.sqlite")).unwrap().is_none());
+        assert!(
+            Store::open_read_only(&dir.path().join("none.sqlite"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
