@@ -8,6 +8,7 @@ mod checks;
 mod support;
 
 mod bounce_corpus;
+mod bounce_forgery;
 mod bounces;
 mod cli;
 mod dane;

@@ -153,8 +153,12 @@ impl fmt::Display for Verdict {
 
 /// `550 5.1.1 text`.
 fn detail(r: &Recipient) -> String {
-    let code = r.code.map(|c| c.to_string()).unwrap_or_default();
-    let status = r.status.map(|s| s.to_string()).unwrap_or_default();
+    let mut code = r.code.map(|c| c.to_string()).unwrap_or_default();
+    let mut status = r.status.map(|s| s.to_string()).unwrap_or_default();
+    // The diagnostic usually starts with them already (`550 5.1.1 …`).
+    if r.diagnostic.starts_with(&format!("{code} {status}")) {
+        (code, status) = (String::new(), String::new());
+    }
     [code.as_str(), status.as_str(), r.diagnostic.as_str()]
         .iter()
         .filter(|s| !s.is_empty())
