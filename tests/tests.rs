@@ -9,6 +9,7 @@ mod support;
 
 mod bounce_corpus;
 mod bounce_forgery;
+mod bounce_imap;
 mod bounces;
 mod cli;
 mod dane;

@@ -56,7 +56,7 @@ pub fn need(program: &str) -> Option<PathBuf> {
 }
 
 /// Root, and the system users a server's binary has compiled in, or [`skip`].
-fn need_root_and_users(server: &str, users: &[&str]) -> Option<()> {
+pub fn need_root_and_users(server: &str, users: &[&str]) -> Option<()> {
     if !is_root() {
         return skip(&format!("starting {server} needs root"));
     }
@@ -101,14 +101,14 @@ pub fn run_ok(cmd: &mut Command) {
     assert!(status.success(), "{cmd:?} failed");
 }
 
-fn chown(path: &Path, owner: &str) {
+pub fn chown(path: &Path, owner: &str) {
     run_ok(Command::new("chown").arg("-R").arg(owner).arg(path));
 }
 
 /// A scratch folder the servers' unprivileged users can reach (temp dirs are 0700), on tmpfs
 /// when there is one: the servers fsync every message they accept, which on a busy disk costs
 /// more than the whole SMTP dialogue.
-fn server_dir() -> tempfile::TempDir {
+pub fn server_dir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     let dir = if shm.is_dir() {
         tempfile::tempdir_in(shm).unwrap()
