@@ -10,6 +10,7 @@ mod support;
 mod bounce_corpus;
 mod bounce_forgery;
 mod bounce_imap;
+mod bounce_mta;
 mod bounces;
 mod cli;
 mod dane;

@@ -439,6 +439,18 @@ impl Exim {
     /// Starts Exim as the MX for `domain`; `main` holds main-section options added after the
     /// defaults (later settings win).
     pub fn start(octet: u8, domain: &str, main: &str) -> Option<Self> {
+        Self::start_with(octet, domain, main, "", "")
+    }
+
+    /// [`Exim::start`] with more routers (tried before the one delivering into the Maildir)
+    /// and transports.
+    pub fn start_with(
+        octet: u8,
+        domain: &str,
+        main: &str,
+        routers: &str,
+        transports: &str,
+    ) -> Option<Self> {
         let bin = Self::binary()?;
         need_root_and_users("Exim", &["Debian-exim"])?;
         let dir = server_dir();
@@ -491,6 +503,7 @@ impl Exim {
                     message = header names: $acl_verify_message\n  \
                accept\n\
              begin routers\n\
+             {routers}\n\
              maildir:\n  \
                driver = accept\n  \
                domains = +local_domains\n  \
@@ -503,6 +516,7 @@ impl Exim {
                create_directory\n  \
                user = Debian-exim\n  \
                mode = 0640\n\
+             {transports}\n\
              begin retry\n\
              * * F,1h,1m\n"
         );
