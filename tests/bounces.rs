@@ -592,3 +592,39 @@ async fn a_dry_run_says_what_a_run_would_do_and_changes_nothing() {
     assert_eq!(row(&rows, "ann@a.test")["step"], "late-bounce");
     assert_eq!(Store::open(&store_path).unwrap().list().unwrap().len(), 2);
 }
+
+/// A bounce is untrusted input: a diagnostic that a spreadsheet would run as a formula is
+/// written to the results CSV defused (with a leading apostrophe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounces_diagnostic_cannot_plant_a_formula_in_the_results() {
+    let mut z = zone();
+    z.mx("a.test", 10, "mx.a.test")
+        .addr("mx.a.test", loopback(2));
+    let dns = dns(z).await;
+    let mxs = Mxs::start(vec![(2, ReceiverConfig::default())]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let store_path = scratch.path().join("s.sqlite");
+    let job = Job::new("email,name\nann@a.test,Ann\n", TEMPLATE);
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.suppress.store = Some(store_path.clone());
+    cfg.message.verp = Some(Verp::new("bounces+{token}@sender.test", KEY).unwrap());
+    mailmerge::run(cfg).await.expect("run");
+    let rp = mxs.get(2).received()[0].mail_from.clone();
+    let id = row(&read_results(&job.results), "ann@a.test")["message_id"].clone();
+    let dsn = fixture("postfix-dsn.eml", "ann@a.test", &rp, &id).replace(
+        "Diagnostic-Code: smtp; 550 5.1.1 <ann@a.test>: Recipient address rejected:",
+        "Diagnostic-Code: smtp; =HYPERLINK(\"http://evil.example/\",\"5.1.1 user unknown\")",
+    );
+    let m = maildir(scratch.path());
+    std::fs::write(m.join("new/1"), dsn).unwrap();
+    let mut matcher = Matcher::new(Store::open(&store_path).unwrap(), Some(KEY)).unwrap();
+    let v = apply_all(&mut matcher, &m);
+    matcher.finish().unwrap();
+    assert!(
+        matches!(v[0].disposition, Disposition::Matched { .. }),
+        "{v:?}"
+    );
+    let r = row(&read_results(&job.results), "ann@a.test").clone();
+    assert_eq!(r["step"], "late-bounce");
+    assert!(r["response"].starts_with("'=HYPERLINK"), "{r:?}");
+}

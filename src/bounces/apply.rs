@@ -226,7 +226,11 @@ fn mark_bounced(
                 "enhanced_code",
                 r.status.map(|s| s.to_string()).unwrap_or_default(),
             ),
-            ("response", r.diagnostic.clone()),
+            // From an untrusted report: never a formula in a spreadsheet.
+            (
+                "response",
+                crate::report::defuse(&r.diagnostic).into_owned(),
+            ),
             ("category", category.to_string()),
         ],
     );

@@ -158,8 +158,11 @@ fn read(p: &Parts) -> (Kind, &'static str, Vec<Recipient>) {
     if let Some(fields) = &p.feedback {
         return (Kind::Complaint, "arf", complaint(fields, p));
     }
-    if let Some(rcpts) = dsn(p) {
-        return (summary_kind(&rcpts, Kind::Dsn), "rfc3464", rcpts);
+    match dsn(p) {
+        // Only delivered/relayed/expanded blocks: a success notice.
+        Some(rcpts) if rcpts.is_empty() => return (Kind::Other, "rfc3464", rcpts),
+        Some(rcpts) => return (summary_kind(&rcpts, Kind::Dsn), "rfc3464", rcpts),
+        None => {}
     }
     if let Some((kind, rcpts)) = ses_json(&p.text) {
         return (kind, "amazon-ses-json", rcpts);
@@ -383,15 +386,17 @@ fn complaint(fields_text: &str, p: &Parts) -> Vec<Recipient> {
 /// such block (then the text is read as a notice).
 fn dsn(p: &Parts) -> Option<Vec<Recipient>> {
     let mut out: Vec<Recipient> = Vec::new();
+    let mut success = false;
     for body in &p.delivery_status {
         for block in body.replace("\r\n", "\n").split("\n\n") {
-            if let Some(r) = dsn_block(block) {
-                out.push(r);
+            match dsn_block(block) {
+                Some(r) => out.push(r),
+                None => success |= is_success_block(block),
             }
         }
     }
     if out.is_empty() {
-        return None;
+        return success.then(Vec::new);
     }
     // A block without a diagnostic takes the notice's text about the same address.
     if out.iter().any(|r| r.diagnostic.is_empty()) {
@@ -404,6 +409,15 @@ fn dsn(p: &Parts) -> Option<Vec<Recipient>> {
         }
     }
     Some(out)
+}
+
+/// A per-recipient block saying the message got through (`delivered`, `relayed`,
+/// `expanded`).
+fn is_success_block(block: &str) -> bool {
+    fields(block).iter().any(|(k, v)| {
+        k == "action"
+            && ["delivered", "relayed", "expanded"].contains(&v.to_ascii_lowercase().as_str())
+    })
 }
 
 /// One per-recipient block of a delivery-status part.

@@ -156,7 +156,14 @@ fn table_row(v: &Verdict) -> String {
         line.push_str(&diag.chars().take(160).collect::<String>());
         line.push(']');
     }
-    line
+    printable(&line)
+}
+
+/// Control characters from a report (terminal escapes) shown as `?`.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// `bounces SOURCE...`: exit 0 when every report was matched (or ignored), 1 when some were
