@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         Command::Check(args) => rt.block_on(cli::commands::run(args, true)),
         Command::CheckSender(args) => rt.block_on(cli::commands::check_sender_command(args)),
         Command::Suppress(args) => cli::hygiene::suppress(args),
-        Command::Bounces(args) => cli::hygiene::bounces(args),
+        Command::Bounces(args) => rt.block_on(cli::bounces::bounces(args)),
         Command::Senders(args) => rt.block_on(cli::senders::senders(args)),
         Command::MergeResults(args) => cli::commands::merge_results(args),
         Command::Generate(g) => cli::commands::generate(g.what),

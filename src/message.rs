@@ -140,6 +140,10 @@ pub struct MessageOptions {
     /// every attempt of the run (a receiver can then spot the copy a lost connection may
     /// have left); without it every message gets a fresh one.
     pub message_id_prefix: Option<String>,
+    /// The secret behind each row's Message-ID tag ([`row_message_id`]) when there is no VERP
+    /// key: random for every run (the default), so no row's Message-ID can be derived from
+    /// another row's. With `--return-path` the VERP key is used instead.
+    pub message_id_secret: IdSecret,
     /// Where `Attachment:` files are read from (`None`: the working directory).
     pub attachments: Option<AttachmentDir>,
     /// Largest message built, in bytes (`0`: [`DEFAULT_MAX_MESSAGE_SIZE`]).
@@ -164,6 +168,7 @@ impl Default for MessageOptions {
             dkim: None,
             extra_headers: Vec::new(),
             message_id_prefix: None,
+            message_id_secret: IdSecret::random(),
             attachments: None,
             max_message_size: 0,
             verp: None,
@@ -308,6 +313,70 @@ pub fn new_message_id(domain: &str) -> String {
     format!("{}.{seq:x}@{domain}", new_run_id())
 }
 
+/// The secret that keys the per-row Message-ID tag. Never printed.
+#[derive(Clone)]
+pub struct IdSecret(std::sync::Arc<ring::hmac::Key>);
+
+impl IdSecret {
+    /// 256 fresh random bits (one run's secret).
+    pub fn random() -> Self {
+        let bytes: [u8; 32] = rand::random();
+        Self::from_bytes(&bytes)
+    }
+
+    /// A given secret (tests, embedders that need reproducible Message-IDs).
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self(std::sync::Arc::new(crate::verp::key(bytes)))
+    }
+
+    /// The HMAC key.
+    pub fn key(&self) -> &ring::hmac::Key {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for IdSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdSecret(..)")
+    }
+}
+
+/// Hex digits of the per-row Message-ID tag: 80 bits, far beyond guessing.
+const ID_TAG_HEX: usize = 20;
+
+/// Row `row`'s Message-ID in the run with prefix `prefix`: `<prefix>.r<row>.<tag>@<domain>`,
+/// where the tag is the first 80 bits of HMAC-SHA256(key, "<prefix>.r<row>") in hex. The
+/// same on every attempt of the row within the run (Message-ID must not change between
+/// retries), and unguessable from any other row's Message-ID: a late report that quotes it
+/// proves it was made from this row's copy (`mailmerge bounces`, docs/list-hygiene.md).
+pub fn row_message_id(prefix: &str, row: usize, key: &ring::hmac::Key, domain: &str) -> String {
+    let body = format!("{prefix}.r{row}");
+    let tag = ring::hmac::sign(key, body.as_bytes());
+    let hex: String = tag.as_ref()[..ID_TAG_HEX / 2]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{body}.{hex}@{domain}")
+}
+
+/// True when `id` has the shape of [`row_message_id`]: it carries a per-row tag. Message-IDs
+/// made by older versions (`<prefix>.r<row>@<domain>`) do not, and can be derived from another
+/// row's, so they are no evidence for a late report.
+pub fn has_row_tag(id: &str) -> bool {
+    let Some((left, _domain)) = id.rsplit_once('@') else {
+        return false;
+    };
+    let mut parts = left.rsplit('.');
+    let (Some(tag), Some(row)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    tag.len() == ID_TAG_HEX
+        && tag.bytes().all(|b| b.is_ascii_hexdigit())
+        && row
+            .strip_prefix('r')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// One mailbox from a header: optional display name and the address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mailbox {
@@ -430,7 +499,7 @@ pub fn new_run_id() -> String {
 }
 
 /// [`build`] for row `row` of the list: with [`MessageOptions::message_id_prefix`] set, the
-/// Message-ID is `<prefix>.<row>@<From domain>`, the same on every attempt of the run.
+/// Message-ID is [`row_message_id`], the same on every attempt of the run.
 pub fn build_row(
     rendered: Rendered,
     recipient: &Address,
@@ -443,7 +512,13 @@ pub fn build_row(
         _ => opts.envelope_from.clone().unwrap_or(from_addr.clone()),
     };
     let message_id = match (&opts.message_id_prefix, row) {
-        (Some(prefix), Some(row)) => format!("{prefix}.r{row}@{}", from_addr.domain()),
+        (Some(prefix), Some(row)) => {
+            let key = match &opts.verp {
+                Some(v) => v.key(),
+                None => opts.message_id_secret.key(),
+            };
+            row_message_id(prefix, row, key, from_addr.domain())
+        }
         _ => new_message_id(from_addr.domain()),
     };
     let mut builder = builder.message_id(message_id.clone());
@@ -653,6 +728,40 @@ mod tests {
         assert!(text.contains("Date: "));
         assert!(text.is_ascii(), "7-bit output expected");
         assert_eq!(text.matches("Message-ID").count(), 1);
+    }
+
+    #[test]
+    fn row_message_ids_are_stable_per_row_and_not_derivable_from_another_row() {
+        let opts = MessageOptions {
+            message_id_prefix: Some("runid.1".into()),
+            ..MessageOptions::default()
+        };
+        let rcpt = Address::parse("ann@example.com").unwrap();
+        let id = |row, opts: &MessageOptions| {
+            let r = rendered(&[("From", "news@acme.example")], "Hi\r\n");
+            build_row(r, &rcpt, opts, Some(row)).unwrap().message_id
+        };
+        let first = id(7, &opts);
+        assert_eq!(
+            first,
+            id(7, &opts),
+            "every attempt of a row: one Message-ID"
+        );
+        assert!(first.starts_with("runid.1.r7."), "{first}");
+        assert!(first.ends_with("@acme.example"), "{first}");
+        assert!(has_row_tag(&first), "{first}");
+        // Row 8's Message-ID is not row 7's with the number changed, and another run's
+        // secret gives another tag.
+        let second = id(8, &opts);
+        assert_ne!(second, first.replace(".r7.", ".r8."));
+        let other_run = MessageOptions {
+            message_id_secret: IdSecret::random(),
+            ..opts.clone()
+        };
+        assert_ne!(id(7, &other_run), first);
+        assert!(!has_row_tag("runid.1.r7@acme.example"), "the old form");
+        assert!(!has_row_tag("runid.1.r7.0123@acme.example"));
+        assert!(!has_row_tag("runid.1.x7.0123456789abcdef0123@acme.example"));
     }
 
     #[test]

@@ -72,6 +72,11 @@ impl Verp {
         Ok(v)
     }
 
+    /// The HMAC key (also keys the per-row Message-ID tag, [`crate::message::row_message_id`]).
+    pub fn key(&self) -> &hmac::Key {
+        &self.key
+    }
+
     /// The token for `row` of this campaign.
     pub fn token(&self, row: usize) -> String {
         sign(&self.key, &self.campaign, row)

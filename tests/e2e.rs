@@ -253,11 +253,14 @@ async fn greylisting_and_a_dropped_data_phase_are_retried_and_reported_once() {
             1,
             "{email} received exactly once"
         );
-        // A row keeps its Message-ID over all attempts of a run (`<run>.r<row>@<From domain>`),
-        // so a copy left by a lost connection can be recognised by the receiver.
+        // A row keeps its Message-ID over all attempts of a run
+        // (`<run>.r<row>.<tag>@<From domain>`), so a copy left by a lost connection can be
+        // recognised by the receiver.
         let r = row(&rows, email);
         assert!(
-            r["message_id"].ends_with(&format!(".r{}@sender.test", r["row"])),
+            r["message_id"].contains(&format!(".r{}.", r["row"]))
+                && r["message_id"].ends_with("@sender.test")
+                && mailmerge::message::has_row_tag(&r["message_id"]),
             "{r:?}"
         );
         let m = got.iter().find(|m| m.rcpt_to == email).unwrap();

@@ -390,10 +390,21 @@ async fn bounces_never_rewrite_the_results_through_a_link() {
         Some(key),
     )
     .unwrap();
-    let got = matcher.apply(dsn.as_bytes()).unwrap();
+    let raw = mailmerge::bounces::read::Raw {
+        origin: "dsn.eml".into(),
+        bytes: dsn.into_bytes(),
+        truncated: false,
+    };
+    let got = matcher.apply(&raw).unwrap();
     assert!(
-        matches!(got, mailmerge::bounces::Disposition::Matched { .. }),
-        "{got}"
+        matches!(
+            &got[..],
+            [mailmerge::bounces::Reading {
+                disposition: mailmerge::bounces::Disposition::Matched { .. },
+                ..
+            }]
+        ),
+        "{got:?}"
     );
     assert_eq!(matcher.finish().unwrap(), 1);
     victim.assert_untouched();

@@ -196,6 +196,8 @@ async fn batch(mta: &dyn Mta, domain: &str, octet: u8, n: usize, connections: us
     let csv = list(n, domain);
     let tpl = template();
     let run_id = mailmerge::message::new_run_id();
+    // One run id and one Message-ID secret for both runs, so both give the same Message-IDs.
+    let secret = mailmerge::message::IdSecret::random();
 
     // What mailmerge renders for each row: the same list, template and run id, planned only.
     let planned = Job::new(&csv, &tpl);
@@ -205,11 +207,13 @@ async fn batch(mta: &dyn Mta, domain: &str, octet: u8, n: usize, connections: us
         eml_out: Some(eml.clone()),
     };
     cfg.message.message_id_prefix = Some(run_id.clone());
+    cfg.message.message_id_secret = secret.clone();
     run(cfg).await.expect("plan run");
 
     let job = Job::new(&csv, &tpl);
     let mut cfg = job.config(&dns, mta.addr().port());
     cfg.message.message_id_prefix = Some(run_id);
+    cfg.message.message_id_secret = secret;
     cfg.delivery.connections_per_site = NonZeroUsize::new(connections).unwrap();
     // Generous for a shared 2-core machine: a slow server must not turn into a deferral.
     cfg.delivery.timeouts = Timeouts::uniform(Duration::from_secs(30));

@@ -7,6 +7,10 @@
 mod checks;
 mod support;
 
+mod bounce_corpus;
+mod bounce_forgery;
+mod bounce_imap;
+mod bounce_mta;
 mod bounces;
 mod cli;
 mod dane;

@@ -286,13 +286,20 @@ esac
 ;;
 (bounces)
 _arguments "${_arguments_options[@]}" : \
+'--max-report-size=[Read at most SIZE of each message (bytes, or with K, M, G); the report and the returned message'\''s headers are at its top, the rest is skipped]:SIZE:_default' \
+'--imap-password-env=[Environment variable holding the IMAP password]:NAME:_default' \
+'--imap-password=[The IMAP password, from the config file only (\`imap-password = "..."\`); refused on the command line]:PASSWORD:_default' \
+'--imap-move-to=[Move each processed IMAP message to FOLDER (created if missing) instead of remembering the highest UID read]:FOLDER:_default' \
+'*--tls-ca=[PEM file of extra trusted root certificates for the IMAP server (a private CA); repeatable]:FILE:_files' \
 '--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
 '--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
 '--config=[Config file \[default\: ./mailmerge.toml if present\]]:PATH:_files' \
+'--dry-run[Change nothing (no results CSV, journal, suppression list or IMAP watermark)\: only say what a real run would do with each report]' \
+'--json[One JSON object per line (per recipient of each message) instead of a table]' \
 '-h[Print help]' \
 '--help[Print help]' \
-'*::paths -- Maildir folders, mbox files or single .eml files:_files' \
+'*::paths -- Maildir folders, mbox files, single .eml files, or an IMAP mailbox imaps\://USER@HOST\[\:PORT\]/MAILBOX (password from $MAILMERGE_IMAP_PASSWORD or the config file'\''s imap-password, never the command line):_files' \
 && ret=0
 ;;
 (senders)
@@ -493,7 +500,7 @@ _mailmerge_commands() {
 'check:Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as \`run\`' \
 'check-sender:Check the sender domain'\''s DNS (SPF, DKIM, DMARC); print what to publish' \
 'suppress:Manage the suppression list\: addresses no campaign sends to (docs/list-hygiene.md)' \
-'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses' \
+'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files, an IMAP mailbox); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses. --dry-run only says what it would do' \
 'senders:What is remembered per provider and source IP (learnt limits, suspensions, today'\''s counts, warm-up day); clear an entry with --clear' \
 'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once, with LIST'\''s address and values, in LIST'\''s order within each input' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \
@@ -566,7 +573,7 @@ _mailmerge__subcmd__help_commands() {
 'check:Validate the list, render every message and resolve every domain; print the plan and send nothing. Exits 1 if any row could not be sent. Takes the same options as \`run\`' \
 'check-sender:Check the sender domain'\''s DNS (SPF, DKIM, DMARC); print what to publish' \
 'suppress:Manage the suppression list\: addresses no campaign sends to (docs/list-hygiene.md)' \
-'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses' \
+'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files, an IMAP mailbox); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses. --dry-run only says what it would do' \
 'senders:What is remembered per provider and source IP (learnt limits, suspensions, today'\''s counts, warm-up day); clear an entry with --clear' \
 'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once, with LIST'\''s address and values, in LIST'\''s order within each input' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \

@@ -1,7 +1,20 @@
-//! Tying a report to its row and acting on it: the row of the campaign's results CSV becomes
-//! `bounced` (step `late-bounce`, the DSN's code, status and diagnostic) and the address goes
-//! on the suppression list when the failure is the recipient's
-//! ([`crate::suppress::is_recipient_failure`]) or the report is a complaint.
+//! Tying each recipient of a report to the campaign row it is about, and acting on it: the
+//! row of the campaign's results CSV becomes `bounced` (step `late-bounce`, the report's codes,
+//! diagnostic and category) and the address goes on the suppression list when the failure is
+//! hard ([`super::parse`]) or the report is a complaint.
+//!
+//! **Evidence for every late verdict.** A report changes a row only with proof that the row's
+//! own copy produced it, because anyone can send us a bounce:
+//! - a VERP token ([`crate::verp`]) whose HMAC checks out under the key; a token that does not
+//!   is `forged`. The row's address must then be the report's recipient;
+//! - without a token (or without the key): the report must quote the row's full recorded
+//!   Message-ID, and name the row's address. A row's Message-ID carries an 80-bit tag keyed by
+//!   a secret of the run ([`crate::message::row_message_id`]), so it cannot be derived from
+//!   another row's message; a recorded Message-ID without that tag (written by an older
+//!   version, `<run>.r<row>@domain`) is no evidence.
+//!
+//! Everything else is `unmatched` and changes nothing. In a dry run ([`Matcher::dry_run`])
+//! nothing is written at all: the verdicts say what a real run would do.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,17 +23,17 @@ use std::path::{Path, PathBuf};
 use ring::hmac;
 
 use super::BounceError;
-use super::parse::{self, Kind, Report};
+use super::parse::{self, Kind, Recipient, Report};
+use super::read::Raw;
 use crate::files::{self, NewFile};
 use crate::outcome::{Outcome, Status, Step};
-use crate::smtp::Reply;
 use crate::suppress::{self, Entry, Reason, Store};
 use crate::verp;
 
-/// What became of one message.
+/// What became of one recipient of a report (or of a message that names none).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Disposition {
-    /// Tied to a row and acted on.
+    /// Tied to a row (and, unless a dry run, acted on).
     Matched {
         /// Campaign id.
         campaign: String,
@@ -28,48 +41,131 @@ pub enum Disposition {
         row: usize,
         /// The row's address.
         email: String,
-        /// What the report said.
-        kind: Kind,
-        /// Status code and diagnostic.
-        detail: String,
-        /// The address was added to the suppression list (false: already there or not a
-        /// recipient reason).
+        /// The address was added to the suppression list (a dry run: would be added).
         suppressed: bool,
     },
-    /// A report that calls for nothing (a delay), or not a report at all.
+    /// Calls for nothing: a delay, an auto-reply, not a report.
     Ignored(String),
     /// A VERP token whose signature is wrong: nothing changed.
     Forged(String),
-    /// No row found: nothing changed.
+    /// No row found with evidence: nothing changed.
     Unmatched(String),
 }
 
-impl fmt::Display for Disposition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Disposition {
+    /// `matched`, `ignored`, `forged` or `unmatched`.
+    pub fn as_str(&self) -> &'static str {
         match self {
+            Disposition::Matched { .. } => "matched",
+            Disposition::Ignored(_) => "ignored",
+            Disposition::Forged(_) => "forged",
+            Disposition::Unmatched(_) => "unmatched",
+        }
+    }
+
+    /// Why (empty for a match).
+    pub fn why(&self) -> &str {
+        match self {
+            Disposition::Matched { .. } => "",
+            Disposition::Ignored(w) | Disposition::Forged(w) | Disposition::Unmatched(w) => w,
+        }
+    }
+}
+
+/// One recipient of one message and what became of it: one output line.
+#[derive(Clone, Debug)]
+pub struct Reading {
+    /// Where the message came from ([`Raw::origin`]).
+    pub source: String,
+    /// What the recipient's part of the report is (the message's kind when it names none).
+    pub kind: Kind,
+    /// The report's format ([`Report::format`]).
+    pub format: &'static str,
+    /// The recipient, as the report gives it; `None` when it names none.
+    pub recipient: Option<Recipient>,
+    /// The original message's Message-ID the report quotes.
+    pub message_id: Option<String>,
+    /// What a run does (did) with it.
+    pub disposition: Disposition,
+}
+
+impl Reading {
+    /// The JSON object of `bounces --json` (one per line).
+    pub fn to_json(&self) -> serde_json::Value {
+        let r = self.recipient.as_ref();
+        let (campaign, row, email, suppressed) = match &self.disposition {
             Disposition::Matched {
                 campaign,
                 row,
                 email,
-                kind,
-                detail,
                 suppressed,
+            } => (
+                Some(campaign.clone()),
+                Some(*row),
+                Some(email.clone()),
+                *suppressed,
+            ),
+            _ => (None, None, None, false),
+        };
+        serde_json::json!({
+            "source": self.source,
+            "kind": self.kind.as_str(),
+            "format": self.format,
+            "recipient": r.and_then(|r| r.address.clone()),
+            "status": r.and_then(|r| r.status).map(|s| s.to_string()),
+            "code": r.and_then(|r| r.code),
+            "diagnostic": r.map(|r| r.diagnostic.clone()),
+            "category": r.and_then(|r| r.category).map(|c| c.as_str()),
+            "hard": r.is_some_and(|r| r.hard),
+            "message_id": self.message_id,
+            "action": self.disposition.as_str(),
+            "campaign": campaign,
+            "row": row,
+            "email": email,
+            "suppress": suppressed,
+            "why": Some(self.disposition.why()).filter(|w| !w.is_empty()),
+        })
+    }
+}
+
+impl fmt::Display for Reading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = self
+            .recipient
+            .as_ref()
+            .and_then(|r| r.address.as_deref())
+            .unwrap_or("-");
+        write!(f, "{}: {} {who}: ", self.source, self.kind.as_str())?;
+        match &self.disposition {
+            Disposition::Matched {
+                campaign,
+                row,
+                suppressed,
+                ..
             } => {
-                let what = match kind {
-                    Kind::Complaint => "complaint",
-                    _ => "bounced",
-                };
+                let detail = self.recipient.as_ref().map(detail).unwrap_or_default();
                 let s = if *suppressed { ", suppressed" } else { "" };
-                write!(
-                    f,
-                    "matched: campaign {campaign} row {row} {email}: {what} {detail}{s}"
-                )
+                write!(f, "matched campaign {campaign} row {row}: {detail}{s}")
             }
-            Disposition::Ignored(why) => write!(f, "ignored: {why}"),
-            Disposition::Forged(why) => write!(f, "forged: {why}"),
-            Disposition::Unmatched(why) => write!(f, "unmatched: {why}"),
+            d => write!(f, "{}: {}", d.as_str(), d.why()),
         }
     }
+}
+
+/// `550 5.1.1 text`.
+fn detail(r: &Recipient) -> String {
+    let mut code = r.code.map(|c| c.to_string()).unwrap_or_default();
+    let mut status = r.status.map(|s| s.to_string()).unwrap_or_default();
+    // The diagnostic usually starts with them already (`550 5.1.1 …`).
+    if r.diagnostic.starts_with(&format!("{code} {status}")) {
+        (code, status) = (String::new(), String::new());
+    }
+    [code.as_str(), status.as_str(), r.diagnostic.as_str()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A campaign's results CSV, loaded once and written back if changed.
@@ -102,47 +198,56 @@ impl Results {
     }
 }
 
+/// The late bounce as an outcome (for the journal).
+fn late_outcome(r: &Recipient) -> Outcome {
+    Outcome {
+        code: r.code,
+        enhanced: r.status,
+        ..Outcome::local(Status::Bounced, Step::LateBounce, r.diagnostic.clone())
+    }
+}
+
 /// Row `i` of the results CSV at `path` becomes `bounced` (step `late-bounce`, the report's
-/// codes and diagnostic, its category), and the campaign's journal records it so that a re-run
-/// keeps it. Returns the bounce as an outcome (`None` when the report has no status code).
+/// codes, diagnostic and category), and the campaign's journal records it so that a re-run
+/// keeps it.
 fn mark_bounced(
     file: &mut Results,
     i: usize,
-    r: &Report,
+    r: &Recipient,
     path: &Path,
-) -> Result<Option<Outcome>, BounceError> {
-    let outcome = r.status.map(|e| {
-        let reply = Reply::local(r.code.unwrap_or(550), e, r.diagnostic.clone());
-        Outcome::from_reply(Status::Bounced, Step::LateBounce, &reply)
-    });
-    let category = outcome
-        .as_ref()
-        .and_then(crate::report::category_of)
-        .map_or("other", |c| c.as_str());
-    let code = r.code.map(|c| c.to_string()).unwrap_or_default();
-    let status = r.status.map(|s| s.to_string()).unwrap_or_default();
+) -> Result<(), BounceError> {
+    let category = r.category.map_or("other", |c| c.as_str());
     file.set(
         i,
         &[
             ("status", Status::Bounced.as_str().to_string()),
             ("step", Step::LateBounce.as_str().to_string()),
-            ("code", code),
-            ("enhanced_code", status),
-            ("response", r.diagnostic.clone()),
+            ("code", r.code.map(|c| c.to_string()).unwrap_or_default()),
+            (
+                "enhanced_code",
+                r.status.map(|s| s.to_string()).unwrap_or_default(),
+            ),
+            // From an untrusted report: never a formula in a spreadsheet.
+            (
+                "response",
+                crate::report::defuse(&r.diagnostic).into_owned(),
+            ),
             ("category", category.to_string()),
         ],
     );
     let message_id = file.get(i, "message_id");
-    if let Some(o) = &outcome
-        && !message_id.is_empty()
-    {
-        crate::journal::record_late_bounce(&crate::journal::path_for(path), message_id, o)
-            .map_err(|e| BounceError::Results {
-                path: path.to_path_buf(),
-                message: format!("journal: {e}"),
-            })?;
+    if !message_id.is_empty() {
+        crate::journal::record_late_bounce(
+            &crate::journal::path_for(path),
+            message_id,
+            &late_outcome(r),
+        )
+        .map_err(|e| BounceError::Results {
+            path: path.to_path_buf(),
+            message: format!("journal: {e}"),
+        })?;
     }
-    Ok(outcome)
+    Ok(())
 }
 
 /// A row found: campaign id, its results CSV, index of the row in the file.
@@ -151,9 +256,11 @@ type Hit = (String, PathBuf, usize);
 /// Matches reports against the campaigns the suppression list knows.
 pub struct Matcher {
     key: Option<hmac::Key>,
-    store: Store,
+    /// `None` in a dry run over a list that does not exist yet.
+    store: Option<Store>,
     campaigns: Vec<(String, PathBuf)>,
     files: HashMap<PathBuf, Results>,
+    dry_run: bool,
 }
 
 impl Matcher {
@@ -162,53 +269,93 @@ impl Matcher {
         Ok(Self {
             key: key.map(verp::key),
             campaigns: store.campaigns()?,
-            store,
+            store: Some(store),
             files: HashMap::new(),
+            dry_run: false,
         })
     }
 
-    /// Reads one message and acts on it.
-    pub fn apply(&mut self, raw: &[u8]) -> Result<Disposition, BounceError> {
-        let Some(report) = parse::parse(raw) else {
-            return Ok(Disposition::Ignored(
-                "not a bounce or complaint report".into(),
-            ));
+    /// A matcher that writes nothing: no results CSV, no journal, no suppression. `store`:
+    /// the list opened read-only, `None` when there is none yet (every report is unmatched).
+    pub fn dry_run(store: Option<Store>, key: Option<&[u8]>) -> Result<Self, BounceError> {
+        let campaigns = match &store {
+            Some(s) => s.campaigns()?,
+            None => Vec::new(),
         };
-        if report.kind == Kind::Delay {
-            return Ok(Disposition::Ignored(format!(
-                "delay, not final: {}",
-                report.diagnostic
-            )));
-        }
-        let found = match self.by_token(&report)? {
-            Err(v) => return Ok(v),
-            Ok(Some(hit)) => Some(hit),
-            Ok(None) => self.by_message_id(&report)?,
-        };
-        let Some((campaign, path, i)) = found else {
-            let id = report.message_id.as_deref().unwrap_or("none");
-            return Ok(Disposition::Unmatched(format!(
-                "{} report for {} (Message-ID {id}): no campaign row has it",
-                report.format,
-                report.recipients.join(", ")
-            )));
-        };
-        self.act(&report, campaign, &path, i)
+        Ok(Self {
+            key: key.map(verp::key),
+            store,
+            campaigns,
+            files: HashMap::new(),
+            dry_run: true,
+        })
     }
 
-    /// By VERP token: `Err` when tokens are there but none is ours (forged) or the row
-    /// disagrees with the report's recipient.
-    fn by_token(&mut self, r: &Report) -> Result<Result<Option<Hit>, Disposition>, BounceError> {
-        let Some(key) = &self.key else {
+    /// Reads one message and acts on each recipient it names.
+    pub fn apply(&mut self, raw: &Raw) -> Result<Vec<Reading>, BounceError> {
+        let report = parse::parse(&raw.bytes);
+        let verdict = |kind, recipient, disposition| Reading {
+            source: raw.origin.clone(),
+            kind,
+            format: report.format,
+            recipient,
+            message_id: report.message_id.clone(),
+            disposition,
+        };
+        let why = match report.kind {
+            Kind::Other => Some("not a bounce or complaint report"),
+            Kind::AutoReply => Some("automatic reply (RFC 3834), never a bounce"),
+            _ if report.recipients.is_empty() => Some("the report names no recipient"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Ok(vec![verdict(
+                report.kind,
+                None,
+                Disposition::Ignored(why.into()),
+            )]);
+        }
+        let mut out = Vec::new();
+        for r in &report.recipients {
+            let d = self.one(&report, r)?;
+            out.push(verdict(r.kind, Some(r.clone()), d));
+        }
+        Ok(out)
+    }
+
+    /// One recipient: its row (with evidence), then the action.
+    fn one(&mut self, report: &Report, r: &Recipient) -> Result<Disposition, BounceError> {
+        if r.kind == Kind::Delay {
+            return Ok(Disposition::Ignored(format!(
+                "delay, not final: {}",
+                r.diagnostic
+            )));
+        }
+        let found = match self.by_token(report, r)? {
+            Err(d) => return Ok(d),
+            Ok(Some(hit)) => Ok(hit),
+            Ok(None) => self.by_message_id(report, r)?,
+        };
+        match found {
+            Ok((campaign, path, i)) => self.act(r, campaign, &path, i),
+            Err(d) => Ok(d),
+        }
+    }
+
+    /// By VERP token: `Ok(None)` when there is no token (or no key), `Err` when tokens are
+    /// there but none is ours (forged) or the row is not the report's recipient.
+    fn by_token(
+        &mut self,
+        report: &Report,
+        r: &Recipient,
+    ) -> Result<Result<Option<Hit>, Disposition>, BounceError> {
+        let (Some(key), false) = (&self.key, report.tokens.is_empty()) else {
             return Ok(Ok(None));
         };
-        if r.tokens.is_empty() {
-            return Ok(Ok(None));
-        }
-        let Some(t) = r.tokens.iter().find(|t| t.verify(key)) else {
+        let Some(t) = report.tokens.iter().find(|t| t.verify(key)) else {
             return Ok(Err(Disposition::Forged(format!(
                 "token {} has a bad signature",
-                r.tokens[0].text
+                report.tokens[0].text
             ))));
         };
         let Some(path) = self.results_of(&t.campaign) else {
@@ -218,30 +365,38 @@ impl Matcher {
             ))));
         };
         let file = self.load(&path)?;
-        let Some(i) = (0..file.rows.len()).find(|&i| file.get(i, "row") == t.row.to_string())
-        else {
+        let row = t.row.to_string();
+        let Some(i) = (0..file.rows.len()).find(|&i| file.get(i, "row") == row) else {
             return Ok(Err(Disposition::Unmatched(format!(
                 "campaign {} has no row {}",
                 t.campaign, t.row
             ))));
         };
         let email = suppress::normalize(file.get(i, "email")).unwrap_or_default();
-        if !r.recipients.is_empty() && !r.recipients.contains(&email) {
+        if r.address.is_some() && !names(r, &email) {
             return Ok(Err(Disposition::Unmatched(format!(
-                "row {} of campaign {} is {email}, the report is about {}",
+                "the token is row {} of campaign {} ({email}), the report is about {}",
                 t.row,
                 t.campaign,
-                r.recipients.join(", ")
+                r.address.as_deref().unwrap_or_default()
             ))));
         }
         Ok(Ok(Some((t.campaign.clone(), path, i))))
     }
 
-    /// By the original Message-ID plus a recipient the row has.
-    fn by_message_id(&mut self, r: &Report) -> Result<Option<Hit>, BounceError> {
-        let Some(id) = &r.message_id else {
-            return Ok(None);
+    /// By the row's full recorded Message-ID (with its per-row tag) plus its address.
+    fn by_message_id(
+        &mut self,
+        report: &Report,
+        r: &Recipient,
+    ) -> Result<Result<Hit, Disposition>, BounceError> {
+        let unmatched = |why: String| Ok(Err(Disposition::Unmatched(why)));
+        let Some(id) = &report.message_id else {
+            return unmatched("no valid VERP token and no Message-ID of the original".into());
         };
+        if r.address.is_none() {
+            return unmatched(format!("names no recipient (Message-ID {id})"));
+        }
         for (campaign, path) in self.campaigns.clone() {
             if !path.is_file() {
                 continue;
@@ -249,14 +404,22 @@ impl Matcher {
             let file = self.load(&path)?;
             let hit = (0..file.rows.len()).find(|&i| {
                 file.get(i, "message_id") == id
-                    && suppress::normalize(file.get(i, "email"))
-                        .is_ok_and(|e| r.recipients.contains(&e))
+                    && suppress::normalize(file.get(i, "email")).is_ok_and(|e| names(r, &e))
             });
             if let Some(i) = hit {
-                return Ok(Some((campaign, path, i)));
+                if !crate::message::has_row_tag(id) {
+                    return unmatched(format!(
+                        "Message-ID {id} has no per-row tag (sent by an older version): \
+                         it can be derived from another row's, so it is no evidence"
+                    ));
+                }
+                return Ok(Ok((campaign, path, i)));
             }
         }
-        Ok(None)
+        unmatched(format!(
+            "no campaign row has Message-ID {id} and address {}",
+            r.address.as_deref().unwrap_or_default()
+        ))
     }
 
     fn results_of(&self, campaign: &str) -> Option<PathBuf> {
@@ -290,68 +453,79 @@ impl Matcher {
             })
     }
 
-    /// Updates the row and the suppression list.
+    /// Updates the row and the suppression list (a dry run: says what it would do).
     fn act(
         &mut self,
-        r: &Report,
+        r: &Recipient,
         campaign: String,
         path: &Path,
         i: usize,
     ) -> Result<Disposition, BounceError> {
+        let dry_run = self.dry_run;
         let file = self.load(path)?;
         let email = file.get(i, "email").to_string();
         let row = file.get(i, "row").parse().unwrap_or(0);
-        let status = r.status.map(|s| s.to_string()).unwrap_or_default();
-        let code = r.code.map(|c| c.to_string()).unwrap_or_default();
-        let detail = [code.as_str(), status.as_str(), r.diagnostic.as_str()]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let entry = match r.kind {
-            Kind::Complaint => Some((Reason::Complaint, r.diagnostic.clone())),
-            _ => {
-                let outcome = mark_bounced(file, i, r, path)?;
-                let recipient = outcome.as_ref().is_some_and(suppress::is_recipient_failure);
-                recipient.then(|| (Reason::HardBounce, format!("late bounce: {detail}")))
-            }
+        if r.kind.is_failure() && !dry_run {
+            mark_bounced(file, i, r, path)?;
+        }
+        let reason = match r.kind {
+            Kind::Complaint => Reason::Complaint,
+            _ => Reason::HardBounce,
+        };
+        let cause = match r.kind {
+            Kind::Complaint => r.diagnostic.clone(),
+            _ => format!("late bounce: {}", detail(r)),
         };
         let mut suppressed = false;
-        if let (Some((reason, cause)), Ok(key)) = (entry, suppress::normalize(&email)) {
-            suppressed = self
-                .store
-                .add(&[Entry::new(key, reason, cause, &campaign)])?
-                > 0;
+        if let (true, Ok(key)) = (r.hard, suppress::normalize(&email)) {
+            suppressed = match (&mut self.store, dry_run) {
+                (Some(store), false) => {
+                    store.add(&[Entry::new(key, reason, cause, &campaign)])? > 0
+                }
+                (Some(store), true) => store.lookup_key(&key)?.is_none(),
+                (None, _) => true,
+            };
         }
         Ok(Disposition::Matched {
             campaign,
             row,
             email,
-            kind: r.kind,
-            detail,
             suppressed,
         })
     }
 
-    /// Writes back every results CSV that changed (temporary file, then rename: [`crate::files`]).
+    /// Writes back every results CSV that changed (temporary file, then rename:
+    /// [`crate::files`]); nothing in a dry run.
     pub fn finish(self) -> Result<usize, BounceError> {
+        if self.dry_run {
+            return Ok(0);
+        }
         let mut written = 0;
         for (path, file) in self.files.into_iter().filter(|(_, f)| f.changed) {
-            let err = |message: String| BounceError::Results {
-                path: path.clone(),
-                message,
-            };
-            let tmp = NewFile::create(&path).map_err(|e| err(e.to_string()))?;
-            let mut w = csv::Writer::from_writer(tmp);
-            w.write_record(&file.headers)
-                .map_err(|e| err(e.to_string()))?;
-            for rec in &file.rows {
-                w.write_record(rec).map_err(|e| err(e.to_string()))?;
-            }
-            files::commit_csv(w).map_err(|e| err(e.to_string()))?;
+            write_results(&path, &file)?;
             written += 1;
         }
         Ok(written)
     }
+}
+
+/// The report names `email` (as its recipient or one of its aliases).
+fn names(r: &Recipient, email: &str) -> bool {
+    r.address.as_deref() == Some(email) || r.aliases.iter().any(|a| a == email)
+}
+
+/// Writes a results CSV through a temporary file in its folder, then renames it into place.
+fn write_results(path: &Path, file: &Results) -> Result<(), BounceError> {
+    let err = |message: String| BounceError::Results {
+        path: path.to_path_buf(),
+        message,
+    };
+    let tmp = NewFile::create(path).map_err(|e| err(e.to_string()))?;
+    let mut w = csv::Writer::from_writer(tmp);
+    w.write_record(&file.headers)
+        .map_err(|e| err(e.to_string()))?;
+    for rec in &file.rows {
+        w.write_record(rec).map_err(|e| err(e.to_string()))?;
+    }
+    files::commit_csv(w).map_err(|e| err(e.to_string()))
 }

@@ -46,9 +46,10 @@ pub enum Command {
     CheckSender(CheckSenderArgs),
     /// Manage the suppression list: addresses no campaign sends to (docs/list-hygiene.md).
     Suppress(super::hygiene::SuppressArgs),
-    /// Read late bounces and complaints (Maildir folders, mbox or .eml files); mark their
-    /// rows bounced in the campaign's results CSV and suppress the addresses.
-    Bounces(super::hygiene::BouncesArgs),
+    /// Read late bounces and complaints (Maildir folders, mbox or .eml files, an IMAP
+    /// mailbox); mark their rows bounced in the campaign's results CSV and suppress the
+    /// addresses. --dry-run only says what it would do.
+    Bounces(super::bounces::BouncesArgs),
     /// What is remembered per provider and source IP (learnt limits, suspensions, today's
     /// counts, warm-up day); clear an entry with --clear.
     Senders(super::senders::SendersArgs),

@@ -1,6 +1,6 @@
-//! List hygiene on the command line: `mailmerge suppress list|add|remove|import|export` and `mailmerge bounces PATH...`, and
+//! List hygiene on the command line: `mailmerge suppress list|add|remove|import|export`, and
 //! how the suppression/VERP flags of `run` become the [`RunConfig`]'s settings
-//! (docs/list-hygiene.md).
+//! (docs/list-hygiene.md). `bounces` is in [`super::bounces`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,9 +10,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueHint};
 
 use mailmerge::RunConfig;
-use mailmerge::bounces::{self, Disposition, Matcher};
 use mailmerge::files::NewFile;
-use mailmerge::suppress::options::{StoreOptions, SuppressOptions, VerpKeyOptions};
+use mailmerge::suppress::options::{StoreOptions, SuppressOptions};
 use mailmerge::suppress::{self, Entry, Reason, Store};
 use mailmerge::verp::Verp;
 
@@ -76,23 +75,6 @@ pub enum SuppressAction {
     },
 }
 
-/// `bounces`.
-#[derive(Args, Debug)]
-pub struct BouncesArgs {
-    /// Maildir folders, mbox files or single .eml files.
-    #[arg(required = true, value_hint = ValueHint::AnyPath)]
-    pub paths: Vec<PathBuf>,
-    /// The list (it also knows each campaign's results CSV).
-    #[command(flatten)]
-    pub store: StoreOptions,
-    /// The key that signed the --return-path tokens.
-    #[command(flatten)]
-    pub key: VerpKeyOptions,
-    /// Config file [default: ./mailmerge.toml if present].
-    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
-    pub config: Option<PathBuf>,
-}
-
 /// The suppression and VERP flags of `run`/`check` into `cfg`. `--sandbox` keeps its list
 /// beside the sandbox folder (`sandbox-mail.suppressions.sqlite`) unless `--suppressions` says
 /// otherwise: a demo must not suppress real
@@ -125,7 +107,8 @@ pub fn apply(
     Ok(())
 }
 
-fn open(store: &StoreOptions) -> Result<Store> {
+/// Opens the list named by the flags (or the default one).
+pub fn open(store: &StoreOptions) -> Result<Store> {
     let path = store.path().ok_or_else(|| {
         anyhow!("no home folder for the suppression list: give --suppressions PATH")
     })?;
@@ -211,36 +194,4 @@ fn export(store: &Store, file: Option<&Path>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `bounces PATH...`: exit 0 when every report was matched (or ignored), 1 when some were
-/// unmatched or forged.
-pub fn bounces(args: BouncesArgs) -> Result<ExitCode> {
-    let store = open(&args.store)?;
-    let key = args.key.load().map_err(|e| anyhow!(e))?;
-    if key.is_none() {
-        eprintln!("mailmerge: no --verp-key: matching by Message-ID and recipient only");
-    }
-    let mut matcher = Matcher::new(store, key.as_deref())?;
-    let (mut matched, mut missed, mut ignored) = (0, 0, 0);
-    for path in &args.paths {
-        for raw in bounces::read::messages(path)? {
-            let v = matcher.apply(&raw.bytes)?;
-            match v {
-                Disposition::Matched { .. } => matched += 1,
-                Disposition::Ignored(_) => ignored += 1,
-                Disposition::Forged(_) | Disposition::Unmatched(_) => missed += 1,
-            }
-            println!("{}: {v}", raw.origin);
-        }
-    }
-    let files = matcher.finish()?;
-    println!(
-        "{matched} matched, {missed} unmatched or forged, {ignored} ignored; {files} results file(s) updated"
-    );
-    Ok(if missed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }

@@ -2,6 +2,7 @@
 //! one validated [`mailmerge::RunConfig`] ([`settings`]) → the library ([`commands`]).
 
 pub mod args;
+pub mod bounces;
 pub mod commands;
 pub mod config_file;
 pub mod hygiene;
@@ -45,6 +46,9 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, ConfigError> {
         sub = sub
             .mut_arg("retry", |a| a.default_value("1s"))
             .mut_arg("helo", |a| a.default_value("mailmerge.sandbox.test"));
+    }
+    if name == "bounces" {
+        bounces::refuse_password_on_command_line(sub_m);
     }
     let explicit = sub_m.try_get_one::<PathBuf>("config").ok().flatten();
     let cwd = std::env::current_dir().unwrap_or_default();

@@ -19,7 +19,7 @@ use thiserror::Error;
 
 use crate::address::{self, Address};
 
-pub use classify::is_recipient_failure;
+pub use classify::{is_recipient_code, is_recipient_failure};
 pub use csvio::{export_csv, import_csv};
 pub use options::{RunSuppression, default_path};
 
@@ -196,6 +196,12 @@ CREATE TABLE IF NOT EXISTS campaigns (
     results  TEXT NOT NULL,
     created  TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS imap_watermarks (
+    mailbox     TEXT PRIMARY KEY NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    last_uid    INTEGER NOT NULL,
+    updated     TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// An open suppression store.
@@ -236,6 +242,25 @@ impl Store {
         })
     }
 
+    /// Opens an existing database read-only (`bounces --dry-run`: nothing is created or
+    /// written); `None` when there is no file.
+    pub fn open_read_only(path: &Path) -> Result<Option<Self>, StoreError> {
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let db = |source| StoreError::Db {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let conn = Connection::open_with_flags(path, flags).map_err(db)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        Ok(Some(Self {
+            conn,
+            path: path.to_path_buf(),
+        }))
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -258,6 +283,18 @@ impl Store {
             )
             .map_err(|e| self.db(e))?;
         stmt.query_row(params![key_of(a), format!("@{}", a.domain())], row_entry)
+            .optional()
+            .map_err(|e| self.db(e))
+    }
+
+    /// The entry under exactly `key` (a normalized address or `@domain`), if any.
+    pub fn lookup_key(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT key, reason, cause, campaign, created FROM suppressions WHERE key = ?1",
+                params![key],
+                row_entry,
+            )
             .optional()
             .map_err(|e| self.db(e))
     }
@@ -346,6 +383,50 @@ impl Store {
     }
 }
 
+/// Where `mailmerge bounces` stopped reading an IMAP mailbox: the mailbox's UIDVALIDITY and
+/// the highest UID processed (RFC 3501 §2.3.1.1: UIDs only grow while UIDVALIDITY stays).
+/// Kept apart from the list's own methods: a store on another database implements these two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watermark {
+    /// The mailbox's UIDVALIDITY when it was read.
+    pub uidvalidity: u32,
+    /// The highest UID processed.
+    pub last_uid: u32,
+}
+
+impl Store {
+    /// The watermark of `mailbox` (`imaps://user@host:port/NAME`), if it was read before.
+    pub fn watermark(&self, mailbox: &str) -> Result<Option<Watermark>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT uidvalidity, last_uid FROM imap_watermarks WHERE mailbox = ?1",
+                params![mailbox],
+                |r| {
+                    Ok(Watermark {
+                        uidvalidity: r.get(0)?,
+                        last_uid: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.db(e))
+    }
+
+    /// Records how far `mailbox` has been read.
+    pub fn set_watermark(&mut self, mailbox: &str, mark: Watermark) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO imap_watermarks (mailbox, uidvalidity, last_uid, updated) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT(mailbox) DO UPDATE SET \
+                 uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, \
+                 updated = excluded.updated",
+                params![mailbox, mark.uidvalidity, mark.last_uid, now()],
+            )
+            .map(drop)
+            .map_err(|e| self.db(e))
+    }
+}
+
 fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     let reason: String = r.get(1)?;
     Ok(Entry {
@@ -395,6 +476,51 @@ mod tests {
         assert!(s.remove("@example.com").unwrap());
         assert!(!s.remove("@example.com").unwrap());
         assert_eq!(s.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_list_of_an_older_version_gains_the_imap_watermarks_and_keeps_its_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            // The schema before the watermark table existed, with one entry.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE suppressions (key TEXT PRIMARY KEY NOT NULL, reason TEXT NOT NULL, \
+                 cause TEXT NOT NULL DEFAULT '', campaign TEXT NOT NULL DEFAULT '', \
+                 created TEXT NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE campaigns (id TEXT PRIMARY KEY NOT NULL, results TEXT NOT NULL, \
+                 created TEXT NOT NULL) WITHOUT ROWID;
+                 INSERT INTO suppressions VALUES ('ann@example.com', 'manual', '', '', 'x');",
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.list().unwrap().len(), 1);
+        let mailbox = "imaps://bounces@imap.example.com:993/INBOX";
+        assert_eq!(s.watermark(mailbox).unwrap(), None);
+        let mark = Watermark {
+            uidvalidity: 7,
+            last_uid: 42,
+        };
+        s.set_watermark(mailbox, mark).unwrap();
+        s.set_watermark(
+            mailbox,
+            Watermark {
+                last_uid: 43,
+                ..mark
+            },
+        )
+        .unwrap();
+        drop(s);
+        let ro = Store::open_read_only(&path).unwrap().unwrap();
+        assert_eq!(ro.watermark(mailbox).unwrap().unwrap().last_uid, 43);
+        assert!(ro.lookup_key("ann@example.com").unwrap().is_some());
+        assert!(
+            Store::open_read_only(&dir.path().join("none.sqlite"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub fn need(program: &str) -> Option<PathBuf> {
 }
 
 /// Root, and the system users a server's binary has compiled in, or [`skip`].
-fn need_root_and_users(server: &str, users: &[&str]) -> Option<()> {
+pub fn need_root_and_users(server: &str, users: &[&str]) -> Option<()> {
     if !is_root() {
         return skip(&format!("starting {server} needs root"));
     }
@@ -101,14 +101,14 @@ pub fn run_ok(cmd: &mut Command) {
     assert!(status.success(), "{cmd:?} failed");
 }
 
-fn chown(path: &Path, owner: &str) {
+pub fn chown(path: &Path, owner: &str) {
     run_ok(Command::new("chown").arg("-R").arg(owner).arg(path));
 }
 
 /// A scratch folder the servers' unprivileged users can reach (temp dirs are 0700), on tmpfs
 /// when there is one: the servers fsync every message they accept, which on a busy disk costs
 /// more than the whole SMTP dialogue.
-fn server_dir() -> tempfile::TempDir {
+pub fn server_dir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     let dir = if shm.is_dir() {
         tempfile::tempdir_in(shm).unwrap()
@@ -439,6 +439,18 @@ impl Exim {
     /// Starts Exim as the MX for `domain`; `main` holds main-section options added after the
     /// defaults (later settings win).
     pub fn start(octet: u8, domain: &str, main: &str) -> Option<Self> {
+        Self::start_with(octet, domain, main, "", "")
+    }
+
+    /// [`Exim::start`] with more routers (tried before the one delivering into the Maildir)
+    /// and transports.
+    pub fn start_with(
+        octet: u8,
+        domain: &str,
+        main: &str,
+        routers: &str,
+        transports: &str,
+    ) -> Option<Self> {
         let bin = Self::binary()?;
         need_root_and_users("Exim", &["Debian-exim"])?;
         let dir = server_dir();
@@ -491,6 +503,7 @@ impl Exim {
                     message = header names: $acl_verify_message\n  \
                accept\n\
              begin routers\n\
+             {routers}\n\
              maildir:\n  \
                driver = accept\n  \
                domains = +local_domains\n  \
@@ -503,6 +516,7 @@ impl Exim {
                create_directory\n  \
                user = Debian-exim\n  \
                mode = 0640\n\
+             {transports}\n\
              begin retry\n\
              * * F,1h,1m\n"
         );
