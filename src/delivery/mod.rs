@@ -61,7 +61,7 @@ pub use gate::{Gate, GateLimits, ProviderBook, ProviderReport};
 pub use options::DeliveryOptions;
 pub use retry::RetryPolicy;
 pub use source_ip::{SourceIp, SourcePool};
-pub use work::{Event, MessageSource, SiteWork};
+pub use work::{Event, LearntDialect, MessageSource, SiteWork};
 
 /// How to deliver: the user's [`DeliveryOptions`] and what the run derives from them.
 #[derive(Clone, Debug)]
@@ -85,6 +85,9 @@ pub struct DeliveryConfig {
     /// Where the engine registers each provider's (and unknown site's) gate, so that
     /// progress and the summary can read what it learnt.
     pub book: ProviderBook,
+    /// Dialects learnt by earlier runs (a sender state store's, not expired): sessions with
+    /// those addresses start in them.
+    pub dialects: Vec<LearntDialect>,
 }
 
 impl DeliveryConfig {
@@ -101,6 +104,7 @@ impl DeliveryConfig {
             sources: SourcePool::new(&options.source_ip),
             options,
             book: ProviderBook::default(),
+            dialects: Vec::new(),
         }
     }
 }

@@ -27,7 +27,7 @@ use super::shaping;
 use super::work::Event;
 use crate::message::BuiltMessage;
 use crate::outcome::{Outcome, Status, Step};
-use crate::smtp::{ClientError, DataPayload, EnhancedCode, Envelope, Phase, Transaction};
+use crate::smtp::{ClientError, DataPayload, EnhancedCode, Envelope, Health, Phase, Transaction};
 
 /// A row's message, or why it cannot be sent.
 type Built = Result<BuiltMessage, Box<Outcome>>;
@@ -321,14 +321,21 @@ impl<C: Connect> Worker<C> {
         let facts = SessionFacts {
             dialect: s.conn.dialect(),
             transactions: s.conn.transactions(),
+            health: s.conn.health(),
         };
         let action = decide(Attempt::from(&result), facts);
         learn(ctx, s, action, &result);
+        if facts.health != Health::InStep {
+            // Out of step or closed after its verdict: it carries nothing more.
+            self.session = None;
+        }
         match action {
             Action::Throttled { .. } => {
                 return self.throttled((job, outcome), action, started).await;
             }
-            Action::Delivered => gate.accepted(Instant::now()),
+            Action::Delivered | Action::DeliveredOutOfStep | Action::DeliveredLast => {
+                gate.accepted(Instant::now());
+            }
             _ => {}
         }
         self.apply(job, action, outcome)
@@ -452,20 +459,10 @@ fn learn<C: Connect>(
     result: &Result<Transaction, ClientError>,
 ) {
     match action {
-        Action::Fallback => {
-            if let Some(dialect) = ctx.hosts.fall_back(s.ip, s.conn.dialect()) {
-                let reason = match result {
-                    Ok(Transaction::Rejected { reply, .. }) => reply.to_string(),
-                    Ok(Transaction::Accepted(reply)) => reply.to_string(),
-                    Err(e) => e.to_string(),
-                };
-                let reason = reason.chars().take(120).collect();
-                ctx.emit(Event::DialectFallback {
-                    host: s.host.clone(),
-                    ip: s.ip,
-                    dialect,
-                    reason,
-                });
+        Action::Fallback | Action::DeliveredOutOfStep => {
+            if let Some(learnt) = ctx.hosts.fall_back(s.ip, &s.host, s.conn.dialect()) {
+                let reason = objection(s, result);
+                ctx.emit(Event::DialectFallback { learnt, reason });
             }
         }
         Action::SessionFull => {
@@ -473,6 +470,42 @@ fn learn<C: Connect>(
             ctx.hosts.limit_messages(s.ip, carried);
         }
         _ => {}
+    }
+}
+
+/// What the server did that made its address fall back, as the summary says it.
+fn objection<S>(s: &Session<S>, result: &Result<Transaction, ClientError>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let behind_dot = s.conn.last_behind_dot();
+    let said = |r: &dyn std::fmt::Display| {
+        let r: String = r.to_string().chars().take(120).collect();
+        format!("{r:?}")
+    };
+    match result {
+        Err(ClientError::Unanswered { .. }) => {
+            "does not answer commands pipelined behind the final dot".into()
+        }
+        Err(ClientError::GroupDropped { .. }) if behind_dot => {
+            "closed the connection on commands pipelined behind the final dot".into()
+        }
+        Err(ClientError::GroupDropped { .. }) => {
+            "closed the connection on a pipelined group of commands".into()
+        }
+        Err(ClientError::OutOfStep { what, .. }) => format!("answered out of step ({what})"),
+        Err(e) => format!("failed: {}", said(e)),
+        Ok(Transaction::Accepted(_)) => format!(
+            "answered out of step after accepting a message ({})",
+            s.conn.out_of_step()
+        ),
+        Ok(Transaction::Rejected { reply, .. }) if behind_dot => format!(
+            "refused commands pipelined behind the final dot with {}",
+            said(reply)
+        ),
+        Ok(Transaction::Rejected { reply, .. }) => {
+            format!("refused pipelined commands with {}", said(reply))
+        }
     }
 }
 
@@ -517,7 +550,8 @@ fn error_code(e: &ClientError) -> EnhancedCode {
     match e {
         ClientError::Protocol { .. }
         | ClientError::OutOfStep { .. }
-        | ClientError::GroupDropped { .. } => EnhancedCode::new(4, 5, 0),
+        | ClientError::GroupDropped { .. }
+        | ClientError::Unanswered { .. } => EnhancedCode::new(4, 5, 0),
         _ => EnhancedCode::new(4, 4, 2),
     }
 }

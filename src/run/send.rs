@@ -166,14 +166,10 @@ impl Tally<'_> {
                 self.progress.retrying(first);
             }
             Event::Connected { .. } => self.sent.connections += 1,
-            Event::DialectFallback {
-                host,
-                ip,
-                dialect,
-                reason,
-            } => self.sent.dialect_fallbacks.push(format!(
-                "{host} [{ip}] fell back to {dialect} after {reason:?}"
-            )),
+            Event::DialectFallback { learnt, reason } => {
+                let line = learnt.summary_line(&reason);
+                self.sent.dialect_fallbacks.push(line);
+            }
         }
     }
 }
