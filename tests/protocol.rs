@@ -400,7 +400,7 @@ async fn an_endless_multi_line_reply_ends_the_session() {
 // Replies out of step: a scripted server whose every reply is given by the test.
 
 /// What a scripted server sends after it heard `what` on connection `conn` (0-based):
-/// `Some(bytes)` replaces its usual answer (any number of replies, or none; a `\0` splits the
+/// `Some(bytes)` replaces its usual answer (any number of replies, or none; a `|` splits the
 /// bytes into separate writes, the server's task yielding in between). `what` is the verb (`EHLO`, `MAIL`, `RCPT`, `DATA`, `BDAT`,
 /// `RSET`, `NOOP`, `QUIT`), `.` for a message's end of data, or `content` for the first line
 /// of a message (usually nothing is sent then).
@@ -452,6 +452,10 @@ impl Wire {
     fn accepted(&self) -> Vec<String> {
         self.accepted.lock().unwrap().clone()
     }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
 }
 
 /// One connection of a [`Wire`] server.
@@ -470,10 +474,10 @@ impl WireSession {
         (self.answers)(self.conn, what).unwrap_or_else(|| usual.to_string())
     }
 
-    /// Writes `bytes`; each `\0` starts a new write after the server's task yielded once,
+    /// Writes `bytes`; each `|` starts a new write after the server's task yielded once,
     /// so that the client reads what came before it on its own first.
     async fn send(w: &mut tokio::net::tcp::OwnedWriteHalf, bytes: &str) -> bool {
-        for (i, part) in bytes.split('\0').enumerate() {
+        for (i, part) in bytes.split('|').enumerate() {
             if i > 0 {
                 tokio::task::yield_now().await;
             }
@@ -632,16 +636,6 @@ fn check_truth(rows: &[HashMap<String, String>], report: &RunReport, wire: &Wire
     assert_eq!(report.newly_suppressed, 0);
 }
 
-/// `answer` on every connection, for `what` only.
-fn always(what: &'static str, answer: &'static str) -> Answers {
-    Arc::new(move |_, heard| (heard == what).then(|| answer.to_string()))
-}
-
-/// `answer` for `what` on the first connection only.
-fn first_session(what: &'static str, answer: &'static str) -> Answers {
-    Arc::new(move |conn, heard| (conn == 0 && heard == what).then(|| answer.to_string()))
-}
-
 /// Counts the times a script played its quirk.
 #[derive(Clone, Default)]
 struct Played(Arc<AtomicUsize>);
@@ -684,7 +678,7 @@ async fn a_250_sent_with_the_354_is_early_and_never_a_delivery() {
     let played = Played::default();
     let p = played.clone();
     let script: Answers = Arc::new(move |_, heard| match heard {
-        "DATA" => p.play("354 go ahead\r\n\0250 2.0.0 queued early\r\n"),
+        "DATA" => p.play("354 go ahead\r\n|250 2.0.0 queued early\r\n"),
         "." => Some("550 5.7.1 message refused\r\n".into()),
         _ => None,
     });
@@ -697,19 +691,22 @@ async fn a_250_sent_with_the_354_is_early_and_never_a_delivery() {
         "{:?}",
         rows[0]
     );
-    // Full, then one transaction per round trip, then one command per round trip.
+    // Full, then one transaction per round trip, then one command per round trip: a session
+    // each at least.
     assert_eq!(report.summary.dialect_fallbacks.len(), 2);
+    assert!(wire.connections() >= 3, "{}", wire.connections());
 }
 
-/// Case 2 with a long message: a reply that arrives while the message is still being
-/// written is early too; the session ends before the dot is sent, so the server never gets
-/// a whole message.
+/// Case 2 with a long message: a `250` that arrives while the message is still being
+/// written (the server's verdict after the dot would have been `550 5.7.1`) is early too; the
+/// session ends before the dot is sent, and the message goes again over a new session.
 #[tokio::test]
 async fn an_early_reply_during_a_long_message_stops_it_before_its_dot() {
     let played = Played::default();
     let p = played.clone();
     let script: Answers = Arc::new(move |conn, heard| match heard {
         "content" if conn == 0 => p.play("250 2.0.0 queued early\r\n"),
+        "." if conn == 0 => Some("550 5.7.1 message refused\r\n".into()),
         _ => None,
     });
     let wire = Wire::start(66, false, script).await;
@@ -729,17 +726,17 @@ async fn an_early_reply_during_a_long_message_stops_it_before_its_dot() {
 /// Issue 21, case 3: an extra `550 5.1.1` from a server out of step, wherever it lands in a
 /// pipelined group (MAIL, RCPT or DATA, with DATA or BDAT), is never taken for the reply to
 /// RCPT, DATA or the message: nothing bounces, nothing is suppressed, every row is sent
-/// again uncounted and delivered by a later session. `\0` sends the extra reply in a write of
+/// again uncounted and delivered by a later session. `|` sends the extra reply in a write of
 /// its own.
 #[tokio::test]
 async fn a_surplus_550_from_a_server_out_of_step_never_bounces_a_row() {
     let cases: [(u8, bool, &'static str, &'static str); 6] = [
-        (70, false, "MAIL", "250 2.1.0 ok\r\n\0550 5.1.1 extra\r\n"),
-        (71, false, "RCPT", "550 5.1.1 extra\r\n\0250 2.1.5 ok\r\n"),
-        (72, false, "RCPT", "250 2.1.5 ok\r\n\0550 5.1.1 extra\r\n"),
-        (73, false, "DATA", "550 5.1.1 extra\r\n\0354 go ahead\r\n"),
-        (74, true, "RCPT", "250 2.1.5 ok\r\n\0550 5.1.1 extra\r\n"),
-        (75, true, "MAIL", "550 5.1.1 extra\r\n\0250 2.1.0 ok\r\n"),
+        (70, false, "MAIL", "250 2.1.0 ok\r\n|550 5.1.1 extra\r\n"),
+        (71, false, "RCPT", "550 5.1.1 extra\r\n|250 2.1.5 ok\r\n"),
+        (72, false, "RCPT", "250 2.1.5 ok\r\n|550 5.1.1 extra\r\n"),
+        (73, false, "DATA", "550 5.1.1 extra\r\n|354 go ahead\r\n"),
+        (74, true, "RCPT", "250 2.1.5 ok\r\n|550 5.1.1 extra\r\n"),
+        (75, true, "MAIL", "550 5.1.1 extra\r\n|250 2.1.0 ok\r\n"),
     ];
     for (octet, chunking, what, answer) in cases {
         let played = Played::default();
@@ -765,7 +762,7 @@ async fn a_surplus_550_from_a_server_out_of_step_never_bounces_a_row() {
 #[tokio::test]
 async fn a_server_always_out_of_step_defers_every_row_as_protocol() {
     let script: Answers = Arc::new(|_, heard| {
-        (heard == "RCPT").then(|| "250 2.1.5 ok\r\n\0550 5.1.1 extra\r\n".to_string())
+        (heard == "RCPT").then(|| "250 2.1.5 ok\r\n|550 5.1.1 extra\r\n".to_string())
     });
     let (rows, report, wire, _job) = against_wire(76, 3, false, script).await;
     all_deferred_as_protocol(&rows);
@@ -796,4 +793,103 @@ async fn a_stray_reply_after_the_250_to_the_data_leaves_the_row_delivered_and_ne
         assert_eq!(wire.accepted().len(), 5, "nothing sent again");
         assert!(rows.iter().all(|r| r["status"] == "delivered"));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses never connected to.
+
+/// Issue 21, case 7: an MX that resolves to `0.0.0.0` (which Linux takes for "this host": a
+/// connection there reaches a listener on 127.0.0.1) is never connected to. A domain whose
+/// only MX address is unusable bounces at once as having no usable address (`550 5.4.4`,
+/// step `dns`, never suppressed); a domain with a usable MX besides goes there.
+#[tokio::test]
+async fn an_mx_at_0_0_0_0_is_never_connected_to_and_the_row_says_why() {
+    let mxs = Mxs::start(vec![
+        (1, ReceiverConfig::default()),
+        (85, ReceiverConfig::default()),
+    ])
+    .await;
+    let mut z = zone();
+    z.mx("zero.test", 10, "mx.zero.test")
+        .addr("mx.zero.test", "0.0.0.0".parse().unwrap())
+        .mx("multicast.test", 10, "mx.multicast.test")
+        .addr("mx.multicast.test", "224.0.0.25".parse().unwrap())
+        .mx("mixed.test", 10, "mx1.mixed.test")
+        .addr("mx1.mixed.test", "0.0.0.0".parse().unwrap())
+        .mx("mixed.test", 20, "mx2.mixed.test")
+        .addr("mx2.mixed.test", loopback(85));
+    let dns = dns(z).await;
+    let csv = "email,name\na@zero.test,A\nb@multicast.test,B\nc@mixed.test,C\n";
+    let job = Job::new(csv, TEMPLATE);
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.suppress.store = Some(job.path("suppressions.db"));
+    let report = run(cfg).await.expect("run");
+    let rows = read_results(&job.results);
+    let a = row(&rows, "a@zero.test");
+    assert_eq!(
+        (
+            a["status"].as_str(),
+            a["step"].as_str(),
+            a["code"].as_str(),
+            a["enhanced_code"].as_str(),
+            a["category"].as_str()
+        ),
+        ("bounced", "dns", "550", "5.4.4", "bad-domain"),
+        "{a:?}"
+    );
+    assert_eq!(
+        a["response"],
+        "no usable address for any MX host of zero.test: mx.zero.test 0.0.0.0 is a \"this \
+         network\" address (0.0.0.0/8) (never connected to)"
+    );
+    let b = row(&rows, "b@multicast.test");
+    assert_eq!(b["status"], "bounced");
+    assert!(
+        b["response"].contains("224.0.0.25 is a multicast address"),
+        "{b:?}"
+    );
+    assert_eq!(row(&rows, "c@mixed.test")["status"], "delivered");
+    assert_eq!(
+        mxs.get(1).connections(),
+        0,
+        "nothing reached 0.0.0.0 (127.0.0.1)"
+    );
+    assert_eq!(mxs.get(85).connections(), 1);
+    assert_eq!(report.newly_suppressed, 0);
+}
+
+/// `--no-private-mx`: a domain under a public name whose MX is on a private (here loopback)
+/// address bounces without a connection; under a special-use name (`.test`) the same address
+/// is used. Without the flag, loopback is usable (every test here depends on it).
+#[tokio::test]
+async fn no_private_mx_refuses_private_addresses_for_public_names_only() {
+    let mxs = Mxs::start(vec![(86, ReceiverConfig::default())]).await;
+    let mut z = zone();
+    z.mx("example.com", 10, "mx.example.com")
+        .addr("mx.example.com", loopback(86))
+        .mx("lan.test", 10, "mx.lan.test")
+        .addr("mx.lan.test", loopback(86));
+    let dns = dns(z).await;
+    let job = Job::new("email,name\na@example.com,A\nb@lan.test,B\n", TEMPLATE);
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.dns.no_private_mx = true;
+    run(cfg).await.expect("run");
+    let rows = read_results(&job.results);
+    let a = row(&rows, "a@example.com");
+    assert_eq!(
+        (a["status"].as_str(), a["enhanced_code"].as_str()),
+        ("bounced", "5.4.4")
+    );
+    assert!(
+        a["response"].contains("mx.example.com 127.0.0.86 is a loopback address"),
+        "{a:?}"
+    );
+    assert_eq!(row(&rows, "b@lan.test")["status"], "delivered");
+    let got: Vec<String> = mxs
+        .get(86)
+        .received()
+        .into_iter()
+        .map(|m| m.rcpt_to)
+        .collect();
+    assert_eq!(got, vec!["b@lan.test"]);
 }

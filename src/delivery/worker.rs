@@ -555,3 +555,112 @@ fn error_code(e: &ClientError) -> EnhancedCode {
         _ => EnhancedCode::new(4, 4, 2),
     }
 }
+
+/// The worker against a simulated MX (see [`super::sim`]), under paused time.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::IpAddr;
+    use std::num::NonZeroUsize;
+
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::delivery::options::DeliveryOptions;
+    use crate::delivery::sim::Sim;
+    use crate::delivery::{DeliveryConfig, LearntDialect, MessageSource, SiteWork, deliver_with};
+    use crate::mx::MxHost;
+    use crate::smtp::{BEHIND_DOT_WAIT, Dialect, TlsPolicy};
+
+    /// Row `n` goes to `r{n}@sim.test`.
+    fn source() -> MessageSource {
+        Arc::new(|row| {
+            Ok(BuiltMessage {
+                envelope: Envelope {
+                    from: "news@sender.test".into(),
+                    to: format!("r{row}@sim.test"),
+                },
+                message_id: format!("{row}@sender.test"),
+                from_domain: "sender.test".into(),
+                payload: DataPayload::from_message(b"Subject: hi\r\n\r\nhello\r\n"),
+            })
+        })
+    }
+
+    /// Delivers `rows` rows to one simulated MX over at most `connections` sessions at once.
+    async fn deliver(sim: &Sim, rows: usize, connections: usize) -> Vec<Event> {
+        let options = DeliveryOptions {
+            connections_per_site: NonZeroUsize::new(connections).unwrap(),
+            ..DeliveryOptions::default()
+        };
+        let site = SiteWork {
+            name: "sim".into(),
+            hosts: vec![MxHost {
+                name: "mx.sim.test".into(),
+                preference: 10,
+                addrs: vec![IpAddr::from([192, 0, 2, 1])],
+            }]
+            .into(),
+            rows: (0..rows).collect(),
+            provider: None,
+            tls: Default::default(),
+        };
+        let cfg = DeliveryConfig::new(options, TlsPolicy::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        deliver_with(sim.clone(), vec![site], source(), cfg, tx, cancel).await;
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        events
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_mx_that_swallows_commands_behind_the_dot_costs_one_wait_and_no_duplicate() {
+        let sim = Sim::swallowing();
+        let t0 = Instant::now();
+        let events = deliver(&sim, 40, 2).await;
+        let mut settled = HashSet::new();
+        for e in &events {
+            if let Event::Final { row, outcome } = e {
+                assert_eq!(
+                    (outcome.status, outcome.attempts),
+                    (Status::Delivered, 1),
+                    "{events:#?}"
+                );
+                assert!(settled.insert(*row), "row {row} settled twice");
+            }
+        }
+        assert_eq!(settled.len(), 40);
+        let accepted = sim.accepted();
+        let copies: HashSet<&str> = accepted.iter().map(|m| m.rcpt.as_str()).collect();
+        assert_eq!(
+            (accepted.len(), copies.len()),
+            (40, 40),
+            "each message once"
+        );
+        let fallbacks: Vec<(&LearntDialect, &str)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::DialectFallback { learnt, reason } => Some((learnt, reason.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fallbacks.len(), 1, "{fallbacks:?}");
+        let (learnt, reason) = fallbacks[0];
+        assert_eq!(learnt.dialect, Dialect::NoAnnounce);
+        assert_eq!(
+            reason,
+            "does not answer commands pipelined behind the final dot"
+        );
+        // Both first sessions noticed the silence one wait after their first message, in
+        // parallel; nothing waited for the server's own timeout (the `mail` one, 5 min).
+        let last = accepted.iter().map(|m| m.at).max().unwrap();
+        assert!(last >= t0 + BEHIND_DOT_WAIT, "{:?}", last - t0);
+        assert!(last < t0 + 2 * BEHIND_DOT_WAIT, "{:?}", last - t0);
+        let first_sessions = accepted.iter().filter(|m| m.conn < 2).count();
+        assert_eq!(first_sessions, 2, "one message each before the silence");
+    }
+}

@@ -191,8 +191,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let wait = BEHIND_DOT_WAIT.min(self.timeouts.mail);
         let due = a.answered_at.unwrap_or_else(Instant::now) + wait;
         let mail = match timeout_at(due, self.expect(Phase::MailFrom, wait, true)).await {
+            Ok(Err(ClientError::Timeout { .. })) | Err(_) => {
+                return Err(ClientError::Unanswered { after: wait });
+            }
             Ok(mail) => mail?,
-            Err(_) => return Err(ClientError::Unanswered { after: wait }),
         };
         self.group_rest(mail, a.bdat).await
     }
@@ -474,5 +476,245 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The dialect in which commands ride behind the end of data.
     pub(super) fn announcing(&self) -> bool {
         self.pipelining() && self.dialect == Dialect::Full
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, duplex};
+
+    use super::*;
+    use crate::smtp::Timeouts;
+
+    /// What the scripted peer does after a command or a message's end.
+    struct Step {
+        /// Waited (in the runtime's time) before answering.
+        delay: u64,
+        /// Sent as it is (several replies, or none).
+        answer: &'static str,
+    }
+
+    fn say(answer: &'static str) -> Step {
+        Step { delay: 0, answer }
+    }
+
+    /// A peer over a pipe that offers PIPELINING, answers each command line and each message
+    /// end with the next step, and, when `swallow`, drops whatever arrived with a message's
+    /// final dot (as a server that reads past the dot does). Returns the lines it read.
+    async fn peer(server: DuplexStream, steps: Vec<Step>, swallow: bool) -> Vec<String> {
+        let (r, mut w) = tokio::io::split(server);
+        let mut r = BufReader::new(r);
+        let mut steps: VecDeque<Step> = steps.into();
+        w.write_all(b"220 mx\r\n").await.unwrap();
+        let (mut seen, mut in_data) = (Vec::new(), false);
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return seen;
+            }
+            let ends = in_data && line == ".\r\n";
+            if in_data && !ends {
+                continue;
+            }
+            seen.push(line.trim_end().to_string());
+            if ends && swallow {
+                let n = r.buffer().len();
+                std::pin::Pin::new(&mut r).consume(n);
+            }
+            let reply = match line.get(..4) {
+                Some("EHLO") => say("250-mx\r\n250 PIPELINING\r\n"),
+                _ => steps.pop_front().unwrap_or(say("")),
+            };
+            tokio::time::sleep(Duration::from_secs(reply.delay)).await;
+            in_data = reply.answer.starts_with("354") || (in_data && !ends);
+            w.write_all(reply.answer.as_bytes()).await.unwrap();
+        }
+    }
+
+    async fn open(steps: Vec<Step>, swallow: bool) -> Connection<DuplexStream> {
+        let (client, server) = duplex(64 * 1024);
+        tokio::spawn(peer(server, steps, swallow));
+        let limits = Timeouts::uniform(Duration::from_secs(60));
+        let (mut c, _) = Connection::greet(client, limits).await.unwrap();
+        c.hello("me.test").await.unwrap();
+        c
+    }
+
+    fn env(to: &str) -> Envelope {
+        Envelope {
+            from: "news@sender.test".into(),
+            to: to.into(),
+        }
+    }
+
+    fn payload() -> DataPayload {
+        DataPayload::from_message(b"Subject: x\r\n\r\nbody\r\n")
+    }
+
+    /// The first message's steps: MAIL, RCPT, DATA, end of data.
+    fn accepted() -> Vec<Step> {
+        [
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 2.0.0 a queued\r\n",
+        ]
+        .into_iter()
+        .map(say)
+        .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commands_swallowed_behind_the_dot_are_noticed_at_the_wait_after_the_dots_reply() {
+        let mut c = open(accepted(), true).await;
+        let (a, b, p) = (env("a@d.test"), env("b@d.test"), payload());
+        let r = c.send_then(&a, &p, Some((&b, &p))).await.unwrap();
+        assert!(matches!(r, Transaction::Accepted(_)), "{r:?}");
+        let answered = Instant::now();
+        // Whatever the worker does before sending b, the wait counts from the dot's reply.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let err = c.send_then(&b, &p, None).await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::Unanswered { after } if after == BEHIND_DOT_WAIT),
+            "{err}"
+        );
+        assert_eq!(answered.elapsed(), BEHIND_DOT_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mail_reply_behind_the_dot_that_takes_a_few_seconds_is_waited_for() {
+        let mut steps = accepted();
+        steps.push(Step {
+            delay: 4,
+            answer: "250 ok\r\n",
+        });
+        steps.extend(["250 ok\r\n", "354 go\r\n", "250 2.0.0 b queued\r\n"].map(say));
+        let mut c = open(steps, false).await;
+        let (a, b, p) = (env("a@d.test"), env("b@d.test"), payload());
+        c.send_then(&a, &p, Some((&b, &p))).await.unwrap();
+        let r = c.send_then(&b, &p, None).await.unwrap();
+        assert!(
+            matches!(r, Transaction::Accepted(ref x) if x.text() == "b queued"),
+            "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_came_before_the_message_went_out_is_early_and_nothing_is_sent() {
+        let steps = ["250 ok\r\n", "250 ok\r\n", "354 go\r\n250 2.0.0 early\r\n"]
+            .into_iter()
+            .map(say)
+            .collect();
+        let mut c = open(steps, false).await;
+        let err = c.send(&env("a@d.test"), &payload()).await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::OutOfStep { phase: Phase::DataEnd, ref what }
+                if what.contains("250 2.0.0 early")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_returned_only_after_a_rset_answered_in_step() {
+        // RCPT refused, DATA refused (in step): the RSET sent alone confirms it.
+        let steps = [
+            "250 ok\r\n",
+            "550 5.1.1 no such user\r\n",
+            "554 5.5.1 no rcpt\r\n",
+        ];
+        let mut steps: Vec<Step> = steps.into_iter().map(say).collect();
+        steps.push(say("250 2.0.0 reset\r\n"));
+        let (client, server) = duplex(64 * 1024);
+        let seen = tokio::spawn(peer(server, steps, false));
+        let limits = Timeouts::uniform(Duration::from_secs(60));
+        let (mut c, _) = Connection::greet(client, limits).await.unwrap();
+        c.hello("me.test").await.unwrap();
+        let r = c.send(&env("a@d.test"), &payload()).await.unwrap();
+        assert!(
+            matches!(r, Transaction::Rejected { phase: Phase::RcptTo, ref reply } if reply.code == 550),
+            "{r:?}"
+        );
+        drop(c);
+        let seen = seen.await.unwrap();
+        assert_eq!(seen[4..], ["RSET"], "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_354_left_over_behind_a_refusal_voids_it() {
+        // DATA answered "550 5.1.1" and then "354": the 354 comes where the RSET's reply is due.
+        let steps = ["250 ok\r\n", "250 ok\r\n", "550 5.1.1 extra\r\n354 go\r\n"];
+        let mut c = open(steps.into_iter().map(say).collect(), false).await;
+        let err = c.send(&env("a@d.test"), &payload()).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::OutOfStep {
+                    phase: Phase::Rset,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_surplus_reply_after_the_250_to_the_data_leaves_it_a_delivery() {
+        let mut steps = accepted();
+        steps.pop();
+        steps.push(say("250 2.0.0 queued\r\n250 2.0.0 stray\r\n"));
+        let mut c = open(steps, false).await;
+        let (a, p) = (env("a@d.test"), payload());
+        let r = c.send(&a, &p).await.unwrap();
+        assert!(matches!(r, Transaction::Accepted(ref x) if x.text() == "queued"));
+        assert_eq!(c.health(), Health::OutOfStep);
+        assert!(c.out_of_step().contains("stray"), "{}", c.out_of_step());
+        // The session carries nothing more.
+        let err = c.send(&env("b@d.test"), &p).await.unwrap_err();
+        assert!(matches!(err, ClientError::OutOfStep { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_message_is_judged_only_once_the_commands_behind_it_are_answered_in_step() {
+        // a's end of data is refused; b rode behind it and its replies are shifted by one (a
+        // second reply to a's end of data): the refusal of a is not a verdict.
+        let mut steps = accepted();
+        steps.pop();
+        steps.push(say("554 5.7.1 spam\r\n250 2.0.0 queued after all\r\n"));
+        steps.extend(["250 ok\r\n", "250 ok\r\n", "354 go\r\n"].map(say));
+        let mut c = open(steps, false).await;
+        let (a, b, p) = (env("a@d.test"), env("b@d.test"), payload());
+        let err = c.send_then(&a, &p, Some((&b, &p))).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::OutOfStep {
+                    phase: Phase::Data,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_message_with_the_next_transaction_behind_it_keeps_that_ones_replies() {
+        let mut steps = accepted();
+        steps.pop();
+        steps.push(say("554 5.7.1 spam\r\n"));
+        steps.extend(["250 ok\r\n", "250 ok\r\n", "354 go\r\n", "250 b queued\r\n"].map(say));
+        let mut c = open(steps, false).await;
+        let (a, b, p) = (env("a@d.test"), env("b@d.test"), payload());
+        let r = c.send_then(&a, &p, Some((&b, &p))).await.unwrap();
+        assert!(
+            matches!(r, Transaction::Rejected { phase: Phase::DataEnd, ref reply } if reply.code == 554),
+            "{r:?}"
+        );
+        let r = c.send_then(&b, &p, None).await.unwrap();
+        assert!(
+            matches!(r, Transaction::Accepted(ref x) if x.text() == "b queued"),
+            "{r:?}"
+        );
     }
 }
