@@ -80,6 +80,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l suppressions
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l return-path -d 'Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row: e.g. \'bounces+{token}@acme.example\' (needs --verp-key). Overrides --from' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l verp-key -d 'Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l verp-key-file -d 'File holding the VERP key (surrounding white space ignored)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l no-private-mx -d 'For domains under public names, never connect to MX addresses in private, loopback, link-local or shared ranges (a domain left with none bounces, 5.4.4)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l allow-duplicates -d 'Send to repeated addresses too (default: first row only; others are `duplicate`)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l no-chunking -d 'Never use BDAT (RFC 3030 CHUNKING), even where offered: send every message with DATA (a receiver whose CHUNKING is broken)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dry-run -d 'Render, resolve and print the delivery plan without connecting to any MX (= `check`)'
@@ -138,6 +139,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l suppressio
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l return-path -d 'Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row: e.g. \'bounces+{token}@acme.example\' (needs --verp-key). Overrides --from' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l verp-key -d 'Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file' -r
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l verp-key-file -d 'File holding the VERP key (surrounding white space ignored)' -r -F
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l no-private-mx -d 'For domains under public names, never connect to MX addresses in private, loopback, link-local or shared ranges (a domain left with none bounces, 5.4.4)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l allow-duplicates -d 'Send to repeated addresses too (default: first row only; others are `duplicate`)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l no-chunking -d 'Never use BDAT (RFC 3030 CHUNKING), even where offered: send every message with DATA (a receiver whose CHUNKING is broken)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dry-run -d 'Render, resolve and print the delivery plan without connecting to any MX (= `check`)'

@@ -76,6 +76,7 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--return-path=[Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row\: e.g. '\''bounces+{token}@acme.example'\'' (needs --verp-key). Overrides --from]:ADDRESS:_default' \
 '--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
+'--no-private-mx[For domains under public names, never connect to MX addresses in private, loopback, link-local or shared ranges (a domain left with none bounces, 5.4.4)]' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
 '--no-chunking[Never use BDAT (RFC 3030 CHUNKING), even where offered\: send every message with DATA (a receiver whose CHUNKING is broken)]' \
 '--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \
@@ -142,6 +143,7 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--return-path=[Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row\: e.g. '\''bounces+{token}@acme.example'\'' (needs --verp-key). Overrides --from]:ADDRESS:_default' \
 '--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
+'--no-private-mx[For domains under public names, never connect to MX addresses in private, loopback, link-local or shared ranges (a domain left with none bounces, 5.4.4)]' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
 '--no-chunking[Never use BDAT (RFC 3030 CHUNKING), even where offered\: send every message with DATA (a receiver whose CHUNKING is broken)]' \
 '--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \
