@@ -240,13 +240,34 @@ async fn batch(mta: &dyn Mta, domain: &str, octet: u8, n: usize, connections: us
         outcome_summary(&rows)
     );
 
+    stored_as_rendered(mta, &eml, n).await;
+    let stored_after = started.elapsed();
+
+    let seen = Seen {
+        elapsed,
+        stored_after,
+        connections: report.summary.connections,
+        retried: rows.iter().filter(|r| r["attempts"] != "1").count(),
+        fallbacks: report.summary.dialect_fallbacks.clone(),
+    };
+    eprintln!(
+        "interop: {what}: {n} delivered in {:.1?} over {} connections ({} rows needed a \
+         retry); all stored after {:.1?} and identical to what was rendered",
+        seen.elapsed, seen.connections, seen.retried, seen.stored_after
+    );
+    seen
+}
+
+/// Waits until `mta` has stored `n` messages, then checks that they are exactly the messages
+/// rendered into `eml`, byte for byte, each once.
+async fn stored_as_rendered(mta: &dyn Mta, eml: &std::path::Path, n: usize) {
+    let what = mta.describe();
     // The server stores every message it accepted: wait for its delivery agent.
     let maildir = mta.maildir();
     let deadline = Instant::now() + Duration::from_secs(60);
     while mta.stored() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let stored_after = started.elapsed();
     let stored = maildir_messages(&maildir);
     assert_eq!(
         stored.len(),
@@ -267,7 +288,7 @@ async fn batch(mta: &dyn Mta, domain: &str, octet: u8, n: usize, connections: us
         );
     }
     let mut checked = 0;
-    for entry in std::fs::read_dir(&eml).unwrap() {
+    for entry in std::fs::read_dir(eml).unwrap() {
         let rendered = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         let id = message_id(&rendered.replace("\r\n", "\n")).expect("rendered Message-ID");
         let stored = by_id
@@ -279,20 +300,6 @@ async fn batch(mta: &dyn Mta, domain: &str, octet: u8, n: usize, connections: us
         checked += 1;
     }
     assert_eq!(checked, n, "{what}: rendered messages");
-
-    let seen = Seen {
-        elapsed,
-        stored_after,
-        connections: report.summary.connections,
-        retried: rows.iter().filter(|r| r["attempts"] != "1").count(),
-        fallbacks: report.summary.dialect_fallbacks.clone(),
-    };
-    eprintln!(
-        "interop: {what}: {n} delivered in {:.1?} over {} connections ({} rows needed a \
-         retry); all stored after {:.1?} and identical to what was rendered",
-        seen.elapsed, seen.connections, seen.retried, seen.stored_after
-    );
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,7 +460,9 @@ async fn chasquid_swallowing_commands_behind_the_dot_takes_a_batch_without_waiti
 /// (`v=spf1 ip4:127.0.0.0/8 -all`), served from a thread and runtime of its own so that its
 /// answers never wait behind the run's busy runtime (chasquid asks at every MAIL).
 struct SpfDns {
+    /// Sending (or dropping) it stops the server.
     stop: tokio::sync::oneshot::Sender<()>,
+    /// The server's thread; gives the SPF lookups it answered.
     thread: std::thread::JoinHandle<usize>,
 }
 

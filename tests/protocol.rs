@@ -410,6 +410,7 @@ type Answers = Arc<dyn Fn(usize, &str) -> Option<String> + Send + Sync>;
 /// scripts it, and counts what it accepted: a message counts when the first reply it sent to
 /// the end of the message (the final dot, or `BDAT … LAST`) is 2yz.
 struct Wire {
+    /// Its port on its 127.0.0.x address.
     port: u16,
     /// Recipients of the messages the server accepted, in order.
     accepted: Arc<std::sync::Mutex<Vec<String>>>,
@@ -460,9 +461,13 @@ impl Wire {
 
 /// One connection of a [`Wire`] server.
 struct WireSession {
+    /// Connection number, from 0.
     conn: usize,
+    /// CHUNKING is advertised.
     chunking: bool,
+    /// The script.
     answers: Answers,
+    /// The server's accepted messages (shared with [`Wire`]).
     accepted: Arc<std::sync::Mutex<Vec<String>>>,
     /// The recipient of the transaction in progress.
     rcpt: String,
@@ -638,7 +643,10 @@ fn check_truth(rows: &[HashMap<String, String>], report: &RunReport, wire: &Wire
 
 /// Counts the times a script played its quirk.
 #[derive(Clone, Default)]
-struct Played(Arc<AtomicUsize>);
+struct Played(
+    /// Times played.
+    Arc<AtomicUsize>,
+);
 
 impl Played {
     /// `answer`, counted.

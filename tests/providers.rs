@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::support::provider_sim::{ProviderSim, SimConfig};
+use crate::support::provider_sim::{Gauge, ProviderSim, SimConfig};
 use crate::support::*;
 use mailmerge::delivery::ProviderReport;
 use mailmerge::delivery::SourceIp;
@@ -71,6 +71,7 @@ fn all_delivered_once(rows: &[std::collections::HashMap<String, String>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sites_of_one_provider_share_its_limits_and_the_results_name_it() {
+    let gauge = std::sync::Arc::new(Gauge::default());
     let (dns, sims, port) = world(vec![
         Spec {
             octet: 2,
@@ -78,6 +79,7 @@ async fn sites_of_one_provider_share_its_limits_and_the_results_name_it() {
             domains: &["gm.test"],
             sim: SimConfig {
                 connections: 2,
+                gauge: gauge.clone(),
                 ..SimConfig::new("google")
             },
         },
@@ -87,6 +89,7 @@ async fn sites_of_one_provider_share_its_limits_and_the_results_name_it() {
             domains: &["workspace.example.com"],
             sim: SimConfig {
                 connections: 50,
+                gauge: gauge.clone(),
                 ..SimConfig::new("google-b")
             },
         },
@@ -115,14 +118,8 @@ async fn sites_of_one_provider_share_its_limits_and_the_results_name_it() {
         };
         assert_eq!(r["provider"], want, "{r:?}");
     }
-    let google = sims[0]
-        .stats
-        .max_concurrent
-        .load(std::sync::atomic::Ordering::SeqCst)
-        + sims[1]
-            .stats
-            .max_concurrent
-            .load(std::sync::atomic::Ordering::SeqCst);
+    // At the same time, over both of the provider's hosts.
+    let google = gauge.peak();
     assert!(
         google <= 3,
         "two sites, one limit of 2 (±1 for a reconnect): {google}"

@@ -708,9 +708,13 @@ impl Drop for OpenSmtpd {
 /// run without them outside systemd). STARTTLS with a self-signed certificate, as the real
 /// one offers. Stopped when dropped.
 pub struct Chasquid {
+    /// Its configuration, data, log and Maildir.
     pub dir: tempfile::TempDir,
+    /// Its SMTP listener.
     pub addr: SocketAddr,
+    /// The chasquid binary.
     bin: PathBuf,
+    /// The process (chasquid itself, after `unshare`, `sh` and `setpriv` exec'd it).
     child: Child,
 }
 

@@ -58,6 +58,23 @@ pub struct SimConfig {
     pub peer_script: Option<(IpAddr, String)>,
     /// Refuse every greeting with this until this long after start.
     pub refuse_greetings_for: Option<(Duration, String)>,
+    /// Counts greeted connections together with other simulators given the same gauge (one
+    /// provider's several MX hosts).
+    pub gauge: Arc<Gauge>,
+}
+
+/// Greeted connections open now over several simulators, and the most ever open at once.
+#[derive(Debug, Default)]
+pub struct Gauge {
+    open: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    /// The most greeted connections open at the same time.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
 }
 
 /// Google's texts (Gmail SMTP error reference).
@@ -87,6 +104,7 @@ impl SimConfig {
             script: None,
             peer_script: None,
             refuse_greetings_for: None,
+            gauge: Arc::default(),
         }
     }
 }
@@ -195,6 +213,23 @@ impl ProviderSim {
 /// Counts one open connection (of a peer address) while it lives.
 struct Open<'a>(&'a Shared, IpAddr);
 
+/// Counts one greeted connection in the [`Gauge`] while it lives.
+struct Greeted<'a>(&'a Gauge);
+
+impl<'a> Greeted<'a> {
+    fn enter(gauge: &'a Gauge) -> Self {
+        let now = gauge.open.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.peak.fetch_max(now, Ordering::SeqCst);
+        Self(gauge)
+    }
+}
+
+impl Drop for Greeted<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::SeqCst);
@@ -277,6 +312,7 @@ async fn serve(sim: Arc<Shared>, stream: TcpStream, peer: IpAddr) -> std::io::Re
         return Ok(());
     }
     sim.greeted(open, from_peer, peer);
+    let mut greeted = Some(Greeted::enter(&c.gauge));
     w.write_all(format!("220 mx.{}.test ESMTP ready\r\n", c.name).as_bytes())
         .await?;
     let (mut on_conn, mut rcpt, mut mail_ok) = (0usize, None::<String>, false);
@@ -346,6 +382,7 @@ async fn serve(sim: Arc<Shared>, stream: TcpStream, peer: IpAddr) -> std::io::Re
             "250 2.0.0 OK\r\n".into()
         } else if upper.starts_with("QUIT") {
             drop(_guard);
+            greeted.take();
             w.write_all(b"221 2.0.0 Bye\r\n").await?;
             return Ok(());
         } else {
