@@ -588,8 +588,17 @@ mod tests {
         })
     }
 
-    /// Delivers `rows` rows to one simulated MX over at most `connections` sessions at once.
-    async fn deliver(sim: &Sim, rows: usize, connections: usize) -> Vec<Event> {
+    /// The simulated MX's address.
+    const MX: [u8; 4] = [192, 0, 2, 1];
+
+    /// Delivers `rows` rows to one simulated MX over at most `connections` sessions at once,
+    /// starting from the dialects `learnt` earlier.
+    async fn deliver_learnt(
+        sim: &Sim,
+        rows: usize,
+        connections: usize,
+        learnt: Vec<LearntDialect>,
+    ) -> Vec<Event> {
         let options = DeliveryOptions {
             connections_per_site: NonZeroUsize::new(connections).unwrap(),
             ..DeliveryOptions::default()
@@ -599,14 +608,15 @@ mod tests {
             hosts: vec![MxHost {
                 name: "mx.sim.test".into(),
                 preference: 10,
-                addrs: vec![IpAddr::from([192, 0, 2, 1])],
+                addrs: vec![IpAddr::from(MX)],
             }]
             .into(),
             rows: (0..rows).collect(),
             provider: None,
             tls: Default::default(),
         };
-        let cfg = DeliveryConfig::new(options, TlsPolicy::default());
+        let mut cfg = DeliveryConfig::new(options, TlsPolicy::default());
+        cfg.dialects = learnt;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         deliver_with(sim.clone(), vec![site], source(), cfg, tx, cancel).await;
@@ -621,7 +631,7 @@ mod tests {
     async fn an_mx_that_swallows_commands_behind_the_dot_costs_one_wait_and_no_duplicate() {
         let sim = Sim::swallowing();
         let t0 = Instant::now();
-        let events = deliver(&sim, 40, 2).await;
+        let events = deliver_learnt(&sim, 40, 2, Vec::new()).await;
         let mut settled = HashSet::new();
         for e in &events {
             if let Event::Final { row, outcome } = e {
@@ -662,5 +672,32 @@ mod tests {
         assert!(last < t0 + 2 * BEHIND_DOT_WAIT, "{:?}", last - t0);
         let first_sessions = accepted.iter().filter(|m| m.conn < 2).count();
         assert_eq!(first_sessions, 2, "one message each before the silence");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_starts_in_the_learnt_dialect_never_waits_on_the_silence() {
+        let sim = Sim::swallowing();
+        let learnt = LearntDialect {
+            host: "mx.sim.test".into(),
+            ip: IpAddr::from(MX),
+            dialect: Dialect::NoAnnounce,
+            learnt_at: std::time::SystemTime::now(),
+        };
+        let t0 = Instant::now();
+        let events = deliver_learnt(&sim, 40, 2, vec![learnt]).await;
+        let finals = events
+            .iter()
+            .filter(|e| matches!(e, Event::Final { outcome, .. } if outcome.status == Status::Delivered))
+            .count();
+        assert_eq!(finals, 40);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::DialectFallback { .. })),
+            "nothing to learn again"
+        );
+        assert_eq!(sim.connections(), 2, "no session given up");
+        let last = sim.accepted().iter().map(|m| m.at).max().unwrap();
+        assert!(last < t0 + BEHIND_DOT_WAIT, "{:?}", last - t0);
     }
 }
