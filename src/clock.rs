@@ -41,6 +41,14 @@ impl Clock {
             .map_or(0, |d| d.as_secs())
     }
 
+    /// The Unix time `d` from now, rounded up to the second (an end time is better told late
+    /// than early).
+    pub fn unix_after(&self, d: Duration) -> u64 {
+        (self.now() + d)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs() + u64::from(t.subsec_nanos() > 0))
+    }
+
     /// Today (UTC), in days since 1970.
     pub fn day(&self) -> u64 {
         self.unix() / 86_400

@@ -8,9 +8,16 @@
 //!
 //! Lookups sit behind the [`Resolve`] trait so that what consumes routes can be tested with a
 //! fixed table instead of a DNS server.
+//!
+//! Addresses no SMTP server can be reached at are left out of every route ([`unusable`]): the
+//! "this network" block 0.0.0.0/8, the reserved block 240.0.0.0/4 with the broadcast address,
+//! multicast, and IPv6's unspecified and multicast addresses (also as IPv4-mapped IPv6); with
+//! [`DnsOptions::no_private_mx`], also private, loopback, link-local and shared addresses for
+//! domains under public names ([`is_public_name`]). A domain whose MX hosts have only such
+//! addresses has no address to deliver to, as if they had none ([`Route::NoAddress`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +76,9 @@ pub struct DnsOptions {
     pub attempts: usize,
     /// At most this many domains resolved at once.
     pub concurrency: usize,
+    /// `--no-private-mx`: for domains under public names, leave out MX addresses in private,
+    /// loopback, link-local and shared ranges (see [`unusable`]).
+    pub no_private_mx: bool,
 }
 
 impl Default for DnsOptions {
@@ -78,6 +88,7 @@ impl Default for DnsOptions {
             timeout: Duration::from_secs(5),
             attempts: 2,
             concurrency: 64,
+            no_private_mx: false,
         }
     }
 }
@@ -123,6 +134,8 @@ impl Resolve for HashMap<String, Route> {
 pub struct MxResolver {
     resolver: Arc<TokioResolver>,
     concurrency: usize,
+    /// See [`DnsOptions::no_private_mx`].
+    no_private_mx: bool,
 }
 
 enum Lookup<T> {
@@ -194,6 +207,7 @@ impl MxResolver {
         Ok(Self {
             resolver: Arc::new(resolver),
             concurrency: opts.concurrency.max(1),
+            no_private_mx: opts.no_private_mx,
         })
     }
 
@@ -225,12 +239,16 @@ impl MxResolver {
         }
     }
 
-    /// Addresses of one host name (A, then AAAA), e.g. an MTA-STS policy host: empty when the
-    /// name does not exist or has no address; a temporary failure (SERVFAIL, timeout) → `Err`
+    /// Addresses of one host name (A, then AAAA), e.g. an MTA-STS policy host, without those
+    /// never connected to ([`unusable`]): empty when the name does not exist or has no such
+    /// address; a temporary failure (SERVFAIL, timeout) → `Err`
     /// with the reason.
     pub async fn host_addresses(&self, host: &str) -> Result<Vec<IpAddr>, String> {
         match self.addresses(host.trim_end_matches('.')).await {
-            Lookup::Found(addrs) => Ok(addrs),
+            Lookup::Found(mut addrs) => {
+                addrs.retain(|ip| unusable(*ip, false).is_none());
+                Ok(addrs)
+            }
             Lookup::NoRecords | Lookup::NxDomain => Ok(Vec::new()),
             Lookup::Temp(e) => Err(format!("address lookup for {host}: {e}")),
         }
@@ -273,10 +291,15 @@ impl MxResolver {
                 _ => {}
             }
         }
+        let private_too = self.no_private_mx && is_public_name(domain);
+        let (mut hosts, left_out) = usable_hosts(hosts, private_too);
         if hosts.is_empty() {
-            return match temp {
-                Some(e) => Route::TempFail(e),
-                None => {
+            return match (temp, left_out) {
+                (Some(e), _) => Route::TempFail(e),
+                (None, Some(why)) => Route::NoAddress(format!(
+                    "no usable address for any MX host of {domain}: {why} (never connected to)"
+                )),
+                (None, None) => {
                     Route::NoAddress(format!("no address (A/AAAA) for any MX host of {domain}"))
                 }
             };
@@ -329,6 +352,117 @@ impl MxResolver {
         }
         out
     }
+}
+
+/// `hosts` without the addresses no connection is made to (see [`unusable`]; `private_too`:
+/// private ranges too), and without the hosts left with no address; with the first address
+/// left out, and why (`mx.example.test 0.0.0.0 is a "this network" address`).
+fn usable_hosts(hosts: Vec<MxHost>, private_too: bool) -> (Vec<MxHost>, Option<String>) {
+    let mut left_out = None;
+    let kept = hosts
+        .into_iter()
+        .filter_map(|mut h| {
+            h.addrs.retain(|ip| match unusable(*ip, private_too) {
+                Some(why) => {
+                    left_out.get_or_insert_with(|| format!("{} {ip} is {why}", h.name));
+                    false
+                }
+                None => true,
+            });
+            (!h.addrs.is_empty()).then_some(h)
+        })
+        .collect();
+    (kept, left_out)
+}
+
+/// Why no SMTP connection is ever made to `ip` (a phrase: "a multicast address"), or `None`
+/// when it may be. Always left out: 0.0.0.0/8 ("this network", RFC 791/1122: not a
+/// destination), 240.0.0.0/4 with the broadcast address 255.255.255.255 (reserved, not
+/// routed), 224.0.0.0/4 (multicast), `::` (unspecified) and ff00::/8 (multicast); an
+/// IPv4-mapped IPv6 address (`::ffff:0.0.0.0`) is judged as the IPv4 address it maps.
+/// With `private_too`, also the addresses no Internet host reaches: 10/8, 172.16/12,
+/// 192.168/16 (RFC 1918), 100.64/10 (shared, RFC 6598), 127/8 and `::1` (loopback),
+/// 169.254/16 and fe80::/10 (link-local), fc00::/7 (unique local). Loopback is usable by
+/// default: the sandbox and local test servers listen there.
+pub fn unusable(ip: IpAddr, private_too: bool) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => unusable_v4(v4, private_too),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => unusable_v4(v4, private_too),
+            None => unusable_v6(v6, private_too),
+        },
+    }
+}
+
+fn unusable_v4(ip: Ipv4Addr, private_too: bool) -> Option<&'static str> {
+    let [a, b, ..] = ip.octets();
+    let always = if a == 0 {
+        Some("a \"this network\" address (0.0.0.0/8)")
+    } else if ip.is_broadcast() {
+        Some("the broadcast address")
+    } else if a >= 240 {
+        Some("a reserved address (240.0.0.0/4)")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else {
+        None
+    };
+    if always.is_some() || !private_too {
+        return always;
+    }
+    if ip.is_private() {
+        Some("a private address (RFC 1918)")
+    } else if a == 100 && (64..128).contains(&b) {
+        Some("a shared address (100.64.0.0/10)")
+    } else if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_link_local() {
+        Some("a link-local address")
+    } else {
+        None
+    }
+}
+
+fn unusable_v6(ip: Ipv6Addr, private_too: bool) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if !private_too {
+        None
+    } else if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_unique_local() {
+        Some("a unique local address (fc00::/7)")
+    } else if ip.is_unicast_link_local() {
+        Some("a link-local address")
+    } else {
+        None
+    }
+}
+
+/// Special-use and never-delegated top-level names (RFC 2606, 6761, 6762, 8375; ICANN's
+/// `.internal` and its names held back for collisions): mail for them stays on private
+/// networks, so `--no-private-mx` leaves their private addresses alone.
+const PRIVATE_NAMES: &[&str] = &[
+    "test",
+    "example",
+    "invalid",
+    "localhost",
+    "local",
+    "internal",
+    "home.arpa",
+    "corp",
+    "home",
+    "mail",
+];
+
+/// True when `domain` is under a public name, not under one of [`PRIVATE_NAMES`].
+pub fn is_public_name(domain: &str) -> bool {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    !PRIVATE_NAMES
+        .iter()
+        .any(|p| d == *p || d.ends_with(&format!(".{p}")))
 }
 
 /// Sorts by preference and shuffles each run of equal preference (RFC 5321 §5.1: "MUST be
@@ -463,6 +597,87 @@ mod tests {
         assert_eq!(sites[1].name, "mx1.p.test,mx2.p.test");
         assert_eq!(sites[1].domains, vec!["a.test", "b.test"]);
         assert_eq!(sites[0].domains, vec!["own.test"]);
+    }
+
+    #[test]
+    fn addresses_no_server_is_reached_at_are_never_used() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (addr, always, private) in [
+            ("0.0.0.0", true, true),
+            ("0.1.2.3", true, true),
+            ("255.255.255.255", true, true),
+            ("240.0.0.1", true, true),
+            ("224.0.0.251", true, true),
+            ("239.255.255.250", true, true),
+            ("::", true, true),
+            ("ff02::1", true, true),
+            ("::ffff:0.0.0.0", true, true),
+            ("::ffff:224.0.0.1", true, true),
+            ("10.1.2.3", false, true),
+            ("172.16.0.1", false, true),
+            ("192.168.1.1", false, true),
+            ("100.64.0.1", false, true),
+            ("127.0.0.40", false, true),
+            ("169.254.1.1", false, true),
+            ("::1", false, true),
+            ("fd00::25", false, true),
+            ("fe80::1", false, true),
+            ("::ffff:10.0.0.1", false, true),
+            ("192.0.2.25", false, false),
+            ("100.128.0.1", false, false),
+            ("2001:db8::25", false, false),
+            ("172.32.0.1", false, false),
+        ] {
+            assert_eq!(unusable(ip(addr), false).is_some(), always, "{addr}");
+            assert_eq!(
+                unusable(ip(addr), true).is_some(),
+                private,
+                "{addr} (private too)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_domain_under_a_special_use_name_is_not_public() {
+        for d in [
+            "a.test",
+            "example",
+            "x.EXAMPLE.",
+            "mx.home.arpa",
+            "intranet.corp",
+        ] {
+            assert!(!is_public_name(d), "{d}");
+        }
+        for d in ["example.com", "gmail.com", "latest", "contest.org", "arpa"] {
+            assert!(is_public_name(d), "{d}");
+        }
+    }
+
+    #[test]
+    fn hosts_keep_their_usable_addresses_and_the_first_left_out_says_why() {
+        let with = |name: &str, addrs: &[&str]| MxHost {
+            name: name.into(),
+            preference: 10,
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        };
+        let hosts = vec![
+            with("mx1.d.test", &["0.0.0.0"]),
+            with("mx2.d.test", &["224.0.0.1", "192.0.2.7"]),
+        ];
+        let (kept, why) = usable_hosts(hosts.clone(), false);
+        assert_eq!(kept, vec![with("mx2.d.test", &["192.0.2.7"])]);
+        assert_eq!(
+            why.as_deref(),
+            Some("mx1.d.test 0.0.0.0 is a \"this network\" address (0.0.0.0/8)")
+        );
+        let (kept, _) = usable_hosts(vec![with("mx.d.test", &["10.0.0.1"])], false);
+        assert_eq!(kept.len(), 1, "private addresses are usable by default");
+        let (kept, why) = usable_hosts(vec![with("mx.d.test", &["10.0.0.1"])], true);
+        assert!(kept.is_empty());
+        assert_eq!(
+            why.as_deref(),
+            Some("mx.d.test 10.0.0.1 is a private address (RFC 1918)")
+        );
     }
 
     #[test]

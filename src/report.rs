@@ -357,7 +357,8 @@ fn provider_line(p: &ProviderReport, now: u64) -> String {
         .map_or("unpaced".into(), crate::provider::rules::show_rate);
     let suspended = match &p.suspension {
         Some((left, cause)) => {
-            let until = crate::clock::hh_mm(now + left.as_secs());
+            let until =
+                crate::clock::hh_mm(now + left.as_secs() + u64::from(left.subsec_nanos() > 0));
             format!(", suspended until {until} by {cause}")
         }
         None => String::new(),

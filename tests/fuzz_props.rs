@@ -388,6 +388,7 @@ async fn one_session(seed: u64) -> (usize, usize) {
         let facts = SessionFacts {
             dialect,
             transactions: i + 1,
+            health: conn.health(),
         };
         let action = decide(Attempt::from(&result), facts);
         match &result {

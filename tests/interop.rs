@@ -1,6 +1,6 @@
 //! Interop with real, hardened SMTP servers ("never bounce a recipient for our own
-//! protocol mistake"): Postfix, Exim and OpenSMTPD, each a private instance on loopback with its
-//! strict settings on, as the MX of a `.test` domain, taking a batch of thousands of messages
+//! protocol mistake"): Postfix, Exim, OpenSMTPD and chasquid, each a private instance on
+//! loopback with its strict settings on, as the MX of a `.test` domain, taking a batch of thousands of messages
 //! over reused connections. Every message must be delivered (none bounced), and every stored
 //! message must be byte for byte what mailmerge rendered, below the headers the server adds.
 //!
@@ -13,11 +13,11 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use crate::support::mta::{
-    Exim, Mta, OpenSmtpd, Postfix, PostfixOptions, maildir_count, maildir_messages,
+    Chasquid, Exim, Mta, OpenSmtpd, Postfix, PostfixOptions, is_root, maildir_messages,
 };
 use crate::support::*;
 use mailmerge::delivery::RetryPolicy;
-use mailmerge::sandbox::dns::loopback;
+use mailmerge::sandbox::dns::{DnsServer, loopback};
 use mailmerge::smtp::Timeouts;
 use mailmerge::{RunMode, run};
 
@@ -74,6 +74,8 @@ struct Seen {
     connections: usize,
     /// Rows that needed more than one attempt.
     retried: usize,
+    /// The summary's dialect lines (addresses that objected to our pipelining).
+    fallbacks: Vec<String>,
 }
 
 /// Headers a receiving MTA may add above the message it received.
@@ -81,6 +83,8 @@ const SERVER_HEADERS: &[&str] = &[
     "return-path",
     "delivered-to",
     "received",
+    "received-spf",
+    "authentication-results",
     "x-original-to",
     "envelope-to",
     "delivery-date",
@@ -188,6 +192,16 @@ fn outcome_summary(rows: &[HashMap<String, String>]) -> String {
 /// `connections` connections at a time; asserts that every message was delivered (none bounced)
 /// and stored exactly as rendered, and returns what it saw.
 async fn batch(mta: &dyn Mta, domain: &str, octet: u8, n: usize, connections: usize) -> Seen {
+    batch_with(mta, (domain, octet), (n, connections), None).await
+}
+
+/// [`batch`], with the sender's memory in `state` (a store another run reads after it).
+async fn batch_with(
+    mta: &dyn Mta,
+    (domain, octet): (&str, u8),
+    (n, connections): (usize, usize),
+    state: Option<&std::path::Path>,
+) -> Seen {
     let what = mta.describe();
     let mut z = zone();
     let mx = format!("mx.{domain}");
@@ -219,6 +233,9 @@ async fn batch(mta: &dyn Mta, domain: &str, octet: u8, n: usize, connections: us
     cfg.delivery.timeouts = Timeouts::uniform(Duration::from_secs(30));
     cfg.delivery.retry = RetryPolicy::parse("200ms").unwrap();
     cfg.delivery.deadline = Duration::from_secs(40);
+    if let Some(state) = state {
+        cfg.state = Some(state.to_path_buf());
+    }
     let started = Instant::now();
     let report = run(cfg).await.expect("run");
     let elapsed = started.elapsed();
@@ -240,13 +257,34 @@ async fn batch(mta: &dyn Mta, domain: &str, octet: u8, n: usize, connections: us
         outcome_summary(&rows)
     );
 
+    stored_as_rendered(mta, &eml, n).await;
+    let stored_after = started.elapsed();
+
+    let seen = Seen {
+        elapsed,
+        stored_after,
+        connections: report.summary.connections,
+        retried: rows.iter().filter(|r| r["attempts"] != "1").count(),
+        fallbacks: report.summary.dialect_fallbacks.clone(),
+    };
+    eprintln!(
+        "interop: {what}: {n} delivered in {:.1?} over {} connections ({} rows needed a \
+         retry); all stored after {:.1?} and identical to what was rendered",
+        seen.elapsed, seen.connections, seen.retried, seen.stored_after
+    );
+    seen
+}
+
+/// Waits until `mta` has stored `n` messages, then checks that they are exactly the messages
+/// rendered into `eml`, byte for byte, each once.
+async fn stored_as_rendered(mta: &dyn Mta, eml: &std::path::Path, n: usize) {
+    let what = mta.describe();
     // The server stores every message it accepted: wait for its delivery agent.
     let maildir = mta.maildir();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while maildir_count(&maildir) < n && Instant::now() < deadline {
+    while mta.stored() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let stored_after = started.elapsed();
     let stored = maildir_messages(&maildir);
     assert_eq!(
         stored.len(),
@@ -267,7 +305,7 @@ async fn batch(mta: &dyn Mta, domain: &str, octet: u8, n: usize, connections: us
         );
     }
     let mut checked = 0;
-    for entry in std::fs::read_dir(&eml).unwrap() {
+    for entry in std::fs::read_dir(eml).unwrap() {
         let rendered = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         let id = message_id(&rendered.replace("\r\n", "\n")).expect("rendered Message-ID");
         let stored = by_id
@@ -279,19 +317,6 @@ async fn batch(mta: &dyn Mta, domain: &str, octet: u8, n: usize, connections: us
         checked += 1;
     }
     assert_eq!(checked, n, "{what}: rendered messages");
-
-    let seen = Seen {
-        elapsed,
-        stored_after,
-        connections: report.summary.connections,
-        retried: rows.iter().filter(|r| r["attempts"] != "1").count(),
-    };
-    eprintln!(
-        "interop: {what}: {n} delivered in {:.1?} over {} connections ({} rows needed a \
-         retry); all stored after {:.1?} and identical to what was rendered",
-        seen.elapsed, seen.connections, seen.retried, seen.stored_after
-    );
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,4 +401,138 @@ async fn opensmtpd_session_limit_ends_the_session_instead_of_deferring_its_queue
         seen.connections,
         os.log_tail(12)
     );
+}
+
+/// chasquid answers a message's final dot with 250 and never the commands pipelined behind it
+/// (it reads past the dot and drops what follows): each first session delivers one message and
+/// then hears nothing. mailmerge notices within `BEHIND_DOT_WAIT` of the dot's reply, not at
+/// chasquid's one-minute timeout: those sessions end, their rows go again at once uncounted,
+/// and the address gets one transaction per round trip. Every message is delivered once and
+/// stored as rendered; every session chasquid saw was ended by mailmerge (QUIT, or a close
+/// after the silence), none by chasquid's timeout. chasquid's SPF lookups of the sender went to
+/// the test's DNS server on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chasquid_swallowing_commands_behind_the_dot_takes_a_batch_without_waiting_for_its_timeout()
+{
+    let octet = 85;
+    // chasquid's resolver: a DNS server on port 53 of its own address (resolv.conf names no
+    // port) publishing the sender's SPF record.
+    let spf = match is_root() {
+        true => Some(SpfDns::start(loopback(octet))),
+        false => None,
+    };
+    let users: Vec<String> = (0..N).map(|i| format!("user{i}")).collect();
+    let Some(cq) = Chasquid::start(octet, "cq.test", loopback(octet), &users) else {
+        return;
+    };
+    let memory = tempfile::tempdir().unwrap();
+    let state = memory.path().join("senders.sqlite");
+    let seen = batch_with(&cq, ("cq.test", octet), (N, 3), Some(&state)).await;
+    assert_eq!(
+        seen.fallbacks,
+        vec![
+            "mx.cq.test [127.0.0.85]: does not answer commands pipelined behind the final \
+             dot; sent one transaction per round trip from then on"
+        ]
+    );
+    assert_eq!(seen.retried, 0, "rows needing a second attempt");
+    let spf_lookups = spf.map_or(0, SpfDns::lookups);
+    assert!(
+        spf_lookups >= 1,
+        "chasquid's SPF lookups stayed on loopback"
+    );
+    // Every session it saw (its log names each by the client's port; the one that did not
+    // say EHLO is the harness's check that it listens) ended on our side: QUIT, or a close.
+    let sessions = |log: &str| -> HashMap<String, bool> {
+        let mut seen = HashMap::new();
+        for line in log.lines() {
+            let Some((peer, what)) = line
+                .split_once("SMTP.Conn ")
+                .and_then(|(_, rest)| rest.split_once(": "))
+            else {
+                continue;
+            };
+            if what.starts_with("-> EHLO") {
+                seen.entry(peer.to_string()).or_insert(false);
+            } else if what == "-> QUIT " || what == "client closed the connection" {
+                seen.entry(peer.to_string())
+                    .and_modify(|ended| *ended = true);
+            }
+        }
+        seen
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while sessions(&cq.log()).values().any(|ended| !ended) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = cq.log();
+    let sessions = sessions(&log);
+    assert_eq!(sessions.len(), seen.connections, "{sessions:?}");
+    assert!(
+        sessions.values().all(|ended| *ended),
+        "sessions not ended by mailmerge: {sessions:?}"
+    );
+    assert_eq!(log.matches("i/o timeout").count(), 0, "{}", cq.log_tail(20));
+
+    // The next campaign starts in the learnt dialect: nothing to notice, nothing to wait for.
+    let mut z = zone();
+    z.mx("cq.test", 10, "mx.cq.test")
+        .addr("mx.cq.test", loopback(octet));
+    let dns = dns(z).await;
+    let next = Job::new(&list(200, "cq.test"), &template());
+    let mut cfg = next.config(&dns, cq.addr().port());
+    cfg.state = Some(state.clone());
+    cfg.delivery.connections_per_site = NonZeroUsize::new(3).unwrap();
+    cfg.delivery.timeouts = Timeouts::uniform(Duration::from_secs(30));
+    cfg.delivery.deadline = Duration::from_secs(40);
+    let report = run(cfg).await.expect("next campaign");
+    assert_eq!(
+        report.summary.count(mailmerge::outcome::Status::Delivered),
+        200
+    );
+    assert!(
+        report.summary.dialect_fallbacks.is_empty(),
+        "started in the learnt dialect: {:?}",
+        report.summary.dialect_fallbacks
+    );
+}
+
+/// The DNS server chasquid asks: port 53 on a loopback address, the sender's SPF record
+/// (`v=spf1 ip4:127.0.0.0/8 -all`), served from a thread and runtime of its own so that its
+/// answers never wait behind the run's busy runtime (chasquid asks at every MAIL).
+struct SpfDns {
+    /// Sending (or dropping) it stops the server.
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// The server's thread; gives the SPF lookups it answered.
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl SpfDns {
+    fn start(ip: std::net::IpAddr) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, up) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut z = zone();
+                z.txt("sender.test", "v=spf1 ip4:127.0.0.0/8 -all");
+                let dns = DnsServer::start(std::net::SocketAddr::new(ip, 53), z).await;
+                let dns = dns.expect("a DNS server on port 53 for chasquid");
+                ready.send(()).unwrap();
+                let _ = stopped.await;
+                dns.query_count("sender.test", hickory_proto::rr::RecordType::TXT)
+            })
+        });
+        up.recv().expect("DNS server thread");
+        Self { stop, thread }
+    }
+
+    /// Stops the server; the SPF lookups it answered.
+    fn lookups(self) -> usize {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap()
+    }
 }

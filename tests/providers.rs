@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::support::provider_sim::{Pool, ProviderSim, SimConfig};
+use crate::support::provider_sim::{Gauge, ProviderSim, SimConfig};
 use crate::support::*;
 use mailmerge::delivery::ProviderReport;
 use mailmerge::delivery::SourceIp;
@@ -72,7 +72,7 @@ pub(crate) fn all_delivered_once(rows: &[std::collections::HashMap<String, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sites_of_one_provider_share_its_limits_and_the_results_name_it() {
-    let pool = Arc::new(Pool::default());
+    let gauge = Arc::new(Gauge::default());
     let (dns, sims, port) = world(vec![
         Spec {
             octet: 2,
@@ -80,7 +80,7 @@ async fn sites_of_one_provider_share_its_limits_and_the_results_name_it() {
             domains: &["gm.test"],
             sim: SimConfig {
                 connections: 2,
-                pool: Some(pool.clone()),
+                gauge: gauge.clone(),
                 ..SimConfig::new("google")
             },
         },
@@ -90,7 +90,7 @@ async fn sites_of_one_provider_share_its_limits_and_the_results_name_it() {
             domains: &["workspace.example.com"],
             sim: SimConfig {
                 connections: 50,
-                pool: Some(pool.clone()),
+                gauge: gauge.clone(),
                 ..SimConfig::new("google-b")
             },
         },
@@ -120,7 +120,7 @@ async fn sites_of_one_provider_share_its_limits_and_the_results_name_it() {
         assert_eq!(r["provider"], want, "{r:?}");
     }
     // Both Google MX hosts count into one gauge: the provider's peak at any moment.
-    let google = pool.peak.load(Ordering::SeqCst);
+    let google = gauge.peak();
     assert!(
         google <= 3,
         "two sites, one limit of 2 (±1 for a reconnect): {google}"

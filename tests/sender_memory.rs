@@ -4,7 +4,6 @@
 //! later" are facts of the test, not of when it runs.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use crate::providers::{Spec, all_delivered_once, config, list, two_sources, world};
 use crate::support::provider_sim::SimConfig;
@@ -39,9 +38,20 @@ async fn a_suspension_outlives_its_run_and_holds_back_the_next_campaign_until_it
     let first = Job::new(&list(&["yahoo.test"], 30), TEMPLATE);
     let mut cfg = config(&first, &dns, port);
     cfg.state = Some(store.clone());
-    cfg.delivery.deadline = Duration::from_secs(3);
     let report = run(cfg).await.expect("first run");
     assert_eq!(sims[0].throttles(), 1);
+    // Suspended for 2 h, far past the deadline: the rows end at once, saying so.
+    for r in &read_results(&first.results) {
+        assert_eq!(
+            (r["status"].as_str(), r["step"].as_str()),
+            ("deferred", "suspended"),
+            "{r:?}"
+        );
+        assert!(
+            r["response"].starts_with("suspended until 14:00 UTC by 421 4.7.0 [TSS04]"),
+            "{r:?}"
+        );
+    }
     assert!(
         report
             .summary

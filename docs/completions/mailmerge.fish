@@ -83,6 +83,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l verp-key -d 
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l verp-key-file -d 'File holding the VERP key (surrounding white space ignored)' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l state -d 'The sender\'s memory: suspensions, learnt limits and daily counts per provider and source IP, shared by every run (SQLite) [default: $XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite]' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l now -d 'Read the wall clock as this RFC 3339 instant at start (tests; days and suspensions)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l no-private-mx -d 'For domains under public names, never connect to MX addresses in private, loopback, link-local or shared ranges (a domain left with none bounces, 5.4.4)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l allow-duplicates -d 'Send to repeated addresses too (default: first row only; others are `duplicate`)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l no-chunking -d 'Never use BDAT (RFC 3030 CHUNKING), even where offered: send every message with DATA (a receiver whose CHUNKING is broken)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand run" -l dry-run -d 'Render, resolve and print the delivery plan without connecting to any MX (= `check`)'
@@ -143,6 +144,7 @@ complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l verp-key -
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l verp-key-file -d 'File holding the VERP key (surrounding white space ignored)' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l state -d 'The sender\'s memory: suspensions, learnt limits and daily counts per provider and source IP, shared by every run (SQLite) [default: $XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite]' -r -F
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l now -d 'Read the wall clock as this RFC 3339 instant at start (tests; days and suspensions)' -r
+complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l no-private-mx -d 'For domains under public names, never connect to MX addresses in private, loopback, link-local or shared ranges (a domain left with none bounces, 5.4.4)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l allow-duplicates -d 'Send to repeated addresses too (default: first row only; others are `duplicate`)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l no-chunking -d 'Never use BDAT (RFC 3030 CHUNKING), even where offered: send every message with DATA (a receiver whose CHUNKING is broken)'
 complete -c mailmerge -n "__fish_mailmerge_using_subcommand check" -l dry-run -d 'Render, resolve and print the delivery plan without connecting to any MX (= `check`)'

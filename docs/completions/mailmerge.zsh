@@ -78,6 +78,7 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
 '--state=[The sender'\''s memory\: suspensions, learnt limits and daily counts per provider and source IP, shared by every run (SQLite) \[default\: \$XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite\]]:PATH:_files' \
 '--now=[Read the wall clock as this RFC 3339 instant at start (tests; days and suspensions)]:RFC3339:_default' \
+'--no-private-mx[For domains under public names, never connect to MX addresses in private, loopback, link-local or shared ranges (a domain left with none bounces, 5.4.4)]' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
 '--no-chunking[Never use BDAT (RFC 3030 CHUNKING), even where offered\: send every message with DATA (a receiver whose CHUNKING is broken)]' \
 '--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \
@@ -146,6 +147,7 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
 '--state=[The sender'\''s memory\: suspensions, learnt limits and daily counts per provider and source IP, shared by every run (SQLite) \[default\: \$XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite\]]:PATH:_files' \
 '--now=[Read the wall clock as this RFC 3339 instant at start (tests; days and suspensions)]:RFC3339:_default' \
+'--no-private-mx[For domains under public names, never connect to MX addresses in private, loopback, link-local or shared ranges (a domain left with none bounces, 5.4.4)]' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
 '--no-chunking[Never use BDAT (RFC 3030 CHUNKING), even where offered\: send every message with DATA (a receiver whose CHUNKING is broken)]' \
 '--dry-run[Render, resolve and print the delivery plan without connecting to any MX (= \`check\`)]' \

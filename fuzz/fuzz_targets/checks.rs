@@ -182,6 +182,7 @@ async fn session(data: Vec<u8>) {
         let facts = SessionFacts {
             dialect,
             transactions: i + 1,
+            health: conn.health(),
         };
         let action = decide(Attempt::from(&result), facts);
         match &result {

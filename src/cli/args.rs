@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// DNS query timeout.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub dns_timeout: Duration,
+    /// For domains under public names, never connect to MX addresses in private, loopback,
+    /// link-local or shared ranges (a domain left with none bounces, 5.4.4).
+    #[arg(long)]
+    pub no_private_mx: bool,
     /// Envelope sender (MAIL FROM) [default: the address in the rendered From header].
     #[arg(long, value_name = "ADDRESS")]
     pub from: Option<String>,

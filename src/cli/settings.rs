@@ -49,6 +49,7 @@ pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
     cfg.message.received_header = !args.no_received_header;
     cfg.dns.server = args.dns;
     cfg.dns.timeout = args.dns_timeout;
+    cfg.dns.no_private_mx = args.no_private_mx;
     cfg.delivery = args.delivery;
     cfg.delivery.timeouts = args.timeouts.timeouts();
     apply_transport(

@@ -12,12 +12,14 @@
 //! says the conversation went wrong (500–504), one out of step, or a drop right after a
 //! pipelined group is our session's failure: the host falls back to a more
 //! conservative [`Dialect`] and the row goes at once over a new session, uncounted; only when
-//! [`Dialect::Lockstep`] fails too does the row end, deferred.
+//! [`Dialect::Lockstep`] fails too does the row end, deferred. A message whose end of data was
+//! answered 2yz is delivered even when the session turns out out of step right after
+//! ([`SessionFacts::health`]).
 
 pub use crate::classify::Scope;
 use crate::classify::classify;
 use crate::outcome::Status;
-use crate::smtp::{ClientError, Dialect, Phase, Reply, Transaction};
+use crate::smtp::{ClientError, Dialect, Health, Phase, Reply, Transaction};
 
 /// What one attempt came to, as far as the verdict is concerned.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +50,8 @@ pub struct SessionFacts {
     pub dialect: Dialect,
     /// Transactions started on it, this one included.
     pub transactions: usize,
+    /// What the session was found to be after the attempt's verdict.
+    pub health: Health,
 }
 
 /// What to do after one attempt.
@@ -55,6 +59,15 @@ pub struct SessionFacts {
 pub enum Action {
     /// The end of data was answered 2yz: the row is delivered.
     Delivered,
+    /// The end of data was answered 2yz, then the server sent a reply nothing asked for: the
+    /// row is delivered all the same (that 2yz came in its turn), but the session is out of
+    /// step. As [`Action::Fallback`] for everything else: the session is dropped, the host
+    /// falls back to a more conservative dialect, the rest of the batch goes at once over a
+    /// new session, uncounted.
+    DeliveredOutOfStep,
+    /// The end of data was answered 2yz, then the server closed the session: the row is
+    /// delivered; the rest of the batch goes over a new session.
+    DeliveredLast,
     /// A permanent refusal (5yz, RFC 5321 §4.2.1) about the recipient or the message at MAIL,
     /// RCPT, DATA or the end of data: the row bounces and is never retried; the session goes
     /// on with the next message.
@@ -68,7 +81,8 @@ pub enum Action {
     /// rest of the batch goes on over a new one.
     Reconnect(Scope),
     /// The server objected to how we talk (500–504, a reply out of step, a drop right after a
-    /// pipelined group): the session is dropped, the host falls back to a more conservative
+    /// pipelined group, no reply to the commands pipelined behind the final dot): the session
+    /// is dropped, the host falls back to a more conservative
     /// dialect, and the row and the rest of the batch go at once over a new session; the
     /// attempt is not counted.
     Fallback,
@@ -143,7 +157,9 @@ impl Action {
     /// What the action is about.
     pub fn scope(self) -> Scope {
         match self {
-            Action::Delivered => Scope::Message,
+            Action::Delivered | Action::DeliveredOutOfStep | Action::DeliveredLast => {
+                Scope::Message
+            }
             Action::Bounce(s) | Action::Retry(s) | Action::Reconnect(s) => s,
             Action::Fallback | Action::ProtocolFailed => Scope::Protocol,
             Action::SessionFull | Action::SessionLost => Scope::Session,
@@ -155,8 +171,11 @@ impl Action {
     /// What the action does.
     pub fn effects(self) -> Effects {
         let deferred = Row::Final(Status::Deferred);
+        let delivered = Row::Final(Status::Delivered);
         let (keep_session, pause_site, row, rest) = match self {
-            Action::Delivered => (true, false, Row::Final(Status::Delivered), Rest::GoOn),
+            Action::Delivered => (true, false, delivered, Rest::GoOn),
+            Action::DeliveredOutOfStep => (false, false, delivered, Rest::Requeue),
+            Action::DeliveredLast => (false, false, delivered, Rest::GoOn),
             Action::Bounce(_) => (true, false, Row::Final(Status::Bounced), Rest::GoOn),
             Action::Retry(_) => (true, false, Row::Retry, Rest::GoOn),
             Action::Reconnect(_) => (false, false, Row::Retry, Rest::GoOn),
@@ -181,7 +200,11 @@ impl Action {
 pub fn decide(attempt: Attempt<'_>, facts: SessionFacts) -> Action {
     match attempt {
         Attempt::NoSession => Action::Unreachable,
-        Attempt::Answered(Transaction::Accepted(_)) => Action::Delivered,
+        Attempt::Answered(Transaction::Accepted(_)) => match facts.health {
+            Health::InStep => Action::Delivered,
+            Health::OutOfStep => Action::DeliveredOutOfStep,
+            Health::Closed => Action::DeliveredLast,
+        },
         Attempt::Answered(Transaction::Rejected { phase, reply }) => refused(*phase, reply, facts),
         Attempt::Broke(e) => broke(e, facts),
     }
@@ -240,7 +263,9 @@ fn broke(e: &ClientError, facts: SessionFacts) -> Action {
         ClientError::Timeout { .. } | ClientError::Closed { .. } => Action::SessionLost,
         ClientError::Io { .. } | ClientError::Tls { .. } => Action::Reconnect(Scope::Session),
         ClientError::Protocol { .. } => Action::Reconnect(Scope::Protocol),
-        ClientError::OutOfStep { .. } | ClientError::GroupDropped { .. } => protocol(facts),
+        ClientError::OutOfStep { .. }
+        | ClientError::GroupDropped { .. }
+        | ClientError::Unanswered { .. } => protocol(facts),
     }
 }
 
@@ -298,6 +323,11 @@ mod tests {
 
     fn group_dropped(phase: Phase) -> Result<Transaction, ClientError> {
         Err(ClientError::GroupDropped { phase })
+    }
+
+    fn unanswered() -> Result<Transaction, ClientError> {
+        let after = Duration::from_secs(5);
+        Err(ClientError::Unanswered { after })
     }
 
     fn tls() -> Result<Transaction, ClientError> {
@@ -364,6 +394,8 @@ mod tests {
             // A reply out of step, or a drop right after a pipelined group: the same.
             at(out_of_step(Data), Fallback),
             at(group_dropped(RcptTo), Fallback),
+            // Commands pipelined behind the final dot that got no reply: the same.
+            at(unanswered(), Fallback),
             // OpenSMTPD's per-session limit, at MAIL on a used session: a new session.
             at(
                 refused(
@@ -451,6 +483,7 @@ mod tests {
     const USED: SessionFacts = SessionFacts {
         dialect: Dialect::Full,
         transactions: 3,
+        health: Health::InStep,
     };
 
     #[test]
@@ -473,7 +506,10 @@ mod tests {
         let at = |dialect, transactions| SessionFacts {
             dialect,
             transactions,
+            health: Health::InStep,
         };
+        let after = |health| SessionFacts { health, ..USED };
+        let queued = accepted("250 2.0.0 queued");
         let bad_sequence = refused(RcptTo, "503 5.5.1 Bad sequence of commands");
         let too_many = refused(
             MailFrom,
@@ -490,6 +526,10 @@ mod tests {
             // The very first MAIL of a session refused so: not the session's limit.
             (&too_many, at(Dialect::Full, 1), Retry(Session)),
             (&too_many, at(Dialect::Lockstep, 7), SessionFull),
+            // A 2yz to the end of data is a delivery, whatever the session does next.
+            (&queued, after(Health::InStep), Delivered),
+            (&queued, after(Health::OutOfStep), DeliveredOutOfStep),
+            (&queued, after(Health::Closed), DeliveredLast),
         ];
         for (happened, facts, expected) in rows {
             let action = decide(Attempt::from(happened), facts);
@@ -512,6 +552,16 @@ mod tests {
                 Delivered,
                 Message,
                 effects(true, false, delivered, Rest::GoOn),
+            ),
+            (
+                DeliveredOutOfStep,
+                Message,
+                effects(false, false, delivered, Rest::Requeue),
+            ),
+            (
+                DeliveredLast,
+                Message,
+                effects(false, false, delivered, Rest::GoOn),
             ),
             (
                 Bounce(Recipient),

@@ -44,11 +44,11 @@ impl<C> Ctx<C> {
     ) -> Self {
         Self {
             cancel,
+            hosts: Hosts::with_dialects(&cfg.dialects),
             connections: Arc::new(Semaphore::new(cfg.options.max_connections.get())),
             cfg,
             source,
             events,
-            hosts: Hosts::default(),
             finals: Mutex::new(0),
             connector,
         }

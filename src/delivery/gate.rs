@@ -282,6 +282,14 @@ impl Gate {
         sender::Identity::new(&self.name, self.source.map(|(_, a)| a))
     }
 
+    /// The rule suspension in force at `now`: how long it still lasts and the reply that
+    /// caused it.
+    pub fn rule_suspension(&self, now: Instant) -> Option<(Duration, String)> {
+        let st = self.lock();
+        let (until, cause) = st.rule_suspension.as_ref().filter(|(u, _)| *u > now)?;
+        Some((*until - now, cause.clone()))
+    }
+
     /// Connection slots in use.
     pub fn open(&self) -> usize {
         self.lock().open
@@ -597,7 +605,10 @@ impl Gate {
     pub fn lesson(&self, now: Instant, wall: u64) -> Lesson {
         let st = self.lock();
         let at = |t: Instant| wall.saturating_sub(now.saturating_duration_since(t).as_secs());
-        let until = |t: Instant| wall + t.saturating_duration_since(now).as_secs();
+        let until = |t: Instant| {
+            let left = t.saturating_duration_since(now);
+            wall + left.as_secs() + u64::from(left.subsec_nanos() > 0)
+        };
         let limits = Limits {
             connections: st.connections_learnt.map(|t| Learnt {
                 value: st.connections,

@@ -6,11 +6,16 @@
 //! Also, per address, for the rest of the run: the SMTP [`Dialect`] it tolerates
 //! (lowered a step each time it objects to our pipelining), and a lower messages-per-connection
 //! limit when it told us that a session takes no more messages.
+//!
+//! What was learnt about dialects can outlive the run: each step down is a [`LearntDialect`],
+//! reported as it happens in [`super::Event::DialectFallback`], and a run can start from
+//! earlier ones ([`super::DeliveryConfig::dialects`]), so that it never meets the same
+//! objection twice.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -20,6 +25,34 @@ use crate::smtp::Dialect;
 /// How long an address that refused or timed out is skipped.
 const DEAD_FOR: Duration = Duration::from_secs(60);
 
+/// The dialect an MX address was found to need: what a sender state store keeps between runs,
+/// keyed by (`host`, `ip`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LearntDialect {
+    /// The MX host name the address was reached as.
+    pub host: String,
+    /// The address; a run applies the dialect to every session with it.
+    pub ip: IpAddr,
+    /// The most its sessions may pipeline.
+    pub dialect: Dialect,
+    /// When it was learnt (wall clock: it is compared across runs to let it expire).
+    pub learnt_at: SystemTime,
+}
+
+impl LearntDialect {
+    /// The run summary's line for this step down, given what the server did (`objection`):
+    /// `mx.example [192.0.2.1]: does not answer commands pipelined behind the final dot;
+    /// sent one transaction per round trip from then on`.
+    pub fn summary_line(&self, objection: &str) -> String {
+        let now = match self.dialect {
+            Dialect::Full => "pipelined fully again",
+            Dialect::NoAnnounce => "sent one transaction per round trip from then on",
+            Dialect::Lockstep => "sent one command per round trip from then on",
+        };
+        format!("{} [{}]: {objection}; {now}", self.host, self.ip)
+    }
+}
+
 /// Per-address state for the run.
 #[derive(Debug, Default)]
 pub(super) struct Hosts {
@@ -28,7 +61,7 @@ pub(super) struct Hosts {
     /// Addresses whose TLS handshake failed: plaintext from now on.
     no_tls: Mutex<HashSet<IpAddr>>,
     /// Addresses that objected to a dialect: the one they get now (absent: the fullest).
-    dialects: Mutex<HashMap<IpAddr, Dialect>>,
+    dialects: Mutex<HashMap<IpAddr, LearntDialect>>,
     /// Addresses whose sessions take fewer messages than `--messages-per-connection`.
     per_connection: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -71,22 +104,52 @@ impl Hosts {
         lock(&self.no_tls).insert(ip);
     }
 
-    /// The dialect new sessions with `ip` speak.
-    pub(super) fn dialect(&self, ip: IpAddr) -> Dialect {
-        lock(&self.dialects).get(&ip).copied().unwrap_or_default()
+    /// Per-address state that starts from dialects learnt earlier (by an earlier run).
+    pub(super) fn with_dialects(learnt: &[LearntDialect]) -> Self {
+        let hosts = Self::default();
+        hosts.remember_dialects(learnt);
+        hosts
     }
 
-    /// A session with `ip` speaking `from` failed on our protocol: `ip` gets the next more
-    /// conservative dialect. Returns it when this call lowered it (not when another session
-    /// already had, or when there is nothing left to fall back to).
-    pub(super) fn fall_back(&self, ip: IpAddr, from: Dialect) -> Option<Dialect> {
+    /// Takes dialects learnt earlier: each address gets the more conservative of what it has
+    /// and what it is given.
+    pub(super) fn remember_dialects(&self, learnt: &[LearntDialect]) {
         let mut dialects = lock(&self.dialects);
-        let now = dialects.entry(ip).or_default();
-        if *now != from {
+        for l in learnt {
+            let keep = dialects
+                .get(&l.ip)
+                .is_some_and(|now| now.dialect >= l.dialect);
+            if !keep {
+                dialects.insert(l.ip, l.clone());
+            }
+        }
+    }
+
+    /// The dialect new sessions with `ip` speak.
+    pub(super) fn dialect(&self, ip: IpAddr) -> Dialect {
+        lock(&self.dialects)
+            .get(&ip)
+            .map_or(Dialect::default(), |l| l.dialect)
+    }
+
+    /// A session with `ip` (reached as `host`) speaking `from` failed on our protocol: `ip`
+    /// gets the next more conservative dialect. Returns what was learnt when this call
+    /// lowered it (not when another session already had, or when there is nothing left to
+    /// fall back to).
+    pub(super) fn fall_back(&self, ip: IpAddr, host: &str, from: Dialect) -> Option<LearntDialect> {
+        let mut dialects = lock(&self.dialects);
+        let now = dialects.get(&ip).map_or(Dialect::default(), |l| l.dialect);
+        if now != from {
             return None;
         }
-        *now = from.fallback()?;
-        Some(*now)
+        let learnt = LearntDialect {
+            host: host.to_string(),
+            ip,
+            dialect: from.fallback()?,
+            learnt_at: SystemTime::now(),
+        };
+        dialects.insert(ip, learnt.clone());
+        Some(learnt)
     }
 
     /// `ip` takes at most `n` messages per session (at least one).
@@ -148,18 +211,57 @@ mod tests {
     fn an_address_falls_back_one_dialect_at_a_time_and_only_once_per_objection() {
         let h = Hosts::default();
         let ip = IpAddr::from([10, 0, 0, 1]);
+        let down = |from| h.fall_back(ip, "mx.test", from).map(|l| l.dialect);
         assert_eq!(h.dialect(ip), Dialect::Full);
-        assert_eq!(h.fall_back(ip, Dialect::Full), Some(Dialect::NoAnnounce));
+        assert_eq!(down(Dialect::Full), Some(Dialect::NoAnnounce));
         // A second session that was opened before the fallback reports the same objection.
-        assert_eq!(h.fall_back(ip, Dialect::Full), None);
+        assert_eq!(down(Dialect::Full), None);
         assert_eq!(h.dialect(ip), Dialect::NoAnnounce);
-        assert_eq!(
-            h.fall_back(ip, Dialect::NoAnnounce),
-            Some(Dialect::Lockstep)
-        );
-        assert_eq!(h.fall_back(ip, Dialect::Lockstep), None);
+        assert_eq!(down(Dialect::NoAnnounce), Some(Dialect::Lockstep));
+        assert_eq!(down(Dialect::Lockstep), None);
         assert_eq!(h.dialect(ip), Dialect::Lockstep);
         assert_eq!(h.dialect(IpAddr::from([10, 0, 0, 2])), Dialect::Full);
+    }
+
+    #[test]
+    fn learnt_dialects_go_out_and_come_back_in_the_most_conservative_form() {
+        let first = Hosts::default();
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let before = SystemTime::now();
+        let learnt: Vec<LearntDialect> = [
+            first.fall_back(a, "mx1.test", Dialect::Full),
+            first.fall_back(b, "mx2.test", Dialect::Full),
+            first.fall_back(b, "mx2.test", Dialect::NoAnnounce),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let got: Vec<(&str, IpAddr, Dialect)> = learnt
+            .iter()
+            .map(|l| (l.host.as_str(), l.ip, l.dialect))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("mx1.test", a, Dialect::NoAnnounce),
+                ("mx2.test", b, Dialect::NoAnnounce),
+                ("mx2.test", b, Dialect::Lockstep)
+            ]
+        );
+        assert!(learnt.iter().all(|l| l.learnt_at >= before));
+        // The next run starts where this one ended, whatever the order it is handed them in;
+        // a less conservative entry never raises an address's dialect.
+        let mut reversed = learnt.clone();
+        reversed.reverse();
+        let next = Hosts::with_dialects(&reversed);
+        assert_eq!(next.dialect(a), Dialect::NoAnnounce);
+        assert_eq!(next.dialect(b), Dialect::Lockstep);
+        assert_eq!(next.fall_back(b, "mx2.test", Dialect::Full), None);
+        assert_eq!(
+            learnt[0].summary_line("does not answer commands pipelined behind the final dot"),
+            "mx1.test [10.0.0.1]: does not answer commands pipelined behind the final dot; \
+             sent one transaction per round trip from then on"
+        );
     }
 
     #[test]

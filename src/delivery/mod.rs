@@ -61,7 +61,7 @@ pub use gate::{Gate, GateLimits, GateMemory, ProviderBook, ProviderReport, Recal
 pub use options::DeliveryOptions;
 pub use retry::RetryPolicy;
 pub use source_ip::{SourceIp, SourcePool};
-pub use work::{Event, MessageSource, SiteWork};
+pub use work::{Event, LearntDialect, MessageSource, SiteWork};
 
 /// How to deliver: the user's [`DeliveryOptions`] and what the run derives from them.
 #[derive(Clone, Debug)]
@@ -88,6 +88,12 @@ pub struct DeliveryConfig {
     /// What each sending identity's gate starts from (remembered limits and holds, today's
     /// budget under a cap); an identity not in it starts afresh.
     pub memory: Arc<std::collections::HashMap<crate::sender::Identity, GateMemory>>,
+
+    /// The run's wall clock (what a suspension's end is told in).
+    pub clock: crate::clock::Clock,
+    /// Dialects learnt by earlier runs (a sender state store's, not expired): sessions with
+    /// those addresses start in them.
+    pub dialects: Vec<LearntDialect>,
 }
 
 impl DeliveryConfig {
@@ -105,6 +111,9 @@ impl DeliveryConfig {
             options,
             book: ProviderBook::default(),
             memory: Arc::default(),
+
+            dialects: Vec::new(),
+            clock: crate::clock::Clock::default(),
         }
     }
 }

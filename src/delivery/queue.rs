@@ -163,6 +163,23 @@ impl SiteQueue {
         !st.ready.is_empty() || st.waiting.iter().any(|j| j.not_before <= now)
     }
 
+    /// Claims every job not in flight, ready or waiting (the site's gates are all suspended
+    /// past the deadline: none of them will be sent by this run).
+    pub(super) fn drain_all(&self) -> Vec<QueuedRow> {
+        let mut st = self.lock();
+        let mut jobs: Vec<QueuedRow> = st.ready.drain(..).collect();
+        jobs.append(&mut st.waiting);
+        st.in_flight += jobs.len();
+        jobs
+    }
+
+    /// How long the suspension that holds every gate of the site lasts at `now`, and the
+    /// reply that caused the one ending first, when all are suspended by a rule.
+    pub(super) fn suspended(&self, now: Instant) -> Option<(std::time::Duration, String)> {
+        let each: Option<Vec<_>> = self.gates.iter().map(|g| g.rule_suspension(now)).collect();
+        each?.into_iter().min_by_key(|(left, _)| *left)
+    }
+
     /// Claims every ready job (circuit breaker: they share the site's fate).
     pub(super) fn drain_ready(&self) -> Vec<QueuedRow> {
         let mut st = self.lock();

@@ -6,6 +6,8 @@
 //! The responder speaks enough SMTP for the client: EHLO (PIPELINING, ENHANCEDSTATUSCODES, no
 //! STARTTLS), MAIL, RCPT, DATA (554 when no recipient was accepted), the message up to ".",
 //! RSET and QUIT. A rule chooses other replies; a 421 closes the connection after it is sent.
+//! A swallowing MX ([`Sim::swallowing`]) drops whatever arrived with a message's final dot,
+//! as a server that reads past the dot does.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -50,6 +52,8 @@ pub(crate) struct Sim(Arc<Inner>);
 
 struct Inner {
     rule: Rule,
+    /// Drop what arrived with each message's final dot.
+    swallow: bool,
     refused: HashSet<IpAddr>,
     connections: AtomicUsize,
     tries: Mutex<HashMap<(String, String), usize>>,
@@ -62,13 +66,24 @@ impl Sim {
         rule: impl Fn(&Ask<'_>) -> Option<&'static str> + Send + Sync + 'static,
         refused: &[IpAddr],
     ) -> Self {
+        Self::build(Box::new(rule), refused, false)
+    }
+
+    fn build(rule: Rule, refused: &[IpAddr], swallow: bool) -> Self {
         Self(Arc::new(Inner {
-            rule: Box::new(rule),
+            rule,
+            swallow,
             refused: refused.iter().copied().collect(),
             connections: AtomicUsize::new(0),
             tries: Mutex::default(),
             accepted: Mutex::default(),
         }))
+    }
+
+    /// An MX that answers every command as usual but drops whatever arrived together with
+    /// a message's final dot (the commands pipelined behind it are never answered).
+    pub(crate) fn swallowing() -> Self {
+        Self::build(Box::new(|_| None), &[], true)
     }
 
     /// Connections opened so far.
@@ -168,11 +183,11 @@ async fn serve(sim: Arc<Inner>, conn: usize, stream: DuplexStream) -> io::Result
 }
 
 /// Reads the message up to "." and returns the reply to it.
-async fn message<R: tokio::io::AsyncBufRead + Unpin>(
+async fn message(
     sim: &Inner,
     conn: usize,
     rcpt: &str,
-    r: &mut R,
+    r: &mut BufReader<tokio::io::ReadHalf<DuplexStream>>,
 ) -> io::Result<String> {
     let mut line = String::new();
     loop {
@@ -183,6 +198,10 @@ async fn message<R: tokio::io::AsyncBufRead + Unpin>(
         if line == ".\r\n" {
             break;
         }
+    }
+    if sim.swallow {
+        let behind = r.buffer().len();
+        std::pin::Pin::new(&mut *r).consume(behind);
     }
     let end = sim.answer(conn, ".", rcpt, "250 2.0.0 queued");
     if end.starts_with('2') {

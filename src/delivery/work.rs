@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+pub use super::hosts::LearntDialect;
 use crate::message::BuiltMessage;
 use crate::mx::MxHost;
 use crate::outcome::Outcome;
@@ -36,16 +37,14 @@ pub enum Event {
         /// Site name.
         site: Arc<str>,
     },
-    /// An MX address objected to our pipelining: its sessions speak `dialect` from now on
-    /// (listed in the run summary).
+    /// An MX address objected to our pipelining: its sessions speak a more conservative
+    /// dialect from now on (listed in the run summary: [`LearntDialect::summary_line`]; kept
+    /// for later runs by whoever keeps sender state).
     DialectFallback {
-        /// MX host name.
-        host: String,
-        /// Its address.
-        ip: std::net::IpAddr,
-        /// The dialect it gets now.
-        dialect: crate::smtp::Dialect,
-        /// What it said (or what happened), shortened.
+        /// The address, its host name, the dialect it gets now, and when.
+        learnt: LearntDialect,
+        /// What the server did, in words (`does not answer commands pipelined behind the
+        /// final dot`).
         reason: String,
     },
 }

@@ -25,9 +25,10 @@ use super::queue::{Next, QueuedRow, SiteQueue};
 use super::session::{ConnectFailure, Session, local_refusal, open_session};
 use super::shaping;
 use super::work::Event;
+use crate::clock::hh_mm;
 use crate::message::BuiltMessage;
 use crate::outcome::{Outcome, Status, Step};
-use crate::smtp::{ClientError, DataPayload, EnhancedCode, Envelope, Phase, Transaction};
+use crate::smtp::{ClientError, DataPayload, EnhancedCode, Envelope, Health, Phase, Transaction};
 
 /// A row's message, or why it cannot be sent.
 type Built = Result<BuiltMessage, Box<Outcome>>;
@@ -108,6 +109,9 @@ impl<C: Connect> Worker<C> {
                 let usable = |g: &Gate| g.source.is_none_or(|(i, _)| pool.is_usable(i));
                 match self.queue.try_slot(now, usable) {
                     Ok(slot) => self.slot = Some(slot),
+                    Err(until) if until >= self.ctx.cfg.deadline && self.settle_suspended(now) => {
+                        continue;
+                    }
                     Err(until) => {
                         let gate = self.queue.first_gate();
                         shaping::wait_for_slot(&self.ctx, gate, now, until).await;
@@ -130,6 +134,23 @@ impl<C: Connect> Worker<C> {
                 }
             }
         }
+    }
+
+    /// Every gate of the site is suspended by a rule past the run's deadline: the rows not in
+    /// flight end now, `deferred` at step `suspended`, saying until when and why, instead of
+    /// waiting for the deadline. `false` when that is not the case.
+    fn settle_suspended(&mut self, now: Instant) -> bool {
+        let Some((left, cause)) = self.queue.suspended(now) else {
+            return false;
+        };
+        let until = hh_mm(self.ctx.cfg.clock.unix_after(left));
+        let text = format!("suspended until {until} by {cause}");
+        for job in self.queue.drain_all() {
+            let mut o = Outcome::local(Status::Deferred, Step::Suspended, text.clone());
+            o.enhanced = Some(EnhancedCode::new(4, 7, 0));
+            self.ctx.final_outcome(&self.queue, job, o);
+        }
+        true
     }
 
     /// Nothing to take before `until`: a session is not kept idle through a long wait, and
@@ -325,14 +346,21 @@ impl<C: Connect> Worker<C> {
         let facts = SessionFacts {
             dialect: s.conn.dialect(),
             transactions: s.conn.transactions(),
+            health: s.conn.health(),
         };
         let action = decide(Attempt::from(&result), facts);
         learn(ctx, s, action, &result);
+        if facts.health != Health::InStep {
+            // Out of step or closed after its verdict: it carries nothing more.
+            self.session = None;
+        }
         match action {
             Action::Throttled { .. } => {
                 return self.throttled((job, outcome), action, started).await;
             }
-            Action::Delivered => gate.accepted(Instant::now()),
+            Action::Delivered | Action::DeliveredOutOfStep | Action::DeliveredLast => {
+                gate.accepted(Instant::now());
+            }
             _ => {}
         }
         self.apply(job, action, outcome)
@@ -456,20 +484,10 @@ fn learn<C: Connect>(
     result: &Result<Transaction, ClientError>,
 ) {
     match action {
-        Action::Fallback => {
-            if let Some(dialect) = ctx.hosts.fall_back(s.ip, s.conn.dialect()) {
-                let reason = match result {
-                    Ok(Transaction::Rejected { reply, .. }) => reply.to_string(),
-                    Ok(Transaction::Accepted(reply)) => reply.to_string(),
-                    Err(e) => e.to_string(),
-                };
-                let reason = reason.chars().take(120).collect();
-                ctx.emit(Event::DialectFallback {
-                    host: s.host.clone(),
-                    ip: s.ip,
-                    dialect,
-                    reason,
-                });
+        Action::Fallback | Action::DeliveredOutOfStep => {
+            if let Some(learnt) = ctx.hosts.fall_back(s.ip, &s.host, s.conn.dialect()) {
+                let reason = objection(s, result);
+                ctx.emit(Event::DialectFallback { learnt, reason });
             }
         }
         Action::SessionFull => {
@@ -477,6 +495,42 @@ fn learn<C: Connect>(
             ctx.hosts.limit_messages(s.ip, carried);
         }
         _ => {}
+    }
+}
+
+/// What the server did that made its address fall back, as the summary says it.
+fn objection<S>(s: &Session<S>, result: &Result<Transaction, ClientError>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let behind_dot = s.conn.last_behind_dot();
+    let said = |r: &dyn std::fmt::Display| {
+        let r: String = r.to_string().chars().take(120).collect();
+        format!("{r:?}")
+    };
+    match result {
+        Err(ClientError::Unanswered { .. }) => {
+            "does not answer commands pipelined behind the final dot".into()
+        }
+        Err(ClientError::GroupDropped { .. }) if behind_dot => {
+            "closed the connection on commands pipelined behind the final dot".into()
+        }
+        Err(ClientError::GroupDropped { .. }) => {
+            "closed the connection on a pipelined group of commands".into()
+        }
+        Err(ClientError::OutOfStep { what, .. }) => format!("answered out of step ({what})"),
+        Err(e) => format!("failed: {}", said(e)),
+        Ok(Transaction::Accepted(_)) => format!(
+            "answered out of step after accepting a message ({})",
+            s.conn.out_of_step()
+        ),
+        Ok(Transaction::Rejected { reply, .. }) if behind_dot => format!(
+            "refused commands pipelined behind the final dot with {}",
+            said(reply)
+        ),
+        Ok(Transaction::Rejected { reply, .. }) => {
+            format!("refused pipelined commands with {}", said(reply))
+        }
     }
 }
 
@@ -521,7 +575,154 @@ fn error_code(e: &ClientError) -> EnhancedCode {
     match e {
         ClientError::Protocol { .. }
         | ClientError::OutOfStep { .. }
-        | ClientError::GroupDropped { .. } => EnhancedCode::new(4, 5, 0),
+        | ClientError::GroupDropped { .. }
+        | ClientError::Unanswered { .. } => EnhancedCode::new(4, 5, 0),
         _ => EnhancedCode::new(4, 4, 2),
+    }
+}
+
+/// The worker against a simulated MX (see [`super::sim`]), under paused time.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::IpAddr;
+    use std::num::NonZeroUsize;
+
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::delivery::options::DeliveryOptions;
+    use crate::delivery::sim::Sim;
+    use crate::delivery::{DeliveryConfig, LearntDialect, MessageSource, SiteWork, deliver_with};
+    use crate::mx::MxHost;
+    use crate::smtp::{BEHIND_DOT_WAIT, Dialect, TlsPolicy};
+
+    /// Row `n` goes to `r{n}@sim.test`.
+    fn source() -> MessageSource {
+        Arc::new(|row| {
+            Ok(BuiltMessage {
+                envelope: Envelope {
+                    from: "news@sender.test".into(),
+                    to: format!("r{row}@sim.test"),
+                },
+                message_id: format!("{row}@sender.test"),
+                from_domain: "sender.test".into(),
+                payload: DataPayload::from_message(b"Subject: hi\r\n\r\nhello\r\n"),
+            })
+        })
+    }
+
+    /// The simulated MX's address.
+    const MX: [u8; 4] = [192, 0, 2, 1];
+
+    /// Delivers `rows` rows to one simulated MX over at most `connections` sessions at once,
+    /// starting from the dialects `learnt` earlier.
+    async fn deliver_learnt(
+        sim: &Sim,
+        rows: usize,
+        connections: usize,
+        learnt: Vec<LearntDialect>,
+    ) -> Vec<Event> {
+        let options = DeliveryOptions {
+            connections_per_site: NonZeroUsize::new(connections).unwrap(),
+            ..DeliveryOptions::default()
+        };
+        let site = SiteWork {
+            name: "sim".into(),
+            hosts: vec![MxHost {
+                name: "mx.sim.test".into(),
+                preference: 10,
+                addrs: vec![IpAddr::from(MX)],
+            }]
+            .into(),
+            rows: (0..rows).collect(),
+            provider: None,
+            tls: Default::default(),
+        };
+        let mut cfg = DeliveryConfig::new(options, TlsPolicy::default());
+        cfg.dialects = learnt;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        deliver_with(sim.clone(), vec![site], source(), cfg, tx, cancel).await;
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        events
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_mx_that_swallows_commands_behind_the_dot_costs_one_wait_and_no_duplicate() {
+        let sim = Sim::swallowing();
+        let t0 = Instant::now();
+        let events = deliver_learnt(&sim, 40, 2, Vec::new()).await;
+        let mut settled = HashSet::new();
+        for e in &events {
+            if let Event::Final { row, outcome } = e {
+                assert_eq!(
+                    (outcome.status, outcome.attempts),
+                    (Status::Delivered, 1),
+                    "{events:#?}"
+                );
+                assert!(settled.insert(*row), "row {row} settled twice");
+            }
+        }
+        assert_eq!(settled.len(), 40);
+        let accepted = sim.accepted();
+        let copies: HashSet<&str> = accepted.iter().map(|m| m.rcpt.as_str()).collect();
+        assert_eq!(
+            (accepted.len(), copies.len()),
+            (40, 40),
+            "each message once"
+        );
+        let fallbacks: Vec<(&LearntDialect, &str)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::DialectFallback { learnt, reason } => Some((learnt, reason.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fallbacks.len(), 1, "{fallbacks:?}");
+        let (learnt, reason) = fallbacks[0];
+        assert_eq!(learnt.dialect, Dialect::NoAnnounce);
+        assert_eq!(
+            reason,
+            "does not answer commands pipelined behind the final dot"
+        );
+        // Both first sessions noticed the silence one wait after their first message, in
+        // parallel; nothing waited for the server's own timeout (the `mail` one, 5 min).
+        let last = accepted.iter().map(|m| m.at).max().unwrap();
+        assert!(last >= t0 + BEHIND_DOT_WAIT, "{:?}", last - t0);
+        assert!(last < t0 + 2 * BEHIND_DOT_WAIT, "{:?}", last - t0);
+        let first_sessions = accepted.iter().filter(|m| m.conn < 2).count();
+        assert_eq!(first_sessions, 2, "one message each before the silence");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_starts_in_the_learnt_dialect_never_waits_on_the_silence() {
+        let sim = Sim::swallowing();
+        let learnt = LearntDialect {
+            host: "mx.sim.test".into(),
+            ip: IpAddr::from(MX),
+            dialect: Dialect::NoAnnounce,
+            learnt_at: std::time::SystemTime::now(),
+        };
+        let t0 = Instant::now();
+        let events = deliver_learnt(&sim, 40, 2, vec![learnt]).await;
+        let finals = events
+            .iter()
+            .filter(|e| matches!(e, Event::Final { outcome, .. } if outcome.status == Status::Delivered))
+            .count();
+        assert_eq!(finals, 40);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::DialectFallback { .. })),
+            "nothing to learn again"
+        );
+        assert_eq!(sim.connections(), 2, "no session given up");
+        let last = sim.accepted().iter().map(|m| m.at).max().unwrap();
+        assert!(last < t0 + BEHIND_DOT_WAIT, "{:?}", last - t0);
     }
 }

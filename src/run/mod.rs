@@ -240,7 +240,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     };
     let (summary, newly_suppressed) = results::write(&cfg, &campaign, &ledger, inputs)?;
     if cfg.mode == RunMode::Send {
-        remembered.settle(&cfg, &sent.finals, &sent.lessons).await?;
+        remembered.settle(&cfg, &sent).await?;
     }
     if let Some(e) = sent.journal_error {
         return Err(e.into());

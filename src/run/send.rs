@@ -13,8 +13,8 @@ use super::prepare::Campaign;
 use super::route::Routed;
 use super::sender::Remembered;
 use super::{RunConfig, RunError};
-use crate::delivery::ProviderBook;
 use crate::delivery::{self, DeliveryConfig, Event, MessageSource};
+use crate::delivery::{LearntDialect, ProviderBook};
 use crate::journal::{Journal, JournalError, Recorder};
 use crate::outcome::{Outcome, Status, Step};
 use crate::progress::Progress;
@@ -45,6 +45,8 @@ pub(super) struct Sent {
     pub finals: HashMap<Identity, usize>,
     /// What each gate learnt, for the sender's memory.
     pub lessons: Vec<(Identity, Lesson)>,
+    /// Dialects MX addresses were stepped down to, with what the server did.
+    pub dialects: Vec<(LearntDialect, String)>,
 }
 
 /// Delivers the routed rows; every row of this run ends settled in the ledger.
@@ -80,6 +82,8 @@ pub(super) async fn send(
     );
     dcfg.recorded = Some(recorded);
     dcfg.memory = Arc::new(remembered.memory.clone());
+    dcfg.dialects.clone_from(&remembered.dialects);
+    dcfg.clock = cfg.clock;
     let book = dcfg.book.clone();
     let progress = progress(cfg, ledger, &routes, &book);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -186,14 +190,11 @@ impl Tally<'_> {
                 self.progress.retrying(first);
             }
             Event::Connected { .. } => self.sent.connections += 1,
-            Event::DialectFallback {
-                host,
-                ip,
-                dialect,
-                reason,
-            } => self.sent.dialect_fallbacks.push(format!(
-                "{host} [{ip}] fell back to {dialect} after {reason:?}"
-            )),
+            Event::DialectFallback { learnt, reason } => {
+                let line = learnt.summary_line(&reason);
+                self.sent.dialect_fallbacks.push(line);
+                self.sent.dialects.push((learnt, reason));
+            }
         }
     }
 }

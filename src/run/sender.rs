@@ -11,21 +11,26 @@
 //!   never exceeds a cap, it may send less).
 //! - Each gate starts from its identity's learnt limits and holds; the lessons of the run
 //!   (limits learnt, holds in force) are merged back.
+//! - Sessions with an MX address start in the SMTP dialect an earlier run learnt it needs
+//!   (a server that swallows commands behind the dot is not waited on again), for
+//!   [`crate::sender::DIALECT_KEPT`].
 //!
 //! Only this process's sites are seen here, so a shard reserves (and holds back) its own
 //! receivers only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use super::route::Routed;
+use super::send::Sent;
 use super::{RunConfig, RunError, RunMode};
 use crate::clock::hh_mm;
-use crate::delivery::{GateMemory, RecalledHold, SiteWork};
+use crate::delivery::{GateMemory, LearntDialect, RecalledHold, SiteWork};
 use crate::outcome::{Outcome, Status, Step};
 use crate::sender::sqlite::SqliteSenders;
-use crate::sender::{CapRule, Identity, Lesson, Memory, SenderStore};
+use crate::sender::{CapRule, DialectNote, Identity, Memory, SenderStore};
+use crate::smtp::Dialect;
 use crate::smtp::EnhancedCode;
 
 /// What the run took from the store, and what it needs to write back.
@@ -42,6 +47,32 @@ pub(super) struct Remembered {
     day: u64,
     /// What the summary (and `check`) says about it.
     pub notes: Vec<String>,
+    /// Dialects earlier runs learnt per MX address (not expired): sessions start in them.
+    pub dialects: Vec<LearntDialect>,
+}
+
+/// A remembered dialect as the engine takes it (`None`: an entry this version cannot read).
+fn learnt_dialect(n: &DialectNote) -> Option<LearntDialect> {
+    Some(LearntDialect {
+        host: n.host.clone(),
+        ip: n.ip.parse().ok()?,
+        dialect: Dialect::parse(&n.dialect)?,
+        learnt_at: UNIX_EPOCH + Duration::from_secs(n.at),
+    })
+}
+
+/// What the store keeps of a dialect learnt this run.
+fn dialect_note((learnt, reason): &(LearntDialect, String)) -> DialectNote {
+    DialectNote {
+        host: learnt.host.clone(),
+        ip: learnt.ip.to_string(),
+        dialect: learnt.dialect.as_str().to_string(),
+        reason: reason.clone(),
+        at: learnt
+            .learnt_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
 }
 
 /// The receiver a site's gate is named for.
@@ -83,7 +114,17 @@ pub(super) async fn recall(
         None => vec![Memory::default(); ids.len()],
     };
     let by_id: HashMap<Identity, Memory> = ids.into_iter().zip(memories).collect();
+    let dialects = match &store {
+        Some(s) => s
+            .dialects(now)
+            .await?
+            .iter()
+            .filter_map(learnt_dialect)
+            .collect(),
+        None => Vec::new(),
+    };
     let mut out = Remembered {
+        dialects,
         store,
         memory: HashMap::new(),
         receivers,
@@ -285,18 +326,14 @@ impl Remembered {
     }
 
     /// Writes back what the run did and learnt: each identity's count for the day becomes
-    /// what its receiver answered (`finals`; reservations not used are given back), and the
-    /// gates' lessons are merged. Nothing to do without a store or for a plan.
-    pub(super) async fn settle(
-        &self,
-        cfg: &RunConfig,
-        finals: &HashMap<Identity, usize>,
-        lessons: &[(Identity, Lesson)],
-    ) -> Result<(), RunError> {
+    /// what its receiver answered (`sent.finals`; reservations not used are given back), the
+    /// gates' lessons are merged, and the dialects MX addresses were stepped down to kept. Nothing to do without a store or for a plan.
+    pub(super) async fn settle(&self, cfg: &RunConfig, sent: &Sent) -> Result<(), RunError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        let mut counts: HashMap<Identity, i64> = finals
+        let mut counts: HashMap<Identity, i64> = sent
+            .finals
             .iter()
             .map(|(id, n)| (id.clone(), *n as i64))
             .collect();
@@ -305,7 +342,9 @@ impl Remembered {
         }
         let counts: Vec<(Identity, i64)> = counts.into_iter().collect();
         store.count(self.day, &counts).await?;
-        store.remember(lessons, cfg.clock.unix()).await?;
+        store.remember(&sent.lessons, cfg.clock.unix()).await?;
+        let notes: Vec<DialectNote> = sent.dialects.iter().map(dialect_note).collect();
+        store.remember_dialects(&notes).await?;
         Ok(())
     }
 }

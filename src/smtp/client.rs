@@ -9,11 +9,16 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 use super::command::Command;
 use super::data::DataPayload;
 use super::reply::{Reply, ReplyError, parse_reply};
+
+mod transaction;
+
+pub use transaction::BEHIND_DOT_WAIT;
+use transaction::Group;
 
 /// Per-phase timeouts. Defaults are RFC 5321 §4.5.3.2's minimums, except connect (Postfix's 30 s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,6 +207,14 @@ pub enum ClientError {
         /// Phase whose reply was awaited.
         phase: Phase,
     },
+    /// The commands pipelined behind a message's end of data got no reply within `after` of
+    /// the reply to that end of data: the server swallowed them (some read past the dot and
+    /// drop what follows), and would only answer when its own timeout closes the session.
+    #[error("no reply to the commands pipelined behind the final dot within {after:?}")]
+    Unanswered {
+        /// How long the reply was awaited after the reply to the end of data.
+        after: Duration,
+    },
 }
 
 impl ClientError {
@@ -215,6 +228,7 @@ impl ClientError {
             | ClientError::OutOfStep { phase, .. }
             | ClientError::GroupDropped { phase } => *phase,
             ClientError::Tls { .. } => Phase::StartTls,
+            ClientError::Unanswered { .. } => Phase::MailFrom,
         }
     }
 }
@@ -301,6 +315,13 @@ impl Dialect {
             Dialect::Lockstep => "no-pipelining",
         }
     }
+
+    /// Parses [`Dialect::as_str`] back (a remembered dialect).
+    pub fn parse(s: &str) -> Option<Self> {
+        [Dialect::Full, Dialect::NoAnnounce, Dialect::Lockstep]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
 }
 
 impl std::fmt::Display for Dialect {
@@ -357,6 +378,26 @@ pub struct Connection<S> {
     dialect: Dialect,
     /// Whether `BDAT` may be used when the server offers CHUNKING.
     chunking: bool,
+    /// What became of the session after the last verdict.
+    health: Health,
+    /// What put the session out of step, for [`Health::OutOfStep`].
+    surplus: String,
+    /// The last transaction's commands rode behind the previous message's end of data.
+    behind_dot: bool,
+}
+
+/// What the client knows of a session after a message was accepted: a surplus reply or a
+/// close noticed then does not undo the delivery, but the session must not carry another
+/// transaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Health {
+    /// Nothing wrong noticed.
+    #[default]
+    InStep,
+    /// The server sent a reply nothing asked for ([`Connection::out_of_step`] says what).
+    OutOfStep,
+    /// The server closed the connection, or it failed.
+    Closed,
 }
 
 /// A transaction whose commands were sent behind the previous message.
@@ -366,6 +407,12 @@ struct Announced {
     to: String,
     /// Sent for `BDAT` (MAIL, RCPT) rather than `DATA` (MAIL, RCPT, DATA).
     bdat: bool,
+    /// When the reply to the end of data it rode behind arrived: its own replies are due
+    /// right behind it (see [`BEHIND_DOT_WAIT`]).
+    answered_at: Option<Instant>,
+    /// Its replies, when they had to be read before it was sent (to confirm a refusal of the
+    /// message it rode behind).
+    replies: Option<Group>,
 }
 
 /// Bytes written per write while sending a large message.
@@ -407,6 +454,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             announced: None,
             dialect: Dialect::Full,
             chunking: true,
+            health: Health::InStep,
+            surplus: String::new(),
+            behind_dot: false,
         }
     }
 
@@ -423,6 +473,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Number of transactions attempted on this connection.
     pub fn transactions(&self) -> usize {
         self.transactions
+    }
+
+    /// What became of the session after the last transaction: anything but
+    /// [`Health::InStep`] means it must not be used again.
+    pub fn health(&self) -> Health {
+        self.health
+    }
+
+    /// What the server sent out of step after the last message was accepted (see
+    /// [`Health::OutOfStep`]), shortened; empty otherwise.
+    pub fn out_of_step(&self) -> &str {
+        &self.surplus
     }
 
     /// How much this session pipelines.
@@ -450,14 +512,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.caps.pipelining && self.dialect != Dialect::Lockstep
     }
 
-    fn announcing(&self) -> bool {
-        self.pipelining() && self.dialect == Dialect::Full
-    }
-
     /// Sends EHLO, falling back to HELO when the server refuses EHLO with 5yz (RFC 5321
     /// §3.2). Returns the final reply; a non-2yz reply means the session cannot be used.
     pub async fn hello(&mut self, name: &str) -> Result<Reply, ClientError> {
-        self.check_in_step(Phase::Ehlo)?;
         let t = self.timeouts.command;
         let reply = self.command(Command::Ehlo(name), Phase::Ehlo, t).await?;
         if reply.is_positive() {
@@ -483,271 +540,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// RFC 3207 §5 requires against command injection.
     pub fn into_stream(self) -> (S, Timeouts) {
         (self.stream, self.timeouts)
-    }
-
-    /// Runs one mail transaction: MAIL, RCPT, DATA, message (or MAIL, RCPT, `BDAT n LAST`
-    /// and the unstuffed message when the server offers CHUNKING, RFC 3030). With PIPELINING
-    /// the commands go out in one write (RFC 2920) and the replies are read in order. From
-    /// the second transaction on, a RSET goes first (in the same write when pipelining, so
-    /// reuse costs no extra round trip); a refused RSET is reported as rejected at
-    /// [`Phase::Rset`].
-    pub async fn send(
-        &mut self,
-        envelope: &Envelope,
-        payload: &DataPayload,
-    ) -> Result<Transaction, ClientError> {
-        self.send_then(envelope, payload, None).await
-    }
-
-    /// [`Connection::send`], and when the dialect is [`Dialect::Full`], the server offers
-    /// PIPELINING and `next` is given, the next transaction's commands go out in the same
-    /// write as this message's content (RFC 2920 §3.1: message content may be the first
-    /// "command" of a group). The following call must then be for `next`'s envelope. One
-    /// write and one read per message instead of two of each.
-    ///
-    /// A connection given up after announcing must be dropped, not QUIT: the server may be
-    /// waiting for message content, and only closing the connection cancels it safely.
-    ///
-    /// Any reply out of step (one that cannot answer its command, or one that arrives when
-    /// none is owed) ends with [`ClientError::OutOfStep`] before anything more is sent.
-    pub async fn send_then(
-        &mut self,
-        envelope: &Envelope,
-        payload: &DataPayload,
-        next: Option<(&Envelope, &DataPayload)>,
-    ) -> Result<Transaction, ClientError> {
-        self.transactions += 1;
-        let bdat = self.uses_bdat();
-        let announced = match self.take_announced(envelope, bdat).await? {
-            Ok(announced) => announced,
-            Err(refused) => return Ok(refused),
-        };
-        let rset = !announced && self.pending_rset;
-        self.pending_rset = true;
-        let refused = if announced {
-            self.envelope_replies(bdat).await?
-        } else {
-            // Nothing is owed: anything the server sent meanwhile is out of step.
-            self.check_in_step(Phase::MailFrom)?;
-            if self.pipelining() {
-                self.pipelined_envelope(envelope, payload, rset, bdat)
-                    .await?
-            } else {
-                self.lockstep_envelope(envelope, payload, rset, bdat)
-                    .await?
-            }
-        };
-        if let Some(refused) = refused {
-            return Ok(refused);
-        }
-        let next = next.filter(|_| self.announcing());
-        self.content(payload, bdat, next).await?;
-        let end = self
-            .expect(Phase::DataEnd, self.timeouts.data_end, false)
-            .await?;
-        if self.announced.is_none() {
-            // A second reply to the end of data would answer our next command.
-            self.check_in_step(Phase::DataEnd)?;
-        }
-        Ok(if end.is_positive() {
-            Transaction::Accepted(end)
-        } else {
-            rejected(Phase::DataEnd, end)
-        })
-    }
-
-    /// Settles the transaction announced behind the last message: `Ok(true)` when it is this
-    /// one; otherwise its replies are read and the session starts over with RSET (`Ok(false)`),
-    /// or the server is closing (`Err` with a 421 at RSET).
-    async fn take_announced(
-        &mut self,
-        envelope: &Envelope,
-        bdat: bool,
-    ) -> Result<Result<bool, Transaction>, ClientError> {
-        let Some(a) = self.announced.take() else {
-            return Ok(Ok(false));
-        };
-        if a.from == envelope.from && a.to == envelope.to && a.bdat == bdat {
-            return Ok(Ok(true));
-        }
-        let t = self.timeouts;
-        let m = self.expect(Phase::MailFrom, t.mail, true).await?;
-        let r = self.expect(Phase::RcptTo, t.rcpt, true).await?;
-        let d = match a.bdat {
-            true => None,
-            false => Some(self.expect(Phase::Data, t.data_init, true).await?),
-        };
-        if d.as_ref().is_some_and(Reply::is_intermediate) {
-            // Never send an empty message: drop the connection instead.
-            return Err(ClientError::Closed { phase: Phase::Data });
-        }
-        if [Some(&m), Some(&r), d.as_ref()]
-            .into_iter()
-            .flatten()
-            .any(|x| x.code == 421)
-        {
-            let closing = Reply::local(421, crate::smtp::EnhancedCode::new(4, 3, 2), "closing");
-            return Ok(Err(rejected(Phase::Rset, closing)));
-        }
-        self.pending_rset = true;
-        Ok(Ok(false))
-    }
-
-    /// RSET (when due), MAIL, RCPT and DATA (not with `BDAT`) in one write; their replies.
-    async fn pipelined_envelope(
-        &mut self,
-        envelope: &Envelope,
-        payload: &DataPayload,
-        rset: bool,
-        bdat: bool,
-    ) -> Result<Option<Transaction>, ClientError> {
-        let t = self.timeouts;
-        if rset {
-            self.queue(&Command::Rset);
-        }
-        self.queue_transaction(envelope, payload, bdat);
-        self.flush(Phase::MailFrom, t.command).await?;
-        if rset {
-            let r = self.expect(Phase::Rset, t.command, true).await?;
-            if r.code == 421 {
-                return Ok(Some(rejected(Phase::Rset, r)));
-            }
-            if !r.is_positive() {
-                // Keep the session in step, then give up on it.
-                self.envelope_replies(bdat).await?;
-                return Ok(Some(rejected(Phase::Rset, r)));
-            }
-        }
-        self.envelope_replies(bdat).await
-    }
-
-    /// Reads the replies to a pipelined MAIL, RCPT and DATA (not with `BDAT`); `Some` when
-    /// one was refused.
-    async fn envelope_replies(&mut self, bdat: bool) -> Result<Option<Transaction>, ClientError> {
-        let t = self.timeouts;
-        // A 421 means the server is closing the connection (RFC 5321 §3.8): the replies
-        // still pending will never come, so report the 421 itself.
-        let m = self.expect(Phase::MailFrom, t.mail, true).await?;
-        if m.code == 421 {
-            return Ok(Some(rejected(Phase::MailFrom, m)));
-        }
-        let r = self.expect(Phase::RcptTo, t.rcpt, true).await?;
-        if r.code == 421 {
-            return Ok(Some(rejected(Phase::RcptTo, r)));
-        }
-        let d = match bdat {
-            true => None,
-            false => Some(self.expect(Phase::Data, t.data_init, true).await?),
-        };
-        self.judge_envelope(m, Some(r), d).await
-    }
-
-    /// RSET (when due), MAIL, RCPT and DATA (not with `BDAT`) one at a time, stopping at the
-    /// first refusal.
-    async fn lockstep_envelope(
-        &mut self,
-        envelope: &Envelope,
-        payload: &DataPayload,
-        rset: bool,
-        bdat: bool,
-    ) -> Result<Option<Transaction>, ClientError> {
-        let t = self.timeouts;
-        if rset {
-            let r = self.command(Command::Rset, Phase::Rset, t.command).await?;
-            if !r.is_positive() {
-                return Ok(Some(rejected(Phase::Rset, r)));
-            }
-        }
-        let mail = self.mail_command(envelope, payload);
-        let m = self.command(mail, Phase::MailFrom, t.mail).await?;
-        if !m.is_positive() {
-            return self.judge_envelope(m, None, None).await;
-        }
-        let rcpt = Command::RcptTo(&envelope.to);
-        let r = self.command(rcpt, Phase::RcptTo, t.rcpt).await?;
-        if !r.is_positive() || bdat {
-            return self.judge_envelope(m, Some(r), None).await;
-        }
-        let d = self
-            .command(Command::Data, Phase::Data, t.data_init)
-            .await?;
-        self.judge_envelope(m, Some(r), Some(d)).await
-    }
-
-    /// The first refusal among the envelope's replies, if any. A server that wrongly
-    /// accepted DATA after refusing every recipient gets an empty message, so that the
-    /// session stays in step (RFC 2920 §3.1).
-    async fn judge_envelope(
-        &mut self,
-        m: Reply,
-        r: Option<Reply>,
-        d: Option<Reply>,
-    ) -> Result<Option<Transaction>, ClientError> {
-        let data_ok = d.as_ref().is_some_and(Reply::is_intermediate);
-        let refused = if !m.is_positive() {
-            Some((Phase::MailFrom, m))
-        } else if let Some(r) = r.filter(|r| !r.is_positive()) {
-            Some((Phase::RcptTo, r))
-        } else {
-            d.filter(|d| !d.is_intermediate()).map(|d| (Phase::Data, d))
-        };
-        let Some((phase, reply)) = refused else {
-            return Ok(None);
-        };
-        if data_ok {
-            let t = self.timeouts;
-            self.wbuf.extend_from_slice(b".\r\n");
-            self.flush(Phase::DataEnd, t.data_block).await?;
-            self.read_reply(Phase::DataEnd, t.data_end).await?;
-        }
-        Ok(Some(rejected(phase, reply)))
-    }
-
-    /// Writes the message (stuffed after DATA's 354, or `BDAT n LAST` and the raw message),
-    /// and behind it, when given, the next transaction's commands.
-    async fn content(
-        &mut self,
-        payload: &DataPayload,
-        bdat: bool,
-        next: Option<(&Envelope, &DataPayload)>,
-    ) -> Result<(), ClientError> {
-        let limit = self.timeouts.data_block;
-        // Every reply owed so far was read: one more would be taken for the message's.
-        self.check_in_step(Phase::DataEnd)?;
-        if bdat {
-            let size = payload.raw_len();
-            self.queue(&Command::Bdat { size, last: true });
-            for segment in payload.raw_segments() {
-                self.buffer_content(segment, limit).await?;
-            }
-        } else {
-            self.buffer_content(payload.as_bytes(), limit).await?;
-        }
-        if let Some((env, pl)) = next {
-            // The "." (or BDAT LAST) ends this transaction, so the next one needs no RSET.
-            self.queue_transaction(env, pl, bdat);
-            self.announced = Some(Announced {
-                from: env.from.clone(),
-                to: env.to.clone(),
-                bdat,
-            });
-            self.pending_rset = false;
-        }
-        self.flush(Phase::DataEnd, limit).await
-    }
-
-    /// Adds message bytes to the write buffer, writing out full blocks: the buffer never
-    /// holds much more than one block, whatever the message size.
-    async fn buffer_content(&mut self, bytes: &[u8], limit: Duration) -> Result<(), ClientError> {
-        if self.wbuf.len() + bytes.len() <= WRITE_BLOCK {
-            self.wbuf.extend_from_slice(bytes);
-            return Ok(());
-        }
-        self.flush(Phase::DataEnd, limit).await?;
-        for block in bytes.chunks(WRITE_BLOCK) {
-            write_all(&mut self.stream, block, Phase::DataEnd, limit).await?;
-        }
-        Ok(())
     }
 
     /// True when the next transaction's commands were already sent (see
@@ -814,7 +606,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         limit: Duration,
     ) -> Result<Reply, ClientError> {
         // One command, one reply: nothing else may be waiting.
-        self.check_in_step(phase)?;
+        self.in_step(phase).await?;
         self.queue(&cmd);
         self.flush(phase, limit).await?;
         self.expect(phase, limit, false).await
@@ -847,9 +639,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Fails with [`ClientError::OutOfStep`] when the server sent anything while no reply
-    /// was owed (checked before a new command goes out, and after the reply to the end of
-    /// data): such bytes would otherwise be taken as the answer to our next command.
-    fn check_in_step(&mut self, phase: Phase) -> Result<(), ClientError> {
+    /// was owed (checked before anything is written, and after the reply to the end of
+    /// data): such bytes would otherwise be taken as the answer to what we send next. The
+    /// task first yields once, so that the runtime's I/O driver has seen whatever reached the
+    /// socket (a read that found less than it asked for leaves the stream marked "not
+    /// ready" until then).
+    async fn in_step(&mut self, phase: Phase) -> Result<(), ClientError> {
+        tokio::task::yield_now().await;
         self.poll_unsolicited(phase)?;
         if self.rbuf.is_empty() {
             return Ok(());
@@ -1050,6 +846,11 @@ mod tests {
             w.write_all(b"250 ok\r\n450 4.2.0 greylisted\r\n554 5.5.1 no valid recipients\r\n")
                 .await
                 .unwrap();
+            // The refusal is confirmed in step by a RSET sent alone.
+            let mut l = String::new();
+            r.read_line(&mut l).await.unwrap();
+            got.push(l);
+            w.write_all(b"250 2.0.0 ok\r\n").await.unwrap();
             got
         });
         let (mut c, _) = Connection::greet(client, Timeouts::uniform(Duration::from_secs(5)))
@@ -1063,6 +864,7 @@ mod tests {
             .unwrap();
         let got = server.await.unwrap();
         assert_eq!(got[2], "DATA\r\n");
+        assert_eq!(got[3], "RSET\r\n");
         match t {
             Transaction::Rejected { phase, reply } => {
                 assert_eq!(phase, Phase::RcptTo);

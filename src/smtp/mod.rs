@@ -8,7 +8,8 @@ pub mod reply;
 pub mod tls;
 
 pub use client::{
-    Capabilities, ClientError, Connection, Dialect, Envelope, Phase, Timeouts, Transaction,
+    BEHIND_DOT_WAIT, Capabilities, ClientError, Connection, Dialect, Envelope, Health, Phase,
+    Timeouts, Transaction,
 };
 pub use command::Command;
 pub use data::DataPayload;

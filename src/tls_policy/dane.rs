@@ -812,6 +812,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             attempts: 1,
             concurrency: 4,
+            ..DnsOptions::default()
         }
     }
 

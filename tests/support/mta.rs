@@ -1,10 +1,10 @@
-//! Real MTAs as test fixtures: a private Postfix instance, an Exim daemon and an OpenSMTPD
-//! daemon, each on its own 127.0.0.x address and a free port, with its own configuration, spool
-//! and log in a temp dir, delivering what it accepts into a Maildir there. Each is stopped when
-//! dropped.
+//! Real MTAs as test fixtures: a private Postfix instance, an Exim daemon, an OpenSMTPD daemon
+//! and a chasquid daemon, each on its own 127.0.0.x address and a free port, with its own
+//! configuration, spool and log in a temp dir, delivering what it accepts into a Maildir
+//! there. Each is stopped when dropped.
 //!
-//! `.ci/run` installs Debian's `postfix` package and unpacks `exim4-daemon-light` and
-//! `opensmtpd` under [`MTA_ROOT`] (Debian's MTA packages exclude each other). A test whose
+//! `.ci/run` installs Debian's `postfix` package and unpacks `exim4-daemon-light`,
+//! `opensmtpd` and `chasquid` under [`MTA_ROOT`] (Debian's MTA packages exclude each other). A test whose
 //! server is missing prints "SKIPPED" and passes locally, but FAILS when `CI=true`, so CI never
 //! skips silently. The servers start as root and drop privileges themselves.
 
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use mailmerge::sandbox::dns::loopback;
 
-/// Where `.ci/run` unpacks the Exim and OpenSMTPD packages.
+/// Where `.ci/run` unpacks the Exim, OpenSMTPD and chasquid packages.
 pub const MTA_ROOT: &str = "/opt/mailmerge-mta";
 
 pub fn in_ci() -> bool {
@@ -218,6 +218,10 @@ pub trait Mta {
     fn maildir(&self) -> PathBuf;
     /// The end of its log, to explain a failure.
     fn log_tail(&self, lines: usize) -> String;
+    /// Messages it has finished storing in [`Mta::maildir`].
+    fn stored(&self) -> usize {
+        maildir_count(&self.maildir())
+    }
 }
 
 /// Options of a private Postfix instance.
@@ -702,6 +706,168 @@ impl Mta for OpenSmtpd {
 }
 
 impl Drop for OpenSmtpd {
+    fn drop(&mut self) {
+        stop(&mut self.child, "TERM");
+    }
+}
+
+/// A chasquid daemon (Debian's `chasquid`, a Go MTA) with its own configuration folder, data
+/// folder and log, an MX for one domain on loopback with the given users, each delivered by
+/// `cp` (its mail delivery agent, one process per message: the cheapest there is) into one
+/// Maildir's `new/`; a message counts as stored once chasquid's mail log says it was sent
+/// there ([`Mta::stored`]). It checks the sender's SPF at
+/// MAIL with the system resolver, so it runs in a private mount namespace (`unshare -m`) whose
+/// `/etc/resolv.conf` names only a test DNS server on loopback; and as `nobody`. Its one
+/// listener that matters is SMTP (the submission ones are given free ports too, as it cannot
+/// run without them outside systemd). STARTTLS with a self-signed certificate, as the real
+/// one offers. Stopped when dropped.
+pub struct Chasquid {
+    /// Its configuration, data, log and Maildir.
+    pub dir: tempfile::TempDir,
+    /// Its SMTP listener.
+    pub addr: SocketAddr,
+    /// The chasquid binary.
+    bin: PathBuf,
+    /// The process (chasquid itself, after `unshare`, `sh` and `setpriv` exec'd it).
+    child: Child,
+}
+
+impl Chasquid {
+    /// Debian's binary: unpacked by `.ci/run`, or installed.
+    pub fn binary() -> Option<PathBuf> {
+        find(
+            "chasquid (Debian's chasquid)",
+            &[
+                Path::new(MTA_ROOT).join("chasquid/usr/bin/chasquid"),
+                PathBuf::from("/usr/bin/chasquid"),
+            ],
+        )
+    }
+
+    /// Starts chasquid as the MX for `domain` on 127.0.0.`octet`, asking only the DNS server
+    /// at `dns` (port 53: resolv.conf names no port) for its SPF checks.
+    pub fn start(octet: u8, domain: &str, dns: IpAddr, users: &[String]) -> Option<Self> {
+        let bin = Self::binary()?;
+        need_root_and_users("chasquid", &["nobody"])?;
+        let unshare = find("unshare", &[PathBuf::from("/usr/bin/unshare")])?;
+        let setpriv = find("setpriv", &[PathBuf::from("/usr/bin/setpriv")])?;
+        let dir = server_dir();
+        let d = dir.path().to_path_buf();
+        let ip = loopback(octet);
+        let addr = SocketAddr::new(ip, free_port(ip));
+        Self::configure(&d, domain, addr, dns, users);
+        let script = "set -e\n\
+                      mount --bind \"$1/resolv.conf\" /etc/resolv.conf\n\
+                      exec \"$2\" --reuid=nobody --regid=nogroup --clear-groups \"$3\" \
+                      -config_dir=\"$1/conf\" -logfile=\"$1/log/chasquid.log\" -v=1";
+        let child = Command::new(unshare)
+            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+            .arg(script)
+            .arg("sh")
+            .arg(&d)
+            .arg(setpriv)
+            .arg(&bin)
+            .stdin(Stdio::null())
+            .stdout(File::create(d.join("stdout.log")).unwrap())
+            .stderr(File::create(d.join("stderr.log")).unwrap())
+            .spawn()
+            .expect("spawn chasquid");
+        let cq = Self {
+            dir,
+            addr,
+            bin,
+            child,
+        };
+        wait_listening(addr, "chasquid", || cq.log_tail(30));
+        Some(cq)
+    }
+
+    /// Writes the configuration under `d`: chasquid.conf, the domain and its users, the
+    /// certificate, the resolv.conf, and the folders `nobody` writes to (data, log, mail).
+    fn configure(d: &Path, domain: &str, addr: SocketAddr, dns: IpAddr, users: &[String]) {
+        let host = format!("mx.{domain}");
+        let certs = d.join("conf/certs").join(&host);
+        std::fs::create_dir_all(&certs).unwrap();
+        std::fs::create_dir_all(d.join("conf/domains").join(domain)).unwrap();
+        for sub in [
+            "data",
+            "log",
+            "mail/Maildir/tmp",
+            "mail/Maildir/new",
+            "mail/Maildir/cur",
+        ] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        for sub in ["data", "log", "mail"] {
+            chown(&d.join(sub), "nobody:nogroup");
+        }
+        let id = mailmerge::sandbox::tls::self_signed(&[&host]).unwrap();
+        std::fs::write(certs.join("fullchain.pem"), &id.cert_pem).unwrap();
+        std::fs::write(certs.join("privkey.pem"), &id.key_pem).unwrap();
+        let p = d.display();
+        let users: String = users
+            .iter()
+            .map(|u| {
+                format!("users: {{ key: \"{u}\" value: {{ plain: {{ password: \"-\" }} }} }}\n")
+            })
+            .collect();
+        std::fs::write(d.join("conf/domains").join(domain).join("users"), users).unwrap();
+        let ip = addr.ip();
+        let (sub, sub_tls) = (free_port(ip), free_port(ip));
+        let conf = format!(
+            "hostname: \"{host}\"\n\
+             smtp_address: \"{addr}\"\n\
+             submission_address: \"{ip}:{sub}\"\n\
+             submission_over_tls_address: \"{ip}:{sub_tls}\"\n\
+             data_dir: \"{p}/data\"\n\
+             mail_log_path: \"{p}/log/mail.log\"\n\
+             mail_delivery_agent_bin: \"/bin/cp\"\n\
+             mail_delivery_agent_args: \"/dev/stdin\"\n\
+             mail_delivery_agent_args: \"{p}/mail/Maildir/new/%to%\"\n"
+        );
+        std::fs::write(d.join("conf/chasquid.conf"), conf).unwrap();
+        std::fs::write(d.join("resolv.conf"), format!("nameserver {dns}\n")).unwrap();
+    }
+
+    /// Its debug log (every command, reply and error of every session).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log/chasquid.log")).unwrap_or_default()
+    }
+}
+
+impl Mta for Chasquid {
+    fn describe(&self) -> String {
+        let v = first_line(Command::new(&self.bin).arg("-version"));
+        format!("{v} ({})", package_version(&self.bin))
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn maildir(&self) -> PathBuf {
+        self.dir.path().join("mail/Maildir")
+    }
+
+    /// Its delivery agent writes into `new/` directly: a message is whole once the mail log
+    /// says it was sent.
+    fn stored(&self) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("log/mail.log"));
+        log.map_or(0, |l| l.lines().filter(|l| l.ends_with(" sent")).count())
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let d = self.dir.path();
+        let mut out = tail(&d.join("log/chasquid.log"), lines);
+        let err = tail(&d.join("stderr.log"), lines);
+        if !err.is_empty() {
+            write!(out, "\n--- stderr\n{err}").unwrap();
+        }
+        out
+    }
+}
+
+impl Drop for Chasquid {
     fn drop(&mut self) {
         stop(&mut self.child, "TERM");
     }

@@ -58,17 +58,23 @@ pub struct SimConfig {
     pub peer_script: Option<(IpAddr, String)>,
     /// Refuse every greeting with this until this long after start.
     pub refuse_greetings_for: Option<(Duration, String)>,
-    /// A gauge shared with other simulators: their connections counted together (the sites
-    /// of one provider on several MX hosts).
-    pub pool: Option<Arc<Pool>>,
+    /// Counts greeted connections together with other simulators given the same gauge (one
+    /// provider's several MX hosts).
+    pub gauge: Arc<Gauge>,
 }
 
-/// Connections open at once across the simulators that share it, and the peak.
+/// Greeted connections open now over several simulators, and the most ever open at once.
 #[derive(Debug, Default)]
-pub struct Pool {
+pub struct Gauge {
     open: AtomicUsize,
-    /// Most connections open at once.
-    pub peak: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    /// The most greeted connections open at the same time.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
 }
 
 /// Google's texts (Gmail SMTP error reference).
@@ -98,7 +104,7 @@ impl SimConfig {
             script: None,
             peer_script: None,
             refuse_greetings_for: None,
-            pool: None,
+            gauge: Arc::default(),
         }
     }
 }
@@ -207,12 +213,26 @@ impl ProviderSim {
 /// Counts one open connection (of a peer address) while it lives.
 struct Open<'a>(&'a Shared, IpAddr);
 
+/// Counts one greeted connection in the [`Gauge`] while it lives.
+struct Greeted<'a>(&'a Gauge);
+
+impl<'a> Greeted<'a> {
+    fn enter(gauge: &'a Gauge) -> Self {
+        let now = gauge.open.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.peak.fetch_max(now, Ordering::SeqCst);
+        Self(gauge)
+    }
+}
+
+impl Drop for Greeted<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::SeqCst);
-        if let Some(pool) = &self.0.config.pool {
-            pool.open.fetch_sub(1, Ordering::SeqCst);
-        }
         let mut by_peer = self.0.by_peer.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = by_peer.get_mut(&self.1) {
             *n = n.saturating_sub(1);
@@ -224,10 +244,6 @@ impl Shared {
     /// Counts a new connection from `peer`: (open in all, open from `peer`).
     fn opened(&self, peer: IpAddr) -> (usize, usize) {
         let all = self.open.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(pool) = &self.config.pool {
-            let n = pool.open.fetch_add(1, Ordering::SeqCst) + 1;
-            pool.peak.fetch_max(n, Ordering::SeqCst);
-        }
         let mut by_peer = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
         let n = by_peer.entry(peer).or_default();
         *n += 1;
@@ -296,6 +312,7 @@ async fn serve(sim: Arc<Shared>, stream: TcpStream, peer: IpAddr) -> std::io::Re
         return Ok(());
     }
     sim.greeted(open, from_peer, peer);
+    let mut greeted = Some(Greeted::enter(&c.gauge));
     w.write_all(format!("220 mx.{}.test ESMTP ready\r\n", c.name).as_bytes())
         .await?;
     let (mut on_conn, mut rcpt, mut mail_ok) = (0usize, None::<String>, false);
@@ -365,6 +382,7 @@ async fn serve(sim: Arc<Shared>, stream: TcpStream, peer: IpAddr) -> std::io::Re
             "250 2.0.0 OK\r\n".into()
         } else if upper.starts_with("QUIT") {
             drop(_guard);
+            greeted.take();
             w.write_all(b"221 2.0.0 Bye\r\n").await?;
             return Ok(());
         } else {
