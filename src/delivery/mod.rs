@@ -57,7 +57,7 @@ use crate::smtp::TlsPolicy;
 pub use action::{Action, Attempt, Scope, SessionFacts, decide};
 pub use connect::{Connect, TcpConnector};
 pub use engine::{deliver, deliver_until, deliver_with};
-pub use gate::{Gate, GateLimits, ProviderBook, ProviderReport};
+pub use gate::{Gate, GateChange, GateLimits, ProviderBook, ProviderReport};
 pub use options::DeliveryOptions;
 pub use retry::RetryPolicy;
 pub use source_ip::{SourceIp, SourcePool};

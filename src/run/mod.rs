@@ -74,6 +74,8 @@ pub struct RunConfig {
     pub suppress: crate::suppress::RunSuppression,
     /// `--shard I/N`: send and report only this shard's rows.
     pub shard: Option<shard::Shard>,
+    /// `--events`: where the JSON Lines event stream goes (none: not written).
+    pub events: Option<crate::events::Target>,
 }
 
 /// What a run does once the rows are routed.
@@ -112,6 +114,7 @@ impl RunConfig {
             raw_csv: false,
             suppress: Default::default(),
             shard: None,
+            events: None,
         }
     }
 }
@@ -158,6 +161,9 @@ pub enum RunError {
     /// The suppression list cannot be read or written.
     #[error(transparent)]
     Suppressions(#[from] crate::suppress::StoreError),
+    /// The event stream cannot be opened.
+    #[error(transparent)]
+    Events(#[from] crate::events::EventsError),
     /// The results file cannot be written.
     #[error("cannot write results {path}: {source}")]
     Results {
@@ -182,6 +188,8 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     /// Addresses this run added to the suppression list (hard bounces).
     pub newly_suppressed: usize,
+    /// What the engine's events add to the results for the report's timeline.
+    pub timeline: crate::events::Timeline,
 }
 
 /// Runs the whole pipeline.
@@ -208,12 +216,17 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     let tls_notes = std::mem::take(&mut routes.tls_notes);
     rows.plan.tls_notes.clone_from(&tls_notes);
     let source = source::message_source(&cfg, &job, &warnings);
+    let target = cfg.events.as_ref().filter(|_| cfg.mode == RunMode::Send);
+    let mut events = crate::events::EventStream::open(target, &job.list, &provider_of)?;
     let sent = match &cfg.mode {
         RunMode::Plan { eml_out } => {
             plan::plan(&cfg, &job, eml_out.as_deref(), &mut rows, routes, source).await?;
             send::Sent::default()
         }
-        RunMode::Send => send::send(&cfg, &job, &mut rows, routes, source, cancel).await?,
+        RunMode::Send => {
+            let on_event = &mut |ev: &_| events.event(ev);
+            send::send(&cfg, &job, &mut rows, routes, source, cancel, on_event).await?
+        }
     };
     let record = sent.journal_error.is_none();
     let (summary, newly_suppressed) = results::write(
@@ -228,18 +241,24 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     if let Some(e) = sent.journal_error {
         return Err(e.into());
     }
+    let summary = Summary {
+        delivered_now: sent.delivered_now,
+        dialect_fallbacks: sent.dialect_fallbacks,
+        providers: sent.providers,
+        tls_notes,
+        ..summary
+    };
+    let (timeline, events_error) = events.finish(&summary, sent.interrupted);
+    if let Some(e) = events_error {
+        warnings.add(e.to_string());
+    }
     Ok(RunReport {
-        summary: Summary {
-            delivered_now: sent.delivered_now,
-            dialect_fallbacks: sent.dialect_fallbacks,
-            providers: sent.providers,
-            tls_notes,
-            ..summary
-        },
+        summary,
         plan: rows.plan,
         interrupted: sent.interrupted,
         warnings: warnings.take(),
         newly_suppressed,
+        timeline,
     })
 }
 

@@ -45,6 +45,7 @@ pub(super) async fn send(
     routes: Routes,
     source: MessageSource,
     cancel: CancellationToken,
+    events: &mut (dyn FnMut(&Event) + Send),
 ) -> Result<Sent, RunError> {
     let journal = Journal::open_for(
         &job.journal_path,
@@ -89,6 +90,7 @@ pub(super) async fn send(
         progress: progress(cfg, rows, &routes, &book),
         outcomes: &mut rows.outcomes,
         site_of_row: &routes.site_of_row,
+        events,
     };
     let journal_error = recorder
         .run(rx, key_of, &cancel, |ev, offset| tally.event(ev, offset))
@@ -138,11 +140,14 @@ struct Tally<'a> {
     outcomes: &'a mut OutcomeStore,
     /// Each row's site index, `u32::MAX` for none.
     site_of_row: &'a [u32],
+    /// Sees every event first (`--events`, the report's timeline).
+    events: &'a mut (dyn FnMut(&Event) + Send),
 }
 
 impl Tally<'_> {
     /// One event; `offset` is where a final outcome sits in the journal.
     fn event(&mut self, ev: Event, offset: Option<u64>) {
+        (self.events)(&ev);
         match ev {
             Event::Final { row, outcome } => {
                 if outcome.status == Status::Delivered {
@@ -174,6 +179,7 @@ impl Tally<'_> {
             } => self.sent.dialect_fallbacks.push(format!(
                 "{host} [{ip}] fell back to {dialect} after {reason:?}"
             )),
+            Event::Gate { .. } => {}
         }
     }
 }
