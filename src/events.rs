@@ -36,9 +36,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const QUEUE_LINES: usize = 4096;
 /// State changes kept for the report's timeline; later ones are only counted.
 pub const MAX_CHANGES: usize = 10_000;
-/// (minute, provider) cells of throttling replies kept for the timeline; later ones are only
-/// counted.
-pub const MAX_THROTTLE_CELLS: usize = 100_000;
+/// (time, group) cells a [`TimeCounts`] keeps at most before it coarsens its resolution.
+pub const MAX_CELLS: usize = 100_000;
+/// The resolutions a [`TimeCounts`] goes through: a second, a minute, an hour, a day.
+const RESOLUTIONS: [u64; 4] = [1, 60, 3600, 86_400];
 
 /// Where the events go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +94,84 @@ pub fn group_of<'a>(provider: &'a str, mx_host: &'a str) -> &'a str {
     }
 }
 
+/// Counts per time bucket and group (deliveries, throttling replies) for the timeline, to the
+/// second while that takes at most [`MAX_CELLS`] cells, else to the minute, hour or day: memory
+/// stays bounded however long the run and however many groups.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TimeCounts {
+    /// Seconds per cell (1, 60, 3600 or 86400; 0 before the first count).
+    resolution: u64,
+    /// Cell start (seconds since the Unix epoch) → counts per group.
+    cells: BTreeMap<u64, Vec<(String, u32)>>,
+    /// Cells in `cells`, over all times.
+    len: usize,
+}
+
+impl TimeCounts {
+    /// Adds `n` at time `at` for `group`.
+    pub fn add(&mut self, at: SystemTime, group: &str, n: u32) {
+        let secs = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.add_secs(secs, group, n);
+    }
+
+    fn add_secs(&mut self, secs: u64, group: &str, n: u32) {
+        let res = self.resolution.max(1);
+        let groups = self.cells.entry(secs - secs % res).or_default();
+        match groups.iter_mut().find(|(g, _)| g == group) {
+            Some((_, m)) => *m = m.saturating_add(n),
+            None => {
+                groups.push((group.to_string(), n));
+                self.len += 1;
+            }
+        }
+        self.resolution = res;
+        if self.len > MAX_CELLS {
+            self.coarsen();
+        }
+    }
+
+    /// Moves to the next resolution (the day is the last: a run of 270 years would need more).
+    fn coarsen(&mut self) {
+        let Some(&next) = RESOLUTIONS.iter().find(|r| **r > self.resolution) else {
+            return;
+        };
+        let old = std::mem::take(&mut self.cells);
+        self.len = 0;
+        self.resolution = next;
+        for (secs, groups) in old {
+            for (g, n) in groups {
+                self.add_secs(secs, &g, n);
+            }
+        }
+    }
+
+    /// Seconds per cell (1 when empty).
+    pub fn resolution(&self) -> u64 {
+        self.resolution.max(1)
+    }
+
+    /// Every cell: start (seconds since the Unix epoch), group, count; in time order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &str, u32)> + '_ {
+        self.cells
+            .iter()
+            .flat_map(|(t, gs)| gs.iter().map(move |(g, n)| (*t, g.as_str(), *n)))
+    }
+
+    /// All counts added.
+    pub fn total(&self) -> u64 {
+        self.iter().map(|(_, _, n)| u64::from(n)).sum()
+    }
+
+    /// Adds every count of `other`.
+    pub fn merge(&mut self, other: &TimeCounts) {
+        for (t, g, n) in other.iter() {
+            self.add_secs(t, g, n);
+        }
+    }
+}
+
 /// One state change of a provider's gate, as the timeline shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Change {
@@ -112,10 +191,8 @@ pub struct Change {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Timeline {
     /// Throttling replies (attempts whose reply is in the `throttled` category, retried or
-    /// final) per minute since the Unix epoch and group ([`group_of`]).
-    pub throttles: BTreeMap<(u64, String), u32>,
-    /// Throttling replies beyond [`MAX_THROTTLE_CELLS`] cells, counted only.
-    pub throttles_left_out: u64,
+    /// final) per time and group ([`group_of`]).
+    pub throttles: TimeCounts,
     /// The providers' state changes in the order they happened, at most [`MAX_CHANGES`].
     pub changes: Vec<Change>,
     /// State changes beyond [`MAX_CHANGES`], counted only.
@@ -126,15 +203,7 @@ pub struct Timeline {
 
 impl Timeline {
     fn throttled(&mut self, at: SystemTime, group: &str) {
-        let minute = minute_of(at);
-        let key = (minute, group.to_string());
-        if let Some(n) = self.throttles.get_mut(&key) {
-            *n += 1;
-        } else if self.throttles.len() < MAX_THROTTLE_CELLS {
-            self.throttles.insert(key, 1);
-        } else {
-            self.throttles_left_out += 1;
-        }
+        self.throttles.add(at, group, 1);
     }
 
     fn changed(&mut self, change: Change) {
@@ -143,6 +212,17 @@ impl Timeline {
         } else {
             self.changes_left_out += 1;
         }
+    }
+
+    /// Adds `other` (another shard's events): throttles summed, changes in time order.
+    pub fn merge(&mut self, other: Timeline) {
+        self.throttles.merge(&other.throttles);
+        self.changes_left_out += other.changes_left_out;
+        self.skipped_lines += other.skipped_lines;
+        for c in other.changes {
+            self.changed(c);
+        }
+        self.changes.sort_by_key(|c| c.at);
     }
 
     /// The timeline of an events file (as `run --events` writes it). Lines that are not events
@@ -187,12 +267,6 @@ impl Timeline {
             _ => {}
         }
     }
-}
-
-/// Minutes since the Unix epoch.
-pub fn minute_of(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 60)
 }
 
 /// Any line of the stream, for reading back: the fields the timeline uses.
@@ -528,5 +602,161 @@ impl<'a> EventStream<'a> {
             self.error.get_or_insert(e);
         }
         (self.timeline, self.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Step;
+    use crate::recipients::ListOptions;
+    use crate::smtp::{EnhancedCode, Phase};
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn list() -> RecipientList {
+        RecipientList::from_reader(
+            "email,name\nann@g.test,Ann\n<b>@x.test,B\n".as_bytes(),
+            Path::new("l.csv"),
+            &ListOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn throttle(at: SystemTime) -> Outcome {
+        let mut o = Outcome::local(Status::Deferred, Step::Smtp(Phase::MailFrom), "");
+        o.code = Some(421);
+        o.enhanced = Some(EnhancedCode::new(4, 7, 0));
+        o.response = "[TSS04] Messages temporarily deferred due to unexpected volume".into();
+        o.mx_host = Some("mx.g.test".into());
+        o.finished_at = Some(at);
+        o
+    }
+
+    #[test]
+    fn every_line_is_versioned_json_and_the_file_reads_back_as_the_same_timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let list = list();
+        let providers: HashMap<String, Arc<str>> = [("g.test".to_string(), "yahoo".into())].into();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_772_357_400);
+        let mut stream =
+            EventStream::open(Some(&Target::File(path.clone())), &list, &providers).unwrap();
+        stream.event(&Event::Retrying {
+            row: 0,
+            outcome: throttle(t0),
+        });
+        stream.event(&Event::Gate {
+            gate: "yahoo".into(),
+            provider: "yahoo".into(),
+            known: true,
+            change: GateChange::Suspended {
+                until: t0 + Duration::from_secs(7200),
+            },
+            reply: Some("421 4.7.0 [TSS04] Messages temporarily deferred".into()),
+            at: t0,
+        });
+        let mut delivered = Outcome::local(Status::Delivered, Step::Smtp(Phase::DataEnd), "ok");
+        delivered.finished_at = Some(t0 + Duration::from_secs(7201));
+        delivered.attempts = 1;
+        stream.event(&Event::Final {
+            row: 0,
+            outcome: delivered,
+        });
+        let mut summary = Summary::default();
+        summary.counts.insert(Status::Delivered, 1);
+        summary.counts.insert(Status::Invalid, 1);
+        let (timeline, error) = stream.finish(&summary, false);
+        assert!(error.is_none());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["attempt", "provider", "attempt", "summary"]);
+        assert!(lines.iter().all(|l| l["v"] == SCHEMA_VERSION));
+        let first = &lines[0];
+        assert_eq!(first["row"], 1);
+        assert_eq!(first["address"], "ann@g.test");
+        assert_eq!(first["provider"], "yahoo");
+        assert_eq!(first["category"], "throttled");
+        assert_eq!(first["final"], false);
+        assert_eq!(first["time"], "2026-03-01T09:30:00.000Z");
+        assert_eq!(lines[1]["change"], "suspended");
+        assert_eq!(lines[1]["until"], "2026-03-01T11:30:00.000Z");
+        assert_eq!(
+            (lines[2]["status"].as_str(), lines[2]["final"].as_bool()),
+            (Some("delivered"), Some(true))
+        );
+        assert_eq!(
+            (lines[3]["delivered"].as_u64(), lines[3]["invalid"].as_u64()),
+            (Some(1), Some(1))
+        );
+        assert_eq!(timeline.throttles.total(), 1);
+        assert_eq!(timeline.changes.len(), 1);
+        let read = Timeline::read(text.as_bytes()).unwrap();
+        assert_eq!(
+            read, timeline,
+            "the file tells the report what the run knew"
+        );
+        // Other output mixed in (a log collector's capture) is skipped, not fatal.
+        let mixed = format!("progress: 1/2 rows\n{text}not json\n");
+        let read = Timeline::read(mixed.as_bytes()).unwrap();
+        assert_eq!((read.skipped_lines, read.changes.len()), (2, 1));
+    }
+
+    #[test]
+    fn without_a_target_only_the_timeline_is_kept() {
+        let list = list();
+        let providers = HashMap::new();
+        let mut stream = EventStream::open(None, &list, &providers).unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(60);
+        stream.event(&Event::Retrying {
+            row: 1,
+            outcome: throttle(t0),
+        });
+        let (timeline, error) = stream.finish(&Summary::default(), false);
+        assert!(error.is_none());
+        let cells: Vec<_> = timeline.throttles.iter().collect();
+        assert_eq!(
+            cells,
+            [(60, "mx.g.test", 1)],
+            "a site is named by its MX host"
+        );
+    }
+
+    #[test]
+    fn time_counts_coarsen_instead_of_growing_without_bound() {
+        let mut c = TimeCounts::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(3600);
+        for s in 0..(MAX_CELLS as u64 + 10) {
+            c.add(t0 + Duration::from_secs(s), "g", 1);
+        }
+        assert_eq!(c.resolution(), 60, "one cell per second would be too many");
+        assert_eq!(c.total(), MAX_CELLS as u64 + 10, "nothing is lost");
+        assert!(c.iter().count() <= MAX_CELLS);
+        let mut d = TimeCounts::default();
+        d.add(t0, "h", 2);
+        d.merge(&c);
+        assert_eq!(d.total(), c.total() + 2);
+    }
+
+    #[test]
+    fn a_write_failure_is_reported_and_the_run_goes_on() {
+        let list = list();
+        let providers = HashMap::new();
+        // /dev/full: every write fails with ENOSPC.
+        let target = Target::File("/dev/full".into());
+        let mut stream = EventStream::open(Some(&target), &list, &providers).unwrap();
+        for _ in 0..3 {
+            stream.event(&Event::Final {
+                row: 0,
+                outcome: throttle(SystemTime::UNIX_EPOCH),
+            });
+        }
+        let (timeline, error) = stream.finish(&Summary::default(), false);
+        assert!(matches!(error, Some(EventsError::Io { .. })), "{error:?}");
+        assert_eq!(timeline.throttles.total(), 3, "the timeline is still kept");
     }
 }

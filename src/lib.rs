@@ -10,6 +10,7 @@
 
 pub mod address;
 pub mod bounces;
+pub mod campaign_report;
 pub mod classify;
 pub mod delivery;
 pub mod dkim;

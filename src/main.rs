@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Command::Suppress(args) => cli::suppress::suppress(args),
         Command::Bounces(args) => cli::suppress::bounces(args),
         Command::MergeResults(args) => cli::commands::merge_results(args),
+        Command::Report(args) => cli::commands::report(args),
         Command::Generate(g) => cli::commands::generate(g.what),
     };
     result.unwrap_or_else(|e| {
