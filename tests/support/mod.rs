@@ -147,5 +147,6 @@ pub fn scratch_data_home() -> &'static Path {
     DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"))
         .path()
 }
+pub mod browser;
 pub mod mta;
 pub mod provider_sim;
