@@ -5,6 +5,7 @@
 //! come from the results (domains, MX host names) stay text.
 
 use plotters::coord::Shift;
+use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -144,33 +145,43 @@ fn draw_bars<DB: DrawingBackend>(
         .draw()
         .map_err(e)?;
     for (i, bar) in bars.iter().enumerate() {
-        let i = i as i32;
-        let mut x = 0.0;
-        for (value, color) in &bar.parts {
-            if *value <= 0.0 {
-                continue;
-            }
-            let mut r = Rectangle::new(
-                [
-                    (x, SegmentValue::Exact(i)),
-                    (x + value, SegmentValue::Exact(i + 1)),
-                ],
-                color.filled(),
-            );
-            r.set_margin(4, 4, 0, 0);
-            chart.draw_series(std::iter::once(r)).map_err(e)?;
-            x += value;
-        }
-        let total = Text::new(
-            thousands(x),
-            (x, SegmentValue::CenterOf(i)),
-            ("sans-serif", 16)
-                .into_font()
-                .color(&INK)
-                .pos(Pos::new(HPos::Left, VPos::Center)),
-        );
-        chart.draw_series(std::iter::once(total)).map_err(e)?;
+        draw_bar(&mut chart, i as i32, bar).map_err(e)?;
     }
+    Ok(())
+}
+
+/// The bar chart's plotting area: x in counts, y one segment per bar.
+type BarChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedSegment>>;
+type RangedSegment = plotters::coord::ranged1d::SegmentedCoord<RangedCoordi32>;
+
+/// Bar `i`: its parts side by side, then its total.
+fn draw_bar<DB: DrawingBackend>(
+    chart: &mut BarChart<'_, DB>,
+    i: i32,
+    bar: &Bar,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut x = 0.0;
+    for (value, color) in bar.parts.iter().filter(|p| p.0 > 0.0) {
+        let mut r = Rectangle::new(
+            [
+                (x, SegmentValue::Exact(i)),
+                (x + value, SegmentValue::Exact(i + 1)),
+            ],
+            color.filled(),
+        );
+        r.set_margin(4, 4, 0, 0);
+        chart.draw_series(std::iter::once(r))?;
+        x += value;
+    }
+    let total = Text::new(
+        thousands(x),
+        (x, SegmentValue::CenterOf(i)),
+        ("sans-serif", 16)
+            .into_font()
+            .color(&INK)
+            .pos(Pos::new(HPos::Left, VPos::Center)),
+    );
+    chart.draw_series(std::iter::once(total))?;
     Ok(())
 }
 
@@ -239,6 +250,9 @@ pub fn timeline(name: &str, data: &TimelineData) -> Result<String, ChartError> {
     Ok(finish_svg(svg, "timeline", name))
 }
 
+/// The timeline's plotting area: x in buckets, y in deliveries.
+type TimeChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
 fn draw_timeline<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     d: &TimelineData,
@@ -268,13 +282,30 @@ fn draw_timeline<DB: DrawingBackend>(
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..n as f64, 0.0..ymax)
         .map_err(e)?;
+    timeline_mesh(&mut chart, d, ymax).map_err(e)?;
+    let band = ALERT.mix(0.15).filled();
+    let bands = d
+        .suspensions
+        .iter()
+        .map(|(a, b)| Rectangle::new([(*a, 0.0), (b.max(a + 0.05), ymax)], band));
+    chart.draw_series(bands).map_err(e)?;
+    timeline_columns(&mut chart, d).map_err(e)?;
+    timeline_marks(&mut chart, d, &totals, ymax).map_err(e)
+}
+
+/// Axes: bucket start times below, deliveries left.
+fn timeline_mesh<DB: DrawingBackend>(
+    chart: &mut TimeChart<'_, DB>,
+    d: &TimelineData,
+    ymax: f64,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let buckets = &d.buckets;
     chart
         .configure_mesh()
         .disable_x_mesh()
         // Labels at bucket starts only: asking for one per bucket (up to 12) makes plotters
         // step by whole buckets.
-        .x_labels((n + 1).min(12))
+        .x_labels((buckets.len() + 1).min(12))
         .x_label_formatter(&|v| {
             let whole = v.fract() == 0.0;
             let label = buckets.get(*v as usize).filter(|_| whole);
@@ -285,36 +316,48 @@ fn draw_timeline<DB: DrawingBackend>(
         .y_desc(d.unit.as_str())
         .label_style(("sans-serif", 16).into_font().color(&INK))
         .draw()
-        .map_err(e)?;
-    let band = ALERT.mix(0.15).filled();
-    chart
-        .draw_series(
-            d.suspensions
-                .iter()
-                .map(|(a, b)| Rectangle::new([(*a, 0.0), (b.max(a + 0.05), ymax)], band)),
-        )
-        .map_err(e)?;
-    let width = if n > 60 { 0.0 } else { 0.1 };
+}
+
+/// One column per bucket, its groups stacked.
+fn timeline_columns<DB: DrawingBackend>(
+    chart: &mut TimeChart<'_, DB>,
+    d: &TimelineData,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let n = d.buckets.len();
+    let gap = if n > 60 { 0.0 } else { 0.1 };
     let mut base = vec![0u32; n];
     for (_, color, values) in &d.series {
         let columns = values
             .iter()
+            .zip(&base)
             .enumerate()
-            .filter(|(_, v)| **v > 0)
-            .map(|(i, v)| {
-                let (x, y0) = (i as f64, f64::from(base[i]));
+            .filter(|(_, (v, _))| **v > 0)
+            .map(|(i, (v, b))| {
+                let (x, y0) = (i as f64, f64::from(*b));
                 Rectangle::new(
-                    [(x + width, y0), (x + 1.0 - width, y0 + f64::from(*v))],
+                    [(x + gap, y0), (x + 1.0 - gap, y0 + f64::from(*v))],
                     color.filled(),
                 )
             });
-        chart.draw_series(columns).map_err(e)?;
-        for (i, v) in values.iter().enumerate().take(n) {
-            base[i] += v;
+        chart.draw_series(columns)?;
+        for (b, v) in base.iter_mut().zip(values) {
+            *b += v;
         }
     }
+    Ok(())
+}
+
+/// Throttling replies (a cross and its count over the column) and state changes (a triangle
+/// on the time axis).
+fn timeline_marks<DB: DrawingBackend>(
+    chart: &mut TimeChart<'_, DB>,
+    d: &TimelineData,
+    totals: &[u32],
+    ymax: f64,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     for (i, t) in d.throttles.iter().enumerate().filter(|(_, t)| **t > 0) {
-        let at = (i as f64 + 0.5, f64::from(totals[i]) + ymax * 0.04);
+        let top = totals.get(i).copied().unwrap_or(0);
+        let at = (i as f64 + 0.5, f64::from(top) + ymax * 0.04);
         let style = ("sans-serif", 15)
             .into_font()
             .color(&ALERT)
@@ -322,13 +365,13 @@ fn draw_timeline<DB: DrawingBackend>(
         let mark = EmptyElement::at(at)
             + Cross::new((0, 0), 5, ALERT.stroke_width(2))
             + Text::new(thousands(f64::from(*t)), (0, -8), style);
-        chart.draw_series(std::iter::once(mark)).map_err(e)?;
+        chart.draw_series(std::iter::once(mark))?;
     }
     let marks = d
         .changes
         .iter()
         .map(|x| TriangleMarker::new((*x, 0.0), 7, ORANGE.filled()));
-    chart.draw_series(marks).map_err(e)?;
+    chart.draw_series(marks)?;
     Ok(())
 }
 

@@ -628,27 +628,32 @@ fn per(size: u64) -> String {
     }
 }
 
+/// Where the timeline's marks come from: the run's events, or the results alone (and what
+/// that leaves out).
+fn source_note(from_events: bool) -> String {
+    if from_events {
+        "Throttling replies and provider state changes are from the run's event stream: every \
+         throttling reply, including those whose row was delivered later."
+            .into()
+    } else {
+        "Made from the results alone: throttling replies are marked only where they were a \
+         row's final outcome (replies that were retried and provider suspensions are in the \
+         run's event stream: `run --report`, or `report --events FILE` with the file of `run \
+         --events FILE`)."
+            .into()
+    }
+}
+
 /// The timeline section: the chart when the results have times, and where its marks come
 /// from.
 fn timeline_view(t: &Tally, events: Option<&Timeline>) -> Result<TimelineView, ReportError> {
-    let source = match events {
-        Some(_) => "Throttling replies and provider state changes are from the run's event \
-                    stream: every throttling reply, including those whose row was delivered \
-                    later."
-            .to_string(),
-        None => "Made from the results alone: throttling replies are marked only where they \
-                 were a row's final outcome (replies that were retried and provider \
-                 suspensions are in the run's event stream: `run --report`, or `report \
-                 --events FILE` with the file of `run --events FILE`)."
-            .to_string(),
-    };
     let throttles = events.map_or(&t.throttled, |e| &e.throttles);
     let changes = events.map_or(&[][..], |e| &e.changes[..]);
     let mut view = TimelineView {
         chart: None,
         range: String::new(),
         unit: String::new(),
-        source,
+        source: source_note(events.is_some()),
         throttles: count(throttles.total()),
         changes: changes
             .iter()
