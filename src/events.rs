@@ -96,15 +96,30 @@ pub fn group_of<'a>(provider: &'a str, mx_host: &'a str) -> &'a str {
 
 /// Counts per time bucket and group (deliveries, throttling replies) for the timeline, to the
 /// second while that takes at most [`MAX_CELLS`] cells, else to the minute, hour or day: memory
-/// stays bounded however long the run and however many groups.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// stays bounded however long the run (groups are kept once each, as the report's provider
+/// table keeps them).
+#[derive(Clone, Debug, Default)]
 pub struct TimeCounts {
     /// Seconds per cell (1, 60, 3600 or 86400; 0 before the first count).
     resolution: u64,
-    /// Cell start (seconds since the Unix epoch) → counts per group.
-    cells: BTreeMap<u64, Vec<(String, u32)>>,
-    /// Cells in `cells`, over all times.
-    len: usize,
+    /// Group names, each once: cells refer to them by index.
+    groups: Vec<String>,
+    /// Index of each name in `groups`.
+    index: HashMap<String, u32>,
+    /// (cell start in seconds since the Unix epoch, group index) → count.
+    cells: BTreeMap<(u64, u32), u32>,
+}
+
+impl PartialEq for TimeCounts {
+    /// The same counts, whatever order the groups were first seen in.
+    fn eq(&self, other: &Self) -> bool {
+        fn sorted(t: &TimeCounts) -> Vec<(u64, &str, u32)> {
+            let mut v: Vec<(u64, &str, u32)> = t.iter().collect();
+            v.sort_unstable();
+            v
+        }
+        self.resolution() == other.resolution() && sorted(self) == sorted(other)
+    }
 }
 
 impl TimeCounts {
@@ -116,18 +131,29 @@ impl TimeCounts {
         self.add_secs(secs, group, n);
     }
 
-    fn add_secs(&mut self, secs: u64, group: &str, n: u32) {
-        let res = self.resolution.max(1);
-        let groups = self.cells.entry(secs - secs % res).or_default();
-        match groups.iter_mut().find(|(g, _)| g == group) {
-            Some((_, m)) => *m = m.saturating_add(n),
-            None => {
-                groups.push((group.to_string(), n));
-                self.len += 1;
-            }
+    fn group(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.index.get(name) {
+            return *i;
         }
-        self.resolution = res;
-        if self.len > MAX_CELLS {
+        let i = self.groups.len() as u32;
+        self.groups.push(name.to_string());
+        self.index.insert(name.to_string(), i);
+        i
+    }
+
+    fn add_secs(&mut self, secs: u64, group: &str, n: u32) {
+        let g = self.group(group);
+        self.add_cell(secs, g, n);
+    }
+
+    fn add_cell(&mut self, secs: u64, g: u32, n: u32) {
+        self.resolution = self.resolution.max(1);
+        let cell = self
+            .cells
+            .entry((secs - secs % self.resolution, g))
+            .or_default();
+        *cell = cell.saturating_add(n);
+        if self.cells.len() > MAX_CELLS {
             self.coarsen();
         }
     }
@@ -137,13 +163,9 @@ impl TimeCounts {
         let Some(&next) = RESOLUTIONS.iter().find(|r| **r > self.resolution) else {
             return;
         };
-        let old = std::mem::take(&mut self.cells);
-        self.len = 0;
         self.resolution = next;
-        for (secs, groups) in old {
-            for (g, n) in groups {
-                self.add_secs(secs, &g, n);
-            }
+        for ((secs, g), n) in std::mem::take(&mut self.cells) {
+            self.add_cell(secs, g, n);
         }
     }
 
@@ -154,14 +176,15 @@ impl TimeCounts {
 
     /// Every cell: start (seconds since the Unix epoch), group, count; in time order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &str, u32)> + '_ {
-        self.cells
-            .iter()
-            .flat_map(|(t, gs)| gs.iter().map(move |(g, n)| (*t, g.as_str(), *n)))
+        self.cells.iter().map(|((t, g), n)| {
+            let name = self.groups.get(*g as usize).map_or("", String::as_str);
+            (*t, name, *n)
+        })
     }
 
     /// All counts added.
     pub fn total(&self) -> u64 {
-        self.iter().map(|(_, _, n)| u64::from(n)).sum()
+        self.cells.values().map(|n| u64::from(*n)).sum()
     }
 
     /// Adds every count of `other`.

@@ -2,7 +2,7 @@
 //! the number of distinct domains, providers and minutes, never with the number of rows
 //! (replies are counted per category up to [`MAX_REPLIES`] distinct texts).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -84,7 +84,7 @@ pub struct Tally {
     /// Per destination domain.
     pub domains: HashMap<String, Counts>,
     /// Per category (rows not delivered).
-    pub categories: BTreeMap<String, Replies>,
+    pub categories: HashMap<String, Replies>,
     /// Delivered rows per time and group.
     pub delivered: TimeCounts,
     /// Rows whose final outcome was a throttling reply, per time and group.
@@ -247,7 +247,7 @@ impl Tally {
         let category = cell(rec, cols.category);
         if status != Status::Delivered && !category.is_empty() {
             let key = reply_key(rec, cols);
-            let replies = self.categories.entry(category.to_string()).or_default();
+            let replies = slot(&mut self.categories, category);
             replies.rows += 1;
             if let Some(n) = replies.texts.get_mut(&key) {
                 *n += 1;
@@ -284,15 +284,21 @@ fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V
 /// The reply as the report groups it: `550 5.1.1 text`, the row's own address in it replaced
 /// by `<recipient>` (so one reply to many recipients counts as one), cut to [`REPLY_CHARS`].
 fn reply_key(rec: &csv::ByteRecord, cols: &Columns) -> String {
-    let mut text = cell(rec, cols.response).to_string();
-    let email = cell(rec, cols.email).trim();
+    let text = cell(rec, cols.response);
+    let email = cell(rec, cols.email).trim().to_ascii_lowercase();
+    // ASCII lower-casing keeps byte offsets, so a match's range is the original text's.
+    let lower = text.to_ascii_lowercase();
+    let mut shown = String::with_capacity(text.len());
+    let mut from = 0;
     if email.len() > 2 {
-        // ASCII lower-casing keeps byte offsets, so the match's range is the original's.
-        let lower_email = email.to_ascii_lowercase();
-        while let Some(at) = text.to_ascii_lowercase().find(&lower_email) {
-            text.replace_range(at..at + email.len(), "<recipient>");
+        for (at, _) in lower.match_indices(&email) {
+            shown.push_str(&text[from..at]);
+            shown.push_str("<recipient>");
+            from = at + email.len();
         }
     }
+    shown.push_str(&text[from..]);
+    let text = shown;
     let mut key = [cell(rec, cols.code), cell(rec, cols.enhanced)]
         .iter()
         .filter(|s| !s.is_empty())
