@@ -43,6 +43,15 @@ fn count(n: u64) -> Cell {
     }
 }
 
+/// `1 row`, `2 rows`: a count with its noun.
+fn counted(n: u64, one: &str, many: &str) -> Cell {
+    let noun = if n == 1 { one } else { many };
+    Cell {
+        v: n as f64,
+        t: format!("{} {noun}", charts::thousands(n as f64)),
+    }
+}
+
 /// `part / whole` as a percentage cell (`—` when `whole` is 0).
 fn rate(part: u64, whole: u64) -> Cell {
     if whole == 0 {
@@ -233,7 +242,7 @@ pub(super) fn page(
         },
         groups,
         domains,
-        not_delivered: count(not_delivered(t)),
+        not_delivered: counted(not_delivered(t), "row was", "rows were"),
         categories: category_rows(t),
         timeline: timeline_view(t, timeline)?,
         tls: tls_view(t),
@@ -408,7 +417,7 @@ fn stacked_chart(
         ("bounced", charts::VERMILLION, 3),
         ("deferred", charts::ORANGE, 4),
         ("suppressed", charts::SKY, 5),
-        ("invalid or duplicate", charts::GREY, 6),
+        ("invalid, dup.", charts::GREY, 6),
     ];
     let bars: Vec<Bar> = rows
         .iter()
@@ -463,7 +472,7 @@ fn category_rows(t: &Tally) -> Vec<CategoryRow> {
             CategoryRow {
                 name: name.clone(),
                 meaning: category_meaning(name),
-                count: count(r.rows),
+                count: counted(r.rows, "row", "rows"),
                 share: rate(r.rows, total),
                 replies: texts
                     .into_iter()
@@ -654,7 +663,7 @@ fn timeline_view(t: &Tally, events: Option<&Timeline>) -> Result<TimelineView, R
         range: String::new(),
         unit: String::new(),
         source: source_note(events.is_some()),
-        throttles: count(throttles.total()),
+        throttles: counted(throttles.total(), "throttling reply", "throttling replies"),
         changes: changes
             .iter()
             .take(CHANGES_LISTED)
