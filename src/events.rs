@@ -295,18 +295,30 @@ impl Timeline {
 /// Any line of the stream, for reading back: the fields the timeline uses.
 #[derive(Deserialize)]
 struct AnyLine {
+    /// Schema version.
     v: u32,
+    /// `attempt`, `provider` or `summary`.
     #[serde(rename = "type")]
     kind: String,
+    /// When (RFC 3339).
     time: Option<String>,
+    /// The provider (attempt, provider lines).
     provider: Option<String>,
+    /// The MX host (attempt lines).
     mx_host: Option<String>,
+    /// The reply's category (attempt lines).
     category: Option<String>,
+    /// The gate's label (provider lines).
     gate: Option<String>,
+    /// What changed (provider lines).
     change: Option<String>,
+    /// With `slowed`: messages per second.
     rate: Option<f64>,
+    /// With a lowered limit: the new one.
     limit: Option<usize>,
+    /// With `suspended`: its end.
     until: Option<String>,
+    /// The reply that caused a change.
     reply: Option<String>,
 }
 
@@ -327,66 +339,113 @@ fn change_of(l: &AnyLine) -> Option<GateChange> {
 /// An `attempt` line.
 #[derive(Serialize)]
 struct AttemptLine<'a> {
+    /// [`SCHEMA_VERSION`].
     v: u32,
+    /// `attempt`.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// When the outcome was decided.
     time: String,
+    /// Row number (1-based, as in the results CSV).
     row: usize,
+    /// The address as written in the list.
     address: &'a str,
+    /// Its domain (A-label form).
     domain: &'a str,
+    /// The mailbox provider; `null` for other sites.
     provider: Option<&'a str>,
+    /// `delivered`, `bounced`, `deferred` or `invalid`.
     status: &'static str,
+    /// The row's final outcome (`final` in JSON), else it is tried again.
     #[serde(rename = "final")]
     last: bool,
+    /// Attempts charged to the row so far.
     attempt: u32,
+    /// The step that decided it.
     step: &'static str,
+    /// SMTP reply code.
     code: Option<u16>,
+    /// RFC 3463 enhanced status code.
     enhanced_code: Option<String>,
+    /// Why not delivered.
     category: Option<&'static str>,
+    /// The reply text, or our reason.
     response: &'a str,
+    /// The MX host that answered.
     mx_host: Option<&'a str>,
+    /// Its address.
     mx_ip: Option<IpAddr>,
+    /// The local address the session left from.
     source_ip: Option<IpAddr>,
+    /// TLS version of the session.
     tls: Option<&'a str>,
+    /// The TLS policy the attempt ran under.
     tls_policy: &'static str,
+    /// Message-ID of the message sent.
     message_id: Option<&'a str>,
 }
 
 /// A `provider` line.
 #[derive(Serialize)]
 struct ProviderLine<'a> {
+    /// [`SCHEMA_VERSION`].
     v: u32,
+    /// `provider`.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// When the gate changed.
     time: String,
+    /// The provider (or site) name.
     provider: &'a str,
+    /// The gate's label (`provider@source-ip` for one address's gate).
     gate: &'a str,
+    /// A known provider (else a site).
     known: bool,
+    /// What changed: see [`describe`].
     change: &'static str,
+    /// With `slowed`: messages per second now.
     rate: Option<f64>,
+    /// With a lowered limit: the new one.
     limit: Option<usize>,
+    /// With `suspended`: when it ends.
     until: Option<String>,
+    /// The reply that caused it.
     reply: Option<&'a str>,
 }
 
 /// The `summary` line.
 #[derive(Serialize)]
 struct SummaryLine {
+    /// [`SCHEMA_VERSION`].
     v: u32,
+    /// `summary`.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// When the run ended.
     time: String,
+    /// Rows in the results.
     rows: usize,
+    /// Rows delivered.
     delivered: usize,
+    /// Rows bounced.
     bounced: usize,
+    /// Rows deferred.
     deferred: usize,
+    /// Rows invalid.
     invalid: usize,
+    /// Rows duplicate.
     duplicate: usize,
+    /// Rows suppressed.
     suppressed: usize,
+    /// Delivered by this run (not an earlier one).
     delivered_now: usize,
+    /// SMTP sessions opened.
     connections: usize,
+    /// Wall-clock seconds of the run.
     elapsed_s: f64,
+    /// Every row to deliver was delivered (exit 0 unless interrupted).
     all_delivered: bool,
+    /// Stopped by a signal (or a journal failure).
     interrupted: bool,
 }
 
@@ -405,8 +464,11 @@ fn describe(c: &GateChange) -> (&'static str, Option<f64>, Option<usize>, Option
 
 /// The writing thread and the queue to it.
 struct LineWriter {
+    /// What is written to, for messages.
     target: String,
+    /// Lines to write, bounded.
     tx: SyncSender<Vec<u8>>,
+    /// The writing thread; its result is the first write error.
     thread: JoinHandle<std::io::Result<()>>,
 }
 
@@ -467,11 +529,15 @@ fn write_lines(out: Box<dyn Write + Send>, rx: &Receiver<Vec<u8>>) -> std::io::R
 /// A run's event stream: serializes the engine's events (when `--events` is given) and keeps
 /// the [`Timeline`] (always: `--report` needs it).
 pub struct EventStream<'a> {
+    /// The rows, for row numbers and addresses.
     list: &'a RecipientList,
+    /// Domain → provider.
     provider_of: &'a HashMap<String, Arc<str>>,
+    /// `--events`: where lines go; none when not asked for (or after a failure).
     writer: Option<LineWriter>,
     /// The first write failure (the writer stops there; the run goes on).
     error: Option<EventsError>,
+    /// What the report's timeline gets.
     timeline: Timeline,
 }
 

@@ -107,20 +107,35 @@ pub struct Tally {
 
 /// The columns the report reads, by position in one file.
 struct Columns {
+    /// `row`.
     row: Option<usize>,
+    /// `email`.
     email: Option<usize>,
+    /// `domain`.
     domain: Option<usize>,
+    /// `status` (required).
     status: usize,
+    /// `code`.
     code: Option<usize>,
+    /// `enhanced_code`.
     enhanced: Option<usize>,
+    /// `response`.
     response: Option<usize>,
+    /// `mx_host`.
     mx_host: Option<usize>,
+    /// `attempts`.
     attempts: Option<usize>,
+    /// `tls`.
     tls: Option<usize>,
+    /// `step`.
     step: Option<usize>,
+    /// `category`.
     category: Option<usize>,
+    /// `provider`.
     provider: Option<usize>,
+    /// `tls_policy`.
     policy: Option<usize>,
+    /// `finished_at` (none in results of older versions).
     finished_at: Option<usize>,
 }
 
@@ -317,7 +332,9 @@ fn reply_key(rec: &csv::ByteRecord, cols: &Columns) -> String {
 /// Row numbers seen, as a bit set (a million rows: 125 KB).
 #[derive(Default)]
 struct RowSet {
+    /// Bit n: row n was seen.
     bits: Vec<u64>,
+    /// Rows seen again.
     repeated: u64,
 }
 

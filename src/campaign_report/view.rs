@@ -32,7 +32,9 @@ const CHANGES_LISTED: usize = 200;
 /// A number and how it is shown; `v` sorts the column.
 #[derive(Serialize)]
 pub(super) struct Cell {
+    /// The value (sorting; -1 for none).
     v: f64,
+    /// As shown.
     t: String,
 }
 
@@ -70,116 +72,180 @@ fn rate(part: u64, whole: u64) -> Cell {
 /// The whole page.
 #[derive(Serialize)]
 pub(super) struct Page {
+    /// The page's title.
     title: String,
+    /// When the report was made.
     generated: String,
+    /// The Content-Security-Policy.
     csp: String,
+    /// The style sheet.
     style: &'static str,
+    /// The script (sorting, pagination).
     script: &'static str,
+    /// Result rows.
     total: Cell,
+    /// The exit code a run with these results ends with.
     exit_code: &'static str,
+    /// What it means.
     exit_meaning: String,
+    /// The totals table.
     statuses: Vec<StatusRow>,
+    /// The charts but the timeline.
     charts: Charts,
+    /// The provider and site table.
     groups: Table,
+    /// The domain table.
     domains: Table,
+    /// Rows not delivered.
     not_delivered: Cell,
+    /// Why, per category.
     categories: Vec<CategoryRow>,
+    /// The timeline section.
     timeline: TimelineView,
+    /// The TLS section.
     tls: TlsView,
+    /// The results files read.
     sources: Vec<SourceRow>,
+    /// More than one file.
     merged: bool,
+    /// Warnings about the files (a missing shard, overlaps).
     source_notes: Vec<String>,
 }
 
 /// Every chart's SVG.
 #[derive(Serialize)]
 struct Charts {
+    /// Rows by status.
     statuses: String,
+    /// The largest providers and sites.
     groups: String,
+    /// The largest domains.
     domains: String,
+    /// Rows not delivered by category.
     categories: String,
+    /// Rows that reached an MX by TLS version.
     tls: String,
 }
 
 #[derive(Serialize)]
 struct StatusRow {
+    /// The status.
     name: &'static str,
+    /// Its rows.
     count: Cell,
+    /// Of all rows.
     share: Cell,
+    /// What it means.
     meaning: &'static str,
 }
 
 /// A sortable table of groups or domains.
 #[derive(Serialize)]
 struct Table {
+    /// Its rows, largest first.
     rows: Vec<GroupRow>,
+    /// Paged by the script.
     paginated: bool,
+    /// Rows per page.
     page_rows: usize,
+    /// What was left out.
     note: Option<String>,
 }
 
 #[derive(Serialize)]
 struct GroupRow {
+    /// Provider, site or domain.
     name: String,
+    /// `provider`, `site` or empty.
     kind: &'static str,
+    /// The numeric columns, in the table's order.
     cells: Vec<Cell>,
 }
 
 #[derive(Serialize)]
 struct CategoryRow {
+    /// The category.
     name: String,
+    /// What it means.
     meaning: &'static str,
+    /// Its rows.
     count: Cell,
+    /// Of the rows not delivered.
     share: Cell,
+    /// Its commonest replies.
     replies: Vec<ReplyRow>,
+    /// The rest, counted.
     more: Option<String>,
 }
 
 #[derive(Serialize)]
 struct ReplyRow {
+    /// The reply.
     text: String,
+    /// Rows that got it.
     count: Cell,
 }
 
 #[derive(Serialize)]
 struct TimelineView {
+    /// The chart, when the results have times.
     chart: Option<String>,
+    /// First to last time.
     range: String,
+    /// The y axis.
     unit: String,
+    /// Where the marks come from.
     source: String,
+    /// Throttling replies.
     throttles: Cell,
+    /// Provider state changes listed.
     changes: Vec<ChangeRow>,
+    /// Those not listed, counted.
     changes_more: Option<String>,
+    /// Why there is no chart.
     missing: Option<String>,
 }
 
 #[derive(Serialize)]
 struct ChangeRow {
+    /// When.
     time: String,
+    /// Which gate.
     gate: String,
+    /// What changed.
     what: String,
+    /// The reply that caused it.
     reply: String,
 }
 
 #[derive(Serialize)]
 struct TlsView {
+    /// Rows that reached an MX.
     sessions: Cell,
+    /// Share of them over TLS.
     encrypted: Cell,
+    /// Per TLS version.
     versions: Vec<Share>,
+    /// Per TLS policy.
     policies: Vec<Share>,
 }
 
 /// A name, its rows and their share.
 #[derive(Serialize)]
 struct Share {
+    /// What is counted.
     name: String,
+    /// Rows.
     count: Cell,
+    /// Of the whole.
     share: Cell,
 }
 
 #[derive(Serialize)]
 struct SourceRow {
+    /// The file.
     file: String,
+    /// Its rows.
     rows: Cell,
 }
 
