@@ -371,7 +371,7 @@ mod tests {
                           attempts,tls,step,category,provider,tls_policy,finished_at\n";
 
     #[test]
-    fn counts_groups_domains_replies_and_minutes() {
+    fn counts_groups_domains_replies_and_times() {
         let d = tempfile::tempdir().unwrap();
         let body = format!(
             "{HEADER}\
