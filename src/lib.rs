@@ -10,10 +10,12 @@
 
 pub mod address;
 pub mod bounces;
+pub mod campaign_report;
 pub mod classify;
 pub mod clock;
 pub mod delivery;
 pub mod dkim;
+pub mod events;
 pub mod files;
 pub mod identity;
 pub mod journal;

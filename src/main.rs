@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         Command::Bounces(args) => rt.block_on(cli::bounces::bounces(args)),
         Command::Senders(args) => rt.block_on(cli::senders::senders(args)),
         Command::MergeResults(args) => cli::commands::merge_results(args),
+        Command::Report(args) => cli::commands::report(args),
         Command::Generate(g) => cli::commands::generate(g.what),
     };
     result.unwrap_or_else(|e| {

@@ -1,7 +1,9 @@
-//! What happened to one recipient: the status, the step that decided it, and the exact SMTP
-//! truth (code, enhanced code, text, MX host and IP) for the results CSV.
+//! What happened to one recipient: the status, the step that decided it, the exact SMTP
+//! truth (code, enhanced code, text, MX host and IP) and when it was decided, for the results
+//! CSV, the journal and the event stream.
 
 use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::smtp::{EnhancedCode, Phase, Reply};
 use crate::tls_policy::PolicyKind;
@@ -170,6 +172,10 @@ pub struct Outcome {
     pub tls_policy: PolicyKind,
     /// Under an MTA-STS `testing` policy: what `enforce` would have refused.
     pub tls_note: Option<String>,
+    /// When the outcome was decided (the `finished_at` column), to the millisecond: set when
+    /// the outcome is made, and again by the engine when a row becomes final. `None` only for
+    /// outcomes read back from a journal written before this field existed.
+    pub finished_at: Option<SystemTime>,
 }
 
 impl Outcome {
@@ -189,6 +195,7 @@ impl Outcome {
             tls: None,
             tls_policy: PolicyKind::None,
             tls_note: None,
+            finished_at: Some(now()),
         }
     }
 
@@ -200,5 +207,43 @@ impl Outcome {
             response: reply.text(),
             ..Self::local(status, step, String::new())
         }
+    }
+}
+
+/// The current time, cut to whole milliseconds: what `finished_at` holds, so that an outcome
+/// written to the journal (in RFC 3339 with milliseconds) reads back equal.
+pub fn now() -> SystemTime {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    UNIX_EPOCH + Duration::from_millis(since.as_millis() as u64)
+}
+
+/// `2026-03-01T09:30:00.125Z`: RFC 3339, UTC, milliseconds (the `finished_at` format).
+pub fn format_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Parses an RFC 3339 UTC time as [`format_time`] writes it (any number of fraction digits).
+pub fn parse_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(s.trim()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_at_round_trips_through_its_text_form() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_772_357_400_125);
+        assert_eq!(format_time(t), "2026-03-01T09:30:00.125Z");
+        assert_eq!(parse_time("2026-03-01T09:30:00.125Z"), Some(t));
+        assert_eq!(
+            parse_time("2026-03-01T09:30:00Z"),
+            Some(t - Duration::from_millis(125))
+        );
+        assert_eq!(parse_time("yesterday"), None);
+        let n = now();
+        assert_eq!(parse_time(&format_time(n)), Some(n), "whole milliseconds");
     }
 }

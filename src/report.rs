@@ -38,6 +38,7 @@ pub const COLUMNS: &[&str] = &[
     "provider",
     "tls_policy",
     "tls_policy_note",
+    "finished_at",
 ];
 
 /// Writes the results CSV to `path` (when given) and tallies the summary, in one pass over the
@@ -71,14 +72,7 @@ pub fn write_results(
         let Some(o) = outcome(i) else { continue };
         summary.add(&row, &o);
         let Some(w) = w.as_mut() else { continue };
-        let domain = match &row.status {
-            Ok(a) => a.domain().to_string(),
-            Err(_) => row
-                .email
-                .rsplit_once('@')
-                .map(|(_, d)| d.to_lowercase())
-                .unwrap_or_default(),
-        };
+        let domain = row_domain(&row);
         let code = o.code.map(|c| c.to_string()).unwrap_or_default();
         let enhanced = o.enhanced.map(|e| e.to_string()).unwrap_or_default();
         let ip = o.mx_ip.map(|i| i.to_string()).unwrap_or_default();
@@ -87,7 +81,11 @@ pub fn write_results(
         let attempts = o.attempts.to_string();
         let category = category_of(&o).map_or("", Category::as_str);
         let provider = provider_of.get(&domain).map_or("", |p| &**p);
-        let fixed: [&str; 18] = [
+        let finished_at = o
+            .finished_at
+            .map(crate::outcome::format_time)
+            .unwrap_or_default();
+        let fixed: [&str; 19] = [
             &row_no,
             &row.email,
             &domain,
@@ -106,6 +104,7 @@ pub fn write_results(
             provider,
             o.tls_policy.as_str(),
             o.tls_note.as_deref().unwrap_or_default(),
+            &finished_at,
         ];
         write_row(w, fixed.into_iter().chain(input_cells(list, &row)), raw)?;
     }
@@ -137,6 +136,19 @@ pub fn input_cells<'a>(
     row: &'a crate::recipients::Row,
 ) -> impl Iterator<Item = &'a str> + use<'a> {
     (0..list.columns.len()).map(|c| row.fields.get(c).map_or("", String::as_str))
+}
+
+/// The `domain` column of a row: its address's domain (A-label form); for a row without a
+/// valid address, the text after its last `@`, lower-cased.
+pub fn row_domain(row: &crate::recipients::Row) -> String {
+    match &row.status {
+        Ok(a) => a.domain().to_string(),
+        Err(_) => row
+            .email
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_lowercase())
+            .unwrap_or_default(),
+    }
 }
 
 /// Why a row was not delivered (the `category` column; see [`crate::classify`]): empty for

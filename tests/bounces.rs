@@ -78,6 +78,11 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
     );
     assert_ne!(mail_from["ann@a.test"], mail_from["bob@a.test"]);
     let rows = read_results(&job.results);
+    let delivered_at = row(&rows, "ann@a.test")["finished_at"].clone();
+    assert!(
+        mailmerge::outcome::parse_time(&delivered_at).is_some(),
+        "{delivered_at:?}"
+    );
     let id = |p: &str| row(&rows, &format!("{p}@a.test"))["message_id"].clone();
     let rp = |p: &str| mail_from[&format!("{p}@a.test")].clone();
     // fay's return path with the last digit of its signature changed.
@@ -178,6 +183,10 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
     );
     assert!(r["response"].contains("User unknown"), "{r:?}");
     assert_eq!(
+        r["finished_at"], delivered_at,
+        "the time of the delivery is kept"
+    );
+    assert_eq!(
         row(&rows, "bob@a.test")["enhanced_code"],
         "5.1.1",
         "Exim's 5.0.0 refined by its reply"
@@ -227,6 +236,10 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
         ),
         ("bounced", "late-bounce", "5.1.1", "mx.a.test"),
         "{r:?}"
+    );
+    assert_eq!(
+        r["finished_at"], delivered_at,
+        "and the journal kept it for the re-run"
     );
     assert_eq!(row(&again, "dan@a.test")["enhanced_code"], "5.1.10");
     assert_eq!(row(&again, "fay@a.test")["status"], "delivered");

@@ -52,6 +52,86 @@ fn sandbox_run_of_the_shipped_example_delivers_and_reports_every_row() {
         (r["status"].as_str(), r["attempts"].as_str()),
         ("delivered", "2")
     );
+    // The sandbox writes the report and says where; nothing in the summary reads as a fault
+    // (the sandbox's DNS is unsigned, so DANE is not checked: expected, and said so).
+    let html = dir.path().join("results.html");
+    assert!(
+        stdout.contains(&format!(
+            "report: {} (open it in a browser)",
+            html.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        std::fs::read_to_string(&html)
+            .unwrap()
+            .contains("data-total=\"rows\">10<")
+    );
+    assert!(
+        stdout.contains("DANE not checked: the sandbox's DNS server does not sign its zones"),
+        "{stdout}"
+    );
+    for alarming in ["fail", "error", "cannot"] {
+        assert!(
+            !stdout.to_lowercase().contains(alarming),
+            "{alarming}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn events_on_standard_output_are_json_lines_alone_and_the_summary_goes_to_standard_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = mailmerge()
+        .args([
+            "run",
+            &format!("{root}/examples/recipients.csv"),
+            &format!("{root}/templates/welcome.hbs"),
+            "--sandbox",
+            "--quiet",
+            "--events",
+            "-",
+        ])
+        .arg("--results")
+        .arg(dir.path().join("results.csv"))
+        .arg("--sandbox-dir")
+        .arg(dir.path().join("mail"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("10 rows: delivered 5 bounced 3"),
+        "{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let of = |status: &str, last: bool| {
+        lines
+            .iter()
+            .filter(|l| l["type"] == "attempt" && l["status"] == status && l["final"] == last)
+            .count()
+    };
+    // 5 delivered, 1 refused at RCPT, 1 whose message could not be rendered (the engine
+    // settled it without a try); the greylisted row's first try was deferred and retried.
+    assert_eq!(
+        [
+            of("delivered", true),
+            of("bounced", true),
+            of("invalid", true)
+        ],
+        [5, 1, 1]
+    );
+    assert_eq!(of("deferred", false), 1);
+    assert_eq!(lines.iter().filter(|l| l["type"] == "attempt").count(), 8);
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        (&summary["type"], &summary["rows"], &summary["delivered"]),
+        (&"summary".into(), &10.into(), &5.into())
+    );
 }
 
 #[test]

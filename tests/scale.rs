@@ -179,6 +179,19 @@ async fn three_concurrent_shards_cover_the_list_once_and_merge_to_a_single_run()
     let _ = output(one).await;
     let merged_rows = read_results(&merged);
     assert_eq!(statuses(&merged_rows), statuses(&read_results(&single)));
+    // Each row keeps the time its shard decided it.
+    let shard_times: HashMap<String, String> = per_shard
+        .iter()
+        .flatten()
+        .map(|r| (r["row"].clone(), r["finished_at"].clone()))
+        .collect();
+    for r in &merged_rows {
+        assert!(
+            mailmerge::outcome::parse_time(&r["finished_at"]).is_some(),
+            "{r:?}"
+        );
+        assert_eq!(r["finished_at"], shard_times[&r["row"]]);
+    }
     assert!(merged_rows.iter().any(|r| r["name"] == "'=1+1"));
     let merged_text = std::fs::read_to_string(&merged).unwrap();
     let shard_text: String = paths
@@ -186,6 +199,34 @@ async fn three_concurrent_shards_cover_the_list_once_and_merge_to_a_single_run()
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
     assert!(merged_text.contains("'=1+1") && shard_text.contains("'=1+1"));
+
+    // One report over the shards' results, and a warning when one is left out.
+    let html = job.path("campaign.html");
+    let report = |inputs: &[PathBuf]| {
+        crate::support::binary()
+            .arg("report")
+            .args(inputs)
+            .arg("-o")
+            .arg(&html)
+            .output()
+            .expect("report")
+    };
+    let out = report(&paths);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.starts_with(&format!("{rows_in_list} rows reported")),
+        "{said}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("3 results files") && !page.contains("are missing"));
+    assert!(page.contains(&format!("data-total=\"rows\">{rows_in_list}<")));
+    report(&paths[..2]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("Shard(s) 2 of 3 are missing"),
+        "a partial campaign says so"
+    );
 }
 
 /// Runs `--shard I/2` for both shards at once with `args`; returns each shard's results path.

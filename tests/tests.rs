@@ -25,6 +25,7 @@ mod mta_sts;
 mod postfix;
 mod protocol;
 mod providers;
+mod report;
 mod resume;
 mod scale;
 mod sender_memory;

@@ -34,6 +34,9 @@ _mailmerge() {
             mailmerge,merge-results)
                 cmd="mailmerge__subcmd__merge__subcmd__results"
                 ;;
+            mailmerge,report)
+                cmd="mailmerge__subcmd__report"
+                ;;
             mailmerge,run)
                 cmd="mailmerge__subcmd__run"
                 ;;
@@ -78,6 +81,9 @@ _mailmerge() {
                 ;;
             mailmerge__subcmd__help,merge-results)
                 cmd="mailmerge__subcmd__help__subcmd__merge__subcmd__results"
+                ;;
+            mailmerge__subcmd__help,report)
+                cmd="mailmerge__subcmd__help__subcmd__report"
                 ;;
             mailmerge__subcmd__help,run)
                 cmd="mailmerge__subcmd__help__subcmd__run"
@@ -152,7 +158,7 @@ _mailmerge() {
 
     case "${cmd}" in
         mailmerge)
-            opts="-h -V --help --version run check check-sender suppress bounces senders merge-results generate help"
+            opts="-h -V --help --version run check check-sender suppress bounces senders merge-results report generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -260,7 +266,7 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__check)
-            opts="-q -h --results --dns --dns-timeout --no-private-mx --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --no-chunking --rate-per-site --source-ip --daily-cap --warmup --provider --backoff --smtp-timeout --connect-timeout --timeout --tls-policy --tls-ca --dnssec-trust-anchor --mta-sts-cache --mta-sts-port --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --shard --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --state --now --help"
+            opts="-q -h --results --dns --dns-timeout --no-private-mx --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --no-chunking --rate-per-site --source-ip --daily-cap --warmup --provider --backoff --smtp-timeout --connect-timeout --timeout --tls-policy --tls-ca --dnssec-trust-anchor --mta-sts-cache --mta-sts-port --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --shard --report --events --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --state --now --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -446,6 +452,36 @@ _mailmerge() {
                     ;;
                 --shard)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --events)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --sandbox-dir)
@@ -716,7 +752,7 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__help)
-            opts="run check check-sender suppress bounces senders merge-results generate help"
+            opts="run check check-sender suppress bounces senders merge-results report generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -828,6 +864,20 @@ _mailmerge() {
             return 0
             ;;
         mailmerge__subcmd__help__subcmd__merge__subcmd__results)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailmerge__subcmd__help__subcmd__report)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1016,8 +1066,71 @@ _mailmerge() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mailmerge__subcmd__report)
+            opts="-o -h --output --events --max-domains --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                -o)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --events)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --max-domains)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mailmerge__subcmd__run)
-            opts="-q -h --results --dns --dns-timeout --no-private-mx --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --no-chunking --rate-per-site --source-ip --daily-cap --warmup --provider --backoff --smtp-timeout --connect-timeout --timeout --tls-policy --tls-ca --dnssec-trust-anchor --mta-sts-cache --mta-sts-port --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --shard --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --state --now --help"
+            opts="-q -h --results --dns --dns-timeout --no-private-mx --from --email-column --allow-duplicates --max-field-size --helo --smtp-port --connections-per-site --max-connections --messages-per-connection --retry --deadline --tls --no-chunking --rate-per-site --source-ip --daily-cap --warmup --provider --backoff --smtp-timeout --connect-timeout --timeout --tls-policy --tls-ca --dnssec-trust-anchor --mta-sts-cache --mta-sts-port --attachments-dir --max-message-size --dry-run --out --limit --fresh --template-changed --journal-repair --no-received-header --raw-csv --shard --report --events --sandbox --sandbox-dir --quiet --config --dkim-key --dkim-selector --dkim-domain --list-unsubscribe --suppressions --ignore-suppressions --return-path --verp-key --verp-key-file --state --now --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1203,6 +1316,36 @@ _mailmerge() {
                     ;;
                 --shard)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --events)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --sandbox-dir)

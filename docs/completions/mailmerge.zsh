@@ -66,6 +66,8 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--out=[With --dry-run / check\: write every rendered message to DIR as <row>-<address>.eml]:DIR:_files -/' \
 '--limit=[Send at most N messages (a canary); the rest stay \`deferred\` (step \`limit\`) and a re-run of the same command continues with the next ones]:N:_default' \
 '--shard=[Send (or with check, plan) only shard I of N\: the rows whose destination site hashes to I, so each destination stays in one shard. \`auto/N\` takes I from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs). Results go to <RECIPIENTS stem>.results.shard-I-of-N.csv unless --results is given; join them with merge-results (docs/scaling.md)]:I/N:_default' \
+'--report=[When the run ends, write an HTML report of its results (docs/results.md#the-html-report) to PATH \[default\: <results stem>.html beside the results; --sandbox writes it anyway\]]::PATH:_files' \
+'--events=[Write the run'\''s events as JSON Lines to PATH (\`-\`\: standard output, and the summary goes to standard error)\: every attempt'\''s outcome, provider state changes, a summary]:PATH:_files' \
 '--sandbox-dir=[Where --sandbox stores received messages]:DIR:_files -/' \
 '--config=[Config file of default options \[default\: ./mailmerge.toml if present\]]:PATH:_files' \
 '--dkim-key=[DKIM-sign every message with this PEM private key (RSA 2048+ or Ed25519)]:PEM:_files' \
@@ -135,6 +137,8 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--out=[With --dry-run / check\: write every rendered message to DIR as <row>-<address>.eml]:DIR:_files -/' \
 '--limit=[Send at most N messages (a canary); the rest stay \`deferred\` (step \`limit\`) and a re-run of the same command continues with the next ones]:N:_default' \
 '--shard=[Send (or with check, plan) only shard I of N\: the rows whose destination site hashes to I, so each destination stays in one shard. \`auto/N\` takes I from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs). Results go to <RECIPIENTS stem>.results.shard-I-of-N.csv unless --results is given; join them with merge-results (docs/scaling.md)]:I/N:_default' \
+'--report=[When the run ends, write an HTML report of its results (docs/results.md#the-html-report) to PATH \[default\: <results stem>.html beside the results; --sandbox writes it anyway\]]::PATH:_files' \
+'--events=[Write the run'\''s events as JSON Lines to PATH (\`-\`\: standard output, and the summary goes to standard error)\: every attempt'\''s outcome, provider state changes, a summary]:PATH:_files' \
 '--sandbox-dir=[Where --sandbox stores received messages]:DIR:_files -/' \
 '--config=[Config file of default options \[default\: ./mailmerge.toml if present\]]:PATH:_files' \
 '--dkim-key=[DKIM-sign every message with this PEM private key (RSA 2048+ or Ed25519)]:PEM:_files' \
@@ -326,6 +330,17 @@ _arguments "${_arguments_options[@]}" : \
 '*::results -- The shards'\'' results CSVs (any order):_files' \
 && ret=0
 ;;
+(report)
+_arguments "${_arguments_options[@]}" : \
+'-o+[The HTML file \[default\: <RESULTS stem>.html beside it; needed with several files\]]:PATH:_files' \
+'--output=[The HTML file \[default\: <RESULTS stem>.html beside it; needed with several files\]]:PATH:_files' \
+'*--events=[The run'\''s event stream (\`run --events FILE\`; one per shard)\: the timeline then marks every throttling reply and provider state change, not only what the results show]:FILE:_files' \
+'--max-domains=[Domains (and providers or sites) listed at most in the tables\: those with the most rows]:N:_default' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::results -- The results CSV; or the results of every shard of one campaign, added up:_files' \
+&& ret=0
+;;
 (generate)
 _arguments "${_arguments_options[@]}" : \
 '-h[Print help]' \
@@ -458,6 +473,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(report)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (generate)
 _arguments "${_arguments_options[@]}" : \
 ":: :_mailmerge__subcmd__help__subcmd__generate_commands" \
@@ -505,6 +524,7 @@ _mailmerge_commands() {
 'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files, an IMAP mailbox); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses. --dry-run only says what it would do' \
 'senders:What is remembered per provider and source IP (learnt limits, suspensions, today'\''s counts, warm-up day); clear an entry with --clear' \
 'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once, with LIST'\''s address and values, in LIST'\''s order within each input' \
+'report:Write an HTML report of a results CSV (or of a sharded campaign'\''s results)\: totals, providers, domains, why not delivered, a timeline, TLS. One self-contained file' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -578,6 +598,7 @@ _mailmerge__subcmd__help_commands() {
 'bounces:Read late bounces and complaints (Maildir folders, mbox or .eml files, an IMAP mailbox); mark their rows bounced in the campaign'\''s results CSV and suppress the addresses. --dry-run only says what it would do' \
 'senders:What is remembered per provider and source IP (learnt limits, suspensions, today'\''s counts, warm-up day); clear an entry with --clear' \
 'merge-results:Join the results of \`run --shard 0/N\` … \`N-1/N\` into one results CSV in the list'\''s order. Exits 2, naming the rows, unless every row of LIST appears exactly once, with LIST'\''s address and values, in LIST'\''s order within each input' \
+'report:Write an HTML report of a results CSV (or of a sharded campaign'\''s results)\: totals, providers, domains, why not delivered, a timeline, TLS. One self-contained file' \
 'generate:Write the man pages or print shell completions (generated from these definitions)' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -625,6 +646,11 @@ _mailmerge__subcmd__help__subcmd__help_commands() {
 _mailmerge__subcmd__help__subcmd__merge-results_commands() {
     local commands; commands=()
     _describe -t commands 'mailmerge help merge-results commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__help__subcmd__report_commands] )) ||
+_mailmerge__subcmd__help__subcmd__report_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge help report commands' commands "$@"
 }
 (( $+functions[_mailmerge__subcmd__help__subcmd__run_commands] )) ||
 _mailmerge__subcmd__help__subcmd__run_commands() {
@@ -676,6 +702,11 @@ _mailmerge__subcmd__help__subcmd__suppress__subcmd__remove_commands() {
 _mailmerge__subcmd__merge-results_commands() {
     local commands; commands=()
     _describe -t commands 'mailmerge merge-results commands' commands "$@"
+}
+(( $+functions[_mailmerge__subcmd__report_commands] )) ||
+_mailmerge__subcmd__report_commands() {
+    local commands; commands=()
+    _describe -t commands 'mailmerge report commands' commands "$@"
 }
 (( $+functions[_mailmerge__subcmd__run_commands] )) ||
 _mailmerge__subcmd__run_commands() {

@@ -57,6 +57,9 @@ pub enum Command {
     /// order. Exits 2, naming the rows, unless every row of LIST appears exactly once, with
     /// LIST's address and values, in LIST's order within each input.
     MergeResults(MergeArgs),
+    /// Write an HTML report of a results CSV (or of a sharded campaign's results): totals,
+    /// providers, domains, why not delivered, a timeline, TLS. One self-contained file.
+    Report(ReportArgs),
     /// Write the man pages or print shell completions (generated from these definitions).
     Generate(GenerateArgs),
 }
@@ -148,6 +151,14 @@ pub struct RunArgs {
     /// unless --results is given; join them with merge-results (docs/scaling.md).
     #[arg(long, value_name = "I/N", value_parser = ShardSpec::parse)]
     pub shard: Option<ShardSpec>,
+    /// When the run ends, write an HTML report of its results (docs/results.md#the-html-report)
+    /// to PATH [default: <results stem>.html beside the results; --sandbox writes it anyway].
+    #[arg(long, value_name = "PATH", num_args = 0..=1, value_hint = ValueHint::FilePath)]
+    pub report: Option<Option<PathBuf>>,
+    /// Write the run's events as JSON Lines to PATH (`-`: standard output, and the summary
+    /// goes to standard error): every attempt's outcome, provider state changes, a summary.
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pub events: Option<PathBuf>,
     /// Run the whole job against an embedded loopback DNS server and SMTP receiver.
     #[arg(long)]
     pub sandbox: bool,
@@ -296,6 +307,24 @@ pub struct MergeArgs {
     /// Column of LIST holding the recipient address (as given to `run`).
     #[arg(long, value_name = "NAME", default_value = "email")]
     pub email_column: String,
+}
+
+/// `report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The results CSV; or the results of every shard of one campaign, added up.
+    #[arg(required = true, value_hint = ValueHint::FilePath)]
+    pub results: Vec<PathBuf>,
+    /// The HTML file [default: <RESULTS stem>.html beside it; needed with several files].
+    #[arg(long, short, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pub output: Option<PathBuf>,
+    /// The run's event stream (`run --events FILE`; one per shard): the timeline then marks
+    /// every throttling reply and provider state change, not only what the results show.
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub events: Vec<PathBuf>,
+    /// Domains (and providers or sites) listed at most in the tables: those with the most rows.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub max_domains: usize,
 }
 
 /// `generate`.

@@ -65,6 +65,12 @@ pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
     cfg.template_changed = args.template_changed;
     cfg.journal_repair = args.journal_repair;
     cfg.raw_csv = args.raw_csv;
+    if let Some(path) = args.events {
+        if cfg.mode != RunMode::Send {
+            bail!("--events streams a run's deliveries: it does nothing with --dry-run or check");
+        }
+        cfg.events = Some(path.into());
+    }
     cfg.progress = if args.quiet { Mode::Quiet } else { Mode::Auto };
     apply_deliverability(&args.deliver, &mut cfg)?;
     super::hygiene::apply(

@@ -60,8 +60,9 @@ impl<C> Ctx<C> {
         let _ = self.events.send(e);
     }
 
-    /// The row is settled.
-    pub(super) fn final_outcome(&self, queue: &SiteQueue, job: QueuedRow, outcome: Outcome) {
+    /// The row is settled (now: its `finished_at`).
+    pub(super) fn final_outcome(&self, queue: &SiteQueue, job: QueuedRow, mut outcome: Outcome) {
+        outcome.finished_at = Some(crate::outcome::now());
         queue.complete();
         // Numbered and sent under one lock, so event order is number order.
         let mut finals = self.finals.lock().unwrap_or_else(|e| e.into_inner());

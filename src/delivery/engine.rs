@@ -56,6 +56,7 @@ pub async fn deliver_with<C: Connect>(
     let hard_stop = cfg.deadline + cfg.grace;
     let grace = cfg.grace;
     let queues = site_queues(sites, &cfg);
+    cfg.book.report_changes_to(&events);
     let ctx = Arc::new(Ctx::new(cfg, source, events, cancel.clone(), connector));
     // Interleave sites so that the first connections go to many sites, not one.
     let mut set = JoinSet::new();

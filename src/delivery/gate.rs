@@ -18,14 +18,21 @@
 //! slows or stops that address only. Without a pool there is one gate per provider.
 //! Unknown sites get a gate of their own with the per-site limits of the command line.
 //! Everything here is plain state behind a mutex, tested with a paused clock.
+//!
+//! A gate reports each change of its state that an operator would want to see (slowed,
+//! suspended, a limit lowered, resumed: [`GateChange`]) on the run's event channel, once the
+//! engine has told it where ([`Gate::report_changes_to`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedSender, WeakUnboundedSender};
 use tokio::time::Instant;
+
+use super::work::Event;
 
 use crate::provider::rules::{BackoffRule, Signal, show_rate, signal};
 use crate::sender::{self, HoldKind, Learnt, Lesson, Limits, Recall};
@@ -158,6 +165,37 @@ pub struct Gate {
     /// Shared by the gates of one provider's source addresses: a worker waiting for any of
     /// them wakes when one frees a slot.
     freed: Arc<Notify>,
+    /// Where state changes are reported ([`Gate::report_changes_to`]); weak, so that a gate
+    /// kept in the [`ProviderBook`] does not hold the run's event channel open.
+    changes: OnceLock<WeakUnboundedSender<Event>>,
+}
+
+/// A change of a gate's state, reported as [`Event::Gate`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum GateChange {
+    /// The message rate was lowered to this (messages/s): a throttle halved it, or a rule set it.
+    Slowed {
+        /// Messages per second now.
+        rate: f64,
+    },
+    /// No new session (and no message) before this time: a rule, or no session could be
+    /// opened at all.
+    Suspended {
+        /// When the suspension ends.
+        until: SystemTime,
+    },
+    /// At most this many simultaneous connections now.
+    ConnectionsLowered {
+        /// The new limit.
+        to: usize,
+    },
+    /// At most this many messages per connection now.
+    PerConnectionLowered {
+        /// The new limit.
+        to: usize,
+    },
+    /// A suspension ended: the next session was let through.
+    Resumed,
 }
 
 /// A connection slot of a gate; dropping it frees the slot.
@@ -265,6 +303,27 @@ impl Gate {
             rules,
             state: Mutex::new(state),
             freed,
+            changes: OnceLock::new(),
+        }
+    }
+
+    /// Reports this gate's state changes as [`Event::Gate`] on `events` from now on (once per
+    /// gate; later calls change nothing).
+    pub fn report_changes_to(&self, events: &UnboundedSender<Event>) {
+        let _ = self.changes.set(events.downgrade());
+    }
+
+    /// Reports a change, with the reply that caused it.
+    fn changed(&self, change: GateChange, reply: Option<&str>) {
+        if let Some(tx) = self.changes.get().and_then(WeakUnboundedSender::upgrade) {
+            let _ = tx.send(Event::Gate {
+                gate: self.label(),
+                provider: self.name.clone(),
+                known: self.known,
+                change,
+                reply: reply.map(str::to_string),
+                at: crate::outcome::now(),
+            });
         }
     }
 
@@ -310,6 +369,9 @@ impl Gate {
         let mut st = self.lock();
         if let Some(until) = st.suspended_until.filter(|u| *u > now) {
             return Err(until);
+        }
+        if st.suspended_until.take().is_some() {
+            self.changed(GateChange::Resumed, None);
         }
         if st.budget == Some(0) {
             // Today's cap is spent for this address: no new session (another gate of the
@@ -428,6 +490,9 @@ impl Gate {
         st.count_throttle(text);
         let others = st.open.saturating_sub(usize::from(holding_slot));
         if others > 0 {
+            if others < st.connections {
+                self.changed(GateChange::ConnectionsLowered { to: others }, Some(text));
+            }
             st.connections = others;
             st.connections_cut_at = Some(now);
             st.connections_learnt = Some(now);
@@ -437,7 +502,14 @@ impl Gate {
         let wait = Duration::from_secs(1) * 2u32.saturating_pow(st.failures.min(8));
         let until = now + wait;
         st.suspended_until = Some(st.suspended_until.map_or(until, |u| u.max(until)));
+        self.suspended_change(until, now, text);
         Err(until)
+    }
+
+    /// Reports a suspension until `until` (an instant of the engine's clock, `now` being now).
+    fn suspended_change(&self, until: Instant, now: Instant, reply: &str) {
+        let until = SystemTime::now() + until.saturating_duration_since(now);
+        self.changed(GateChange::Suspended { until }, Some(reply));
     }
 
     /// A throttling reply during a transaction that started at `started`; `sent` messages
@@ -450,7 +522,7 @@ impl Gate {
             self.apply_rule(&mut st, i, now, text);
             return Reaction::Rule(i);
         }
-        match signal(&lower) {
+        let reaction = match signal(&lower) {
             Signal::Connections => {
                 let n = st.open.saturating_sub(1).max(1);
                 st.connections = st.connections.min(n);
@@ -465,7 +537,17 @@ impl Gate {
                 Reaction::PerConnection(st.per_connection)
             }
             Signal::Rate => self.slow_down(&mut st, now, started),
+        };
+        let change = match reaction {
+            Reaction::Slowed(rate) => Some(GateChange::Slowed { rate }),
+            Reaction::Connections(to) => Some(GateChange::ConnectionsLowered { to }),
+            Reaction::PerConnection(to) => Some(GateChange::PerConnectionLowered { to }),
+            Reaction::Echo | Reaction::Rule(_) => None,
+        };
+        if let Some(change) = change {
+            self.changed(change, Some(text));
         }
+        reaction
     }
 
     /// Multiplicative decrease, once per excess: a message that started before the last
@@ -517,6 +599,7 @@ impl Gate {
             if st.rule_suspension.as_ref().is_none_or(|(u, _)| *u < until) {
                 st.rule_suspension = Some((until, cause.clone()));
             }
+            self.suspended_change(until, now, text);
         }
         if a.rate.is_some() || a.connections.is_some() || a.messages_per_connection.is_some() {
             st.hold_cause = cause;
@@ -530,12 +613,15 @@ impl Gate {
             st.ceiling = Some(st.ceiling.map_or(value * 4.0, |c| c.max(value)));
             st.next_send = Some(now + Duration::from_secs_f64(1.0 / value));
             st.last_change = until;
+            self.changed(GateChange::Slowed { rate: value }, Some(text));
         }
         if let Some(n) = a.connections {
             st.connections_hold = Some(Hold { value: n, until });
+            self.changed(GateChange::ConnectionsLowered { to: n }, Some(text));
         }
         if let Some(n) = a.messages_per_connection {
             st.per_connection_hold = Some(Hold { value: n, until });
+            self.changed(GateChange::PerConnectionLowered { to: n }, Some(text));
         }
     }
 
@@ -811,6 +897,14 @@ impl ProviderBook {
     /// Adds a gate.
     pub fn add(&self, gate: Arc<Gate>) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(gate);
+    }
+
+    /// Has every gate report its state changes on `events` ([`Gate::report_changes_to`]).
+    pub fn report_changes_to(&self, events: &UnboundedSender<Event>) {
+        let gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for g in gates.iter() {
+            g.report_changes_to(events);
+        }
     }
 
     /// Known providers' status lines (`google: 120/s, 5/5 conns`).
@@ -1152,6 +1246,84 @@ mod tests {
             "third time"
         );
         assert_eq!(g.report().throttles, 3);
+    }
+
+    /// The changes reported on the event channel so far: (label, change, reply).
+    fn drain(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    ) -> Vec<(String, GateChange, Option<String>)> {
+        let mut seen = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if let Event::Gate {
+                gate,
+                change,
+                reply,
+                ..
+            } = ev
+            {
+                seen.push((gate, change, reply));
+            }
+        }
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn state_changes_are_reported_on_the_event_channel_once_each() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let g = gate(5, Some(100.0));
+        g.report_changes_to(&tx);
+        let t0 = Instant::now();
+        let busy = "421 4.7.0 Try again later";
+        g.throttled(t0, busy, 1, t0 - Duration::from_millis(1));
+        g.throttled(t0, busy, 1, t0 - Duration::from_millis(1));
+        let seen = drain(&mut rx);
+        assert_eq!(
+            seen,
+            vec![(
+                "yahoo".into(),
+                GateChange::Slowed { rate: 50.0 },
+                Some(busy.into())
+            )],
+            "the echo changes nothing and is not reported"
+        );
+        let tss04 = "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred";
+        g.throttled(t0, tss04, 3, t0);
+        let seen = drain(&mut rx);
+        assert!(
+            matches!(&seen[..], [(_, GateChange::Suspended { .. }, Some(r))] if r == tss04),
+            "{seen:?}"
+        );
+        let until = g.try_slot(t0).unwrap_err();
+        assert!(drain(&mut rx).is_empty(), "still suspended: nothing new");
+        let slot = g.try_slot(until).unwrap();
+        assert_eq!(
+            drain(&mut rx),
+            vec![("yahoo".into(), GateChange::Resumed, None)]
+        );
+        let _other = g.try_slot(until + CONNECT_SPACING).unwrap();
+        assert!(drain(&mut rx).is_empty(), "resumed once");
+        g.throttled(
+            until,
+            "421 4.7.0 Too many messages on this connection",
+            9,
+            until,
+        );
+        assert!(matches!(
+            drain(&mut rx)[..],
+            [(_, GateChange::PerConnectionLowered { to: 8 }, _)]
+        ));
+        assert_eq!(
+            g.refused_session(until, "421 4.7.0 too many connections", false),
+            Ok(2)
+        );
+        assert!(matches!(
+            drain(&mut rx)[..],
+            [(_, GateChange::ConnectionsLowered { to: 2 }, _)]
+        ));
+        drop(slot);
+        // The gate holds the channel weakly: once the engine's sender is gone, it is closed.
+        drop(tx);
+        assert!(rx.recv().await.is_none());
     }
 
     #[tokio::test(start_paused = true)]

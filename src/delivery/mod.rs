@@ -57,7 +57,9 @@ use crate::smtp::TlsPolicy;
 pub use action::{Action, Attempt, Scope, SessionFacts, decide};
 pub use connect::{Connect, TcpConnector};
 pub use engine::{deliver, deliver_until, deliver_with};
-pub use gate::{Gate, GateLimits, GateMemory, ProviderBook, ProviderReport, RecalledHold};
+pub use gate::{
+    Gate, GateChange, GateLimits, GateMemory, ProviderBook, ProviderReport, RecalledHold,
+};
 pub use options::DeliveryOptions;
 pub use retry::RetryPolicy;
 pub use source_ip::{SourceIp, SourcePool};

@@ -47,6 +47,23 @@ pub enum Event {
         /// final dot`).
         reason: String,
     },
+    /// A provider's (or unknown site's) gate changed how it lets messages through: slowed,
+    /// suspended, a limit lowered, resumed.
+    Gate {
+        /// The gate's label: the provider (or site) name, `name@source-ip` for one source
+        /// address's gate.
+        gate: String,
+        /// The provider (or site) name alone.
+        provider: Arc<str>,
+        /// A known provider (else an unknown site, named by its MX hosts).
+        known: bool,
+        /// What changed.
+        change: crate::delivery::gate::GateChange,
+        /// The reply that caused it (none for a resumption).
+        reply: Option<String>,
+        /// When.
+        at: std::time::SystemTime,
+    },
 }
 
 /// One site's work: its hosts and the rows to deliver there.

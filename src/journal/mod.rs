@@ -267,6 +267,11 @@ struct Record {
     tls_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tls_note: Option<String>,
+    /// When the outcome was decided (RFC 3339, UTC, milliseconds). Added without a format
+    /// change: journals written before it have none (their rows report an empty
+    /// `finished_at`), and older versions of mailmerge ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -309,6 +314,7 @@ impl Record {
             tls: o.tls.clone(),
             tls_policy: (o.tls_policy != PolicyKind::None).then(|| o.tls_policy.as_str().into()),
             tls_note: o.tls_note.clone(),
+            finished_at: o.finished_at.map(crate::outcome::format_time),
         }
     }
 
@@ -347,6 +353,10 @@ impl Record {
                 None => PolicyKind::None,
             },
             tls_note: self.tls_note.clone(),
+            finished_at: match &self.finished_at {
+                Some(t) => Some(crate::outcome::parse_time(t)?),
+                None => None,
+            },
         })
     }
 }
@@ -992,6 +1002,48 @@ mod tests {
             before,
             "the target is untouched"
         );
+    }
+
+    #[test]
+    fn records_keep_their_finished_at_and_older_records_without_one_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv.journal");
+        let keys = row_keys(&list("email\na@x.test\nb@x.test\n"));
+        // A line as version 1 journals wrote it before `finished_at` existed.
+        let old = format!(
+            "{{\"mailmerge_journal\":1,\"list\":\"l.csv\"}}\n\
+             {{\"addr\":\"a@x.test\",\"hash\":\"{:016x}\",\"n\":0,\"row\":1,\
+             \"status\":\"delivered\",\"step\":\"data-end\",\"code\":250,\
+             \"response\":\"ok\",\"attempts\":1}}\n",
+            keys[0].hash
+        );
+        std::fs::write(&path, old).unwrap();
+        let r = load(&path, false).unwrap();
+        let o = r.done(&keys[0], true).expect("the old record is read");
+        assert_eq!((o.status, o.finished_at), (Status::Delivered, None));
+        // Appending to it: the new record carries its time, in RFC 3339.
+        let mut bounced = Outcome::local(Status::Bounced, Step::Dns, "nx");
+        let at = bounced.finished_at.unwrap();
+        bounced.code = Some(550);
+        let mut j = Journal::open(&path, Path::new("l.csv"), false).unwrap();
+        j.append(&keys[1], 2, &bounced);
+        j.sync().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = text.lines().last().unwrap();
+        let stamp = crate::outcome::format_time(at);
+        assert!(
+            line.contains(&format!("\"finished_at\":\"{stamp}\"")),
+            "{line}"
+        );
+        let r = load(&path, false).unwrap();
+        assert_eq!(r.done(&keys[1], true).unwrap().finished_at, Some(at));
+        // A time that is not RFC 3339 is damage, like any unreadable field.
+        let bad = text.replace(&stamp, "soon");
+        std::fs::write(&path, bad).unwrap();
+        assert!(matches!(
+            load(&path, false),
+            Err(JournalError::Damaged { line: 3, .. })
+        ));
     }
 
     #[test]

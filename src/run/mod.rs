@@ -82,6 +82,8 @@ pub struct RunConfig {
     pub state: Option<PathBuf>,
     /// The wall clock: days for caps, end times of suspensions (pinned in tests).
     pub clock: crate::clock::Clock,
+    /// `--events`: where the JSON Lines event stream goes (none: not written).
+    pub events: Option<crate::events::Target>,
 }
 
 /// What a run does once the rows are routed.
@@ -122,6 +124,7 @@ impl RunConfig {
             shard: None,
             state: None,
             clock: crate::clock::Clock::default(),
+            events: None,
         }
     }
 }
@@ -171,6 +174,9 @@ pub enum RunError {
     /// The sender's memory cannot be read or written.
     #[error(transparent)]
     State(#[from] crate::sender::StateError),
+    /// The event stream cannot be opened.
+    #[error(transparent)]
+    Events(#[from] crate::events::EventsError),
     /// The results file cannot be written.
     #[error("cannot write results {path}: {source}")]
     Results {
@@ -195,6 +201,8 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     /// Addresses this run added to the suppression list (hard bounces).
     pub newly_suppressed: usize,
+    /// What the engine's events add to the results for the report's timeline.
+    pub timeline: crate::events::Timeline,
 }
 
 /// Runs the whole pipeline.
@@ -222,14 +230,17 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     let provider_of = std::mem::take(&mut routed.provider_of);
     let tls_notes = std::mem::take(&mut routed.tls_notes);
     let source = source::message_source(&cfg, &campaign, &warnings);
-    let sent = match &cfg.mode {
+    let target = cfg.events.as_ref().filter(|_| cfg.mode == RunMode::Send);
+    let mut events = crate::events::EventStream::open(target, &campaign.list, &provider_of)?;
+    let mut sent = match &cfg.mode {
         RunMode::Plan { eml_out } => {
             let out = eml_out.as_deref();
             plan::plan(&cfg, &campaign, out, &mut ledger, routed, source).await?
         }
         RunMode::Send => {
+            let on_event = &mut |ev: &_| events.event(ev);
             let run = (routed, source, &remembered);
-            send::send(&cfg, &campaign, &mut ledger, run, cancel).await?
+            send::send(&cfg, &campaign, &mut ledger, run, cancel, on_event).await?
         }
     };
     let inputs = results::Inputs {
@@ -242,31 +253,62 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     if cfg.mode == RunMode::Send {
         remembered.settle(&cfg, &sent).await?;
     }
-    if let Some(e) = sent.journal_error {
+    if let Some(e) = sent.journal_error.take() {
         return Err(e.into());
     }
     let plan = Plan {
-        sites: sent.sites,
-        to_send: sent.to_send,
         tls_notes: tls_notes.clone(),
         sender_notes: remembered.notes.clone(),
         ..ledger.plan(&cfg.recipients)
     };
-    Ok(RunReport {
-        summary: Summary {
-            delivered_now: sent.delivered_now,
-            dialect_fallbacks: sent.dialect_fallbacks,
-            providers: sent.providers,
-            tls_notes,
-            sender_notes: remembered.notes,
-            ended_at: cfg.clock.unix(),
-            ..summary
-        },
+    let summary = Summary {
+        tls_notes,
+        sender_notes: remembered.notes,
+        ended_at: cfg.clock.unix(),
+        ..summary
+    };
+    Ok(report(
+        sent,
         plan,
+        summary,
+        events,
+        &warnings,
+        newly_suppressed,
+    ))
+}
+
+/// The run's report: what sending (or planning) produced, closed with the event stream's
+/// summary line.
+fn report(
+    sent: send::Sent,
+    plan: Plan,
+    summary: Summary,
+    events: crate::events::EventStream,
+    warnings: &Warnings,
+    newly_suppressed: usize,
+) -> RunReport {
+    let summary = Summary {
+        delivered_now: sent.delivered_now,
+        dialect_fallbacks: sent.dialect_fallbacks,
+        providers: sent.providers,
+        ..summary
+    };
+    let (timeline, events_error) = events.finish(&summary, sent.interrupted);
+    if let Some(e) = events_error {
+        warnings.add(e.to_string());
+    }
+    RunReport {
+        summary,
+        plan: Plan {
+            sites: sent.sites,
+            to_send: sent.to_send,
+            ..plan
+        },
         interrupted: sent.interrupted,
         warnings: warnings.take(),
         newly_suppressed,
-    })
+        timeline,
+    }
 }
 
 /// The outcome of a row that was never tried: the deadline came first, or it is a plan.

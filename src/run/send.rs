@@ -56,6 +56,7 @@ pub(super) async fn send(
     ledger: &mut Ledger,
     (routes, source, remembered): (Routed, MessageSource, &Remembered),
     cancel: CancellationToken,
+    events: &mut (dyn FnMut(&Event) + Send),
 ) -> Result<Sent, RunError> {
     let journal = Journal::open_for(
         &job.journal_path,
@@ -106,6 +107,7 @@ pub(super) async fn send(
         ledger,
         site_of_row: &routes.site_of_row,
         remembered,
+        events,
     };
     let journal_error = recorder
         .run(rx, key_of, &cancel, |ev, offset| tally.event(ev, offset))
@@ -161,11 +163,14 @@ struct Tally<'a> {
     site_of_row: &'a [u32],
     /// Names each site's sending identities (the sender's memory counts per identity).
     remembered: &'a Remembered,
+    /// Sees every event first (`--events`, the report's timeline).
+    events: &'a mut (dyn FnMut(&Event) + Send),
 }
 
 impl Tally<'_> {
     /// One event; `offset` is where a final outcome sits in the journal.
     fn event(&mut self, ev: Event, offset: Option<u64>) {
+        (self.events)(&ev);
         match ev {
             Event::Final { row, outcome } => {
                 if outcome.status == Status::Delivered {
@@ -195,6 +200,7 @@ impl Tally<'_> {
                 self.sent.dialect_fallbacks.push(line);
                 self.sent.dialects.push((learnt, reason));
             }
+            Event::Gate { .. } => {}
         }
     }
 }

@@ -183,6 +183,7 @@ fn scratch_root() -> &'static Path {
     DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"))
         .path()
 }
+pub mod browser;
 pub mod dovecot;
 pub mod mta;
 pub mod provider_sim;
