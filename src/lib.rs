@@ -13,6 +13,7 @@ pub mod bounces;
 pub mod classify;
 pub mod delivery;
 pub mod dkim;
+pub mod folder;
 pub mod identity;
 pub mod journal;
 pub mod merge;
