@@ -21,6 +21,7 @@ pub mod message;
 pub mod mx;
 pub mod outcome;
 pub mod preflight;
+pub mod preview;
 pub mod progress;
 pub mod provider;
 pub mod recipients;

@@ -24,4 +24,5 @@ mod providers;
 mod resume;
 mod scale;
 mod suppress;
+mod templates;
 mod tls_policy;
