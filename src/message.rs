@@ -3,6 +3,9 @@
 //!
 //! The envelope recipient is always the row's address: nothing rendered from the CSV can add a
 //! recipient, and header values were already checked for line breaks by the template stage.
+//! The body is the text and HTML parts as `multipart/alternative`, inside `multipart/related`
+//! with the inline images, inside `multipart/mixed` with the attachments; each layer only when
+//! it has more than one part.
 //! We set Message-ID ourselves, on the sender's domain (mail-builder would use the host name).
 //! `List-Unsubscribe`/`List-Unsubscribe-Post` (RFC 2369/8058) are checked and written as they
 //! are (never RFC 2047-encoded), and with `--dkim-key` the finished bytes are DKIM-signed here,

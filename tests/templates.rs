@@ -479,32 +479,77 @@ async fn rows_whose_message_would_grow_past_the_limit_are_invalid_and_the_rest_d
     }
 }
 
+/// The `text` code blocks of a Markdown file after the heading `section`, in order.
+fn code_blocks(file: &str, section: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+    let start = doc
+        .find(section)
+        .unwrap_or_else(|| panic!("{section} in {file}"));
+    doc[start..]
+        .split("```text\n")
+        .skip(1)
+        .map(|b| b[..b.find("```").expect("closed")].to_string())
+        .collect()
+}
+
+/// Renders `template` (images from `templates/`) for one row.
+fn render_doc(template: &str, row: &[(&str, &str)]) -> mailmerge::template::Rendered {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    let t = mailmerge::template::MessageTemplate::parse(template, Path::new("doc.hbs"), &dir)
+        .expect("the documented template is valid");
+    let columns: Vec<String> = row.iter().map(|(c, _)| c.to_string()).collect();
+    let fields: Vec<String> = row.iter().map(|(_, v)| v.to_string()).collect();
+    t.check_columns(&columns).unwrap();
+    t.render(&columns, &fields).unwrap()
+}
+
+/// The examples in README.md and docs/templates.md render as they say, and
+/// `templates/renewal.hbs` is the documented Markdown example.
 #[test]
-fn the_readme_example_template_renders_as_documented() {
-    // The README's first template, as written there (kept in sync by this test).
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme
-        .find("```text\nFrom: Acme Accounts")
-        .expect("README template")
-        + 8;
-    let end = start + readme[start..].find("```").unwrap();
-    let template = mailmerge::template::MessageTemplate::parse(
-        &readme[start..end],
-        Path::new("README.md"),
-        Path::new("."),
+fn the_documented_templates_render_as_documented() {
+    let ann = [
+        ("email", "ann.lee@example.com"),
+        ("name", "Ann Lee"),
+        ("plan", "Pro"),
+        ("renewal_date", "2026-12-01"),
+        ("vip", "yes"),
+    ];
+    let readme = code_blocks("README.md", "## A first template");
+    let r = render_doc(&readme[0], &ann);
+    assert!(
+        r.html
+            .unwrap()
+            .contains("<p>your <strong>Pro</strong> plan renews on 2026-12-01.\r\nAs a VIP")
+    );
+    assert_eq!(
+        r.text.unwrap(),
+        "Hello Ann Lee,\r\n\r\nyour Pro plan renews on 2026-12-01.\r\nAs a VIP customer you keep your 20% discount.\r\n"
+    );
+
+    let md = code_blocks("docs/templates.md", "## Markdown bodies");
+    let file = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/renewal.hbs"),
     )
-    .expect("the README's template is valid");
-    let columns: Vec<String> = ["email", "name", "plan", "renewal_date", "vip"]
-        .map(String::from)
-        .to_vec();
-    let fields: Vec<String> = ["ann.lee@example.com", "Ann Lee", "Pro", "2026-12-01", "yes"]
-        .map(String::from)
-        .to_vec();
-    let r = template.render(&columns, &fields).unwrap();
-    let html = r.html.unwrap();
-    let text = r.text.unwrap();
-    assert!(html.contains("<strong>Pro</strong>"), "{html}");
-    assert!(text.contains("Hello Ann Lee,"), "{text}");
-    assert!(!text.contains("**"), "{text}");
+    .unwrap();
+    assert_eq!(
+        md[0], file,
+        "templates/renewal.hbs is the documented example"
+    );
+    let r = render_doc(&md[0], &ann);
+    assert_eq!(r.text.unwrap(), md[1].replace('\n', "\r\n"));
+    assert_eq!(r.inline.len(), 1);
+    assert_eq!(r.inline[0].content_type, "image/png");
+
+    let html = code_blocks("docs/templates.md", "## A text part from the HTML");
+    let r = render_doc(
+        &html[0],
+        &[
+            ("email", "ann.lee@example.com"),
+            ("name", "Ann Lee"),
+            ("invoice", "2026-117"),
+            ("amount", "120.00 €"),
+            ("due", "2026-12-31"),
+        ],
+    );
+    assert_eq!(r.text.unwrap(), html[1].replace('\n', "\r\n"));
 }

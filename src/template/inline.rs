@@ -162,7 +162,7 @@ impl HelperDef for InlineHelper {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// The smallest PNG: a 1×1 image (signature, IHDR, IDAT, IEND).

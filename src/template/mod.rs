@@ -1090,4 +1090,94 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("needs a To: header"));
     }
+
+    #[test]
+    fn markdown_makes_both_parts_unless_the_template_writes_the_text() {
+        let src = "From: a@b.test\nTo: {{email}}\n\n--- markdown ---\n# Hi {{name}}\n\n*Thanks*\n";
+        let t = MessageTemplate::parse(src, Path::new("t"), Path::new("")).unwrap();
+        let cols = ["email", "name"].map(String::from);
+        let r = t
+            .render(&cols, &["a@example.com", "A_n*n"].map(String::from))
+            .unwrap();
+        assert_eq!(
+            r.html.as_deref(),
+            Some("<h1>Hi A_n*n</h1>\r\n<p><em>Thanks</em></p>\r\n")
+        );
+        assert_eq!(
+            r.text.as_deref(),
+            Some("Hi A_n*n\r\n========\r\n\r\nThanks\r\n")
+        );
+        let src =
+            "From: a@b.test\nTo: {{email}}\n\n--- text ---\nHand-written\n--- markdown ---\n*x*\n";
+        let t = MessageTemplate::parse(src, Path::new("t"), Path::new("")).unwrap();
+        let r = t
+            .render(&cols, &["a@example.com", "A"].map(String::from))
+            .unwrap();
+        assert_eq!(r.text.as_deref(), Some("Hand-written"));
+        assert_eq!(r.html.as_deref(), Some("<p><em>x</em></p>\r\n"));
+        let e = MessageTemplate::parse(
+            "From: a@b.test\nTo: x@y.test\n\n--- html ---\n<p>x</p>\n--- markdown ---\n*x*\n",
+            Path::new("t"),
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("t:6: a template has --- html --- or --- markdown ---, not both"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn inline_images_are_read_once_with_the_template_and_only_in_html_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("logo.png"), inline::tests::PNG).unwrap();
+        let src = "From: a@b.test\nTo: {{email}}\n\n--- html ---\n{{#if logo}}<img src=\"{{inline \"logo.png\"}}\">{{/if}}<p>x</p>\n";
+        let t = MessageTemplate::parse(src, Path::new("t"), dir.path()).unwrap();
+        // Gone from disk after loading: rows still carry it, read once with the template.
+        std::fs::remove_file(dir.path().join("logo.png")).unwrap();
+        let cols = ["email", "logo"].map(String::from);
+        for i in 0..3 {
+            let r = t
+                .render(&cols, &[format!("a{i}@example.com"), "y".into()])
+                .unwrap();
+            assert_eq!(r.inline.len(), 1);
+            assert_eq!(r.inline[0].bytes, inline::tests::PNG);
+            assert!(
+                r.html
+                    .unwrap()
+                    .contains(&format!("<img src=\"{}\">", r.inline[0].url()))
+            );
+            assert_eq!(r.text.as_deref(), Some("x\r\n"), "derived from the HTML");
+        }
+        // A row whose HTML does not show it does not carry it.
+        let r = t
+            .render(&cols, &["a@example.com".into(), String::new()])
+            .unwrap();
+        assert!(r.inline.is_empty());
+        // Not loadable: refused with the template line.
+        let e = MessageTemplate::parse(src, Path::new("t"), dir.path()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t:5: inline image not available: logo.png (images are read from the template's folder)"
+        );
+        for (src, line) in [
+            (
+                "From: a@b.test\nTo: {{email}}\nX-Logo: {{inline \"logo.png\"}}\n\nx\n",
+                3,
+            ),
+            (
+                "From: a@b.test\nTo: {{email}}\n\n--- text ---\n\n{{inline \"logo.png\"}}\n",
+                6,
+            ),
+        ] {
+            let e = MessageTemplate::parse(src, Path::new("t"), dir.path()).unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!(
+                    "t:{line}: {{{{inline}}}} shows an image in an HTML or Markdown body"
+                )),
+                "{e}"
+            );
+        }
+    }
 }

@@ -243,6 +243,10 @@ impl Writer {
                 }
             }
             Tag::Link { dest_url, .. } => {
+                if self.cell().is_none() {
+                    // Owed line breaks go before the link's text, not into it.
+                    self.flush();
+                }
                 let at = self.sink_len();
                 self.links.push((dest_url.to_string(), at));
             }
@@ -306,7 +310,7 @@ impl Writer {
             TagEnd::Link => {
                 if let Some((dest, at)) = self.links.pop() {
                     let sink = self.sink();
-                    let text = sink.get(at..).unwrap_or("");
+                    let text = sink.get(at..).unwrap_or("").trim();
                     let same = text == dest || dest.strip_prefix("mailto:") == Some(text);
                     if shown(&dest) && !same {
                         sink.push_str(&format!(" <{dest}>"));
