@@ -548,9 +548,14 @@ fn body<'x>(
         let mut related = Vec::with_capacity(images.len() + 1);
         related.push(content);
         for image in images {
+            // Named, as mail clients name what they list beside the message.
+            let name = Path::new(&image.name)
+                .file_name()
+                .map_or_else(|| image.name.clone(), |n| n.to_string_lossy().into_owned());
+            let disposition = ContentType::new("inline").attribute("filename", name);
             related.push(
                 MimePart::new(image.content_type.as_str(), image.bytes.as_slice())
-                    .inline()
+                    .header("Content-Disposition", disposition)
                     .cid(image.content_id.as_str()),
             );
         }

@@ -112,7 +112,9 @@ fn assert_markdown_message(msg: &Message<'_>) -> (String, String) {
     };
     let image = &msg.parts[children[1] as usize];
     assert_eq!(image.contents(), PNG);
-    assert!(image.content_disposition().unwrap().is_inline());
+    let disposition = image.content_disposition().unwrap();
+    assert!(disposition.is_inline());
+    assert_eq!(disposition.attribute("filename"), Some("logo.png"));
     let cid = image.content_id().expect("Content-ID");
     let html = msg.body_html(0).unwrap().into_owned();
     let text = msg.body_text(0).unwrap().into_owned();
