@@ -33,12 +33,11 @@ const MARKDOWN: &str = "--- markdown ---\nHello {{name}},\n\nYour **{{plan}}** p
 const HTML_ONLY: &str = "--- html ---\n<p>Hello {{name}},</p><p>Your <b>{{plan}}</b> plan renews on {{date}}. Nothing to do.</p>\n\
 {{#if vip}}<p>Thanks for being with us since the start.</p>{{/if}}<p>Acme</p>\n";
 
-fn main() {
-    let n: usize = std::env::var("MAILMERGE_BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    // The list as CSV bytes, read by the real reader: rendering starts from a CSV row.
+/// A benchmark variant: its name, the compiled template and the message options.
+type Variant = (&'static str, MessageTemplate, MessageOptions);
+
+/// `n` rows as CSV bytes, read by the real reader: rendering starts from a CSV row.
+fn list(n: usize) -> RecipientList {
     let mut csv = String::from("email,name,plan,date,token,vip\n");
     for i in 0..n {
         let vip = if i % 3 == 0 { "y" } else { "" };
@@ -47,42 +46,55 @@ fn main() {
             i % 500
         ));
     }
-    let list = RecipientList::from_bytes(
+    RecipientList::from_bytes(
         csv.into_bytes(),
         Path::new("bench.csv"),
         &ListOptions::default(),
     )
-    .expect("list");
+    .expect("list")
+}
+
+/// The variants, compiled and checked against the list's columns; the first is the one the
+/// others are compared with.
+fn variants(columns: &[String]) -> Vec<Variant> {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
     let key = |file: &str| {
         let pem = std::fs::read(format!("{fixtures}{file}")).expect("fixture key");
         Some(Signer::from_pem(&pem, "bench", None).expect("key"))
     };
-    let variants = [
+    [
         ("text + html", HAND, None),
         ("markdown", MARKDOWN, None),
         ("html, text derived", HTML_ONLY, None),
         ("text + html, Ed25519", HAND, key("dkim-ed25519.pem")),
         ("text + html, RSA-2048", HAND, key("dkim-rsa2048.pem")),
-    ];
+    ]
+    .into_iter()
+    .map(|(name, body, dkim)| {
+        let template = MessageTemplate::parse(
+            &format!("{HEADERS}{body}"),
+            Path::new("bench.hbs"),
+            Path::new("."),
+        )
+        .expect("template");
+        template.check_columns(columns).expect("columns");
+        let opts = MessageOptions {
+            dkim,
+            ..MessageOptions::default()
+        };
+        (name, template, opts)
+    })
+    .collect()
+}
+
+fn main() {
+    let n: usize = std::env::var("MAILMERGE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let list = list(n);
+    let compiled = variants(&list.columns);
     let threads = rayon::current_num_threads();
-    let compiled: Vec<(&str, MessageTemplate, MessageOptions)> = variants
-        .into_iter()
-        .map(|(name, body, dkim)| {
-            let template = MessageTemplate::parse(
-                &format!("{HEADERS}{body}"),
-                Path::new("bench.hbs"),
-                Path::new("."),
-            )
-            .expect("template");
-            template.check_columns(&list.columns).expect("columns");
-            let opts = MessageOptions {
-                dkim,
-                ..MessageOptions::default()
-            };
-            (name, template, opts)
-        })
-        .collect();
     let one = |template: &MessageTemplate, opts: &MessageOptions, i: usize| -> usize {
         let row = list.row(i);
         let addr = row.status.as_ref().expect("valid row");

@@ -192,7 +192,9 @@ pub enum RenderError {
 /// Where a variable is used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct VarUse {
+    /// The column name.
     name: String,
+    /// File line of the use.
     line: usize,
     /// Used only inside a conditional or loop: may be empty.
     optional: bool,
@@ -204,7 +206,9 @@ struct VarUse {
 /// A header line of the template.
 #[derive(Clone, Debug)]
 struct HeaderTemplate {
+    /// The header's name as written.
     name: String,
+    /// Its registry name.
     key: String,
     /// Compiled in the `addr` registry (an address-list header).
     address: bool,
