@@ -17,6 +17,8 @@ pub mod delivery;
 pub mod dkim;
 pub mod events;
 pub mod files;
+
+pub mod folder;
 pub mod identity;
 pub mod journal;
 pub mod merge;
@@ -24,6 +26,7 @@ pub mod message;
 pub mod mx;
 pub mod outcome;
 pub mod preflight;
+pub mod preview;
 pub mod progress;
 pub mod provider;
 pub mod recipients;

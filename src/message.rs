@@ -3,6 +3,9 @@
 //!
 //! The envelope recipient is always the row's address: nothing rendered from the CSV can add a
 //! recipient, and header values were already checked for line breaks by the template stage.
+//! The body is the text and HTML parts as `multipart/alternative`, inside `multipart/related`
+//! with the inline images, inside `multipart/mixed` with the attachments; each layer only when
+//! it has more than one part.
 //! We set Message-ID ourselves, on the sender's domain (mail-builder would use the host name).
 //! `List-Unsubscribe`/`List-Unsubscribe-Post` (RFC 2369/8058) are checked and written as they
 //! are (never RFC 2047-encoded), and with `--dkim-key` the finished bytes are DKIM-signed here,
@@ -14,19 +17,24 @@
 //! not signed: trace headers are not in [`crate::dkim::SIGNED_HEADERS`] (RFC 6376 §5.4.1).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address as MbAddress;
+use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::date::Date;
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
+use mail_builder::mime::{BodyPart, MimePart};
 use thiserror::Error;
 
 use crate::address::Address;
 use crate::dkim::Signer;
+pub use crate::folder::AttachmentDir;
+use crate::folder::FolderError;
 use crate::smtp::{DataPayload, Envelope};
-use crate::template::Rendered;
+use crate::template::{InlineImage, Rendered};
 
 /// A message ready to send.
 #[derive(Clone, Debug)]
@@ -77,48 +85,12 @@ pub enum BuildError {
     Dkim(String),
 }
 
-/// The one folder attachments are read from (the template's, or `--attachments-dir`). CSV
-/// values decide which file a row attaches, so they must never reach outside it.
-#[derive(Clone, Debug)]
-pub struct AttachmentDir {
-    /// Canonical path of the folder.
-    root: PathBuf,
-}
-
-impl AttachmentDir {
-    /// The folder `dir` (resolved once: symlinks in the folder's own path are fine).
-    pub fn new(dir: &std::path::Path) -> Self {
-        Self {
-            root: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+impl From<FolderError> for BuildError {
+    fn from(e: FolderError) -> Self {
+        match e {
+            FolderError::Unavailable(value) => Self::Attachment(value),
+            FolderError::TooLarge { size, limit } => Self::TooLarge { size, limit },
         }
-    }
-
-    /// Reads the file `value` names, relative to the folder, at most `limit` bytes. Refused:
-    /// absolute paths, any `..`, a path whose canonical form (symlinks resolved) leaves the
-    /// folder, anything but a regular file.
-    pub fn read(&self, value: &str, limit: usize) -> Result<Vec<u8>, BuildError> {
-        use std::path::Component;
-        let refuse = || BuildError::Attachment(value.to_string());
-        let rel = std::path::Path::new(value);
-        if value.is_empty()
-            || !rel
-                .components()
-                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            return Err(refuse());
-        }
-        let path = std::fs::canonicalize(self.root.join(rel)).map_err(|_| refuse())?;
-        let meta = std::fs::metadata(&path).map_err(|_| refuse())?;
-        if !path.starts_with(&self.root) || !meta.is_file() {
-            return Err(refuse());
-        }
-        if meta.len() > limit as u64 {
-            return Err(BuildError::TooLarge {
-                size: usize::try_from(meta.len()).unwrap_or(usize::MAX),
-                limit,
-            });
-        }
-        std::fs::read(&path).map_err(|_| refuse())
     }
 }
 
@@ -525,18 +497,13 @@ pub fn build_row(
     if let Some(at) = opts.date {
         builder = builder.date(Date::new(at));
     }
-    if let Some(text) = rendered.text {
-        builder = builder.text_body(text);
-    }
-    if let Some(html) = rendered.html {
-        builder = builder.html_body(html);
-    }
     let limit = match opts.max_message_size {
         0 => DEFAULT_MAX_MESSAGE_SIZE,
         n => n,
     };
-    let builder = attachments(builder, rendered.attachments, opts, limit)?;
+    let files = attachments(rendered.attachments, opts, limit)?;
     let mut bytes = builder
+        .body(body(rendered.text, rendered.html, &rendered.inline, files))
         .write_to_vec()
         .map_err(|e| BuildError::Sender(e.to_string()))?;
     if bytes.len() > limit {
@@ -626,15 +593,68 @@ fn headers(
     Ok((builder, from_addr))
 }
 
-/// Attaches each file, read inside the attachments folder, each at most `limit` bytes.
+/// The MIME structure of the body (RFC 2046, RFC 2387): the text and HTML parts as
+/// `multipart/alternative`; that inside `multipart/related` with the inline images the HTML
+/// shows (each with its `Content-ID`); that inside `multipart/mixed` with the attachments.
+/// Each layer only when it has more than one part.
+fn body<'x>(
+    text: Option<String>,
+    html: Option<String>,
+    images: &'x [Arc<InlineImage>],
+    files: Vec<MimePart<'x>>,
+) -> MimePart<'x> {
+    let mut alternative: Vec<MimePart<'x>> = Vec::with_capacity(2);
+    if let Some(text) = text {
+        alternative.push(MimePart::new("text/plain", text));
+    }
+    if let Some(html) = html {
+        alternative.push(MimePart::new("text/html", html));
+    }
+    let mut content = match alternative.len() {
+        0 => MimePart::new("text/plain", "\r\n"),
+        1 => alternative.remove(0),
+        _ => MimePart::new("multipart/alternative", alternative),
+    };
+    if !images.is_empty() {
+        let root_type = match &content.contents {
+            BodyPart::Multipart(_) => "multipart/alternative",
+            _ => "text/html",
+        };
+        let mut related = Vec::with_capacity(images.len() + 1);
+        related.push(content);
+        for image in images {
+            // Named, as mail clients name what they list beside the message.
+            let name = Path::new(&image.name)
+                .file_name()
+                .map_or_else(|| image.name.clone(), |n| n.to_string_lossy().into_owned());
+            let disposition = ContentType::new("inline").attribute("filename", name);
+            related.push(
+                MimePart::new(image.content_type.as_str(), image.bytes.as_slice())
+                    .header("Content-Disposition", disposition)
+                    .cid(image.content_id.as_str()),
+            );
+        }
+        // RFC 2387 §3.1: `type` names the root part's type.
+        let related_type = ContentType::new("multipart/related").attribute("type", root_type);
+        content = MimePart::new(related_type, related);
+    }
+    if files.is_empty() {
+        return content;
+    }
+    let mut mixed = Vec::with_capacity(files.len() + 1);
+    mixed.push(content);
+    mixed.extend(files);
+    MimePart::new("multipart/mixed", mixed)
+}
+
+/// Reads each file to attach inside the attachments folder, each at most `limit` bytes.
 fn attachments(
-    mut builder: MessageBuilder<'static>,
     files: Vec<PathBuf>,
     opts: &MessageOptions,
     limit: usize,
-) -> Result<MessageBuilder<'static>, BuildError> {
+) -> Result<Vec<MimePart<'static>>, BuildError> {
     if files.is_empty() {
-        return Ok(builder);
+        return Ok(Vec::new());
     }
     // Resolved once per message, and only when it has attachments (canonicalizing is a
     // system call; most messages have none).
@@ -646,15 +666,16 @@ fn attachments(
             &here
         }
     };
+    let mut parts = Vec::with_capacity(files.len());
     for path in files {
         let bytes = dir.read(&path.to_string_lossy(), limit)?;
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "attachment".into());
-        builder = builder.attachment(content_type_for(&path), file_name, bytes);
+        parts.push(MimePart::new(content_type_for(&path), bytes).attachment(file_name));
     }
-    Ok(builder)
+    Ok(parts)
 }
 
 /// The `Received:` header for this run (see [`Trace`]).
@@ -688,6 +709,7 @@ mod tests {
             text: Some(text.into()),
             html: None,
             attachments: vec![],
+            inline: vec![],
         }
     }
 
@@ -972,48 +994,6 @@ mod tests {
         assert_eq!(Trace::new(Path::new(&long), "h").from, "list");
         let long = format!("{}.{}.csv", "a".repeat(40), "b".repeat(40));
         assert_eq!(Trace::new(Path::new(&long), "h").from, "a".repeat(40));
-    }
-
-    #[test]
-    fn attachments_stay_inside_their_folder() {
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret.txt"), "secret").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("files")).unwrap();
-        std::fs::write(dir.path().join("files/ok.txt"), "fine").unwrap();
-        std::os::unix::fs::symlink(
-            outside.path().join("secret.txt"),
-            dir.path().join("files/link.txt"),
-        )
-        .unwrap();
-        std::os::unix::fs::symlink(dir.path().join("files/ok.txt"), dir.path().join("in.txt"))
-            .unwrap();
-        let att = AttachmentDir::new(dir.path());
-        assert_eq!(att.read("files/ok.txt", 100).unwrap(), b"fine");
-        assert_eq!(
-            att.read("./in.txt", 100).unwrap(),
-            b"fine",
-            "a symlink inside is fine"
-        );
-        let secret = outside.path().join("secret.txt");
-        for hostile in [
-            "../../../../etc/passwd",
-            "files/../../secret.txt",
-            "/etc/shadow",
-            "/proc/self/environ",
-            secret.to_str().unwrap(),
-            "files/link.txt",
-            "files",
-            "files/missing.pdf",
-            "",
-        ] {
-            let e = att.read(hostile, 100).unwrap_err().to_string();
-            assert_eq!(e, format!("attachment not available: {hostile}"));
-        }
-        assert!(matches!(
-            att.read("files/ok.txt", 3),
-            Err(BuildError::TooLarge { size: 4, limit: 3 })
-        ));
     }
 
     #[test]

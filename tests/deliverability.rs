@@ -23,7 +23,7 @@ fn fixture(name: &str) -> String {
 }
 
 /// A DKIM verifier that asks only the test DNS server.
-fn verifier(dns: SocketAddr) -> MessageAuthenticator {
+pub(crate) fn verifier(dns: SocketAddr) -> MessageAuthenticator {
     let mut udp = ConnectionConfig::udp();
     udp.port = dns.port();
     let mut tcp = ConnectionConfig::tcp();
@@ -36,7 +36,7 @@ fn verifier(dns: SocketAddr) -> MessageAuthenticator {
     .expect("verifier")
 }
 
-async fn dkim_results(auth: &MessageAuthenticator, message: &[u8]) -> Vec<DkimResult> {
+pub(crate) async fn dkim_results(auth: &MessageAuthenticator, message: &[u8]) -> Vec<DkimResult> {
     let parsed = AuthenticatedMessage::parse(message).expect("parse");
     auth.verify_dkim(&parsed)
         .await

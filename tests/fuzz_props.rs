@@ -164,6 +164,81 @@ fn csv_to_message_on_generated_hostile_rows() {
     assert!(built > 300, "only {built} messages built");
 }
 
+/// Hostile rows through a Markdown template with a value in every Markdown context: the
+/// HTML part never holds a tag, link or attribute that the template did not write.
+#[test]
+fn markdown_values_never_become_markup() {
+    let mut rng = Rng(0x5eed_0004);
+    let hostile: &[&[u8]] = &[
+        b"<script>alert(1)</script>",
+        b"[x](javascript:alert(1))",
+        b"![i](https://evil.example/t.png)",
+        b"<img src=x onerror=alert(1)>",
+        b"**",
+        b"_",
+        b"`",
+        b"``",
+        b"# ",
+        b"- ",
+        b"1. ",
+        b"> ",
+        b"    ",
+        b"\t",
+        b"|",
+        b"---",
+        b"===",
+        b"\\",
+        b"&amp;",
+        b"&#60;",
+        b"\"",
+        b"\"\"",
+        b"'",
+        b"=",
+        b"<",
+        b">",
+        b"</div>",
+        b"<!--",
+        b"-->",
+        b"]]>",
+        b"https://evil.example/x",
+        b"www.evil.example",
+        b"a@evil.example",
+        b"<https://evil.example>",
+        b"\r\n",
+        b"\n\n",
+        b"\xee\x80\x80", // U+E000, the mark mailmerge uses for values
+        b"\xee\x80\x81",
+        b"ok",
+        b" ",
+    ];
+    let mut built = 0;
+    for _ in 0..1_000 {
+        let mut data = vec![0];
+        for _ in 0..1 + rng.below(3) {
+            data.extend_from_slice(b"a@example.com");
+            for _ in 0..2 {
+                data.extend_from_slice(b",\"");
+                for _ in 0..1 + rng.below(6) {
+                    let p = rng.pick(hostile);
+                    if p.contains(&b'"') {
+                        data.extend_from_slice(
+                            &p.iter()
+                                .flat_map(|&b| if b == b'"' { vec![b'"', b'"'] } else { vec![b] })
+                                .collect::<Vec<u8>>(),
+                        );
+                    } else {
+                        data.extend_from_slice(p);
+                    }
+                }
+                data.push(b'"');
+            }
+            data.push(b'\n');
+        }
+        built += checks::markdown_message(&data);
+    }
+    assert!(built > 1_000, "only {built} messages built");
+}
+
 /// The SMTP client against thousands of scripted servers that answer at random (right,
 /// wrong, refused, out of step, twice, with garbage, endlessly, or not at all), over an
 /// in-memory pipe under paused time. Invariants: no panic; every session ends in bounded

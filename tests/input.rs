@@ -119,12 +119,16 @@ async fn check_prints_the_plan_sends_nothing_and_exits_1_when_a_row_cannot_be_se
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
+    // Each message, and its preview beside it.
     assert_eq!(
         files,
         vec![
             "000001-a1@a.test.eml",
+            "000001-a1@a.test.html",
             "000002-a2@a.test.eml",
-            "000004-b1@b.test.eml"
+            "000002-a2@a.test.html",
+            "000004-b1@b.test.eml",
+            "000004-b1@b.test.html"
         ]
     );
     let eml = std::fs::read_to_string(out_dir.join("000004-b1@b.test.eml")).unwrap();

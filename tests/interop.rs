@@ -306,7 +306,12 @@ async fn stored_as_rendered(mta: &dyn Mta, eml: &std::path::Path, n: usize) {
     }
     let mut checked = 0;
     for entry in std::fs::read_dir(eml).unwrap() {
-        let rendered = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        // Beside each .eml, --out writes an .html preview.
+        if path.extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
+        let rendered = std::fs::read_to_string(path).unwrap();
         let id = message_id(&rendered.replace("\r\n", "\n")).expect("rendered Message-ID");
         let stored = by_id
             .get(&id)

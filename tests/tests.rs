@@ -30,4 +30,5 @@ mod resume;
 mod scale;
 mod sender_memory;
 mod suppress;
+mod templates;
 mod tls_policy;

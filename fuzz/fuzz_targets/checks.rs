@@ -128,6 +128,115 @@ pub fn csv_message(data: &[u8]) -> usize {
     built
 }
 
+/// A Markdown template with a value in every context: heading, emphasis, code span, table
+/// cell, quote, list item, link destination, the template's own raw HTML, an indented code
+/// block.
+pub const MARKDOWN_TEMPLATE: &str = "From: Fuzz <fuzz@sender.test>\nTo: {{email}}\nSubject: s\n\n\
+--- markdown ---\n# Hello {{name}}\n\nDear **{{name}}**, your code is `{{x}}` and _{{x}}_.\n\n\
+| Name | Note |\n|------|------|\n| {{name}} | {{x}} |\n\n> {{x}}\n\n\
+- {{name}}\n- [Your page](https://acme.example/u/{{x}}) or https://acme.example/help\n\n\
+<div title=\"{{x}}\">{{name}}</div>\n\n    {{x}}\n";
+
+/// The tags the Markdown template itself can produce.
+const MARKDOWN_TAGS: &[&str] = &[
+    "h1",
+    "p",
+    "strong",
+    "em",
+    "code",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "blockquote",
+    "ul",
+    "li",
+    "a",
+    "div",
+    "br",
+    "pre",
+];
+
+/// First byte ignored; the rest: CSV rows (`email,name,x`) rendered through
+/// [`MARKDOWN_TEMPLATE`]. No panic; whatever a row holds, the HTML part has only the
+/// template's kinds of tags, links only to the template's destinations, the `div` only its
+/// one attribute, and the message is one `multipart/alternative` of a text and an HTML part.
+/// Returns the number of messages built.
+pub fn markdown_message(data: &[u8]) -> usize {
+    let Some((_, rest)) = data.split_first() else {
+        return 0;
+    };
+    let mut csv = b"email,name,x\n".to_vec();
+    csv.extend_from_slice(rest);
+    let opts = ListOptions {
+        allow_duplicates: true,
+        ..ListOptions::default()
+    };
+    let Ok(list) = RecipientList::from_reader(&csv[..], Path::new("fuzz.csv"), &opts) else {
+        return 0;
+    };
+    let template = MessageTemplate::parse(MARKDOWN_TEMPLATE, Path::new("fuzz.hbs"), Path::new("/"))
+        .expect("template");
+    let mut built = 0;
+    for row in list.iter() {
+        let Ok(addr) = &row.status else { continue };
+        let Ok(rendered) = template.render(&list.columns, &row.fields) else {
+            continue;
+        };
+        let html = rendered.html.clone().expect("an HTML part");
+        assert_markup_is_the_templates(&html);
+        let Ok(msg) = build(rendered, addr, &MessageOptions::default()) else {
+            continue;
+        };
+        let text = DataPayload::unstuff(msg.payload.as_bytes());
+        let text = String::from_utf8_lossy(&text);
+        let types: Vec<&str> = text
+            .split("\r\n")
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+            .collect();
+        assert_eq!(types.len(), 3, "{text}");
+        assert!(types[0].contains("multipart/alternative"), "{text}");
+        built += 1;
+    }
+    built
+}
+
+/// Every tag in `html` is one the template makes: data adds none (text `<` is `&lt;`).
+fn assert_markup_is_the_templates(html: &str) {
+    let mut links = 0;
+    for (i, _) in html.match_indices('<') {
+        let tag = &html[i..];
+        let tag = &tag[..tag.find('>').map_or(tag.len(), |e| e + 1)];
+        let name: String = tag[1..]
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        assert!(
+            MARKDOWN_TAGS.contains(&name.as_str()),
+            "tag {tag:?} in {html}"
+        );
+        if name == "a" && !tag.starts_with("</") {
+            links += 1;
+            let ok = tag == "<a href=\"https://acme.example/help\">"
+                || (tag.starts_with("<a href=\"https://acme.example/u/")
+                    && tag.matches('"').count() == 2);
+            assert!(ok, "link {tag:?} in {html}");
+        }
+        if name == "div" && !tag.starts_with("</") {
+            assert!(
+                tag.starts_with("<div title=\"")
+                    && tag.ends_with("\">")
+                    && tag.matches('"').count() == 2,
+                "div {tag:?} in {html}"
+            );
+        }
+    }
+    assert!(links <= 2, "{links} links in {html}");
+}
+
 /// Any bytes as a server's script: the SMTP client holds a session with a server that greets,
 /// then answers each command (or each end of data) with the next piece of `data` (pieces are
 /// separated by `0xff`; running out closes the connection). No panic, and the verdicts obey

@@ -48,7 +48,10 @@ pub(super) async fn plan(
                         let row = list.row(r);
                         let path = dir.join(eml_name(row.row, &row.email));
                         let bytes = smtp::DataPayload::unstuff(msg.payload.as_bytes());
-                        crate::files::write(&path, &bytes).err().map(|e| (path, e))
+                        crate::files::write(&path, &bytes)
+                            .and_then(|()| crate::preview::write_beside(&path, &bytes))
+                            .err()
+                            .map(|e| (path, e))
                     });
                     (r, None, written)
                 }

@@ -1,11 +1,14 @@
 //! The message template: a header block, a blank line, then the body, all Handlebars.
 //!
 //! Parsed and compiled once, rendered per recipient. Header values and the text body are
-//! rendered without HTML escaping (a subject must never read `&amp;`); the HTML body is escaped.
-//! Before anything is sent, every variable the template uses is checked against the CSV
-//! columns, so a typo stops the run with the template line instead of producing blank messages.
+//! rendered without HTML escaping (a subject must never read `&amp;`); the HTML body is escaped;
+//! a Markdown body is escaped for Markdown and then made into the HTML and text parts
+//! ([`markdown`]). Before anything is sent, every variable the template uses is checked against
+//! the CSV columns, so a typo stops the run with the template line instead of producing blank
+//! messages, and the template's shape is checked so that no row can make rendering recurse or
+//! grow without bound ([`bounds`]).
 //!
-//! Format (see README "Template format"):
+//! Format (see docs/templates.md):
 //!
 //! ```text
 //! From: Acme Billing <billing@acme.example>
@@ -16,17 +19,38 @@
 //! --- text ---
 //! Hello {{name}}, ...
 //! --- html ---
-//! <p>Hello {{name}}, ...</p>
+//! <p>Hello {{name}}, ...</p> <img src="{{inline "logo.png"}}" alt="Acme">
 //! ```
 //!
-//! Without section markers the whole body is the text part.
+//! or, instead of both parts, `--- markdown ---` and a Markdown body. Without section markers
+//! the whole body is the text part. With an HTML or Markdown body and no `--- text ---`, the
+//! text part is derived from it ([`plain`]), so such a message is always
+//! `multipart/alternative`.
 
-use std::collections::BTreeMap;
+mod bounds;
+mod inline;
+mod markdown;
+mod plain;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use handlebars::template::{Parameter, TemplateElement};
-use handlebars::{Handlebars, JsonValue, Template};
+use handlebars::{Context, Handlebars, JsonValue, Template};
 use thiserror::Error;
+
+pub use bounds::{MAX_DEPTH, MAX_EACH_NESTING, MAX_EXPANDED, MAX_RENDERED};
+pub use inline::{InlineImage, MAX_IMAGE};
+
+use crate::folder::AttachmentDir;
+
+/// Registry names of the body sections (see [`bounds::RESERVED`]: no partial can name them).
+const TEXT: &str = "mailmerge:text";
+/// The HTML section's registry name.
+const HTML: &str = "mailmerge:html";
+/// The Markdown section's registry name.
+const MARKDOWN: &str = "mailmerge:markdown";
 
 /// Header names the message stage generates itself; a template may not set them.
 const RESERVED_HEADERS: &[&str] = &[
@@ -74,7 +98,7 @@ pub const ATTACHMENT_HEADER: &str = "Attachment";
 /// Built-in helpers whose bare name is not a variable.
 const HELPERS: &[&str] = &[
     "if", "unless", "each", "with", "lookup", "log", "eq", "ne", "gt", "gte", "lt", "lte", "and",
-    "or", "not", "len", "else", "this",
+    "or", "not", "len", "else", "this", "inline",
 ];
 
 /// The template cannot be used; nothing is sent.
@@ -147,12 +171,30 @@ pub enum RenderError {
     /// Handlebars failed at render time.
     #[error("template render failed: {0}")]
     Render(String),
+    /// The rendered message would be larger than [`MAX_RENDERED`] (e.g. loops over a wide
+    /// row with long values).
+    #[error("the rendered message would be larger than {limit} bytes (the limit per message)")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// A link or image in a Markdown body whose destination comes from the CSV data has a
+    /// scheme other than http, https or mailto.
+    #[error(
+        "a link in the Markdown body would point to {url:?}, from the CSV data: only http, https and mailto links may come from the data"
+    )]
+    UnsafeLink {
+        /// The destination.
+        url: String,
+    },
 }
 
 /// Where a variable is used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct VarUse {
+    /// The column name.
     name: String,
+    /// File line of the use.
     line: usize,
     /// Used only inside a conditional or loop: may be empty.
     optional: bool,
@@ -164,7 +206,9 @@ struct VarUse {
 /// A header line of the template.
 #[derive(Clone, Debug)]
 struct HeaderTemplate {
+    /// The header's name as written.
     name: String,
+    /// Its registry name.
     key: String,
     /// Compiled in the `addr` registry (an address-list header).
     address: bool,
@@ -173,16 +217,33 @@ struct HeaderTemplate {
 /// A compiled template, shared by all rendering threads.
 #[derive(Debug)]
 pub struct MessageTemplate {
+    /// Headers, attachments and the text body: no escaping.
     plain: Handlebars<'static>,
+    /// The HTML body: HTML escaping.
     html: Handlebars<'static>,
     /// Address headers: values quoted when they hold address syntax.
     addr: Handlebars<'static>,
+    /// The Markdown body: Markdown escaping ([`markdown::escape`]).
+    md: Handlebars<'static>,
+    /// Header lines in template order.
     headers: Vec<HeaderTemplate>,
+    /// Registry names of the `Attachment:` lines.
     attachments: Vec<String>,
+    /// A `--- text ---` section was compiled.
     has_text: bool,
+    /// A `--- html ---` section was compiled.
     has_html: bool,
+    /// A `--- markdown ---` section was compiled.
+    has_markdown: bool,
+    /// `{{inline}}` uses found while compiling: (file name, file line).
+    inline_uses: Vec<(String, usize)>,
+    /// The inline images, read once when the template is loaded.
+    images: Vec<Arc<InlineImage>>,
+    /// Variables used, for the column check.
     vars: Vec<VarUse>,
+    /// The template's folder.
     base_dir: PathBuf,
+    /// The template file (for messages).
     path: PathBuf,
     /// The template text as read (for the journal's fingerprint of the message).
     source: String,
@@ -199,6 +260,8 @@ pub struct Rendered {
     pub html: Option<String>,
     /// Files to attach (resolved against the template's folder).
     pub attachments: Vec<PathBuf>,
+    /// Images the HTML body shows through `cid:` URLs (only those this row's HTML uses).
+    pub inline: Vec<Arc<InlineImage>>,
 }
 
 impl Rendered {
@@ -261,22 +324,57 @@ impl MessageTemplate {
         for section in body_sections(&lines, blank + 1) {
             template.compile_section(section)?;
         }
+        template.load_images()?;
         Ok(template)
     }
 
-    /// A template with nothing compiled yet: the three registries (text, HTML-escaped,
-    /// address-quoting) are filled by [`MessageTemplate::parse`]'s steps.
+    /// Reads every image `{{inline}}` names, once, from the template's folder, and gives the
+    /// HTML and Markdown registries the helper that writes their `cid:` URLs.
+    fn load_images(&mut self) -> Result<(), TemplateError> {
+        let mut urls = HashMap::new();
+        if !self.inline_uses.is_empty() {
+            let folder = AttachmentDir::new(&self.base_dir);
+            for (name, line) in std::mem::take(&mut self.inline_uses) {
+                if urls.contains_key(&name) {
+                    continue;
+                }
+                let image = InlineImage::load(&folder, &name)
+                    .map_err(|reason| format_error(&self.path, line, reason))?;
+                urls.insert(name, image.url());
+                // The same picture under two names is one part.
+                if !self.images.iter().any(|i| i.content_id == image.content_id) {
+                    self.images.push(Arc::new(image));
+                }
+            }
+        }
+        let helper = inline::InlineHelper {
+            urls: Arc::new(urls),
+        };
+        self.html
+            .register_helper(inline::HELPER, Box::new(helper.clone()));
+        self.md.register_helper(inline::HELPER, Box::new(helper));
+        Ok(())
+    }
+
+    /// A template with nothing compiled yet: the four registries (text, HTML-escaped,
+    /// address-quoting, Markdown-escaped) are filled by [`MessageTemplate::parse`]'s steps.
     fn empty(src: &str, path: &Path, base_dir: &Path) -> Self {
         let mut addr = registry(false);
         addr.register_escape_fn(address_escape);
+        let mut md = registry(false);
+        md.register_escape_fn(markdown::escape);
         Self {
             plain: registry(false),
             html: registry(true),
             addr,
+            md,
             headers: Vec::new(),
             attachments: Vec::new(),
             has_text: false,
             has_html: false,
+            has_markdown: false,
+            inline_uses: Vec::new(),
+            images: Vec::new(),
             vars: Vec::new(),
             base_dir: base_dir.to_path_buf(),
             path: path.to_path_buf(),
@@ -298,14 +396,23 @@ impl MessageTemplate {
         if let Some(reason) = header_name_problem(name) {
             return Err(format_error(&self.path, line, reason));
         }
-        let key = format!("h{}", self.headers.len() + self.attachments.len());
+        let key = format!(
+            "{}h{}",
+            bounds::RESERVED,
+            self.headers.len() + self.attachments.len()
+        );
         let address = ADDRESS_HEADERS.contains(&name.to_ascii_lowercase().as_str());
         let reg = if address {
             &mut self.addr
         } else {
             &mut self.plain
         };
-        compile_into(reg, &key, value.trim(), &self.path, line, &mut self.vars)?;
+        let source = Source {
+            text: value.trim(),
+            path: &self.path,
+            first_line: line,
+        };
+        compile_into(reg, &key, &source, &mut self.vars, None)?;
         if name.eq_ignore_ascii_case(ATTACHMENT_HEADER) {
             self.attachments.push(key);
         } else {
@@ -336,30 +443,52 @@ impl MessageTemplate {
         Ok(())
     }
 
-    /// Compiles one body section into the text or HTML registry; each kind may appear once.
+    /// Compiles one body section into its registry; each kind may appear once, and a
+    /// Markdown body (which makes the HTML part) not together with an HTML one.
     fn compile_section(&mut self, section: Section) -> Result<(), TemplateError> {
-        let (seen, reg) = if section.kind == "text" {
-            (&mut self.has_text, &mut self.plain)
-        } else {
-            (&mut self.has_html, &mut self.html)
+        let marker = section.first_line - 1;
+        let (seen, reg, key, images) = match section.kind {
+            SectionKind::Text => (&mut self.has_text, &mut self.plain, TEXT, None),
+            SectionKind::Html => (
+                &mut self.has_html,
+                &mut self.html,
+                HTML,
+                Some(&mut self.inline_uses),
+            ),
+            SectionKind::Markdown => (
+                &mut self.has_markdown,
+                &mut self.md,
+                MARKDOWN,
+                Some(&mut self.inline_uses),
+            ),
         };
         if *seen {
             return Err(format_error(
                 &self.path,
-                section.first_line - 1,
-                format!("second --- {} --- section", section.kind),
+                marker,
+                format!("second --- {} --- section", section.kind.name()),
             ));
         }
         *seen = true;
-        let body = section.lines.join("\r\n");
-        compile_into(
-            reg,
-            section.kind,
-            &body,
-            &self.path,
-            section.first_line,
-            &mut self.vars,
-        )
+        if self.has_html && self.has_markdown {
+            return Err(format_error(
+                &self.path,
+                marker,
+                "a template has --- html --- or --- markdown ---, not both (the Markdown body makes the HTML part)".into(),
+            ));
+        }
+        let newline = if section.kind == SectionKind::Markdown {
+            "\n"
+        } else {
+            "\r\n"
+        };
+        let body = section.lines.join(newline);
+        let source = Source {
+            text: &body,
+            path: &self.path,
+            first_line: section.first_line,
+        };
+        compile_into(reg, key, &source, &mut self.vars, images)
     }
 
     /// The template text as read from the file.
@@ -388,15 +517,17 @@ impl MessageTemplate {
                 reason: format!("header {name} is set both here and by {origin}: keep one"),
             });
         }
-        let key = format!("x{}", self.headers.len() + self.attachments.len());
-        compile_into(
-            &mut self.plain,
-            &key,
-            value,
-            &origin_path,
-            1,
-            &mut self.vars,
-        )?;
+        let key = format!(
+            "{}x{}",
+            bounds::RESERVED,
+            self.headers.len() + self.attachments.len()
+        );
+        let source = Source {
+            text: value,
+            path: &origin_path,
+            first_line: 1,
+        };
+        compile_into(&mut self.plain, &key, &source, &mut self.vars, None)?;
         self.headers.push(HeaderTemplate {
             name: name.to_string(),
             key,
@@ -430,8 +561,70 @@ impl MessageTemplate {
         JsonValue::Object(map)
     }
 
-    /// Renders one recipient's message.
+    /// Renders one recipient's message. Whatever this row's data does to the template engine,
+    /// the answer is the row's message or the reason it has none: the template's shape is
+    /// bounded when it is loaded, the output while rendering, and a panic in the engine on
+    /// this row's data becomes this row's error, not the run's end.
     pub fn render(&self, columns: &[String], fields: &[String]) -> Result<Rendered, RenderError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.render_row(columns, fields)
+        }))
+        .unwrap_or_else(|_| {
+            Err(RenderError::Render(
+                "the template engine failed on this row's data".into(),
+            ))
+        })
+    }
+
+    /// [`MessageTemplate::render`]: the values checked, then every part rendered against one
+    /// [`bounds::Budget`].
+    fn render_row(&self, columns: &[String], fields: &[String]) -> Result<Rendered, RenderError> {
+        self.check_values(columns, fields)?;
+        let ctx = Context::from(Self::data(columns, fields));
+        let mut budget = bounds::Budget::new();
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for h in &self.headers {
+            let reg = if h.address { &self.addr } else { &self.plain };
+            let value = budget.render(reg, &h.key, &ctx)?;
+            if value.chars().any(|c| c.is_control() && c != '\t') {
+                return Err(RenderError::HeaderInjection {
+                    header: h.name.clone(),
+                });
+            }
+            headers.push((h.name.clone(), value.trim().to_string()));
+        }
+        let mut attachments = Vec::with_capacity(self.attachments.len());
+        for key in &self.attachments {
+            let value = budget.render(&self.plain, key, &ctx)?;
+            if value.chars().any(char::is_control) {
+                return Err(RenderError::HeaderInjection {
+                    header: ATTACHMENT_HEADER.into(),
+                });
+            }
+            // Resolved inside the attachments folder when the message is built.
+            attachments.push(PathBuf::from(value.trim()));
+        }
+        let (text, html) = self.bodies(&ctx, &mut budget)?;
+        let inline = match &html {
+            Some(html) => self
+                .images
+                .iter()
+                .filter(|i| html.contains(&i.url()))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Rendered {
+            headers,
+            text,
+            html,
+            attachments,
+            inline,
+        })
+    }
+
+    /// An empty value for a variable used outside any conditional makes the row invalid.
+    fn check_values(&self, columns: &[String], fields: &[String]) -> Result<(), RenderError> {
         for v in self.vars.iter().filter(|v| !v.optional) {
             let empty = columns
                 .iter()
@@ -445,48 +638,37 @@ impl MessageTemplate {
                 });
             }
         }
-        let data = Self::data(columns, fields);
-        let render = |reg: &Handlebars<'static>, key: &str| {
-            reg.render(key, &data)
-                .map_err(|e| RenderError::Render(e.to_string()))
+        Ok(())
+    }
+
+    /// The text and HTML bodies: as written, made from the Markdown body, and the text part
+    /// derived from the HTML one when the template has none. Line ends are CRLF.
+    fn bodies(
+        &self,
+        ctx: &Context,
+        budget: &mut bounds::Budget,
+    ) -> Result<(Option<String>, Option<String>), RenderError> {
+        let mut text = match self.has_text {
+            true => Some(budget.render(&self.plain, TEXT, ctx)?),
+            false => None,
         };
-        let mut headers = Vec::with_capacity(self.headers.len());
-        for h in &self.headers {
-            let value = render(if h.address { &self.addr } else { &self.plain }, &h.key)?;
-            if value.chars().any(|c| c.is_control() && c != '\t') {
-                return Err(RenderError::HeaderInjection {
-                    header: h.name.clone(),
-                });
-            }
-            headers.push((h.name.clone(), value.trim().to_string()));
+        let mut html = match self.has_html {
+            true => Some(budget.render(&self.html, HTML, ctx)?),
+            false => None,
+        };
+        if self.has_markdown {
+            let src = budget.render(&self.md, MARKDOWN, ctx)?;
+            let (md_html, md_text) = markdown::render(&src)?;
+            budget.charge(md_html.len() + md_text.len())?;
+            html = Some(crlf(&md_html));
+            text = text.or(Some(crlf(&md_text)));
         }
-        let mut attachments = Vec::with_capacity(self.attachments.len());
-        for key in &self.attachments {
-            let value = render(&self.plain, key)?;
-            if value.chars().any(char::is_control) {
-                return Err(RenderError::HeaderInjection {
-                    header: ATTACHMENT_HEADER.into(),
-                });
-            }
-            // Resolved inside the attachments folder when the message is built.
-            attachments.push(PathBuf::from(value.trim()));
+        if let (None, Some(h)) = (&text, &html) {
+            let derived = plain::from_html(h);
+            budget.charge(derived.len())?;
+            text = Some(crlf(&derived));
         }
-        let text = if self.has_text {
-            Some(render(&self.plain, "text")?)
-        } else {
-            None
-        };
-        let html = if self.has_html {
-            Some(render(&self.html, "html")?)
-        } else {
-            None
-        };
-        Ok(Rendered {
-            headers,
-            text,
-            html,
-            attachments,
-        })
+        Ok((text, html))
     }
 
     /// Variables the template uses, with the first line each appears on.
@@ -548,18 +730,51 @@ fn header_name_problem(name: &str) -> Option<String> {
     None
 }
 
+/// The kind of a body section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SectionKind {
+    /// `--- text ---`: the text/plain part.
+    Text,
+    /// `--- html ---`: the text/html part.
+    Html,
+    /// `--- markdown ---`: both parts, from Markdown.
+    Markdown,
+}
+
+impl SectionKind {
+    /// The name in the section's marker.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Html => "html",
+            Self::Markdown => "markdown",
+        }
+    }
+
+    /// The kind a marker line starts, if it is one.
+    fn of_marker(line: &str) -> Option<Self> {
+        match line.trim() {
+            "--- text ---" => Some(Self::Text),
+            "--- html ---" => Some(Self::Html),
+            "--- markdown ---" => Some(Self::Markdown),
+            _ => None,
+        }
+    }
+}
+
 /// One part of the body, between section markers.
 struct Section<'a> {
-    /// `"text"` or `"html"`: also the part's template name in its registry.
-    kind: &'static str,
+    /// Which part it is.
+    kind: SectionKind,
     /// File line of the section's first line.
     first_line: usize,
+    /// Its lines.
     lines: Vec<&'a str>,
 }
 
-/// Splits the body (`lines` from index `body_start`) at its `--- text ---` / `--- html ---`
-/// markers. Without markers the whole body is one text section; blank lines before the first
-/// marker are not a section of their own.
+/// Splits the body (`lines` from index `body_start`) at its `--- text ---`, `--- html ---`
+/// and `--- markdown ---` markers. Without markers the whole body is one text section; blank
+/// lines before the first marker are not a section of their own.
 fn body_sections<'a>(lines: &[&'a str], body_start: usize) -> Vec<Section<'a>> {
     let section = |kind, first_line| Section {
         kind,
@@ -567,15 +782,10 @@ fn body_sections<'a>(lines: &[&'a str], body_start: usize) -> Vec<Section<'a>> {
         lines: Vec::new(),
     };
     let mut sections = Vec::new();
-    let mut current = section("text", body_start + 1);
+    let mut current = section(SectionKind::Text, body_start + 1);
     let mut explicit = false;
     for (i, l) in lines.iter().enumerate().skip(body_start) {
-        let marker = match l.trim() {
-            "--- text ---" => Some("text"),
-            "--- html ---" => Some("html"),
-            _ => None,
-        };
-        if let Some(kind) = marker {
+        if let Some(kind) = SectionKind::of_marker(l) {
             if explicit || current.lines.iter().any(|l| !l.trim().is_empty()) {
                 sections.push(std::mem::replace(&mut current, section(kind, i + 2)));
             } else {
@@ -590,29 +800,87 @@ fn body_sections<'a>(lines: &[&'a str], body_start: usize) -> Vec<Section<'a>> {
     sections
 }
 
-/// Compiles `src` as template `key`, mapping error lines to file lines (`first_line` is the
-/// file line of the source's first line), and records the variables used.
+/// Template source to compile: its text, the file it is in and the file line of its first
+/// line (error messages give file lines).
+struct Source<'a> {
+    /// The text.
+    text: &'a str,
+    /// The template file (or the option that gave the text).
+    path: &'a Path,
+    /// File line of the text's first line.
+    first_line: usize,
+}
+
+impl Source<'_> {
+    /// The file line of `line` of the text.
+    fn file_line(&self, line: usize) -> usize {
+        line + self.first_line - 1
+    }
+}
+
+/// Compiles `src` as template `key` and records the variables used. The template's shape
+/// must pass [`bounds::check`]; `{{inline}}` uses are recorded in `images`, or refused when
+/// `images` is `None` (a header or the text body: no HTML to show an image in).
 fn compile_into(
     reg: &mut Handlebars<'static>,
     key: &str,
-    src: &str,
-    path: &Path,
-    first_line: usize,
+    src: &Source<'_>,
     vars: &mut Vec<VarUse>,
+    images: Option<&mut Vec<(String, usize)>>,
 ) -> Result<(), TemplateError> {
-    let tpl = Template::compile(src).map_err(|e| TemplateError::Syntax {
-        path: path.into(),
-        line: e.pos().map_or(first_line, |(l, _)| l + first_line - 1),
+    let tpl = Template::compile(src.text).map_err(|e| TemplateError::Syntax {
+        path: src.path.into(),
+        line: e.pos().map_or(src.first_line, |(l, _)| src.file_line(l)),
         column: e.pos().map_or(0, |(_, c)| c),
         reason: e.reason().to_string(),
     })?;
+    bounds::check(&tpl).map_err(|e| format_error(src.path, src.file_line(e.line), e.reason))?;
+    let mut used = Vec::new();
+    inline::uses(&tpl, &mut used)
+        .map_err(|(line, reason)| format_error(src.path, src.file_line(line), reason))?;
+    match images {
+        Some(images) => {
+            images.extend(
+                used.into_iter()
+                    .map(|(name, line)| (name, src.file_line(line))),
+            );
+        }
+        None => {
+            if let Some((_, line)) = used.first() {
+                return Err(format_error(
+                    src.path,
+                    src.file_line(*line),
+                    "{{inline}} shows an image in an HTML or Markdown body, not in a header or the text part".into(),
+                ));
+            }
+        }
+    }
     let before = vars.len();
-    collect_vars(&tpl, first_line, false, vars);
+    collect_vars(&tpl, src.first_line, false, vars);
     for v in &mut vars[before..] {
-        v.origin = Some(path.to_path_buf());
+        v.origin = Some(src.path.to_path_buf());
     }
     reg.register_template(key, tpl);
     Ok(())
+}
+
+/// `s` with every line ending (LF, CR or CRLF) as CRLF.
+fn crlf(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 32);
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push_str("\r\n");
+            }
+            '\n' => out.push_str("\r\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn param_var(p: &Parameter) -> Option<String> {
@@ -825,5 +1093,95 @@ mod tests {
         let e = MessageTemplate::parse("From: a@b.test\n\nb", Path::new("t"), Path::new(""))
             .unwrap_err();
         assert!(e.to_string().contains("needs a To: header"));
+    }
+
+    #[test]
+    fn markdown_makes_both_parts_unless_the_template_writes_the_text() {
+        let src = "From: a@b.test\nTo: {{email}}\n\n--- markdown ---\n# Hi {{name}}\n\n*Thanks*\n";
+        let t = MessageTemplate::parse(src, Path::new("t"), Path::new("")).unwrap();
+        let cols = ["email", "name"].map(String::from);
+        let r = t
+            .render(&cols, &["a@example.com", "A_n*n"].map(String::from))
+            .unwrap();
+        assert_eq!(
+            r.html.as_deref(),
+            Some("<h1>Hi A_n*n</h1>\r\n<p><em>Thanks</em></p>\r\n")
+        );
+        assert_eq!(
+            r.text.as_deref(),
+            Some("Hi A_n*n\r\n========\r\n\r\nThanks\r\n")
+        );
+        let src =
+            "From: a@b.test\nTo: {{email}}\n\n--- text ---\nHand-written\n--- markdown ---\n*x*\n";
+        let t = MessageTemplate::parse(src, Path::new("t"), Path::new("")).unwrap();
+        let r = t
+            .render(&cols, &["a@example.com", "A"].map(String::from))
+            .unwrap();
+        assert_eq!(r.text.as_deref(), Some("Hand-written"));
+        assert_eq!(r.html.as_deref(), Some("<p><em>x</em></p>\r\n"));
+        let e = MessageTemplate::parse(
+            "From: a@b.test\nTo: x@y.test\n\n--- html ---\n<p>x</p>\n--- markdown ---\n*x*\n",
+            Path::new("t"),
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("t:6: a template has --- html --- or --- markdown ---, not both"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn inline_images_are_read_once_with_the_template_and_only_in_html_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("logo.png"), inline::tests::PNG).unwrap();
+        let src = "From: a@b.test\nTo: {{email}}\n\n--- html ---\n{{#if logo}}<img src=\"{{inline \"logo.png\"}}\">{{/if}}<p>x</p>\n";
+        let t = MessageTemplate::parse(src, Path::new("t"), dir.path()).unwrap();
+        // Gone from disk after loading: rows still carry it, read once with the template.
+        std::fs::remove_file(dir.path().join("logo.png")).unwrap();
+        let cols = ["email", "logo"].map(String::from);
+        for i in 0..3 {
+            let r = t
+                .render(&cols, &[format!("a{i}@example.com"), "y".into()])
+                .unwrap();
+            assert_eq!(r.inline.len(), 1);
+            assert_eq!(r.inline[0].bytes, inline::tests::PNG);
+            assert!(
+                r.html
+                    .unwrap()
+                    .contains(&format!("<img src=\"{}\">", r.inline[0].url()))
+            );
+            assert_eq!(r.text.as_deref(), Some("x\r\n"), "derived from the HTML");
+        }
+        // A row whose HTML does not show it does not carry it.
+        let r = t
+            .render(&cols, &["a@example.com".into(), String::new()])
+            .unwrap();
+        assert!(r.inline.is_empty());
+        // Not loadable: refused with the template line.
+        let e = MessageTemplate::parse(src, Path::new("t"), dir.path()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t:5: inline image not available: logo.png (images are read from the template's folder)"
+        );
+        for (src, line) in [
+            (
+                "From: a@b.test\nTo: {{email}}\nX-Logo: {{inline \"logo.png\"}}\n\nx\n",
+                3,
+            ),
+            (
+                "From: a@b.test\nTo: {{email}}\n\n--- text ---\n\n{{inline \"logo.png\"}}\n",
+                6,
+            ),
+        ] {
+            let e = MessageTemplate::parse(src, Path::new("t"), dir.path()).unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!(
+                    "t:{line}: {{{{inline}}}} shows an image in an HTML or Markdown body"
+                )),
+                "{e}"
+            );
+        }
     }
 }
