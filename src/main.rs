@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         Command::Run(args) => rt.block_on(cli::commands::run(args, false)),
         Command::Check(args) => rt.block_on(cli::commands::run(args, true)),
         Command::CheckSender(args) => rt.block_on(cli::commands::check_sender_command(args)),
-        Command::Suppress(args) => cli::hygiene::suppress(args),
+        Command::Suppress(args) => rt.block_on(cli::hygiene::suppress(args)),
         Command::Bounces(args) => rt.block_on(cli::bounces::bounces(args)),
         Command::Senders(args) => rt.block_on(cli::senders::senders(args)),
         Command::MergeResults(args) => cli::commands::merge_results(args),

@@ -13,7 +13,6 @@ use crate::support::*;
 use mailmerge::bounces::{Disposition, Matcher, Reading};
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::ReceiverConfig;
-use mailmerge::suppress::Store;
 use mailmerge::verp::Verp;
 
 const KEY: &[u8] = b"forgery test key, 16+ bytes";
@@ -92,19 +91,21 @@ impl Campaign {
     }
 
     /// Reads `report` as `bounces` does (with the VERP key when `verp`), returns the verdicts.
-    fn read(&self, name: &str, report: &str, verp: bool) -> Vec<Reading> {
+    async fn read(&self, name: &str, report: &str, verp: bool) -> Vec<Reading> {
         let dir = self.scratch.path().join(name);
         let m = maildir(&dir);
         std::fs::write(m.join("new").join("1.eml"), report).unwrap();
         let key = verp.then_some(KEY);
-        let mut matcher = Matcher::new(Store::open(&self.store).unwrap(), key).unwrap();
-        let v = apply_all(&mut matcher, &m);
+        let mut matcher = Matcher::new(open_list(&self.store).unwrap(), key)
+            .await
+            .unwrap();
+        let v = apply_all(&mut matcher, &m).await;
         matcher.finish().unwrap();
         v
     }
 
     /// Nothing changed: the victim is `delivered` and nobody is suppressed.
-    fn assert_untouched(&self, verdicts: &[Reading]) {
+    async fn assert_untouched(&self, verdicts: &[Reading]) {
         assert!(!verdicts.is_empty());
         for v in verdicts {
             assert!(
@@ -119,14 +120,14 @@ impl Campaign {
         let victim = row(&rows, "victim@a.test");
         assert_eq!(victim["status"], "delivered", "{victim:?}");
         assert_ne!(victim["step"], "late-bounce", "{victim:?}");
-        let listed = Store::open(&self.store).unwrap().list().unwrap();
+        let listed = open_list(&self.store).unwrap().list().await.unwrap();
         assert!(listed.is_empty(), "suppressed by a forgery: {listed:?}");
     }
 
     /// The genuine report, made from the victim's own copy, is matched (the control: the
     /// test would see a working attack).
-    fn assert_genuine_matches(&self, report: &str, verp: bool) {
-        let v = self.read("genuine", report, verp);
+    async fn assert_genuine_matches(&self, report: &str, verp: bool) {
+        let v = self.read("genuine", report, verp).await;
         assert!(
             matches!(&v[..], [Reading { disposition: Disposition::Matched { email, .. }, .. }] if email == "victim@a.test"),
             "{v:?}"
@@ -160,8 +161,8 @@ async fn a_forged_rfc3464_dsn_naming_another_rows_message_id_changes_nothing() {
         "news@sender.test",
         &derived,
     );
-    let v = c.read("forged-dsn", &dsn, true);
-    c.assert_untouched(&v);
+    let v = c.read("forged-dsn", &dsn, true).await;
+    c.assert_untouched(&v).await;
     // … or with the attacker's own valid token next to the victim's address.
     let dsn = fill(
         &fixture("postfix-dsn.eml"),
@@ -169,8 +170,8 @@ async fn a_forged_rfc3464_dsn_naming_another_rows_message_id_changes_nothing() {
         &attacker_rp,
         &derived,
     );
-    let v = c.read("forged-dsn-own-token", &dsn, true);
-    c.assert_untouched(&v);
+    let v = c.read("forged-dsn-own-token", &dsn, true).await;
+    c.assert_untouched(&v).await;
     let (victim_rp, victim_id) = c.copy_of("victim@a.test");
     assert_ne!(
         victim_id, derived,
@@ -184,7 +185,8 @@ async fn a_forged_rfc3464_dsn_naming_another_rows_message_id_changes_nothing() {
             &victim_id,
         ),
         true,
-    );
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,8 +199,8 @@ async fn a_forged_qmail_plain_text_bounce_changes_nothing() {
         "news@sender.test",
         &derived,
     );
-    let v = c.read("forged-qmail", &qmail, true);
-    c.assert_untouched(&v);
+    let v = c.read("forged-qmail", &qmail, true).await;
+    c.assert_untouched(&v).await;
     let (victim_rp, victim_id) = c.copy_of("victim@a.test");
     c.assert_genuine_matches(
         &fill(
@@ -208,7 +210,8 @@ async fn a_forged_qmail_plain_text_bounce_changes_nothing() {
             &victim_id,
         ),
         true,
-    );
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,12 +225,12 @@ async fn a_forged_arf_complaint_naming_another_rows_message_id_changes_nothing()
         "news@sender.test",
         &derived,
     );
-    let v = c.read("forged-arf", &arf, false);
-    c.assert_untouched(&v);
+    let v = c.read("forged-arf", &arf, false).await;
+    c.assert_untouched(&v).await;
     // The same complaint without recipient fields (the address only in the returned To:).
     let bare = arf.replace("Original-Rcpt-To: <victim@a.test>\n", "");
-    let v = c.read("forged-arf-bare", &bare, false);
-    c.assert_untouched(&v);
+    let v = c.read("forged-arf-bare", &bare, false).await;
+    c.assert_untouched(&v).await;
     let (_, victim_id) = c.copy_of("victim@a.test");
     c.assert_genuine_matches(
         &fill(
@@ -237,7 +240,8 @@ async fn a_forged_arf_complaint_naming_another_rows_message_id_changes_nothing()
             &victim_id,
         ),
         false,
-    );
+    )
+    .await;
 }
 
 /// A results CSV written before Message-IDs had a per-row tag (`<run>.r<N>@domain`): a
@@ -258,10 +262,10 @@ async fn a_message_id_without_a_per_row_tag_is_no_evidence() {
         "news@sender.test",
         &untagged,
     );
-    let v = c.read("untagged", &dsn, false);
+    let v = c.read("untagged", &dsn, false).await;
     assert!(
         matches!(&v[..], [Reading { disposition: Disposition::Unmatched(why), .. }] if why.contains("per-row tag")),
         "{v:?}"
     );
-    c.assert_untouched(&v);
+    c.assert_untouched(&v).await;
 }

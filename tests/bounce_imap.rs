@@ -12,7 +12,6 @@ use crate::support::dovecot::{self, Dovecot};
 use crate::support::*;
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::ReceiverConfig;
-use mailmerge::suppress::Store;
 use mailmerge::verp::Verp;
 
 const KEY: &str = "imap test key, 16+ bytes";
@@ -111,7 +110,7 @@ async fn the_bounce_mailbox_is_read_over_imap_once_and_only_new_messages_after()
     // A dry run reads both, changes nothing, and leaves the watermark alone.
     let dry = bounces(&server, &store, &["--dry-run"]);
     assert_eq!(json_lines(&dry).len(), 2, "{}", explain(&dry, &server));
-    assert!(Store::open(&store).unwrap().list().unwrap().is_empty());
+    assert!(open_list(&store).unwrap().list().await.unwrap().is_empty());
 
     let first = bounces(&server, &store, &[]);
     let lines = json_lines(&first);
@@ -171,7 +170,7 @@ async fn the_bounce_mailbox_is_read_over_imap_once_and_only_new_messages_after()
         (&lines[0]["kind"], &lines[0]["email"]),
         (&"complaint".into(), &"cat@a.test".into())
     );
-    assert_eq!(Store::open(&store).unwrap().list().unwrap().len(), 3);
+    assert_eq!(open_list(&store).unwrap().list().await.unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

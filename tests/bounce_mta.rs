@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::mta::{Exim, OpenSmtpd};
 use crate::support::*;
-use mailmerge::bounces::{Disposition, Matcher, Reading, read};
+use mailmerge::bounces::{Disposition, Matcher, Reading};
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::{Received, ReceiverConfig};
-use mailmerge::suppress::Store;
 use mailmerge::verp::Verp;
 
 const KEY: &[u8] = b"mta bounce test key, 16+ bytes";
@@ -59,11 +58,10 @@ async fn send_and_read_bounce(
     assert!(bounce.rcpt_to.starts_with("bounces+"), "{}", bounce.rcpt_to);
     let maildir = crate::bounces::maildir(scratch.path());
     std::fs::write(maildir.join("new/1.real"), &bounce.data).unwrap();
-    let mut matcher = Matcher::new(Store::open(&store).unwrap(), Some(KEY)).unwrap();
-    let verdicts: Vec<Reading> = read::messages(&maildir, read::DEFAULT_CAP)
-        .unwrap()
-        .flat_map(|m| matcher.apply(&m.unwrap()).unwrap())
-        .collect();
+    let mut matcher = Matcher::new(open_list(&store).unwrap(), Some(KEY))
+        .await
+        .unwrap();
+    let verdicts: Vec<Reading> = crate::bounces::apply_all(&mut matcher, &maildir).await;
     matcher.finish().unwrap();
     (bounce, verdicts, job)
 }

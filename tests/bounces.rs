@@ -11,7 +11,7 @@ use crate::support::*;
 use mailmerge::bounces::{Disposition, Kind, Matcher, Reading, read};
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::ReceiverConfig;
-use mailmerge::suppress::{Reason, Store};
+use mailmerge::suppress::Reason;
 use mailmerge::verp::Verp;
 
 const KEY: &[u8] = b"test key, 16+ bytes long";
@@ -28,11 +28,12 @@ fn fixture(name: &str, rcpt: &str, return_path: &str, message_id: &str) -> Strin
 }
 
 /// Every message under `path` through the matcher: one verdict per recipient.
-pub fn apply_all(matcher: &mut Matcher, path: &Path) -> Vec<Reading> {
-    read::messages(path, read::DEFAULT_CAP)
-        .unwrap()
-        .flat_map(|m| matcher.apply(&m.unwrap()).unwrap())
-        .collect()
+pub async fn apply_all(matcher: &mut Matcher, path: &Path) -> Vec<Reading> {
+    let mut out = Vec::new();
+    for m in read::messages(path, read::DEFAULT_CAP).unwrap() {
+        out.extend(matcher.apply(&m.unwrap()).await.unwrap());
+    }
+    out
 }
 
 /// A Maildir with `new/`, `cur/` and `tmp/` under `dir`.
@@ -136,8 +137,10 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
         ),
     );
 
-    let mut matcher = Matcher::new(Store::open(&store_path).unwrap(), Some(KEY)).unwrap();
-    let all = apply_all(&mut matcher, &maildir);
+    let mut matcher = Matcher::new(open_list(&store_path).unwrap(), Some(KEY))
+        .await
+        .unwrap();
+    let all = apply_all(&mut matcher, &maildir).await;
     assert_eq!(matcher.finish().unwrap(), 1, "one results file written");
     let shown: Vec<String> = all.iter().map(ToString::to_string).collect();
     assert_eq!(all.len(), 8, "{shown:#?}");
@@ -204,9 +207,10 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
         "delay and forgery change nothing"
     );
 
-    let store = Store::open(&store_path).unwrap();
+    let store = open_list(&store_path).unwrap();
     let entries: HashMap<String, Reason> = store
         .list()
+        .await
         .unwrap()
         .into_iter()
         .map(|e| (e.key, e.reason))
@@ -245,11 +249,11 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
     assert_eq!(row(&again, "fay@a.test")["status"], "delivered");
 }
 
-#[test]
-fn reports_without_the_key_match_by_message_id_only_and_others_are_not_reports() {
+#[tokio::test]
+async fn reports_without_the_key_match_by_message_id_only_and_others_are_not_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.sqlite")).unwrap();
-    let mut m = Matcher::new(store, None).unwrap();
+    let store = open_list(&dir.path().join("s.sqlite")).unwrap();
+    let mut m = Matcher::new(store, None).await.unwrap();
     let text = fixture(
         "postfix-dsn.eml",
         "ann@a.test",
@@ -261,7 +265,7 @@ fn reports_without_the_key_match_by_message_id_only_and_others_are_not_reports()
         bytes: text.clone().into_bytes(),
         truncated: false,
     };
-    let v = m.apply(&raw).unwrap();
+    let v = m.apply(&raw).await.unwrap();
     assert!(
         matches!(
             &v[..],
@@ -278,7 +282,7 @@ fn reports_without_the_key_match_by_message_id_only_and_others_are_not_reports()
         bytes: ordinary.to_vec(),
         truncated: false,
     };
-    let v = m.apply(&raw).unwrap();
+    let v = m.apply(&raw).await.unwrap();
     assert!(
         matches!(
             &v[..],
@@ -369,8 +373,10 @@ async fn a_dsn_written_by_postfix_itself_is_matched_to_its_row() {
 
     let maildir = maildir(scratch.path());
     std::fs::write(maildir.join("new/1.postfix-real"), &dsn.data).unwrap();
-    let mut matcher = Matcher::new(Store::open(&store_path).unwrap(), Some(KEY)).unwrap();
-    let verdicts = apply_all(&mut matcher, &maildir);
+    let mut matcher = Matcher::new(open_list(&store_path).unwrap(), Some(KEY))
+        .await
+        .unwrap();
+    let verdicts = apply_all(&mut matcher, &maildir).await;
     matcher.finish().unwrap();
     assert!(
         matches!(&verdicts[..], [Reading { kind: Kind::Dsn, disposition: Disposition::Matched { email, suppressed: true, .. }, .. }] if email == "gone@late.test"),
@@ -387,10 +393,11 @@ async fn a_dsn_written_by_postfix_itself_is_matched_to_its_row() {
         ("bounced", "late-bounce", "5.1.1")
     );
     assert_eq!(r["category"], "bad-mailbox", "{r:?}");
-    let store = Store::open(&store_path).unwrap();
+    let store = open_list(&store_path).unwrap();
     assert!(
         store
             .list()
+            .await
             .unwrap()
             .iter()
             .any(|e| e.key == "gone@late.test" && e.reason == Reason::HardBounce)
@@ -583,7 +590,14 @@ async fn a_dry_run_says_what_a_run_would_do_and_changes_nothing() {
         std::fs::read(&store_path).unwrap(),
     );
     assert!(before == after, "a dry run wrote something");
-    assert!(Store::open(&store_path).unwrap().list().unwrap().is_empty());
+    assert!(
+        open_list(&store_path)
+            .unwrap()
+            .list()
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // The table, then the real thing.
     let table = bounces(&["--dry-run"]);
@@ -603,7 +617,10 @@ async fn a_dry_run_says_what_a_run_would_do_and_changes_nothing() {
     );
     let rows = read_results(&job.results);
     assert_eq!(row(&rows, "ann@a.test")["step"], "late-bounce");
-    assert_eq!(Store::open(&store_path).unwrap().list().unwrap().len(), 2);
+    assert_eq!(
+        open_list(&store_path).unwrap().list().await.unwrap().len(),
+        2
+    );
 }
 
 /// A bounce is untrusted input: a diagnostic that a spreadsheet would run as a formula is
@@ -630,8 +647,10 @@ async fn a_bounces_diagnostic_cannot_plant_a_formula_in_the_results() {
     );
     let m = maildir(scratch.path());
     std::fs::write(m.join("new/1"), dsn).unwrap();
-    let mut matcher = Matcher::new(Store::open(&store_path).unwrap(), Some(KEY)).unwrap();
-    let v = apply_all(&mut matcher, &m);
+    let mut matcher = Matcher::new(open_list(&store_path).unwrap(), Some(KEY))
+        .await
+        .unwrap();
+    let v = apply_all(&mut matcher, &m).await;
     matcher.finish().unwrap();
     assert!(
         matches!(v[0].disposition, Disposition::Matched { .. }),

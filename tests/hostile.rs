@@ -385,17 +385,15 @@ async fn bounces_never_rewrite_the_results_through_a_link() {
     .replace("{{MESSAGE_ID}}", &id);
     let victim = Victim::new();
     link(&victim.path, &job.path("list.results.csv.tmp"));
-    let mut matcher = mailmerge::bounces::Matcher::new(
-        mailmerge::suppress::Store::open(&store).unwrap(),
-        Some(key),
-    )
-    .unwrap();
+    let mut matcher = mailmerge::bounces::Matcher::new(open_list(&store).unwrap(), Some(key))
+        .await
+        .unwrap();
     let raw = mailmerge::bounces::read::Raw {
         origin: "dsn.eml".into(),
         bytes: dsn.into_bytes(),
         truncated: false,
     };
-    let got = matcher.apply(&raw).unwrap();
+    let got = matcher.apply(&raw).await.unwrap();
     assert!(
         matches!(
             &got[..],

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::support::*;
 use mailmerge::sandbox::dns::loopback;
 use mailmerge::sandbox::receiver::{ReceiverConfig, Rule};
-use mailmerge::suppress::{Reason, Store};
+use mailmerge::suppress::Reason;
 use mailmerge::{RunConfig, run};
 
 /// Recipients failing in every way that matters: only `gone` and the NXDOMAIN one are the
@@ -73,11 +73,17 @@ async fn second_campaign_skips_the_first_ones_hard_bounces_and_nothing_else() {
         report.newly_suppressed, 3,
         "gone, GONE2 and the NXDOMAIN address"
     );
-    let store = Store::open(&store_path).unwrap();
-    let mut keys: Vec<String> = store.list().unwrap().into_iter().map(|e| e.key).collect();
+    let store = open_list(&store_path).unwrap();
+    let mut keys: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
     keys.sort();
     assert_eq!(keys, ["gone2@a.test", "gone@a.test", "hana@nxdomain.test"]);
-    let e = store.list().unwrap().remove(0);
+    let e = store.list().await.unwrap().remove(0);
     assert_eq!(e.reason, Reason::HardBounce);
     assert!(e.cause.contains("5.1.1"), "{e:?}");
     let received_first = mxs
@@ -158,7 +164,7 @@ async fn check_reports_suppressed_rows_in_the_plan() {
     let (dns, mxs) = servers().await;
     let scratch = tempfile::tempdir().unwrap();
     let store_path = scratch.path().join("s.sqlite");
-    let mut store = Store::open(&store_path).unwrap();
+    let store = open_list(&store_path).unwrap();
     store
         .add(&[mailmerge::suppress::Entry::new(
             "@a.test".into(),
@@ -166,6 +172,7 @@ async fn check_reports_suppressed_rows_in_the_plan() {
             "whole domain",
             "",
         )])
+        .await
         .unwrap();
     let job = Job::new(CSV, TEMPLATE);
     let mut cfg = config(&job, &dns, mxs.port, &store_path);
@@ -202,9 +209,9 @@ async fn two_runs_at_once_sharing_one_store_lose_no_entry() {
     );
     assert_eq!(ra.expect("a").newly_suppressed, 60);
     assert_eq!(rb.expect("b").newly_suppressed, 60);
-    let store = Store::open(&store_path).unwrap();
-    assert_eq!(store.list().unwrap().len(), 120);
-    assert_eq!(store.campaigns().unwrap().len(), 2);
+    let store = open_list(&store_path).unwrap();
+    assert_eq!(store.list().await.unwrap().len(), 120);
+    assert_eq!(store.campaigns().await.unwrap().len(), 2);
 }
 
 // `suppress import` and `export` treat their files as hostile (issue 21, case 7): a domain
@@ -234,9 +241,23 @@ fn import(store: &std::path::Path, file: &std::path::Path, column: &str) -> std:
     )
 }
 
+/// Runs `f` to its end (these tests are not async themselves).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 fn suppressed(store: &std::path::Path, email: &str) -> Option<mailmerge::suppress::Entry> {
     let a = mailmerge::address::Address::parse(email).unwrap();
-    Store::open(store).unwrap().lookup(&a).unwrap()
+    let list = open_list(store).unwrap();
+    block_on(mailmerge::suppress::lookup(&*list, &a)).unwrap()
+}
+
+/// Every entry of the list at `store`.
+fn entries(store: &std::path::Path) -> Vec<mailmerge::suppress::Entry> {
+    block_on(open_list(store).unwrap().list()).unwrap()
 }
 
 #[test]
@@ -324,7 +345,7 @@ fn import_keeps_valid_dates_only_and_never_stores_a_formula() {
     }
     // A defused cell (as an export writes it) is read back as the address it defuses.
     assert_eq!(suppressed(&store, "=g@x.test").unwrap().key, "=g@x.test");
-    for e in Store::open(&store).unwrap().list().unwrap() {
+    for e in entries(&store) {
         assert!(!e.created.starts_with('='), "{e:?}");
     }
 }
@@ -333,8 +354,8 @@ fn import_keeps_valid_dates_only_and_never_stores_a_formula() {
 fn export_defuses_formula_cells_and_import_reads_its_export_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s.sqlite");
-    let mut s = Store::open(&store).unwrap();
-    let entries = [
+    let s = open_list(&store).unwrap();
+    let given = [
         mailmerge::suppress::Entry::new(
             "=1+1@x.test".into(),
             Reason::HardBounce,
@@ -345,7 +366,7 @@ fn export_defuses_formula_cells_and_import_reads_its_export_back() {
         mailmerge::suppress::Entry::new("@whole.test".into(), Reason::Manual, "", ""),
         mailmerge::suppress::Entry::new("plain@x.test".into(), Reason::Complaint, "ok", ""),
     ];
-    s.add(&entries).unwrap();
+    block_on(s.add(&given)).unwrap();
     let file = dir.path().join("export.csv");
     let out = suppress_cmd(&store, &["export".as_ref(), file.as_os_str()]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -381,10 +402,7 @@ fn export_defuses_formula_cells_and_import_reads_its_export_back() {
         String::from_utf8_lossy(&out.stderr)
     );
     let keys = |p: &std::path::Path| -> Vec<(String, Reason, String)> {
-        Store::open(p)
-            .unwrap()
-            .list()
-            .unwrap()
+        entries(p)
             .into_iter()
             .map(|e| (e.key, e.reason, e.created))
             .collect()
@@ -410,7 +428,7 @@ fn a_line_that_is_not_utf8_is_reported_and_skipped() {
     for e in ["ann@x.test", "bob@x.test", "cat@x.test"] {
         assert!(suppressed(&store, e).is_some(), "{e}: {err}");
     }
-    assert_eq!(Store::open(&store).unwrap().list().unwrap().len(), 3);
+    assert_eq!(entries(&store).len(), 3);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("3 added, 0 already suppressed, 1 skipped"),

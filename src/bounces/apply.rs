@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ring::hmac;
 
@@ -27,7 +28,7 @@ use super::parse::{self, Kind, Recipient, Report};
 use super::read::Raw;
 use crate::files::{self, NewFile};
 use crate::outcome::{Outcome, Status, Step};
-use crate::suppress::{self, Entry, Reason, Store};
+use crate::suppress::{self, Entry, Reason, SuppressionStore};
 use crate::verp;
 
 /// What became of one recipient of a report (or of a message that names none).
@@ -257,7 +258,7 @@ type Hit = (String, PathBuf, usize);
 pub struct Matcher {
     key: Option<hmac::Key>,
     /// `None` in a dry run over a list that does not exist yet.
-    store: Option<Store>,
+    store: Option<Arc<dyn SuppressionStore>>,
     campaigns: Vec<(String, PathBuf)>,
     files: HashMap<PathBuf, Results>,
     dry_run: bool,
@@ -265,10 +266,13 @@ pub struct Matcher {
 
 impl Matcher {
     /// `key`: the VERP key (without it, only Message-ID matching is possible).
-    pub fn new(store: Store, key: Option<&[u8]>) -> Result<Self, BounceError> {
+    pub async fn new(
+        store: Arc<dyn SuppressionStore>,
+        key: Option<&[u8]>,
+    ) -> Result<Self, BounceError> {
         Ok(Self {
             key: key.map(verp::key),
-            campaigns: store.campaigns()?,
+            campaigns: store.campaigns().await?,
             store: Some(store),
             files: HashMap::new(),
             dry_run: false,
@@ -277,9 +281,12 @@ impl Matcher {
 
     /// A matcher that writes nothing: no results CSV, no journal, no suppression. `store`:
     /// the list opened read-only, `None` when there is none yet (every report is unmatched).
-    pub fn dry_run(store: Option<Store>, key: Option<&[u8]>) -> Result<Self, BounceError> {
+    pub async fn dry_run(
+        store: Option<Arc<dyn SuppressionStore>>,
+        key: Option<&[u8]>,
+    ) -> Result<Self, BounceError> {
         let campaigns = match &store {
-            Some(s) => s.campaigns()?,
+            Some(s) => s.campaigns().await?,
             None => Vec::new(),
         };
         Ok(Self {
@@ -292,7 +299,7 @@ impl Matcher {
     }
 
     /// Reads one message and acts on each recipient it names.
-    pub fn apply(&mut self, raw: &Raw) -> Result<Vec<Reading>, BounceError> {
+    pub async fn apply(&mut self, raw: &Raw) -> Result<Vec<Reading>, BounceError> {
         let report = parse::parse(&raw.bytes);
         let verdict = |kind, recipient, disposition| Reading {
             source: raw.origin.clone(),
@@ -317,14 +324,14 @@ impl Matcher {
         }
         let mut out = Vec::new();
         for r in &report.recipients {
-            let d = self.one(&report, r)?;
+            let d = self.one(&report, r).await?;
             out.push(verdict(r.kind, Some(r.clone()), d));
         }
         Ok(out)
     }
 
     /// One recipient: its row (with evidence), then the action.
-    fn one(&mut self, report: &Report, r: &Recipient) -> Result<Disposition, BounceError> {
+    async fn one(&mut self, report: &Report, r: &Recipient) -> Result<Disposition, BounceError> {
         if r.kind == Kind::Delay {
             return Ok(Disposition::Ignored(format!(
                 "delay, not final: {}",
@@ -337,7 +344,7 @@ impl Matcher {
             Ok(None) => self.by_message_id(report, r)?,
         };
         match found {
-            Ok((campaign, path, i)) => self.act(r, campaign, &path, i),
+            Ok((campaign, path, i)) => self.act(r, campaign, &path, i).await,
             Err(d) => Ok(d),
         }
     }
@@ -454,7 +461,7 @@ impl Matcher {
     }
 
     /// Updates the row and the suppression list (a dry run: says what it would do).
-    fn act(
+    async fn act(
         &mut self,
         r: &Recipient,
         campaign: String,
@@ -478,11 +485,14 @@ impl Matcher {
         };
         let mut suppressed = false;
         if let (true, Ok(key)) = (r.hard, suppress::normalize(&email)) {
-            suppressed = match (&mut self.store, dry_run) {
+            suppressed = match (&self.store, dry_run) {
                 (Some(store), false) => {
-                    store.add(&[Entry::new(key, reason, cause, &campaign)])? > 0
+                    store
+                        .add(&[Entry::new(key, reason, cause, &campaign)])
+                        .await?
+                        > 0
                 }
-                (Some(store), true) => store.lookup_key(&key)?.is_none(),
+                (Some(store), true) => suppress::lookup_key(&**store, &key).await?.is_none(),
                 (None, _) => true,
             };
         }

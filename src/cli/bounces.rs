@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{ArgMatches, Args, ValueHint, parser::ValueSource};
@@ -13,8 +14,9 @@ use clap::{ArgMatches, Args, ValueHint, parser::ValueSource};
 use mailmerge::bounces::imap::{ImapOptions, ImapUrl, Mailbox};
 use mailmerge::bounces::read::{self, Raw};
 use mailmerge::bounces::{Disposition, Matcher, Reading};
-use mailmerge::suppress::Store;
+use mailmerge::suppress::SuppressionStore;
 use mailmerge::suppress::options::{StoreOptions, VerpKeyOptions};
+use mailmerge::suppress::sqlite::SqliteSuppressions;
 
 /// Where the IMAP password is looked for by default.
 pub const PASSWORD_ENV: &str = "MAILMERGE_IMAP_PASSWORD";
@@ -176,10 +178,15 @@ pub async fn bounces(args: BouncesArgs) -> Result<ExitCode> {
     let store_path = args.store.path().ok_or_else(|| {
         anyhow!("no home folder for the suppression list: give --suppressions PATH")
     })?;
-    let mut matcher = if args.dry_run {
-        Matcher::dry_run(Store::open_read_only(&store_path)?, key.as_deref())?
+    let store: Option<Arc<dyn SuppressionStore>> = if args.dry_run {
+        SqliteSuppressions::open_read_only(&store_path)?
+            .map(|s| Arc::new(s) as Arc<dyn SuppressionStore>)
     } else {
-        Matcher::new(Store::open(&store_path)?, key.as_deref())?
+        Some(Arc::new(SqliteSuppressions::open(&store_path)?))
+    };
+    let mut matcher = match (&store, args.dry_run) {
+        (Some(s), false) => Matcher::new(s.clone(), key.as_deref()).await?,
+        (s, _) => Matcher::dry_run(s.clone(), key.as_deref()).await?,
     };
     let mut printer = Printer {
         json: args.json,
@@ -191,19 +198,19 @@ pub async fn bounces(args: BouncesArgs) -> Result<ExitCode> {
         let text = source.to_string_lossy();
         if ImapUrl::is_imap(&text) {
             let url = ImapUrl::parse(&text)?;
-            let done = read_imap(&url, &args, &store_path, &mut matcher, &mut printer).await?;
+            let done = read_imap(&url, &args, store.as_deref(), &mut matcher, &mut printer).await?;
             imap_done.push(done);
             continue;
         }
         for raw in read::messages(source, args.max_report_size)? {
             let raw = raw?;
-            printer.print(&matcher.apply(&raw)?)?;
+            printer.print(&matcher.apply(&raw).await?)?;
         }
     }
     let files = matcher.finish()?;
     // Only once the results are written: the mailboxes' watermarks, or the moves.
     for done in imap_done {
-        done.commit(&args, &store_path).await?;
+        done.commit(&args, store.as_deref()).await?;
     }
     let Tally {
         matched,
@@ -238,19 +245,19 @@ struct ImapDone {
 
 impl ImapDone {
     /// Moves the messages read, or records the watermark (nothing in a dry run).
-    async fn commit(self, args: &BouncesArgs, store_path: &std::path::Path) -> Result<()> {
+    async fn commit(self, args: &BouncesArgs, store: Option<&dyn SuppressionStore>) -> Result<()> {
         let Some(mut mailbox) = self.mailbox else {
             return Ok(());
         };
         if !args.dry_run {
             if let Some(folder) = &args.imap_move_to {
                 mailbox.move_to(&self.uids, folder).await?;
-            } else if let Some(&last_uid) = self.uids.last() {
+            } else if let (Some(&last_uid), Some(store)) = (self.uids.last(), store) {
                 let mark = mailmerge::suppress::Watermark {
                     uidvalidity: mailbox.uidvalidity,
                     last_uid,
                 };
-                Store::open(store_path)?.set_watermark(&self.url.key(), mark)?;
+                store.set_watermark(&self.url.key(), mark).await?;
             }
         }
         mailbox.close().await;
@@ -262,7 +269,7 @@ impl ImapDone {
 async fn read_imap(
     url: &ImapUrl,
     args: &BouncesArgs,
-    store_path: &std::path::Path,
+    store: Option<&dyn SuppressionStore>,
     matcher: &mut Matcher,
     printer: &mut Printer,
 ) -> Result<ImapDone> {
@@ -288,14 +295,14 @@ async fn read_imap(
         cap: args.max_report_size,
     };
     let mut mailbox = Mailbox::open(url, &opts).await?;
-    let since = match (&args.imap_move_to, Store::open_read_only(store_path)?) {
-        (None, Some(store)) => store.watermark(&url.key())?,
+    let since = match (&args.imap_move_to, store) {
+        (None, Some(store)) => store.watermark(&url.key()).await?,
         _ => None,
     };
     let uids = mailbox.uids(since).await?;
     for &uid in &uids {
         let raw: Raw = mailbox.fetch(uid).await?;
-        printer.print(&matcher.apply(&raw)?)?;
+        printer.print(&matcher.apply(&raw).await?)?;
     }
     if uids.is_empty() && !args.json {
         eprintln!("mailmerge: {}: no new messages", url.key());

@@ -12,7 +12,8 @@ use clap::{Args, Subcommand, ValueHint};
 use mailmerge::RunConfig;
 use mailmerge::files::NewFile;
 use mailmerge::suppress::options::{StoreOptions, SuppressOptions};
-use mailmerge::suppress::{self, Entry, Reason, Store};
+use mailmerge::suppress::sqlite::SqliteSuppressions;
+use mailmerge::suppress::{self, Entry, Reason, SuppressionStore};
 use mailmerge::verp::Verp;
 
 /// `suppress`.
@@ -108,19 +109,19 @@ pub fn apply(
 }
 
 /// Opens the list named by the flags (or the default one).
-pub fn open(store: &StoreOptions) -> Result<Store> {
+pub fn open(store: &StoreOptions) -> Result<SqliteSuppressions> {
     let path = store.path().ok_or_else(|| {
         anyhow!("no home folder for the suppression list: give --suppressions PATH")
     })?;
-    Ok(Store::open(&path)?)
+    Ok(SqliteSuppressions::open(&path)?)
 }
 
 /// `suppress ...`.
-pub fn suppress(args: SuppressArgs) -> Result<ExitCode> {
-    let mut store = open(&args.store)?;
+pub async fn suppress(args: SuppressArgs) -> Result<ExitCode> {
+    let store = open(&args.store)?;
     match args.action {
-        SuppressAction::List => export(&store, None)?,
-        SuppressAction::Export { file } => export(&store, file.as_deref())?,
+        SuppressAction::List => export(&store, None).await?,
+        SuppressAction::Export { file } => export(&store, file.as_deref()).await?,
         SuppressAction::Add {
             addresses,
             reason,
@@ -137,13 +138,13 @@ pub fn suppress(args: SuppressArgs) -> Result<ExitCode> {
                     ))
                 })
                 .collect::<Result<Vec<_>, suppress::StoreError>>()?;
-            let n = store.add(&entries)?;
+            let n = store.add(&entries).await?;
             println!("{n} added, {} already suppressed", entries.len() - n);
         }
         SuppressAction::Remove { addresses } => {
             let mut missing = 0;
             for a in &addresses {
-                if !store.remove(&suppress::normalize(a)?)? {
+                if !store.remove(&suppress::normalize(a)?).await? {
                     eprintln!("mailmerge: {a} was not suppressed");
                     missing += 1;
                 }
@@ -164,7 +165,7 @@ pub fn suppress(args: SuppressArgs) -> Result<ExitCode> {
             for n in &got.notes {
                 eprintln!("mailmerge: {name}: {n}");
             }
-            let n = store.add(&got.entries)?;
+            let n = store.add(&got.entries).await?;
             println!(
                 "{n} added, {} already suppressed, {} skipped",
                 got.entries.len() - n,
@@ -175,8 +176,8 @@ pub fn suppress(args: SuppressArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn export(store: &Store, file: Option<&Path>) -> Result<()> {
-    let entries = store.list()?;
+async fn export(store: &dyn SuppressionStore, file: Option<&Path>) -> Result<()> {
+    let entries = store.list().await?;
     match file.filter(|f| f.as_os_str() != "-") {
         Some(f) => {
             // A temporary file renamed into place: never written through a link.

@@ -216,12 +216,13 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     let started = std::time::Instant::now();
     let warnings = Warnings::default();
     let campaign = prepare::prepare(&cfg, &warnings)?;
-    let screen = triage::Screen::open(&cfg)?;
+    let suppressions = open_suppressions(&cfg)?;
+    let screen = triage::Screen::new(&cfg, suppressions.as_ref());
     let senders = sender::open(&cfg)?;
     let triage::Triaged {
         mut ledger,
         domains,
-    } = triage::triage(&cfg, &campaign, &screen)?;
+    } = triage::triage(&cfg, &campaign, &screen).await?;
     let mut routed = route::route(&cfg, &campaign, &ledger, domains).await?;
     if let Some(s) = cfg.shard {
         routed = shard::select(s, &campaign, &mut ledger, routed);
@@ -249,7 +250,9 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
         started,
         record: sent.journal_error.is_none(),
     };
-    let (summary, newly_suppressed) = results::write(&cfg, &campaign, &ledger, inputs)?;
+    let (summary, bounced) = results::write(&cfg, &campaign, &ledger, inputs)?;
+    let list = suppressions.as_deref();
+    let newly_suppressed = results::record(&cfg, &campaign, list, &bounced).await?;
     if cfg.mode == RunMode::Send {
         remembered.settle(&cfg, &sent).await?;
     }
@@ -309,6 +312,18 @@ fn report(
         newly_suppressed,
         timeline,
     }
+}
+
+/// The suppression list the run reads and adds to, if it has one.
+fn open_suppressions(
+    cfg: &RunConfig,
+) -> Result<Option<Arc<dyn crate::suppress::SuppressionStore>>, RunError> {
+    let Some(path) = &cfg.suppress.store else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(
+        crate::suppress::sqlite::SqliteSuppressions::open(path)?,
+    )))
 }
 
 /// The outcome of a row that was never tried: the deadline came first, or it is a plan.

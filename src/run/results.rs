@@ -5,6 +5,7 @@
 //! Recorded outcomes are read back from the journal as the report is written, so a list of
 //! millions of rows never holds its outcomes in memory.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use super::{RunConfig, RunError, RunMode};
 use crate::journal;
 use crate::outcome::Outcome;
 use crate::report::{self, Summary};
-use crate::suppress::{self, Entry, Reason, Store};
+use crate::suppress::{self, Entry, Reason, SuppressionStore};
 
 /// What the results stage reads besides the ledger.
 pub(super) struct Inputs<'a> {
@@ -28,24 +29,30 @@ pub(super) struct Inputs<'a> {
     pub record: bool,
 }
 
-/// Writes the results (only when sending) and records new suppressions;
-/// returns the summary and how many addresses were added to the suppression list.
+/// Writes the results (only when sending) and returns the summary, and the suppression
+/// entries the run's recipient hard bounces call for (only when sending and `record`: the
+/// journal did not fail), found in the same pass.
 pub(super) fn write(
     cfg: &RunConfig,
     campaign: &Campaign,
     ledger: &Ledger,
     inputs: Inputs<'_>,
-) -> Result<(Summary, usize), RunError> {
+) -> Result<(Summary, Vec<Entry>), RunError> {
     let reader = journal::JournalReader::open(&campaign.journal_path).ok();
+    let sending = cfg.mode == RunMode::Send;
+    let bounced = RefCell::new(Vec::new());
     // `None`: another shard's row, left out of the results.
     let outcome = |i: usize| {
-        (!ledger.is_elsewhere(i)).then(|| {
+        let o = (!ledger.is_elsewhere(i)).then(|| {
             ledger
                 .outcome(i, reader.as_ref())
                 .unwrap_or_else(super::not_attempted)
-        })
+        })?;
+        if suppress::is_recipient_failure(&o) {
+            bounced.borrow_mut().push((i, cause_of(&o)));
+        }
+        Some(o)
     };
-    let sending = cfg.mode == RunMode::Send;
     let summary = report::write_results(
         sending.then_some(cfg.results.as_path()),
         cfg.raw_csv,
@@ -59,45 +66,51 @@ pub(super) fn write(
         path: cfg.results.clone(),
         source,
     })?;
-    let newly_suppressed = if sending && inputs.record {
-        record_suppressions(cfg, campaign, &outcome)?
-    } else {
-        0
+    let entries = match sending && inputs.record {
+        true => entries(cfg, campaign, bounced.into_inner()),
+        false => Vec::new(),
     };
-    Ok((summary, newly_suppressed))
+    Ok((summary, entries))
 }
 
-/// Adds the run's recipient hard bounces to the suppression list and registers the campaign;
-/// returns how many addresses were new.
-fn record_suppressions(
-    cfg: &RunConfig,
-    campaign: &Campaign,
-    outcome: &dyn Fn(usize) -> Option<Outcome>,
-) -> Result<usize, RunError> {
-    let Some(path) = &cfg.suppress.store else {
-        return Ok(0);
-    };
+/// What a suppression entry records of a hard bounce: the reply with its codes.
+fn cause_of(o: &Outcome) -> String {
+    match (o.code, o.enhanced) {
+        (Some(c), Some(e)) => format!("{c} {e} {}", o.response),
+        _ => o.response.clone(),
+    }
+}
+
+/// The suppression entries of the rows that hard-bounced (row index, cause).
+fn entries(cfg: &RunConfig, campaign: &Campaign, bounced: Vec<(usize, String)>) -> Vec<Entry> {
     let id = campaign.id(cfg);
-    let mut entries = Vec::new();
-    for (i, row) in campaign.list.iter().enumerate() {
-        let Ok(addr) = &row.status else { continue };
-        // `None`: another shard's row.
-        let Some(o) = outcome(i) else { continue };
-        if suppress::is_recipient_failure(&o) {
-            let cause = match (o.code, o.enhanced) {
-                (Some(c), Some(e)) => format!("{c} {e} {}", o.response),
-                _ => o.response.clone(),
-            };
-            entries.push(Entry::new(
-                suppress::key_of(addr),
+    bounced
+        .into_iter()
+        .filter_map(|(i, cause)| {
+            let addr = campaign.list.row(i).status.ok()?;
+            Some(Entry::new(
+                suppress::key_of(&addr),
                 Reason::HardBounce,
                 cause,
                 &id,
-            ));
-        }
-    }
-    let mut store = Store::open(path)?;
+            ))
+        })
+        .collect()
+}
+
+/// Adds `entries` to the suppression list and registers the campaign (so `mailmerge bounces`
+/// finds its results); returns how many addresses were new. Nothing without a list or when
+/// only planning.
+pub(super) async fn record(
+    cfg: &RunConfig,
+    campaign: &Campaign,
+    store: Option<&dyn SuppressionStore>,
+    entries: &[Entry],
+) -> Result<usize, RunError> {
+    let Some(store) = store.filter(|_| cfg.mode == RunMode::Send) else {
+        return Ok(0);
+    };
     let results = std::path::absolute(&cfg.results).unwrap_or_else(|_| cfg.results.clone());
-    store.register_campaign(&id, &results)?;
-    Ok(store.add(&entries)?)
+    store.register_campaign(&campaign.id(cfg), &results).await?;
+    Ok(store.add(entries).await?)
 }

@@ -3,14 +3,15 @@
 //! `--limit`) and collects the destination domains of the rest. It knows nothing of shards:
 //! the shard stage places every row afterwards.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use super::ledger::Ledger;
 use super::prepare::Campaign;
 use super::{RunConfig, RunError};
 use crate::address::Address;
 use crate::outcome::{Outcome, Status, Step};
-use crate::suppress::Store;
+use crate::suppress::{self, Entry, SuppressionStore};
 
 /// The rows after triage: the ledger with every row settled that will not be sent, and the
 /// destination domains of the rest (still pending).
@@ -21,21 +22,31 @@ pub(super) struct Triaged {
     pub domains: BTreeSet<String>,
 }
 
-/// Settles what can be settled without the network, looking each address to send up in the
-/// suppression list.
-pub(super) fn triage(
+/// Rows screened against the suppression list at once: one bulk lookup per this many rows.
+const SCREEN_CHUNK: usize = 2048;
+
+/// Settles what can be settled without the network, looking the addresses to send up in the
+/// suppression list in bulk.
+pub(super) async fn triage(
     cfg: &RunConfig,
     campaign: &Campaign,
     screen: &Screen,
 ) -> Result<Triaged, RunError> {
     let list = &campaign.list;
-    let mut ledger = Ledger::new(list.len());
-    let mut domains = BTreeSet::new();
     let per_address = !cfg.list.allow_duplicates;
-    let mut budget = cfg.limit.unwrap_or(usize::MAX);
+    let mut out = Sorting {
+        cfg,
+        triaged: Triaged {
+            ledger: Ledger::new(list.len()),
+            domains: BTreeSet::new(),
+        },
+        budget: cfg.limit.unwrap_or(usize::MAX),
+    };
+    let mut candidates: Vec<(usize, Address)> = Vec::with_capacity(SCREEN_CHUNK);
     for (i, row) in list.iter().enumerate() {
+        let ledger = &mut out.triaged.ledger;
         let addr = match &row.status {
-            Ok(addr) => addr,
+            Ok(addr) => addr.clone(),
             Err(e) => {
                 let status = if e.status() == "duplicate" {
                     Status::Duplicate
@@ -52,45 +63,89 @@ pub(super) fn triage(
                 campaign.replay.done_at(&key, per_address)
             })
             .flatten();
-        if let Some(at) = done {
-            ledger.settle_earlier(i, at);
-        } else if let Some(why) = screen.check(addr)? {
-            ledger.settle(i, Outcome::local(Status::Suppressed, Step::Suppressed, why));
-        } else if budget == 0 {
-            let limit = cfg.limit.unwrap_or_default();
-            let text = format!("not sent: beyond --limit {limit}; a later run sends it");
-            ledger.settle(i, Outcome::local(Status::Deferred, Step::Limit, text));
-        } else {
-            budget -= 1;
-            if !domains.contains(addr.domain()) {
-                domains.insert(addr.domain().to_string());
-            }
+        match done {
+            Some(at) => ledger.settle_earlier(i, at),
+            None => candidates.push((i, addr)),
+        }
+        if candidates.len() == SCREEN_CHUNK {
+            out.screen(screen, &mut candidates).await?;
         }
     }
-    Ok(Triaged { ledger, domains })
+    out.screen(screen, &mut candidates).await?;
+    Ok(out.triaged)
+}
+
+/// Triage under way: what is settled so far and what `--limit` leaves.
+struct Sorting<'a> {
+    cfg: &'a RunConfig,
+    triaged: Triaged,
+    /// Rows `--limit` still lets through.
+    budget: usize,
+}
+
+impl Sorting<'_> {
+    /// Settles the suppressed `candidates` (one bulk lookup) and those beyond `--limit`, in
+    /// list order; the rest stay pending, their domains collected. Empties `candidates`.
+    async fn screen(
+        &mut self,
+        screen: &Screen,
+        candidates: &mut Vec<(usize, Address)>,
+    ) -> Result<(), RunError> {
+        let found = screen.find(candidates).await?;
+        for (i, addr) in candidates.drain(..) {
+            let ledger = &mut self.triaged.ledger;
+            let hit = found
+                .get(&suppress::key_of(&addr))
+                .or_else(|| found.get(&format!("@{}", addr.domain())));
+            if let Some(entry) = hit {
+                let why = entry.describe();
+                ledger.settle(i, Outcome::local(Status::Suppressed, Step::Suppressed, why));
+            } else if self.budget == 0 {
+                let limit = self.cfg.limit.unwrap_or_default();
+                let text = format!("not sent: beyond --limit {limit}; a later run sends it");
+                ledger.settle(i, Outcome::local(Status::Deferred, Step::Limit, text));
+            } else {
+                self.budget -= 1;
+                let domains = &mut self.triaged.domains;
+                if !domains.contains(addr.domain()) {
+                    domains.insert(addr.domain().to_string());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The suppression list as triage reads it; empty when the run has none or ignores it.
 pub(super) struct Screen {
-    store: Option<Store>,
+    store: Option<Arc<dyn SuppressionStore>>,
 }
 
 impl Screen {
-    /// Opens the list the run uses.
-    pub(super) fn open(cfg: &RunConfig) -> Result<Self, RunError> {
-        let store = match (&cfg.suppress.store, cfg.suppress.ignore) {
-            (Some(path), false) => Some(Store::open(path)?),
-            _ => None,
-        };
-        Ok(Self { store })
+    /// Screens against `store` (none: nothing is suppressed), unless the run ignores the list
+    /// (`--ignore-suppressions`).
+    pub(super) fn new(cfg: &RunConfig, store: Option<&Arc<dyn SuppressionStore>>) -> Self {
+        Self {
+            store: store.filter(|_| !cfg.suppress.ignore).cloned(),
+        }
     }
 
-    /// Why `a` must not be sent to (the `response` text of a suppressed row), `None` when it
-    /// may be.
-    fn check(&self, a: &Address) -> Result<Option<String>, RunError> {
+    /// The entries suppressing any of `candidates` (by address key or `@domain`).
+    async fn find(
+        &self,
+        candidates: &[(usize, Address)],
+    ) -> Result<HashMap<String, Entry>, RunError> {
         let Some(store) = &self.store else {
-            return Ok(None);
+            return Ok(HashMap::new());
         };
-        Ok(store.lookup(a)?.map(|e| e.describe()))
+        let mut keys: Vec<String> = Vec::with_capacity(candidates.len() * 2);
+        let mut domains = HashSet::new();
+        for (_, a) in candidates {
+            keys.push(suppress::key_of(a));
+            if domains.insert(a.domain()) {
+                keys.push(format!("@{}", a.domain()));
+            }
+        }
+        Ok(store.find(&keys).await?)
     }
 }

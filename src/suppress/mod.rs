@@ -1,20 +1,23 @@
 //! The suppression list: addresses (and domains) that no campaign sends to again, kept across
-//! campaigns in an embedded SQLite database (`docs/list-hygiene.md`).
+//! campaigns (`docs/list-hygiene.md`).
 //!
-//! One file, shared safely by several runs at once: WAL journal mode (readers never block the
-//! one writer), a busy timeout (a writer waits for another instead of failing), and every
-//! change in one `BEGIN IMMEDIATE` transaction. Entries are keyed by the normalized address
-//! ([`normalize`]), or `@domain` for a whole domain. The database also remembers each
-//! campaign's results CSV, so that `mailmerge bounces` can find the row a late bounce is for.
+//! Entries are keyed by the normalized address ([`normalize`]), or `@domain` for a whole
+//! domain. The store also remembers each campaign's results CSV, so that `mailmerge bounces`
+//! can find the row a late bounce is for, and how far it read each IMAP mailbox. It sits
+//! behind a small async trait ([`SuppressionStore`]) with an embedded SQLite implementation
+//! ([`sqlite::SqliteSuppressions`], the default). Lookups come in bulk ([`SuppressionStore::find`]):
+//! a run screens its whole list in chunks, never one read per row.
 
 mod classify;
 mod csvio;
 pub mod options;
+pub mod sqlite;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use async_trait::async_trait;
 use thiserror::Error;
 
 use crate::address::{self, Address};
@@ -121,14 +124,13 @@ pub fn now() -> String {
 /// The suppression store cannot be used.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// The database cannot be opened, read or written.
-    #[error("suppression list {path}: {source}")]
+    /// The database cannot be opened, read or written (or reached: a server).
+    #[error("suppression list {place}: {message}")]
     Db {
-        /// Database file.
-        path: PathBuf,
-        /// SQLite's error.
-        #[source]
-        source: rusqlite::Error,
+        /// Database file or server.
+        place: String,
+        /// What went wrong.
+        message: String,
     },
     /// The folder for the database cannot be created.
     #[error("suppression list {path}: {source}")]
@@ -180,212 +182,8 @@ pub fn key_of(a: &Address) -> String {
     format!("{}@{}", a.local().to_lowercase(), a.domain())
 }
 
-/// How long a writer waits for another before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS suppressions (
-    key      TEXT PRIMARY KEY NOT NULL,
-    reason   TEXT NOT NULL,
-    cause    TEXT NOT NULL DEFAULT '',
-    campaign TEXT NOT NULL DEFAULT '',
-    created  TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS campaigns (
-    id       TEXT PRIMARY KEY NOT NULL,
-    results  TEXT NOT NULL,
-    created  TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS imap_watermarks (
-    mailbox     TEXT PRIMARY KEY NOT NULL,
-    uidvalidity INTEGER NOT NULL,
-    last_uid    INTEGER NOT NULL,
-    updated     TEXT NOT NULL
-) WITHOUT ROWID;
-";
-
-/// An open suppression store.
-pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-}
-
-impl Store {
-    /// Opens (creating if needed) the database at `path` and its folder.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let db = |source| StoreError::Db {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut conn = Connection::open(path).map_err(db)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
-        // WAL: one writer and any number of readers at once; survives a crash mid-write.
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(db)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(db)?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        tx.execute_batch(SCHEMA).map_err(db)?;
-        tx.commit().map_err(db)?;
-        Ok(Self {
-            conn,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Opens an existing database read-only (`bounces --dry-run`: nothing is created or
-    /// written); `None` when there is no file.
-    pub fn open_read_only(path: &Path) -> Result<Option<Self>, StoreError> {
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let db = |source| StoreError::Db {
-            path: path.to_path_buf(),
-            source,
-        };
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
-        let conn = Connection::open_with_flags(path, flags).map_err(db)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
-        Ok(Some(Self {
-            conn,
-            path: path.to_path_buf(),
-        }))
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn db(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Db {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    /// The entry suppressing `a`: its own, else its domain's.
-    pub fn lookup(&self, a: &Address) -> Result<Option<Entry>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT key, reason, cause, campaign, created FROM suppressions \
-                 WHERE key = ?1 OR key = ?2 ORDER BY length(key) DESC LIMIT 1",
-            )
-            .map_err(|e| self.db(e))?;
-        stmt.query_row(params![key_of(a), format!("@{}", a.domain())], row_entry)
-            .optional()
-            .map_err(|e| self.db(e))
-    }
-
-    /// The entry under exactly `key` (a normalized address or `@domain`), if any.
-    pub fn lookup_key(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT key, reason, cause, campaign, created FROM suppressions WHERE key = ?1",
-                params![key],
-                row_entry,
-            )
-            .optional()
-            .map_err(|e| self.db(e))
-    }
-
-    /// Adds the entries in one transaction; a key already present keeps its first entry
-    /// (the original cause is the useful one). Returns how many were new.
-    pub fn add(&mut self, entries: &[Entry]) -> Result<usize, StoreError> {
-        let path = self.path.clone();
-        let db = |source| StoreError::Db {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        let mut added = 0;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO suppressions (key, reason, cause, campaign, created) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(key) DO NOTHING",
-                )
-                .map_err(db)?;
-            for e in entries {
-                added += stmt
-                    .execute(params![
-                        e.key,
-                        e.reason.as_str(),
-                        e.cause,
-                        e.campaign,
-                        e.created
-                    ])
-                    .map_err(db)?;
-            }
-        }
-        tx.commit().map_err(db)?;
-        Ok(added)
-    }
-
-    /// Removes a key; true when it was there.
-    pub fn remove(&mut self, key: &str) -> Result<bool, StoreError> {
-        self.conn
-            .execute("DELETE FROM suppressions WHERE key = ?1", params![key])
-            .map(|n| n > 0)
-            .map_err(|e| self.db(e))
-    }
-
-    /// Every entry, by key.
-    pub fn list(&self) -> Result<Vec<Entry>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT key, reason, cause, campaign, created FROM suppressions ORDER BY key")
-            .map_err(|e| self.db(e))?;
-        let rows = stmt.query_map([], row_entry).map_err(|e| self.db(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
-    }
-
-    /// Remembers that campaign `id` writes its results to `results`.
-    pub fn register_campaign(&mut self, id: &str, results: &Path) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO campaigns (id, results, created) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(id) DO UPDATE SET results = excluded.results",
-                params![id, results.to_string_lossy(), now()],
-            )
-            .map(drop)
-            .map_err(|e| self.db(e))
-    }
-
-    /// Every known campaign: (id, results CSV).
-    pub fn campaigns(&self) -> Result<Vec<(String, PathBuf)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, results FROM campaigns ORDER BY created DESC")
-            .map_err(|e| self.db(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    PathBuf::from(r.get::<_, String>(1)?),
-                ))
-            })
-            .map_err(|e| self.db(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
-    }
-}
-
 /// Where `mailmerge bounces` stopped reading an IMAP mailbox: the mailbox's UIDVALIDITY and
 /// the highest UID processed (RFC 3501 §2.3.1.1: UIDs only grow while UIDVALIDITY stays).
-/// Kept apart from the list's own methods: a store on another database implements these two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Watermark {
     /// The mailbox's UIDVALIDITY when it was read.
@@ -394,160 +192,65 @@ pub struct Watermark {
     pub last_uid: u32,
 }
 
-impl Store {
+/// Where the suppression list lives.
+#[async_trait]
+pub trait SuppressionStore: Send + Sync {
+    /// Where it is (a file, a server), for messages.
+    fn place(&self) -> String;
+
+    /// The entries under any of `keys` (normalized addresses and `@domain`s), by key: a few
+    /// reads for many keys, never one per key.
+    async fn find(&self, keys: &[String]) -> Result<HashMap<String, Entry>, StoreError>;
+
+    /// Adds the entries in one transaction; a key already present keeps its first entry (the
+    /// original cause is the useful one). Returns how many were new.
+    async fn add(&self, entries: &[Entry]) -> Result<usize, StoreError>;
+
+    /// Removes a key; true when it was there.
+    async fn remove(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Every entry, by key.
+    async fn list(&self) -> Result<Vec<Entry>, StoreError>;
+
+    /// Remembers that campaign `id` writes its results to `results`.
+    async fn register_campaign(&self, id: &str, results: &Path) -> Result<(), StoreError>;
+
+    /// Every known campaign: (id, results CSV), newest first.
+    async fn campaigns(&self) -> Result<Vec<(String, PathBuf)>, StoreError>;
+
     /// The watermark of `mailbox` (`imaps://user@host:port/NAME`), if it was read before.
-    pub fn watermark(&self, mailbox: &str) -> Result<Option<Watermark>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT uidvalidity, last_uid FROM imap_watermarks WHERE mailbox = ?1",
-                params![mailbox],
-                |r| {
-                    Ok(Watermark {
-                        uidvalidity: r.get(0)?,
-                        last_uid: r.get(1)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.db(e))
-    }
+    async fn watermark(&self, mailbox: &str) -> Result<Option<Watermark>, StoreError>;
 
     /// Records how far `mailbox` has been read.
-    pub fn set_watermark(&mut self, mailbox: &str, mark: Watermark) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO imap_watermarks (mailbox, uidvalidity, last_uid, updated) \
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT(mailbox) DO UPDATE SET \
-                 uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid, \
-                 updated = excluded.updated",
-                params![mailbox, mark.uidvalidity, mark.last_uid, now()],
-            )
-            .map(drop)
-            .map_err(|e| self.db(e))
-    }
+    async fn set_watermark(&self, mailbox: &str, mark: Watermark) -> Result<(), StoreError>;
 }
 
-fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
-    let reason: String = r.get(1)?;
-    Ok(Entry {
-        key: r.get(0)?,
-        // An unknown reason (written by a newer version) still suppresses.
-        reason: Reason::parse(&reason).unwrap_or(Reason::Manual),
-        cause: r.get(2)?,
-        campaign: r.get(3)?,
-        created: r.get(4)?,
-    })
+/// The entry suppressing `a`: its own, else its domain's.
+pub async fn lookup(
+    store: &dyn SuppressionStore,
+    a: &Address,
+) -> Result<Option<Entry>, StoreError> {
+    let (own, domain) = (key_of(a), format!("@{}", a.domain()));
+    let mut found = store.find(&[own.clone(), domain.clone()]).await?;
+    Ok(found.remove(&own).or_else(|| found.remove(&domain)))
+}
+
+/// The entry under exactly `key`, if any.
+pub async fn lookup_key(
+    store: &dyn SuppressionStore,
+    key: &str,
+) -> Result<Option<Entry>, StoreError> {
+    Ok(store.find(&[key.to_string()]).await?.remove(key))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn addr(s: &str) -> Address {
-        Address::parse(s).unwrap()
-    }
-
     #[test]
     fn normalizes_case_brackets_and_domains() {
         assert_eq!(normalize(" <Ann@Example.COM> ").unwrap(), "ann@example.com");
         assert_eq!(normalize("@Example.COM").unwrap(), "@example.com");
         assert!(normalize("no-at-sign").is_err());
-    }
-
-    #[test]
-    fn adds_looks_up_by_address_and_domain_and_keeps_the_first_cause() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("a/b/s.sqlite")).unwrap();
-        let e = Entry::new(
-            "ann@example.com".into(),
-            Reason::HardBounce,
-            "550 5.1.1",
-            "c1",
-        );
-        assert_eq!(s.add(std::slice::from_ref(&e)).unwrap(), 1);
-        let again = Entry::new("ann@example.com".into(), Reason::Manual, "later", "");
-        assert_eq!(s.add(&[again]).unwrap(), 0);
-        assert_eq!(s.lookup(&addr("ANN@example.com")).unwrap(), Some(e));
-        assert_eq!(s.lookup(&addr("bob@example.com")).unwrap(), None);
-        s.add(&[Entry::new("@example.com".into(), Reason::Manual, "", "")])
-            .unwrap();
-        let d = s.lookup(&addr("bob@example.com")).unwrap().unwrap();
-        assert_eq!(d.key, "@example.com");
-        assert!(s.remove("@example.com").unwrap());
-        assert!(!s.remove("@example.com").unwrap());
-        assert_eq!(s.list().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_list_of_an_older_version_gains_the_imap_watermarks_and_keeps_its_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.sqlite");
-        {
-            // The schema before the watermark table existed, with one entry.
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "CREATE TABLE suppressions (key TEXT PRIMARY KEY NOT NULL, reason TEXT NOT NULL, \
-                 cause TEXT NOT NULL DEFAULT '', campaign TEXT NOT NULL DEFAULT '', \
-                 created TEXT NOT NULL) WITHOUT ROWID;
-                 CREATE TABLE campaigns (id TEXT PRIMARY KEY NOT NULL, results TEXT NOT NULL, \
-                 created TEXT NOT NULL) WITHOUT ROWID;
-                 INSERT INTO suppressions VALUES ('ann@example.com', 'manual', '', '', 'x');",
-            )
-            .unwrap();
-        }
-        let mut s = Store::open(&path).unwrap();
-        assert_eq!(s.list().unwrap().len(), 1);
-        let mailbox = "imaps://bounces@imap.example.com:993/INBOX";
-        assert_eq!(s.watermark(mailbox).unwrap(), None);
-        let mark = Watermark {
-            uidvalidity: 7,
-            last_uid: 42,
-        };
-        s.set_watermark(mailbox, mark).unwrap();
-        s.set_watermark(
-            mailbox,
-            Watermark {
-                last_uid: 43,
-                ..mark
-            },
-        )
-        .unwrap();
-        drop(s);
-        let ro = Store::open_read_only(&path).unwrap().unwrap();
-        assert_eq!(ro.watermark(mailbox).unwrap().unwrap().last_uid, 43);
-        assert!(ro.lookup_key("ann@example.com").unwrap().is_some());
-        assert!(
-            Store::open_read_only(&dir.path().join("none.sqlite"))
-                .unwrap()
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn concurrent_writers_lose_no_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sqlite");
-        Store::open(&path).unwrap();
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let path = path.clone();
-                std::thread::spawn(move || {
-                    for batch in 0..25 {
-                        let mut s = Store::open(&path).unwrap();
-                        let entries: Vec<Entry> = (0..4)
-                            .map(|i| {
-                                let key = format!("t{t}b{batch}i{i}@example.com");
-                                Entry::new(key, Reason::HardBounce, "", "c")
-                            })
-                            .collect();
-                        s.add(&entries).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(Store::open(&path).unwrap().list().unwrap().len(), 400);
     }
 }

@@ -183,6 +183,17 @@ fn scratch_root() -> &'static Path {
     DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"))
         .path()
 }
+/// The suppression list at `path` (SQLite), as the library's trait object.
+pub fn open_list(
+    path: &Path,
+) -> Result<
+    std::sync::Arc<dyn mailmerge::suppress::SuppressionStore>,
+    mailmerge::suppress::StoreError,
+> {
+    let list = mailmerge::suppress::sqlite::SqliteSuppressions::open(path)?;
+    Ok(std::sync::Arc::new(list))
+}
+
 pub mod browser;
 pub mod dovecot;
 pub mod mta;
