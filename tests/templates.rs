@@ -482,7 +482,7 @@ async fn rows_whose_message_would_grow_past_the_limit_are_invalid_and_the_rest_d
 }
 
 /// The `text` code blocks of a Markdown file after the heading `section`, in order.
-fn code_blocks(file: &str, section: &str) -> Vec<String> {
+pub(crate) fn code_blocks(file: &str, section: &str) -> Vec<String> {
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
     let start = doc
         .find(section)

@@ -29,6 +29,7 @@ mod report;
 mod resume;
 mod scale;
 mod sender_memory;
+mod spamassassin;
 mod suppress;
 mod templates;
 mod tls_policy;

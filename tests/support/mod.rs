@@ -198,3 +198,4 @@ pub mod browser;
 pub mod dovecot;
 pub mod mta;
 pub mod provider_sim;
+pub mod spamassassin;
