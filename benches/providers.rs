@@ -135,7 +135,10 @@ async fn campaign(n: usize) {
     // first learnt (nothing is remembered before the first).
     cfg.state = Some(dir.path().join("senders.sqlite"));
     let configs = providers.map(|p| p.3);
-    for (i, pass) in ["first run (nothing remembered)", "second run"].iter().enumerate() {
+    for (i, pass) in ["first run (nothing remembered)", "second run"]
+        .iter()
+        .enumerate()
+    {
         cfg.results = dir.path().join(format!("results-{i}.csv"));
         let before: Vec<usize> = sims.iter().map(ProviderSim::throttles).collect();
         let accepted: Vec<usize> = sims.iter().map(ProviderSim::accepted).collect();
