@@ -91,7 +91,7 @@ impl Job {
         cfg.progress = mailmerge::progress::Mode::Quiet;
         // The sender's memory, as the binary keeps one: this job's own, on a pinned clock
         // (a run never straddles a day by accident).
-        cfg.state = Some(self.path("senders.sqlite"));
+        cfg.state = Some(self.path("senders.sqlite").into());
         cfg.clock = mailmerge::clock::Clock::starting_at_unix(PINNED_NOW);
         cfg
     }
