@@ -197,4 +197,5 @@ pub fn open_list(
 pub mod browser;
 pub mod dovecot;
 pub mod mta;
+pub mod postgres;
 pub mod provider_sim;
