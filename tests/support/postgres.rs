@@ -3,7 +3,7 @@
 //! superuser `mailmerge` trusted without a password, and stopped when dropped.
 //!
 //! `.ci/run` installs Debian's `postgresql` package (the server binaries under
-//! [`PG_BIN_DIRS`]) without starting its system-wide cluster. A test without them prints
+//! [`PG_ROOT`]) without starting its system-wide cluster. A test without them prints
 //! "SKIPPED" and passes locally, but FAILS when `CI=true`. PostgreSQL refuses to run as root:
 //! as root the cluster belongs to the `postgres` system user (else `nobody`), and the server
 //! runs as that user.
@@ -16,12 +16,26 @@ use std::time::Duration;
 
 use super::mta::{find, free_port, is_root};
 
-/// Where Debian puts the server binaries (newest first).
-pub const PG_BIN_DIRS: &[&str] = &[
-    "/usr/lib/postgresql/17/bin",
-    "/usr/lib/postgresql/16/bin",
-    "/usr/lib/postgresql/15/bin",
-];
+/// Where Debian puts each major version's server binaries (`<version>/bin`).
+pub const PG_ROOT: &str = "/usr/lib/postgresql";
+
+/// The `postgres` binaries installed, newest major version first.
+fn installed() -> Vec<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(PG_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse().ok()?;
+            Some((major, e.path().join("bin/postgres")))
+        })
+        .collect();
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let mut paths: Vec<PathBuf> = found.into_iter().map(|(_, p)| p).collect();
+    // Named in the SKIPPED message when there is none.
+    paths.push(Path::new(PG_ROOT).join("VERSION/bin/postgres"));
+    paths
+}
 
 /// A running PostgreSQL cluster of its own.
 pub struct Postgres {
@@ -52,11 +66,7 @@ fn ids_of(user: &str) -> Option<(u32, u32)> {
 impl Postgres {
     /// Makes and starts a cluster, or says why it cannot ([`super::mta::skip`]).
     pub fn start() -> Option<Self> {
-        let candidates: Vec<PathBuf> = PG_BIN_DIRS
-            .iter()
-            .map(|d| Path::new(d).join("postgres"))
-            .collect();
-        let bin = find("the PostgreSQL server", &candidates)?
+        let bin = find("the PostgreSQL server", &installed())?
             .parent()
             .unwrap()
             .to_path_buf();
