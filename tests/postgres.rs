@@ -605,3 +605,41 @@ fn a_url_scheme_that_is_not_a_store_is_refused_and_no_folder_is_made() {
         "nothing but the config"
     );
 }
+
+#[test]
+fn kubernetes_shards_share_one_database_through_a_secret() {
+    let mut sharing = 0;
+    for (file, doc) in crate::scale::manifests() {
+        let spec = match crate::scale::str_of(&doc["kind"]) {
+            "Job" => &doc["spec"],
+            "CronJob" => &doc["spec"]["jobTemplate"]["spec"],
+            _ => continue,
+        };
+        for c in spec["template"]["spec"]["containers"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            let env = c["env"].as_sequence().cloned().unwrap_or_default();
+            let secret_of = |name: &str| {
+                env.iter()
+                    .find(|e| e["name"] == name)
+                    .map(|e| e["valueFrom"]["secretKeyRef"].clone())
+            };
+            let Some(list) = secret_of("MAILMERGE_SUPPRESSIONS") else {
+                continue;
+            };
+            // From a Secret, never a literal value; the same database for both stores.
+            assert!(!list["name"].is_null() && !list["key"].is_null(), "{file}");
+            assert_eq!(secret_of("MAILMERGE_STATE"), Some(list), "{file}");
+            // Nothing on the command line overrides the variables.
+            let args = c["args"].as_sequence().cloned().unwrap_or_default();
+            for flag in ["--suppressions", "--state"] {
+                assert!(!args.iter().any(|a| a == flag), "{file}: {flag}");
+            }
+            assert_eq!(spec["completionMode"], "Indexed", "{file}");
+            sharing += 1;
+        }
+    }
+    assert!(sharing >= 1, "no manifest shares a database");
+}
