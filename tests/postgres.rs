@@ -643,3 +643,43 @@ fn kubernetes_shards_share_one_database_through_a_secret() {
     }
     assert!(sharing >= 1, "no manifest shares a database");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_against_sslrootcert_and_never_falls_back_to_plain_text() {
+    let ca = mailmerge::sandbox::tls::TestCa::new().unwrap();
+    let server = ca.issue(&["127.0.0.1"]).unwrap();
+    let Some(pg) = Postgres::start_tls(&server.cert_pem, &server.key_pem) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ca.pem");
+    std::fs::write(&root, ca.root_pem()).unwrap();
+    let base = format!("postgres://mailmerge@127.0.0.1:{}/postgres", pg.port);
+    let open = |query: String| {
+        let url = PgUrl::parse(&format!("{base}{query}")).unwrap();
+        async move {
+            PgSuppressions::open(&url)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    };
+    // The server's certificate is checked against sslrootcert: over TLS (the server takes
+    // nothing else) the list opens and works.
+    let query = format!("?sslmode=require&sslrootcert={}", root.display());
+    open(query.clone()).await.unwrap();
+    let store = PgSuppressions::open(&PgUrl::parse(&format!("{base}{query}")).unwrap())
+        .await
+        .unwrap();
+    let entry = Entry::new("ann@a.test".into(), Reason::Manual, "", "");
+    assert_eq!(store.add(&[entry]).await.unwrap(), 1);
+    // Without the root, the certificate is not trusted, with `require` and with the default
+    // `prefer` alike: no connection, never a fallback to plain text.
+    for query in ["?sslmode=require", ""] {
+        let e = open(query.to_string()).await.unwrap_err();
+        assert!(e.contains("certificate"), "{query}: {e}");
+    }
+    // And `disable` does not use TLS (which this server refuses).
+    let e = open("?sslmode=disable".into()).await.unwrap_err();
+    assert!(e.contains("no encryption") || e.contains("pg_hba"), "{e}");
+}

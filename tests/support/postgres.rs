@@ -49,6 +49,8 @@ pub struct Postgres {
     owner: Option<(u32, u32)>,
     /// The postmaster, while it runs.
     child: Option<Child>,
+    /// Extra `-c NAME=VALUE` settings of the server.
+    settings: Vec<String>,
 }
 
 /// The uid and gid of a system user.
@@ -66,6 +68,37 @@ fn ids_of(user: &str) -> Option<(u32, u32)> {
 impl Postgres {
     /// Makes and starts a cluster, or says why it cannot ([`super::mta::skip`]).
     pub fn start() -> Option<Self> {
+        let mut pg = Self::init()?;
+        pg.run();
+        Some(pg)
+    }
+
+    /// Makes and starts a cluster that takes TCP connections over TLS only (`hostssl`), with
+    /// this certificate chain and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Option<Self> {
+        let mut pg = Self::init()?;
+        let data = pg.data();
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if let Some((uid, gid)) = pg.owner {
+                chown(&path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        pg.settings.extend(["ssl=on".to_string()]);
+        pg.run();
+        Some(pg)
+    }
+
+    /// Makes a cluster (not started).
+    fn init() -> Option<Self> {
         let bin = find("the PostgreSQL server", &installed())?
             .parent()
             .unwrap()
@@ -79,12 +112,13 @@ impl Postgres {
         if let Some((uid, gid)) = owner {
             chown(dir.path(), Some(uid), Some(gid)).unwrap();
         }
-        let mut pg = Self {
+        let pg = Self {
             dir,
             bin,
             port: free_port("127.0.0.1".parse().unwrap()),
             owner,
             child: None,
+            settings: Vec::new(),
         };
         let out = pg
             .command("initdb")
@@ -98,7 +132,6 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        pg.run();
         Some(pg)
     }
 
@@ -127,6 +160,7 @@ impl Postgres {
             .arg(self.dir.path())
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "max_connections=200"])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
