@@ -35,6 +35,7 @@ pub mod run;
 pub mod sandbox;
 pub mod sender;
 pub mod smtp;
+pub mod store;
 pub mod suppress;
 pub mod template;
 pub mod tls_policy;

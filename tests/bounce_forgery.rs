@@ -41,7 +41,7 @@ async fn campaign(verp: bool) -> Campaign {
         TEMPLATE,
     );
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.suppress.store = Some(store.clone());
+    cfg.suppress.store = Some(store.clone().into());
     if verp {
         cfg.message.verp = Some(Verp::new("bounces+{token}@sender.test", KEY).unwrap());
     }

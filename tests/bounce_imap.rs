@@ -41,7 +41,7 @@ async fn campaign(scratch: &Path) -> (Job, std::path::PathBuf, HashMap<String, (
         TEMPLATE,
     );
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.suppress.store = Some(store.clone());
+    cfg.suppress.store = Some(store.clone().into());
     cfg.message.verp = Some(Verp::new("bounces+{token}@sender.test", KEY.as_bytes()).unwrap());
     mailmerge::run(cfg).await.expect("run");
     let rows = read_results(&job.results);

@@ -33,7 +33,7 @@ async fn send_and_read_bounce(
     let store = scratch.path().join("s.sqlite");
     let job = Job::new(&format!("email,name\n{rcpt},Gone\n"), TEMPLATE);
     let mut cfg = job.config(&dns, port);
-    cfg.suppress.store = Some(store.clone());
+    cfg.suppress.store = Some(store.clone().into());
     cfg.message.verp = Some(Verp::new("bounces+{token}@sender.test", KEY).unwrap());
     let report = mailmerge::run(cfg).await.expect("run");
     assert!(

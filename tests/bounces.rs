@@ -61,7 +61,7 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
     }
     let job = Job::new(&csv, TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.suppress.store = Some(store_path.clone());
+    cfg.suppress.store = Some(store_path.clone().into());
     cfg.message.verp = Some(Verp::new("bounces+{token}@sender.test", KEY).unwrap());
     let report = mailmerge::run(cfg).await.expect("run");
     assert!(report.summary.all_delivered(), "{}", report.summary);
@@ -225,7 +225,7 @@ async fn late_bounces_and_complaints_update_their_rows_and_the_list_forgeries_ch
     // journal, not only in the results CSV the re-run rewrites.
     let received = mxs.get(2).received().len();
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.suppress.store = Some(store_path.clone());
+    cfg.suppress.store = Some(store_path.clone().into());
     cfg.message.verp = Some(Verp::new("bounces+{token}@sender.test", KEY).unwrap());
     mailmerge::run(cfg).await.expect("re-run");
     assert_eq!(mxs.get(2).received().len(), received, "nothing sent again");
@@ -341,7 +341,7 @@ async fn a_dsn_written_by_postfix_itself_is_matched_to_its_row() {
     let store_path = scratch.path().join("s.sqlite");
     let job = Job::new("email,name\ngone@late.test,Gone\n", TEMPLATE);
     let mut cfg = job.config(&dns, pf.addr.port());
-    cfg.suppress.store = Some(store_path.clone());
+    cfg.suppress.store = Some(store_path.clone().into());
     cfg.message.verp = Some(Verp::new("bounces+{token}@sender.test", KEY).unwrap());
     let report = mailmerge::run(cfg).await.expect("run");
     assert!(
@@ -487,7 +487,7 @@ async fn a_dry_run_says_what_a_run_would_do_and_changes_nothing() {
     let store_path = scratch.path().join("s.sqlite");
     let job = Job::new("email,name\nann@a.test,Ann\nbob@a.test,Bob\n", TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.suppress.store = Some(store_path.clone());
+    cfg.suppress.store = Some(store_path.clone().into());
     cfg.message.verp = Some(Verp::new("bounces+{token}@sender.test", KEY).unwrap());
     mailmerge::run(cfg).await.expect("run");
     let rows = read_results(&job.results);
@@ -636,7 +636,7 @@ async fn a_bounces_diagnostic_cannot_plant_a_formula_in_the_results() {
     let store_path = scratch.path().join("s.sqlite");
     let job = Job::new("email,name\nann@a.test,Ann\n", TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.suppress.store = Some(store_path.clone());
+    cfg.suppress.store = Some(store_path.clone().into());
     cfg.message.verp = Some(Verp::new("bounces+{token}@sender.test", KEY).unwrap());
     mailmerge::run(cfg).await.expect("run");
     let rp = mxs.get(2).received()[0].mail_from.clone();

@@ -314,3 +314,39 @@ fn timings_name_every_stage_in_order_and_the_first_session_only_when_sending() {
     assert!(planned.contains(", plan "), "{planned}");
     assert!(!planned.contains("SMTP session"), "{planned}");
 }
+
+#[test]
+fn a_sandbox_run_keeps_its_own_stores_when_the_environment_names_the_fleets() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (fleet_list, fleet_state) = (
+        dir.path().join("fleet.sqlite"),
+        dir.path().join("fleet-state.sqlite"),
+    );
+    let out = mailmerge()
+        .args([
+            "run",
+            &format!("{root}/examples/recipients.csv"),
+            &format!("{root}/templates/welcome.hbs"),
+            "--sandbox",
+            "--quiet",
+        ])
+        .arg("--results")
+        .arg(dir.path().join("results.csv"))
+        .arg("--sandbox-dir")
+        .arg(dir.path().join("mail"))
+        .env("MAILMERGE_SUPPRESSIONS", &fleet_list)
+        .env("MAILMERGE_STATE", &fleet_state)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The example's hard bounces went to the sandbox's list, not the fleet's.
+    assert!(!fleet_list.exists() && !fleet_state.exists());
+    assert!(dir.path().join("mail.suppressions.sqlite").exists());
+    assert!(dir.path().join("mail.senders.sqlite").exists());
+}

@@ -364,7 +364,7 @@ async fn bounces_never_rewrite_the_results_through_a_link() {
     let key: &[u8] = b"test key, 16+ bytes long";
     let job = Job::new("email,name\nann@a.test,Ann\nbob@a.test,Bob\n", TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.suppress.store = Some(store.clone());
+    cfg.suppress.store = Some(store.clone().into());
     cfg.message.verp =
         Some(mailmerge::verp::Verp::new("bounces+{token}@sender.test", key).unwrap());
     run(cfg).await.expect("run");

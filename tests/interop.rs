@@ -234,7 +234,7 @@ async fn batch_with(
     cfg.delivery.retry = RetryPolicy::parse("200ms").unwrap();
     cfg.delivery.deadline = Duration::from_secs(40);
     if let Some(state) = state {
-        cfg.state = Some(state.to_path_buf());
+        cfg.state = Some(state.to_path_buf().into());
     }
     let started = Instant::now();
     let report = run(cfg).await.expect("run");
@@ -486,7 +486,7 @@ async fn chasquid_swallowing_commands_behind_the_dot_takes_a_batch_without_waiti
     let dns = dns(z).await;
     let next = Job::new(&list(200, "cq.test"), &template());
     let mut cfg = next.config(&dns, cq.addr().port());
-    cfg.state = Some(state.clone());
+    cfg.state = Some(state.clone().into());
     cfg.delivery.connections_per_site = NonZeroUsize::new(3).unwrap();
     cfg.delivery.timeouts = Timeouts::uniform(Duration::from_secs(30));
     cfg.delivery.deadline = Duration::from_secs(40);

@@ -620,7 +620,7 @@ async fn against_wire(
 
 fn wire_config(job: &Job, dns: &DnsServer, wire: &Wire) -> mailmerge::RunConfig {
     let mut cfg = job.config(dns, wire.port);
-    cfg.suppress.store = Some(job.path("suppressions.db"));
+    cfg.suppress.store = Some(job.path("suppressions.db").into());
     cfg
 }
 
@@ -830,7 +830,7 @@ async fn an_mx_at_0_0_0_0_is_never_connected_to_and_the_row_says_why() {
     let csv = "email,name\na@zero.test,A\nb@multicast.test,B\nc@mixed.test,C\n";
     let job = Job::new(csv, TEMPLATE);
     let mut cfg = job.config(&dns, mxs.port);
-    cfg.suppress.store = Some(job.path("suppressions.db"));
+    cfg.suppress.store = Some(job.path("suppressions.db").into());
     let report = run(cfg).await.expect("run");
     let rows = read_results(&job.results);
     let a = row(&rows, "a@zero.test");

@@ -557,7 +557,7 @@ async fn a_source_ip_that_cannot_be_bound_is_skipped_and_the_others_deliver() {
 }
 
 /// The manifests' YAML documents, with the file each came from.
-fn manifests() -> Vec<(String, serde_yaml::Value)> {
+pub(crate) fn manifests() -> Vec<(String, serde_yaml::Value)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
     let mut docs = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -582,7 +582,7 @@ fn manifests() -> Vec<(String, serde_yaml::Value)> {
 
 use serde::Deserialize as _;
 
-fn str_of(v: &serde_yaml::Value) -> &str {
+pub(crate) fn str_of(v: &serde_yaml::Value) -> &str {
     v.as_str().unwrap_or_default()
 }
 

@@ -37,7 +37,7 @@ async fn a_suspension_outlives_its_run_and_holds_back_the_next_campaign_until_it
     let store = state.path().join("senders.sqlite");
     let first = Job::new(&list(&["yahoo.test"], 30), TEMPLATE);
     let mut cfg = config(&first, &dns, port);
-    cfg.state = Some(store.clone());
+    cfg.state = Some(store.clone().into());
     let report = run(cfg).await.expect("first run");
     assert_eq!(sims[0].throttles(), 1);
     // Suspended for 2 h, far past the deadline: the rows end at once, saying so.
@@ -65,7 +65,7 @@ async fn a_suspension_outlives_its_run_and_holds_back_the_next_campaign_until_it
     // Another campaign one second later: no connection during the suspension it chose.
     let second = Job::new(&list(&["yahoo.test"], 40), TEMPLATE);
     let mut cfg = config(&second, &dns, port);
-    cfg.state = Some(store.clone());
+    cfg.state = Some(store.clone().into());
     cfg.clock = Clock::starting_at_unix(PINNED_NOW + 1);
     let report = run(cfg.clone()).await.expect("second campaign");
     assert_eq!(
@@ -125,7 +125,7 @@ async fn a_daily_cap_is_the_sending_ips_across_campaigns_of_the_day() {
     let store = state.path().join("senders.sqlite");
     let campaign = |job: &Job, day: u64| {
         let mut cfg = config(job, &dns, port);
-        cfg.state = Some(store.clone());
+        cfg.state = Some(store.clone().into());
         cfg.delivery.daily_cap = Some(3);
         cfg.clock = Clock::starting_at_unix(PINNED_NOW + day * 86_400);
         cfg
@@ -220,7 +220,7 @@ async fn a_second_campaign_starts_at_the_limits_the_first_learnt() {
     for n in [120, 150] {
         let job = Job::new(&list(&["tenant2.test"], n), TEMPLATE);
         let mut cfg = config(&job, &dns, port);
-        cfg.state = Some(store.clone());
+        cfg.state = Some(store.clone().into());
         let before = (
             sims[0].stats.refused_greetings.load(Ordering::SeqCst),
             sims[0].stats.per_connection_refusals.load(Ordering::SeqCst),
@@ -284,7 +284,7 @@ async fn concurrent_campaigns_share_one_cap_and_lose_no_lesson() {
     let store = state.path().join("senders.sqlite");
     let campaign = |job: &Job| {
         let mut cfg = config(job, &dns, port);
-        cfg.state = Some(store.clone());
+        cfg.state = Some(store.clone().into());
         cfg.delivery.daily_cap = Some(7);
         cfg
     };

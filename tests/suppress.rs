@@ -55,7 +55,7 @@ fn config(
     let mut cfg = job.config(dns, port);
     cfg.delivery.retry = mailmerge::delivery::RetryPolicy::parse("none").expect("retry");
     cfg.delivery.deadline = std::time::Duration::from_secs(5);
-    cfg.suppress.store = Some(store.to_path_buf());
+    cfg.suppress.store = Some(store.to_path_buf().into());
     cfg
 }
 

@@ -23,6 +23,7 @@ mod interop;
 mod mta;
 mod mta_sts;
 mod postfix;
+mod postgres;
 mod protocol;
 mod providers;
 mod report;

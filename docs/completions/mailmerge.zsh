@@ -74,11 +74,11 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--dkim-selector=[DKIM selector\: the key is published at <SELECTOR>._domainkey.<DOMAIN>]:SELECTOR:_default' \
 '--dkim-domain=[DKIM signing domain (d=) \[default\: each message'\''s From domain\]]:DOMAIN:_default' \
 '*--list-unsubscribe=[Add List-Unsubscribe with this URI (templated per row, e.g. https\://acme.example/u/{{token}}); repeat for a mailto\: URI. An https URI also adds List-Unsubscribe-Post\: List-Unsubscribe=One-Click (RFC 8058)]:URI:_default' \
-'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--suppressions=[Suppression list\: an SQLite file (shared safely by runs on one machine) or a postgres\://USER@HOST/DB URL (one list for a fleet; password in the URL or PGPASSWORD) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH|URL:_files' \
 '--return-path=[Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row\: e.g. '\''bounces+{token}@acme.example'\'' (needs --verp-key). Overrides --from]:ADDRESS:_default' \
 '--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
-'--state=[The sender'\''s memory\: suspensions, learnt limits and daily counts per provider and source IP, shared by every run (SQLite) \[default\: \$XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite\]]:PATH:_files' \
+'--state=[The sender'\''s memory\: suspensions, learnt limits and daily counts per provider and source IP, shared by every run\: an SQLite file, or a postgres\://USER@HOST/DB URL shared by a fleet (may be the suppression list'\''s database) \[default\: \$XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite\]]:PATH|URL:_files' \
 '--now=[Read the wall clock as this RFC 3339 instant at start (tests; days and suspensions)]:RFC3339:_default' \
 '--no-private-mx[For domains under public names, never connect to MX addresses in private, loopback, link-local or shared ranges (a domain left with none bounces, 5.4.4)]' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
@@ -146,11 +146,11 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--dkim-selector=[DKIM selector\: the key is published at <SELECTOR>._domainkey.<DOMAIN>]:SELECTOR:_default' \
 '--dkim-domain=[DKIM signing domain (d=) \[default\: each message'\''s From domain\]]:DOMAIN:_default' \
 '*--list-unsubscribe=[Add List-Unsubscribe with this URI (templated per row, e.g. https\://acme.example/u/{{token}}); repeat for a mailto\: URI. An https URI also adds List-Unsubscribe-Post\: List-Unsubscribe=One-Click (RFC 8058)]:URI:_default' \
-'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--suppressions=[Suppression list\: an SQLite file (shared safely by runs on one machine) or a postgres\://USER@HOST/DB URL (one list for a fleet; password in the URL or PGPASSWORD) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH|URL:_files' \
 '--return-path=[Envelope sender (MAIL FROM) with a signed per-row token, so that a late bounce finds its row\: e.g. '\''bounces+{token}@acme.example'\'' (needs --verp-key). Overrides --from]:ADDRESS:_default' \
 '--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
-'--state=[The sender'\''s memory\: suspensions, learnt limits and daily counts per provider and source IP, shared by every run (SQLite) \[default\: \$XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite\]]:PATH:_files' \
+'--state=[The sender'\''s memory\: suspensions, learnt limits and daily counts per provider and source IP, shared by every run\: an SQLite file, or a postgres\://USER@HOST/DB URL shared by a fleet (may be the suppression list'\''s database) \[default\: \$XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite\]]:PATH|URL:_files' \
 '--now=[Read the wall clock as this RFC 3339 instant at start (tests; days and suspensions)]:RFC3339:_default' \
 '--no-private-mx[For domains under public names, never connect to MX addresses in private, loopback, link-local or shared ranges (a domain left with none bounces, 5.4.4)]' \
 '--allow-duplicates[Send to repeated addresses too (default\: first row only; others are \`duplicate\`)]' \
@@ -186,7 +186,7 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (suppress)
 _arguments "${_arguments_options[@]}" : \
-'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--suppressions=[Suppression list\: an SQLite file (shared safely by runs on one machine) or a postgres\://USER@HOST/DB URL (one list for a fleet; password in the URL or PGPASSWORD) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH|URL:_files' \
 '--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
 '-h[Print help]' \
 '--help[Print help]' \
@@ -202,7 +202,7 @@ _arguments "${_arguments_options[@]}" : \
         case $line[1] in
             (list)
 _arguments "${_arguments_options[@]}" : \
-'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--suppressions=[Suppression list\: an SQLite file (shared safely by runs on one machine) or a postgres\://USER@HOST/DB URL (one list for a fleet; password in the URL or PGPASSWORD) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH|URL:_files' \
 '--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
 '-h[Print help]' \
 '--help[Print help]' \
@@ -212,7 +212,7 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '--reason=[Why]:REASON:_default' \
 '--note=[A note kept with the entry]:NOTE:_default' \
-'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--suppressions=[Suppression list\: an SQLite file (shared safely by runs on one machine) or a postgres\://USER@HOST/DB URL (one list for a fleet; password in the URL or PGPASSWORD) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH|URL:_files' \
 '--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
 '-h[Print help]' \
 '--help[Print help]' \
@@ -221,7 +221,7 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (remove)
 _arguments "${_arguments_options[@]}" : \
-'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--suppressions=[Suppression list\: an SQLite file (shared safely by runs on one machine) or a postgres\://USER@HOST/DB URL (one list for a fleet; password in the URL or PGPASSWORD) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH|URL:_files' \
 '--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
 '-h[Print help]' \
 '--help[Print help]' \
@@ -232,7 +232,7 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '--column=[Column holding the addresses]:COLUMN:_default' \
 '--reason=[Reason for rows without a \`reason\` column]:REASON:_default' \
-'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--suppressions=[Suppression list\: an SQLite file (shared safely by runs on one machine) or a postgres\://USER@HOST/DB URL (one list for a fleet; password in the URL or PGPASSWORD) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH|URL:_files' \
 '--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
 '-h[Print help]' \
 '--help[Print help]' \
@@ -241,7 +241,7 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (export)
 _arguments "${_arguments_options[@]}" : \
-'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--suppressions=[Suppression list\: an SQLite file (shared safely by runs on one machine) or a postgres\://USER@HOST/DB URL (one list for a fleet; password in the URL or PGPASSWORD) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH|URL:_files' \
 '--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its suppressions key)]:PATH:_files' \
 '-h[Print help]' \
 '--help[Print help]' \
@@ -299,7 +299,7 @@ _arguments "${_arguments_options[@]}" : \
 '--imap-password=[The IMAP password, from the config file only (\`imap-password = "..."\`); refused on the command line]:PASSWORD:_default' \
 '--imap-move-to=[Move each processed IMAP message to FOLDER (created if missing) instead of remembering the highest UID read]:FOLDER:_default' \
 '*--tls-ca=[PEM file of extra trusted root certificates for the IMAP server (a private CA); repeatable]:FILE:_files' \
-'--suppressions=[Suppression list (SQLite; shared safely by runs at once) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH:_files' \
+'--suppressions=[Suppression list\: an SQLite file (shared safely by runs on one machine) or a postgres\://USER@HOST/DB URL (one list for a fleet; password in the URL or PGPASSWORD) \[default\: \$XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.suppressions.sqlite\]]:PATH|URL:_files' \
 '--verp-key=[Secret key signing the --return-path tokens (HMAC-SHA256); keep it in the config file or use --verp-key-file]:KEY:_default' \
 '--verp-key-file=[File holding the VERP key (surrounding white space ignored)]:PATH:_files' \
 '--config=[Config file \[default\: ./mailmerge.toml if present\]]:PATH:_files' \
@@ -314,7 +314,7 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '--clear=[Forget what is remembered of this provider (or unknown site)\: learnt limits and suspensions; today'\''s counts stay (a cap stays a cap)]:PROVIDER:_default' \
 '--source=[With --clear\: only from this source IP]:IP:_default' \
-'--state=[The sender'\''s memory\: suspensions, learnt limits and daily counts per provider and source IP, shared by every run (SQLite) \[default\: \$XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite\]]:PATH:_files' \
+'--state=[The sender'\''s memory\: suspensions, learnt limits and daily counts per provider and source IP, shared by every run\: an SQLite file, or a postgres\://USER@HOST/DB URL shared by a fleet (may be the suppression list'\''s database) \[default\: \$XDG_DATA_HOME/mailmerge/ senders.sqlite, else ~/.local/share/...; with --sandbox <--sandbox-dir>.senders.sqlite\]]:PATH|URL:_files' \
 '--now=[Read the wall clock as this RFC 3339 instant at start (tests; days and suspensions)]:RFC3339:_default' \
 '--config=[Config file \[default\: ./mailmerge.toml if present\] (uses its state key)]:PATH:_files' \
 '-h[Print help]' \

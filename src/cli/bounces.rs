@@ -14,9 +14,8 @@ use clap::{ArgMatches, Args, ValueHint, parser::ValueSource};
 use mailmerge::bounces::imap::{ImapOptions, ImapUrl, Mailbox};
 use mailmerge::bounces::read::{self, Raw};
 use mailmerge::bounces::{Disposition, Matcher, Reading};
-use mailmerge::suppress::SuppressionStore;
 use mailmerge::suppress::options::{StoreOptions, VerpKeyOptions};
-use mailmerge::suppress::sqlite::SqliteSuppressions;
+use mailmerge::suppress::{self, SuppressionStore};
 
 /// Where the IMAP password is looked for by default.
 pub const PASSWORD_ENV: &str = "MAILMERGE_IMAP_PASSWORD";
@@ -175,14 +174,13 @@ pub async fn bounces(args: BouncesArgs) -> Result<ExitCode> {
     if key.is_none() {
         eprintln!("mailmerge: no --verp-key: matching by Message-ID and recipient only");
     }
-    let store_path = args.store.path().ok_or_else(|| {
-        anyhow!("no home folder for the suppression list: give --suppressions PATH")
+    let location = args.store.location().ok_or_else(|| {
+        anyhow!("no home folder for the suppression list: give --suppressions PATH|URL")
     })?;
     let store: Option<Arc<dyn SuppressionStore>> = if args.dry_run {
-        SqliteSuppressions::open_read_only(&store_path)?
-            .map(|s| Arc::new(s) as Arc<dyn SuppressionStore>)
+        suppress::open_read_only(&location).await?
     } else {
-        Some(Arc::new(SqliteSuppressions::open(&store_path)?))
+        Some(suppress::open(&location).await?)
     };
     let mut matcher = match (&store, args.dry_run) {
         (Some(s), false) => Matcher::new(s.clone(), key.as_deref()).await?,

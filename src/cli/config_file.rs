@@ -193,13 +193,20 @@ impl ConfigFile {
             ValueHint::FilePath | ValueHint::DirPath | ValueHint::AnyPath
         );
         let scalar = |v: &toml::Value| match v {
-            toml::Value::String(s) if is_path && Path::new(s).is_relative() => Ok(self
-                .path
-                .parent()
-                .unwrap_or(Path::new(""))
-                .join(s)
-                .display()
-                .to_string()),
+            // A URL (`postgres://…` for a store) is no relative path.
+            toml::Value::String(s)
+                if is_path
+                    && Path::new(s).is_relative()
+                    && mailmerge::store::url_scheme(s).is_none() =>
+            {
+                Ok(self
+                    .path
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(s)
+                    .display()
+                    .to_string())
+            }
             toml::Value::String(s) => Ok(s.clone()),
             toml::Value::Integer(n) => Ok(n.to_string()),
             toml::Value::Float(n) => Ok(n.to_string()),

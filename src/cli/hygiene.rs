@@ -5,14 +5,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueHint};
 
 use mailmerge::RunConfig;
 use mailmerge::files::NewFile;
+use mailmerge::store::{Location, SUPPRESSIONS_ENV};
 use mailmerge::suppress::options::{StoreOptions, SuppressOptions};
-use mailmerge::suppress::sqlite::SqliteSuppressions;
 use mailmerge::suppress::{self, Entry, Reason, SuppressionStore};
 use mailmerge::verp::Verp;
 
@@ -85,16 +86,19 @@ pub fn apply(
     sandbox_dir: Option<&PathBuf>,
     cfg: &mut RunConfig,
 ) -> Result<()> {
-    cfg.suppress.store = match (&opts.store.suppressions, sandbox_dir) {
+    let given = opts.store.suppressions.as_ref();
+    let flag =
+        given.filter(|p| sandbox_dir.is_none() || !Location::is_from_env(p, SUPPRESSIONS_ENV));
+    cfg.suppress.store = match (flag, sandbox_dir) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(dir)) => {
             // Beside the folder, not in it: the folder holds only received messages.
             let mut name = dir.file_name().unwrap_or_default().to_os_string();
             name.push(".suppressions.sqlite");
-            Some(dir.with_file_name(name))
+            Some(dir.with_file_name(name).into())
         }
-        (None, None) => Some(suppress::default_path().ok_or_else(|| {
-            anyhow!("no home folder for the suppression list: give --suppressions PATH")
+        (None, None) => Some(opts.store.location().ok_or_else(|| {
+            anyhow!("no home folder for the suppression list: give --suppressions PATH|URL")
         })?),
     };
     cfg.suppress.ignore = opts.ignore_suppressions;
@@ -109,19 +113,19 @@ pub fn apply(
 }
 
 /// Opens the list named by the flags (or the default one).
-pub fn open(store: &StoreOptions) -> Result<SqliteSuppressions> {
-    let path = store.path().ok_or_else(|| {
-        anyhow!("no home folder for the suppression list: give --suppressions PATH")
+pub async fn open(store: &StoreOptions) -> Result<Arc<dyn SuppressionStore>> {
+    let location = store.location().ok_or_else(|| {
+        anyhow!("no home folder for the suppression list: give --suppressions PATH|URL")
     })?;
-    Ok(SqliteSuppressions::open(&path)?)
+    Ok(suppress::open(&location).await?)
 }
 
 /// `suppress ...`.
 pub async fn suppress(args: SuppressArgs) -> Result<ExitCode> {
-    let store = open(&args.store)?;
+    let store = open(&args.store).await?;
     match args.action {
-        SuppressAction::List => export(&store, None).await?,
-        SuppressAction::Export { file } => export(&store, file.as_deref()).await?,
+        SuppressAction::List => export(store.as_ref(), None).await?,
+        SuppressAction::Export { file } => export(store.as_ref(), file.as_deref()).await?,
         SuppressAction::Add {
             addresses,
             reason,

@@ -12,8 +12,8 @@ use clap::{Args, ValueHint};
 use mailmerge::clock::{hh_mm, rfc3339};
 use mailmerge::provider::rules::show_rate;
 use mailmerge::sender::options::StateOptions;
-use mailmerge::sender::sqlite::SqliteSenders;
-use mailmerge::sender::{Identity, Memory, SenderStore};
+use mailmerge::sender::{Identity, Memory};
+use mailmerge::store::{Location, STATE_ENV};
 
 /// `senders`.
 #[derive(Args, Debug)]
@@ -35,24 +35,26 @@ pub struct SendersArgs {
 
 /// The store `run` uses: `--state`, else beside the sandbox folder with `--sandbox` (a demo
 /// must not teach the real memory anything), else the per-user default.
-pub fn state_path(opts: &StateOptions, sandbox_dir: Option<&PathBuf>) -> Result<PathBuf> {
-    match (&opts.state, sandbox_dir) {
+pub fn state_location(opts: &StateOptions, sandbox_dir: Option<&PathBuf>) -> Result<Location> {
+    let given = opts.state.as_ref();
+    let flag = given.filter(|p| sandbox_dir.is_none() || !Location::is_from_env(p, STATE_ENV));
+    match (flag, sandbox_dir) {
         (Some(p), _) => Ok(p.clone()),
         (None, Some(dir)) => {
             let mut name = dir.file_name().unwrap_or_default().to_os_string();
             name.push(".senders.sqlite");
-            Ok(dir.with_file_name(name))
+            Ok(dir.with_file_name(name).into())
         }
         (None, None) => opts
-            .path()
-            .ok_or_else(|| anyhow!("no home folder for the sender state: give --state PATH")),
+            .location()
+            .ok_or_else(|| anyhow!("no home folder for the sender state: give --state PATH|URL")),
     }
 }
 
 /// `senders [--clear PROVIDER [--source IP]]`.
 pub async fn senders(args: SendersArgs) -> Result<ExitCode> {
-    let path = state_path(&args.state, None)?;
-    let store = SqliteSenders::open(&path)?;
+    let location = state_location(&args.state, None)?;
+    let store = mailmerge::sender::open(&location).await?;
     let clock = args.state.clock();
     if let Some(receiver) = &args.clear {
         let n = store.forget(receiver, args.source.as_deref()).await?;

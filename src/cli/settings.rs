@@ -78,7 +78,7 @@ pub fn run_config(args: RunArgs, plan_only: bool) -> Result<RunConfig> {
         args.sandbox.then_some(&args.sandbox_dir),
         &mut cfg,
     )?;
-    cfg.state = Some(super::senders::state_path(
+    cfg.state = Some(super::senders::state_location(
         &args.state,
         args.sandbox.then_some(&args.sandbox_dir),
     )?);

@@ -82,7 +82,7 @@ pub struct RunConfig {
     pub shard: Option<shard::Shard>,
     /// The sender's memory (suspensions, learnt limits, daily counts: [`crate::sender`]);
     /// `None`: none (library default; the command line always gives one).
-    pub state: Option<PathBuf>,
+    pub state: Option<crate::store::Location>,
     /// The wall clock: days for caps, end times of suspensions (pinned in tests).
     pub clock: crate::clock::Clock,
     /// `--events`: where the JSON Lines event stream goes (none: not written).
@@ -223,9 +223,9 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     let warnings = Warnings::default();
     let campaign = prepare::prepare(&cfg, &warnings)?;
     timings.lap("prepare");
-    let suppressions = open_suppressions(&cfg)?;
+    let suppressions = open_suppressions(&cfg).await?;
     let screen = triage::Screen::new(&cfg, suppressions.as_ref());
-    let senders = sender::open(&cfg)?;
+    let senders = sender::open(&cfg).await?;
     timings.lap("open stores");
     let triage::Triaged {
         mut ledger,
@@ -327,15 +327,13 @@ fn report(
 }
 
 /// The suppression list the run reads and adds to, if it has one.
-fn open_suppressions(
+async fn open_suppressions(
     cfg: &RunConfig,
 ) -> Result<Option<Arc<dyn crate::suppress::SuppressionStore>>, RunError> {
-    let Some(path) = &cfg.suppress.store else {
+    let Some(location) = &cfg.suppress.store else {
         return Ok(None);
     };
-    Ok(Some(Arc::new(
-        crate::suppress::sqlite::SqliteSuppressions::open(path)?,
-    )))
+    Ok(Some(crate::suppress::open(location).await?))
 }
 
 /// The outcome of a row that was never tried: the deadline came first, or it is a plan.

@@ -28,7 +28,6 @@ use super::{RunConfig, RunError, RunMode};
 use crate::clock::hh_mm;
 use crate::delivery::{GateMemory, LearntDialect, RecalledHold, SiteWork};
 use crate::outcome::{Outcome, Status, Step};
-use crate::sender::sqlite::SqliteSenders;
 use crate::sender::{CapRule, DialectNote, Identity, Memory, SenderStore};
 use crate::smtp::Dialect;
 use crate::smtp::EnhancedCode;
@@ -85,12 +84,11 @@ fn receiver_of(site: &SiteWork) -> String {
 
 /// Opens the store the run uses, if any: first thing in a run, so that an unusable store stops
 /// it before any lookup, let alone any message.
-pub(super) fn open(cfg: &RunConfig) -> Result<Option<Arc<dyn SenderStore>>, RunError> {
-    let Some(path) = &cfg.state else {
+pub(super) async fn open(cfg: &RunConfig) -> Result<Option<Arc<dyn SenderStore>>, RunError> {
+    let Some(location) = &cfg.state else {
         return Ok(None);
     };
-    let store: Arc<dyn SenderStore> = Arc::new(SqliteSenders::open(path)?);
-    Ok(Some(store))
+    Ok(Some(crate::sender::open(location).await?))
 }
 
 /// Recalls what each identity of this run's sites remembers, settles the rows of receivers

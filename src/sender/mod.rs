@@ -20,19 +20,23 @@
 //! - **day counts**: messages sent per identity and UTC day, and the first day the identity
 //!   sent (the warm-up day).
 //!
-//! The store is a small async trait ([`SenderStore`]) with an embedded SQLite implementation
-//! ([`sqlite::SqliteSenders`]), the default.
+//! The store is a small async trait ([`SenderStore`]) with two implementations: an embedded
+//! SQLite file ([`sqlite::SqliteSenders`], the default) and a PostgreSQL database shared by a
+//! fleet ([`postgres::PgSenders`]), chosen by a [`Location`] ([`open`]).
 
 pub mod options;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use thiserror::Error;
 
 use crate::provider::caps::Warmup;
+use crate::store::Location;
 
 /// A receiver as seen from one source address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -180,6 +184,65 @@ impl Limits {
     }
 }
 
+/// The names of the learnt limits in the stores.
+pub(crate) const CONNECTIONS: &str = "connections";
+pub(crate) const PER_CONNECTION: &str = "per-connection";
+pub(crate) const RATE_ACCEPTED: &str = "rate-accepted";
+pub(crate) const RATE_REFUSED: &str = "rate-refused";
+
+impl Limits {
+    /// Sets the limit a store's row names (`kind`, `value`, learnt `at`); an unknown kind
+    /// (written by a newer version) is ignored.
+    pub(crate) fn set(&mut self, kind: &str, value: f64, at: u64) {
+        let count = Some(Learnt {
+            value: value.max(1.0) as usize,
+            at,
+        });
+        let rate = Some(Learnt { value, at });
+        match kind {
+            CONNECTIONS => self.connections = count,
+            PER_CONNECTION => self.per_connection = count,
+            RATE_ACCEPTED => self.rate_accepted = rate,
+            RATE_REFUSED => self.rate_refused = rate,
+            _ => {}
+        }
+    }
+
+    /// The limits set, as a store's rows: (kind, value, learnt at).
+    pub(crate) fn rows(&self) -> Vec<(&'static str, f64, u64)> {
+        let count = |kind, l: Option<Learnt<usize>>| l.map(|l| (kind, l.value as f64, l.at));
+        let rate = |kind, l: Option<Learnt<f64>>| l.map(|l| (kind, l.value, l.at));
+        [
+            count(CONNECTIONS, self.connections),
+            count(PER_CONNECTION, self.per_connection),
+            rate(RATE_ACCEPTED, self.rate_accepted),
+            rate(RATE_REFUSED, self.rate_refused),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// Water-fills `wanted` over identities with `room` each: one at a time to each in turn.
+pub(crate) fn spread(room: &[usize], wanted: usize) -> Vec<usize> {
+    let mut got = vec![0; room.len()];
+    let mut left = wanted;
+    while left > 0 {
+        let before = left;
+        for (g, r) in got.iter_mut().zip(room) {
+            if left > 0 && *g < *r {
+                *g += 1;
+                left -= 1;
+            }
+        }
+        if left == before {
+            break;
+        }
+    }
+    got
+}
+
 /// Learnt limits as a run starts from them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recall {
@@ -238,6 +301,13 @@ impl CapRule {
     /// Whether any cap applies.
     pub fn is_some(&self) -> bool {
         self.daily.is_some() || !self.warmup.0.is_empty()
+    }
+
+    /// What an identity that first sent on `first_day` and sent `today` may still send on
+    /// `day`, of `wanted` (all of it without a cap).
+    pub fn room(&self, day: u64, first_day: Option<u64>, today: usize, wanted: usize) -> usize {
+        self.cap(day, first_day)
+            .map_or(wanted, |cap| cap.saturating_sub(today))
     }
 
     /// The cap on `day` for an identity that first sent on `first_day` (`None`: not yet).
@@ -300,6 +370,14 @@ pub enum StateError {
         /// Version known.
         known: i64,
     },
+}
+
+/// Opens (creating or migrating if needed) the sender store at `location`.
+pub async fn open(location: &Location) -> Result<Arc<dyn SenderStore>, StateError> {
+    Ok(match location {
+        Location::Sqlite(path) => Arc::new(sqlite::SqliteSenders::open(path)?),
+        Location::Postgres(url) => Arc::new(postgres::PgSenders::open(url).await?),
+    })
 }
 
 /// Where the sender's memory lives, and how a run uses it.
@@ -379,6 +457,14 @@ mod tests {
         // The refused rate is a ceiling for a week; everything is forgotten after 30 days.
         assert_eq!(l.recall(T + 8 * DAY, 5, 50).ceiling, None);
         assert_eq!(l.recall(T + 31 * DAY, 5, 50), Recall::default());
+    }
+
+    #[test]
+    fn spreads_evenly_over_the_room_there_is() {
+        assert_eq!(spread(&[10, 10], 5), [3, 2]);
+        assert_eq!(spread(&[1, 10], 5), [1, 4]);
+        assert_eq!(spread(&[1, 2], 5), [1, 2]);
+        assert_eq!(spread(&[], 5), Vec::<usize>::new());
     }
 
     #[test]

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
-    CapRule, DIALECT_KEPT, DialectNote, Hold, HoldKind, Identity, Learnt, Lesson, Limits, Memory,
-    SenderStore, StateError,
+    CapRule, DIALECT_KEPT, DialectNote, Hold, HoldKind, Identity, Lesson, Limits, Memory,
+    SenderStore, StateError, spread,
 };
 
 /// The schema this version writes.
@@ -65,12 +65,6 @@ CREATE TABLE IF NOT EXISTS dialects (
     PRIMARY KEY (host, ip)
 ) WITHOUT ROWID;
 ";
-
-/// The limit kinds of the `limits` table.
-const CONNECTIONS: &str = "connections";
-const PER_CONNECTION: &str = "per-connection";
-const RATE_ACCEPTED: &str = "rate-accepted";
-const RATE_REFUSED: &str = "rate-refused";
 
 /// An open SQLite sender store.
 pub struct SqliteSenders {
@@ -169,19 +163,7 @@ fn memory(c: &Connection, id: &Identity, day: u64, now: u64) -> rusqlite::Result
     })?;
     for row in rows {
         let (kind, value, at) = row?;
-        let at = at.max(0) as u64;
-        let count = Some(Learnt {
-            value: value.max(1.0) as usize,
-            at,
-        });
-        let rate = Some(Learnt { value, at });
-        match kind.as_str() {
-            CONNECTIONS => limits.connections = count,
-            PER_CONNECTION => limits.per_connection = count,
-            RATE_ACCEPTED => limits.rate_accepted = rate,
-            RATE_REFUSED => limits.rate_refused = rate,
-            _ => {}
-        }
+        limits.set(&kind, value, at.max(0) as u64);
     }
     let mut stmt = c.prepare_cached(
         "SELECT kind, value, until, cause FROM holds \
@@ -245,25 +227,6 @@ fn add_count(c: &Connection, day: u64, id: &Identity, n: i64) -> rusqlite::Resul
         .execute(params![id.receiver, id.source, day as i64])?;
     }
     Ok(())
-}
-
-/// Water-fills `wanted` over identities with `room` each: one at a time to each in turn.
-fn spread(room: &[usize], wanted: usize) -> Vec<usize> {
-    let mut got = vec![0; room.len()];
-    let mut left = wanted;
-    while left > 0 {
-        let before = left;
-        for (g, r) in got.iter_mut().zip(room) {
-            if left > 0 && *g < *r {
-                *g += 1;
-                left -= 1;
-            }
-        }
-        if left == before {
-            break;
-        }
-    }
-    got
 }
 
 /// Merges one learnt limit: the newer value wins.
@@ -331,10 +294,7 @@ impl SenderStore for SqliteSenders {
             let mut room = Vec::with_capacity(group.len());
             for id in group {
                 let m = memory(tx, id, day, 0)?;
-                let left = rule
-                    .cap(day, m.first_day)
-                    .map_or(wanted, |cap| cap.saturating_sub(m.today));
-                room.push(left);
+                room.push(rule.room(day, m.first_day, m.today, wanted));
             }
             let got = spread(&room, wanted);
             for (id, n) in group.iter().zip(&got) {
@@ -358,23 +318,8 @@ impl SenderStore for SqliteSenders {
     async fn remember(&self, lessons: &[(Identity, Lesson)], now: u64) -> Result<(), StateError> {
         self.write(|tx| {
             for (id, lesson) in lessons {
-                let l = &lesson.limits;
-                let counts = [
-                    (CONNECTIONS, l.connections),
-                    (PER_CONNECTION, l.per_connection),
-                ];
-                for (kind, v) in counts {
-                    if let Some(v) = v {
-                        merge_limit(tx, id, kind, v.value as f64, v.at)?;
-                    }
-                }
-                for (kind, v) in [
-                    (RATE_ACCEPTED, l.rate_accepted),
-                    (RATE_REFUSED, l.rate_refused),
-                ] {
-                    if let Some(v) = v {
-                        merge_limit(tx, id, kind, v.value, v.at)?;
-                    }
+                for (kind, value, at) in lesson.limits.rows() {
+                    merge_limit(tx, id, kind, value, at)?;
                 }
                 for h in lesson.holds.iter().filter(|h| h.until > now) {
                     merge_hold(tx, id, h)?;
@@ -468,6 +413,7 @@ impl SenderStore for SqliteSenders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sender::Learnt;
 
     const T: u64 = 1_796_375_100;
     const DAY: u64 = T / 86_400;
@@ -483,14 +429,6 @@ mod tests {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-    }
-
-    #[test]
-    fn spreads_evenly_over_the_room_there_is() {
-        assert_eq!(spread(&[10, 10], 5), [3, 2]);
-        assert_eq!(spread(&[1, 10], 5), [1, 4]);
-        assert_eq!(spread(&[1, 2], 5), [1, 2]);
-        assert_eq!(spread(&[], 5), Vec::<usize>::new());
     }
 
     #[test]

@@ -4,23 +4,28 @@
 //! Entries are keyed by the normalized address ([`normalize`]), or `@domain` for a whole
 //! domain. The store also remembers each campaign's results CSV, so that `mailmerge bounces`
 //! can find the row a late bounce is for, and how far it read each IMAP mailbox. It sits
-//! behind a small async trait ([`SuppressionStore`]) with an embedded SQLite implementation
-//! ([`sqlite::SqliteSuppressions`], the default). Lookups come in bulk ([`SuppressionStore::find`]):
-//! a run screens its whole list in chunks, never one read per row.
+//! behind a small async trait ([`SuppressionStore`]) with two implementations: an embedded
+//! SQLite file ([`sqlite::SqliteSuppressions`], the default) and a PostgreSQL database shared by
+//! a fleet ([`postgres::PgSuppressions`]), chosen by a [`Location`] ([`open`]). Lookups come in
+//! bulk ([`SuppressionStore::find`]): a run screens its whole list in chunks, never one read per
+//! row.
 
 mod classify;
 mod csvio;
 pub mod options;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use thiserror::Error;
 
 use crate::address::{self, Address};
+use crate::store::Location;
 
 pub use classify::{is_recipient_code, is_recipient_failure};
 pub use csvio::{export_csv, import_csv};
@@ -223,6 +228,28 @@ pub trait SuppressionStore: Send + Sync {
 
     /// Records how far `mailbox` has been read.
     async fn set_watermark(&self, mailbox: &str, mark: Watermark) -> Result<(), StoreError>;
+}
+
+/// Opens (creating or migrating if needed) the list at `location`.
+pub async fn open(location: &Location) -> Result<Arc<dyn SuppressionStore>, StoreError> {
+    Ok(match location {
+        Location::Sqlite(path) => Arc::new(sqlite::SqliteSuppressions::open(path)?),
+        Location::Postgres(url) => Arc::new(postgres::PgSuppressions::open(url).await?),
+    })
+}
+
+/// Opens the list at `location` for reading only (`bounces --dry-run`): nothing is created,
+/// migrated or written; `None` when there is no list there yet.
+pub async fn open_read_only(
+    location: &Location,
+) -> Result<Option<Arc<dyn SuppressionStore>>, StoreError> {
+    Ok(match location {
+        Location::Sqlite(path) => sqlite::SqliteSuppressions::open_read_only(path)?
+            .map(|s| Arc::new(s) as Arc<dyn SuppressionStore>),
+        Location::Postgres(url) => postgres::PgSuppressions::open_read_only(url)
+            .await?
+            .map(|s| Arc::new(s) as Arc<dyn SuppressionStore>),
+    })
 }
 
 /// The entry suppressing `a`: its own, else its domain's.

@@ -6,20 +6,32 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueHint};
 
-/// `--suppressions PATH`: shared by `run`, `check`, `suppress` and `bounces`.
+use crate::store::{Location, SUPPRESSIONS_ENV};
+
+/// `--suppressions PATH|URL`: shared by `run`, `check`, `suppress` and `bounces`.
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// Suppression list (SQLite; shared safely by runs at once) [default:
-    /// $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with --sandbox
-    /// <--sandbox-dir>.suppressions.sqlite].
-    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath, global = true)]
-    pub suppressions: Option<PathBuf>,
+    /// Suppression list: an SQLite file (shared safely by runs on one machine) or a
+    /// postgres://USER@HOST/DB URL (one list for a fleet; password in the URL or PGPASSWORD)
+    /// [default: $XDG_DATA_HOME/mailmerge/suppressions.sqlite, else ~/.local/share/...; with
+    /// --sandbox <--sandbox-dir>.suppressions.sqlite].
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        value_hint = ValueHint::FilePath,
+        env = SUPPRESSIONS_ENV,
+        hide_env_values = true,
+        global = true
+    )]
+    pub suppressions: Option<Location>,
 }
 
 impl StoreOptions {
-    /// The database to use: the flag, else the XDG default.
-    pub fn path(&self) -> Option<PathBuf> {
-        self.suppressions.clone().or_else(default_path)
+    /// The list to use: the flag (or its environment variable), else the XDG default.
+    pub fn location(&self) -> Option<Location> {
+        self.suppressions
+            .clone()
+            .or_else(|| default_path().map(Location::Sqlite))
     }
 }
 
@@ -96,9 +108,9 @@ pub struct SuppressOptions {
 /// What a run does with the suppression list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunSuppression {
-    /// The database; `None`: no suppression list (library default, so tests and embedders
-    /// opt in; the command line always gives one).
-    pub store: Option<PathBuf>,
+    /// Where the list lives; `None`: no suppression list (library default, so tests and
+    /// embedders opt in; the command line always gives one).
+    pub store: Option<Location>,
     /// Look nothing up (still record hard bounces).
     pub ignore: bool,
 }

@@ -91,7 +91,7 @@ impl Job {
         cfg.progress = mailmerge::progress::Mode::Quiet;
         // The sender's memory, as the binary keeps one: this job's own, on a pinned clock
         // (a run never straddles a day by accident).
-        cfg.state = Some(self.path("senders.sqlite"));
+        cfg.state = Some(self.path("senders.sqlite").into());
         cfg.clock = mailmerge::clock::Clock::starting_at_unix(PINNED_NOW);
         cfg
     }
@@ -197,5 +197,6 @@ pub fn open_list(
 pub mod browser;
 pub mod dovecot;
 pub mod mta;
+pub mod postgres;
 pub mod provider_sim;
 pub mod spamassassin;
