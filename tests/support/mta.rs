@@ -829,6 +829,22 @@ impl Chasquid {
         std::fs::write(d.join("resolv.conf"), format!("nameserver {dns}\n")).unwrap();
     }
 
+    /// CPU time chasquid has used so far: its own, and that of its delivery processes (one
+    /// per message) once it has waited for them (`/proc/PID/stat`: utime, stime, cutime,
+    /// cstime, in clock ticks of 1/100 s).
+    pub fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        let stat = stat.unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map_or(vec![], |(_, f)| f.split(' ').collect());
+        // Fields 14 to 17 of stat(5); `fields` starts at field 3.
+        let ticks: u64 = (14..=17)
+            .filter_map(|i| fields.get(i - 3).and_then(|t| t.parse::<u64>().ok()))
+            .sum();
+        Duration::from_millis(ticks * 10)
+    }
+
     /// Its debug log (every command, reply and error of every session).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log/chasquid.log")).unwrap_or_default()
