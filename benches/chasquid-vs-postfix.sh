@@ -8,11 +8,13 @@
 #
 #   benches/chasquid-vs-postfix.sh                  # 5 rounds, mailmerge's default 10 connections
 #   RUNS=7 CONNECTIONS=3 benches/chasquid-vs-postfix.sh
+#   CHASQUID_V=1 benches/chasquid-vs-postfix.sh     # chasquid logging every command, as in the test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export MAILMERGE_BENCH_RUNS=${RUNS:-5}
 export MAILMERGE_BENCH_N=${N:-2000}
+export MAILMERGE_BENCH_CHASQUID_V=${CHASQUID_V:-0}
 if [ -n "${CONNECTIONS:-}" ]; then export MAILMERGE_BENCH_CONNECTIONS=$CONNECTIONS; fi
 
 cargo bench --bench chasquid_vs_postfix --no-run >/dev/null 2>&1

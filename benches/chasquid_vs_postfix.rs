@@ -22,7 +22,8 @@
 //!
 //! Needs root and Debian's servers (`.ci/run servers`); prints SKIPPED otherwise.
 //! `MAILMERGE_BENCH_N` (rows, default 2,000) and `MAILMERGE_BENCH_CONNECTIONS` (default:
-//! mailmerge's own, 10) change the workload. Run it with benches/chasquid-vs-postfix.sh.
+//! mailmerge's own, 10) change the workload; `MAILMERGE_BENCH_CHASQUID_V=1` turns on
+//! chasquid's debug log of every command, as the interop test has it (default 0, as deployed). Run it with benches/chasquid-vs-postfix.sh.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -249,6 +250,8 @@ fn main() {
         .ok()
         .and_then(|c| c.parse().ok());
     let rounds = env("MAILMERGE_BENCH_RUNS", 5);
+    // chasquid's debug log: 0 as deployed (the interop test needs 1: every command).
+    let verbosity = u8::try_from(env("MAILMERGE_BENCH_CHASQUID_V", 0)).unwrap_or(0);
     let Some(source) = mta::find("smtp-source", &[PathBuf::from("/usr/sbin/smtp-source")]) else {
         return;
     };
@@ -284,7 +287,9 @@ fn main() {
         return;
     };
     let users: Vec<String> = (0..n).map(|i| format!("user{i}")).collect();
-    let Some(cq) = Chasquid::start(CHASQUID, "cq.test", loopback(CHASQUID), &users) else {
+    let Some(cq) =
+        Chasquid::start_logging(CHASQUID, "cq.test", loopback(CHASQUID), &users, verbosity)
+    else {
         return;
     };
     println!(

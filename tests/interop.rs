@@ -393,7 +393,10 @@ async fn chasquid_swallowing_commands_behind_the_dot_takes_a_batch_without_waiti
     };
     let memory = tempfile::tempdir().unwrap();
     let state = memory.path().join("senders.sqlite");
+    let cpu = cq.cpu();
     let seen = batch_with(&cq, ("cq.test", octet), (N, 3), Some(&state)).await;
+    // For the record: chasquid's own cost (benches/chasquid_vs_postfix.rs compares it).
+    eprintln!("interop: chasquid used {:.1?} of CPU", cq.cpu() - cpu);
     assert_eq!(
         seen.fallbacks,
         vec![

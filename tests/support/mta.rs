@@ -747,6 +747,19 @@ impl Chasquid {
     /// Starts chasquid as the MX for `domain` on 127.0.0.`octet`, asking only the DNS server
     /// at `dns` (port 53: resolv.conf names no port) for its SPF checks.
     pub fn start(octet: u8, domain: &str, dns: IpAddr, users: &[String]) -> Option<Self> {
+        Self::start_logging(octet, domain, dns, users, 1)
+    }
+
+    /// [`Chasquid::start`] with the debug log at `verbosity` (`-v`): 1 logs every command and
+    /// reply of every session (what [`Chasquid::log`] reads), 0 only what a deployed chasquid
+    /// logs by default.
+    pub fn start_logging(
+        octet: u8,
+        domain: &str,
+        dns: IpAddr,
+        users: &[String],
+        verbosity: u8,
+    ) -> Option<Self> {
         let bin = Self::binary()?;
         need_root_and_users("chasquid", &["nobody"])?;
         let unshare = find("unshare", &[PathBuf::from("/usr/bin/unshare")])?;
@@ -759,7 +772,7 @@ impl Chasquid {
         let script = "set -e\n\
                       mount --bind \"$1/resolv.conf\" /etc/resolv.conf\n\
                       exec \"$2\" --reuid=nobody --regid=nogroup --clear-groups \"$3\" \
-                      -config_dir=\"$1/conf\" -logfile=\"$1/log/chasquid.log\" -v=1";
+                      -config_dir=\"$1/conf\" -logfile=\"$1/log/chasquid.log\" -v=\"$4\"";
         let child = Command::new(unshare)
             .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
             .arg(script)
@@ -767,6 +780,7 @@ impl Chasquid {
             .arg(&d)
             .arg(setpriv)
             .arg(&bin)
+            .arg(verbosity.to_string())
             .stdin(Stdio::null())
             .stdout(File::create(d.join("stdout.log")).unwrap())
             .stderr(File::create(d.join("stderr.log")).unwrap())
