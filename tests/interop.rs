@@ -370,13 +370,15 @@ async fn opensmtpd_session_limit_ends_the_session_instead_of_deferring_its_queue
 }
 
 /// chasquid answers a message's final dot with 250 and never the commands pipelined behind it
-/// (it reads past the dot and drops what follows): each first session delivers one message and
-/// then hears nothing. mailmerge notices within `BEHIND_DOT_WAIT` of the dot's reply, not at
-/// chasquid's one-minute timeout: those sessions end, their rows go again at once uncounted,
-/// and the address gets one transaction per round trip. Every message is delivered once and
-/// stored as rendered; every session chasquid saw was ended by mailmerge (QUIT, or a close
-/// after the silence), none by chasquid's timeout. chasquid's SPF lookups of the sender went to
-/// the test's DNS server on loopback.
+/// (it reads past the dot and drops what follows). Until the address has answered such
+/// commands, only one session pipelines behind the dot; it delivers one message and then hears
+/// nothing, while the others send one transaction per round trip. mailmerge notices within
+/// `BEHIND_DOT_WAIT` of the dot's reply, not at chasquid's one-minute timeout: that one
+/// session ends, its row goes again at once uncounted, and the address gets one transaction
+/// per round trip. Every message is delivered once and stored as rendered; every session
+/// chasquid saw was ended by mailmerge, exactly one by a close after the silence and the others
+/// with QUIT, none by chasquid's timeout. chasquid's SPF lookups of the sender went to the
+/// test's DNS server on loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chasquid_swallowing_commands_behind_the_dot_takes_a_batch_without_waiting_for_its_timeout()
 {
