@@ -263,3 +263,54 @@ fn checked_in_man_pages_and_completions_are_current() {
         );
     }
 }
+
+#[test]
+fn timings_name_every_stage_in_order_and_the_first_session_only_when_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let timings = |command: &str| {
+        let out = mailmerge()
+            .args([
+                command,
+                &format!("{root}/examples/recipients.csv"),
+                &format!("{root}/templates/welcome.hbs"),
+                "--sandbox",
+                "--quiet",
+                "--timings",
+            ])
+            .arg("--results")
+            .arg(dir.path().join(format!("{command}.csv")))
+            .arg("--sandbox-dir")
+            .arg(dir.path().join("mail"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("timings: "))
+            .map(str::to_string);
+        line.unwrap_or_else(|| panic!("no timings line: {stderr}"))
+    };
+    let sent = timings("run");
+    let stages = [
+        "prepare",
+        "open stores",
+        "triage",
+        "route (DNS)",
+        "recall",
+        "send",
+        "results",
+    ];
+    let names: Vec<&str> = sent["timings: ".len()..]
+        .split("; ")
+        .next()
+        .unwrap()
+        .split(", ")
+        .map(|s| s.rsplitn(3, ' ').nth(2).unwrap())
+        .collect();
+    assert_eq!(names, stages, "{sent}");
+    assert!(sent.contains("; first SMTP session "), "{sent}");
+    let planned = timings("check");
+    assert!(planned.contains(", plan "), "{planned}");
+    assert!(!planned.contains("SMTP session"), "{planned}");
+}

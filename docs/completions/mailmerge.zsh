@@ -89,6 +89,7 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--journal-repair[A damaged journal record stops the run (exit 2); with this flag damaged records are skipped and their rows sent again]' \
 '--no-received-header[Leave out the \`Received\:\` trace header that records the submission (list file, HELO name, run id and time) at the top of every message]' \
 '--raw-csv[Write results cells exactly as they are. By default a cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe]' \
+'--timings[At the end, print to standard error how long each stage took and when the first SMTP session opened (where start-up time goes)]' \
 '--sandbox[Run the whole job against an embedded loopback DNS server and SMTP receiver]' \
 '-q[No progress output (errors still go to stderr)]' \
 '--quiet[No progress output (errors still go to stderr)]' \
@@ -160,6 +161,7 @@ opportunistic\:"Ignore published policies\: \`--tls\` everywhere (no policy look
 '--journal-repair[A damaged journal record stops the run (exit 2); with this flag damaged records are skipped and their rows sent again]' \
 '--no-received-header[Leave out the \`Received\:\` trace header that records the submission (list file, HELO name, run id and time) at the top of every message]' \
 '--raw-csv[Write results cells exactly as they are. By default a cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a leading apostrophe]' \
+'--timings[At the end, print to standard error how long each stage took and when the first SMTP session opened (where start-up time goes)]' \
 '--sandbox[Run the whole job against an embedded loopback DNS server and SMTP receiver]' \
 '-q[No progress output (errors still go to stderr)]' \
 '--quiet[No progress output (errors still go to stderr)]' \

@@ -159,6 +159,10 @@ pub struct RunArgs {
     /// goes to standard error): every attempt's outcome, provider state changes, a summary.
     #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
     pub events: Option<PathBuf>,
+    /// At the end, print to standard error how long each stage took and when the first SMTP
+    /// session opened (where start-up time goes).
+    #[arg(long)]
+    pub timings: bool,
     /// Run the whole job against an embedded loopback DNS server and SMTP receiver.
     #[arg(long)]
     pub sandbox: bool,

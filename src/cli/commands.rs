@@ -26,6 +26,7 @@ pub async fn run(args: RunArgs, plan_only: bool) -> Result<ExitCode> {
     let sandbox = args.sandbox;
     let sandbox_dir = args.sandbox_dir.clone();
     let report_flag = args.report.clone();
+    let timings = args.timings;
     let mut cfg = settings::run_config(args, plan_only)?;
     let cancel = CancellationToken::new();
     let sending = cfg.mode == RunMode::Send;
@@ -69,6 +70,9 @@ pub async fn run(args: RunArgs, plan_only: bool) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    if timings {
+        eprint!("{}", report.timings);
+    }
     if sandbox {
         explain_sandbox_notes(&mut report.summary.tls_notes);
         explain_sandbox_notes(&mut report.plan.tls_notes);

@@ -20,7 +20,10 @@ mod send;
 mod sender;
 pub mod shard;
 mod source;
+mod timings;
 mod triage;
+
+pub use timings::Timings;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -203,6 +206,8 @@ pub struct RunReport {
     pub newly_suppressed: usize,
     /// What the engine's events add to the results for the report's timeline.
     pub timeline: crate::events::Timeline,
+    /// How long each stage took (`run --timings`).
+    pub timings: Timings,
 }
 
 /// Runs the whole pipeline.
@@ -214,20 +219,26 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
 /// and the rest are reported `deferred` (a re-run sends them).
 pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunReport, RunError> {
     let started = std::time::Instant::now();
+    let mut timings = Timings::new(started);
     let warnings = Warnings::default();
     let campaign = prepare::prepare(&cfg, &warnings)?;
+    timings.lap("prepare");
     let suppressions = open_suppressions(&cfg)?;
     let screen = triage::Screen::new(&cfg, suppressions.as_ref());
     let senders = sender::open(&cfg)?;
+    timings.lap("open stores");
     let triage::Triaged {
         mut ledger,
         domains,
     } = triage::triage(&cfg, &campaign, &screen).await?;
+    timings.lap("triage");
     let mut routed = route::route(&cfg, &campaign, &ledger, domains).await?;
+    timings.lap("route (DNS)");
     if let Some(s) = cfg.shard {
         routed = shard::select(s, &campaign, &mut ledger, routed);
     }
     let remembered = sender::recall(&cfg, senders, &mut routed).await?;
+    timings.lap("recall");
     let provider_of = std::mem::take(&mut routed.provider_of);
     let tls_notes = std::mem::take(&mut routed.tls_notes);
     let source = source::message_source(&cfg, &campaign, &warnings);
@@ -244,6 +255,12 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
             send::send(&cfg, &campaign, &mut ledger, run, cancel, on_event).await?
         }
     };
+    timings.lap(if cfg.mode == RunMode::Send {
+        "send"
+    } else {
+        "plan"
+    });
+    timings.connected_at(sent.first_connection);
     let inputs = results::Inputs {
         connections: sent.connections,
         provider_of: &provider_of,
@@ -256,6 +273,7 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     if cfg.mode == RunMode::Send {
         remembered.settle(&cfg, &sent).await?;
     }
+    timings.lap("results");
     if let Some(e) = sent.journal_error.take() {
         return Err(e.into());
     }
@@ -270,14 +288,8 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
         ended_at: cfg.clock.unix(),
         ..summary
     };
-    Ok(report(
-        sent,
-        plan,
-        summary,
-        events,
-        &warnings,
-        newly_suppressed,
-    ))
+    let ends = (&warnings, newly_suppressed, timings);
+    Ok(report(sent, plan, summary, events, ends))
 }
 
 /// The run's report: what sending (or planning) produced, closed with the event stream's
@@ -287,8 +299,7 @@ fn report(
     plan: Plan,
     summary: Summary,
     events: crate::events::EventStream,
-    warnings: &Warnings,
-    newly_suppressed: usize,
+    (warnings, newly_suppressed, timings): (&Warnings, usize, Timings),
 ) -> RunReport {
     let summary = Summary {
         delivered_now: sent.delivered_now,
@@ -311,6 +322,7 @@ fn report(
         warnings: warnings.take(),
         newly_suppressed,
         timeline,
+        timings,
     }
 }
 

@@ -47,6 +47,8 @@ pub(super) struct Sent {
     pub lessons: Vec<(Identity, Lesson)>,
     /// Dialects MX addresses were stepped down to, with what the server did.
     pub dialects: Vec<(LearntDialect, String)>,
+    /// When the first SMTP session opened.
+    pub first_connection: Option<std::time::Instant>,
 }
 
 /// Delivers the routed rows; every row of this run ends settled in the ledger.
@@ -194,7 +196,11 @@ impl Tally<'_> {
                 let first = self.last_try.insert(row, outcome).is_none();
                 self.progress.retrying(first);
             }
-            Event::Connected { .. } => self.sent.connections += 1,
+            Event::Connected { .. } => {
+                self.sent.connections += 1;
+                let first = &mut self.sent.first_connection;
+                first.get_or_insert_with(std::time::Instant::now);
+            }
             Event::DialectFallback { learnt, reason } => {
                 let line = learnt.summary_line(&reason);
                 self.sent.dialect_fallbacks.push(line);
