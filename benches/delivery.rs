@@ -146,7 +146,10 @@ fn populate_suppressions(w: &Workload, dir: &Path) -> usize {
 }
 
 /// Runs the child to its end; its wall time and peak RSS (MiB).
-#[expect(clippy::zombie_processes, reason = "reaped by wait4, which also gives its rusage")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also gives its rusage"
+)]
 fn run_measured(mut cmd: Command) -> (std::process::ExitStatus, Instant, f64, f64) {
     let start = Instant::now();
     let child = cmd.spawn().expect("spawn mailmerge");
