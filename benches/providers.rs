@@ -133,7 +133,7 @@ async fn campaign(n: usize) {
     cfg.progress = mailmerge::progress::Mode::Quiet;
     // The sender's memory, as the binary keeps one: the second campaign starts from what the
     // first learnt (nothing is remembered before the first).
-    cfg.state = Some(dir.path().join("senders.sqlite"));
+    cfg.state = Some(dir.path().join("senders.sqlite").into());
     let configs = providers.map(|p| p.3);
     for (i, pass) in ["first run (nothing remembered)", "second run"]
         .iter()

@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
+use crate::support::campaign::{list, template};
 use crate::support::mta::{
     Chasquid, Exim, Mta, OpenSmtpd, Postfix, PostfixOptions, is_root, maildir_messages,
 };
@@ -23,49 +24,6 @@ use mailmerge::{RunMode, run};
 
 /// Messages per batch.
 const N: usize = 2000;
-
-/// Every line a server could take for the end of data or mangle: a lone ".", "..", lines
-/// starting with dots (per row too, from the `note` column), a 900-octet header line (under
-/// SMTP's 998), body lines past 998 (the message stage QP-encodes them: soft line breaks), one
-/// whose QP continuation starts with a dot, trailing spaces, a final ".".
-fn template() -> String {
-    format!(
-        "From: Sender <news@sender.test>\n\
-         To: {{{{name}}}} <{{{{email}}}}>\n\
-         Subject: Interop {{{{name}}}}\n\
-         X-Long: {}\n\
-         \n\
-         Hi {{{{name}}}},\n\
-         .\n\
-         ..\n\
-         .leading dot for {{{{name}}}}\n\
-         {{{{note}}}}\n\
-         {}\n\
-         {}\n\
-         {}.after a soft line break\n\
-         trailing spaces   \n\
-         bye\n\
-         .\n",
-        "h".repeat(892),
-        "x".repeat(998),
-        "word ".repeat(300).trim_end(),
-        "y".repeat(75),
-    )
-}
-
-fn list(n: usize, domain: &str) -> String {
-    let mut csv = String::from("email,name,note\n");
-    for i in 0..n {
-        let note = match i % 4 {
-            0 => format!(".row {i}"),
-            1 => ".".to_string(),
-            2 => format!("..{i}.."),
-            _ => format!("plain {i}"),
-        };
-        writeln!(csv, "user{i}@{domain},User {i},{note}").unwrap();
-    }
-    csv
-}
 
 /// What the interop run saw, for the report.
 struct Seen {
@@ -232,7 +190,10 @@ async fn batch_with(
     // Generous for a shared 2-core machine: a slow server must not turn into a deferral.
     cfg.delivery.timeouts = Timeouts::uniform(Duration::from_secs(30));
     cfg.delivery.retry = RetryPolicy::parse("200ms").unwrap();
-    cfg.delivery.deadline = Duration::from_secs(40);
+    // Only a bound on a stalled run, never reached by a slow one: with every interop test,
+    // builds and other runs sharing 2 cores, chasquid alone (≈5 ms of CPU per message) has
+    // needed more than 40 s for the batch.
+    cfg.delivery.deadline = Duration::from_secs(600);
     if let Some(state) = state {
         cfg.state = Some(state.to_path_buf().into());
     }
@@ -281,7 +242,7 @@ async fn stored_as_rendered(mta: &dyn Mta, eml: &std::path::Path, n: usize) {
     let what = mta.describe();
     // The server stores every message it accepted: wait for its delivery agent.
     let maildir = mta.maildir();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(600);
     while mta.stored() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -326,11 +287,14 @@ async fn stored_as_rendered(mta: &dyn Mta, eml: &std::path::Path, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_with_smuggling_protection_takes_a_batch_over_reused_connections() {
+    // STARTTLS with a self-signed certificate, as chasquid's run has: the two runs' times are
+    // compared (docs/performance.md).
+    let id = mailmerge::sandbox::tls::self_signed(&["mx.pf.test"]).unwrap();
     let Some(pf) = Postfix::start(
         81,
         PostfixOptions {
             domain: "pf.test",
-            tls: None,
+            tls: Some((&id.cert_pem, &id.key_pem)),
             // Postfix ≥ 3.7.6/3.7.9 (3.9 defaults): disconnect on commands sent ahead where
             // RFC 2920 forbids it, refuse bare LF (also from "trusted" networks), plus the
             // classic strictness knobs.
@@ -409,13 +373,15 @@ async fn opensmtpd_session_limit_ends_the_session_instead_of_deferring_its_queue
 }
 
 /// chasquid answers a message's final dot with 250 and never the commands pipelined behind it
-/// (it reads past the dot and drops what follows): each first session delivers one message and
-/// then hears nothing. mailmerge notices within `BEHIND_DOT_WAIT` of the dot's reply, not at
-/// chasquid's one-minute timeout: those sessions end, their rows go again at once uncounted,
-/// and the address gets one transaction per round trip. Every message is delivered once and
-/// stored as rendered; every session chasquid saw was ended by mailmerge (QUIT, or a close
-/// after the silence), none by chasquid's timeout. chasquid's SPF lookups of the sender went to
-/// the test's DNS server on loopback.
+/// (it reads past the dot and drops what follows). Until the address has answered such
+/// commands, only one session pipelines behind the dot; it delivers one message and then hears
+/// nothing, while the others send one transaction per round trip. mailmerge notices within
+/// `BEHIND_DOT_WAIT` of the dot's reply, not at chasquid's one-minute timeout: that one
+/// session ends, its row goes again at once uncounted, and the address gets one transaction
+/// per round trip. Every message is delivered once and stored as rendered; every session
+/// chasquid saw was ended by mailmerge, exactly one by a close after the silence and the others
+/// with QUIT, none by chasquid's timeout. chasquid's SPF lookups of the sender went to the
+/// test's DNS server on loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chasquid_swallowing_commands_behind_the_dot_takes_a_batch_without_waiting_for_its_timeout()
 {
@@ -432,7 +398,10 @@ async fn chasquid_swallowing_commands_behind_the_dot_takes_a_batch_without_waiti
     };
     let memory = tempfile::tempdir().unwrap();
     let state = memory.path().join("senders.sqlite");
+    let cpu = cq.cpu();
     let seen = batch_with(&cq, ("cq.test", octet), (N, 3), Some(&state)).await;
+    // For the record: chasquid's own cost (benches/chasquid_vs_postfix.rs compares it).
+    eprintln!("interop: chasquid used {:.1?} of CPU", cq.cpu() - cpu);
     assert_eq!(
         seen.fallbacks,
         vec![
@@ -448,7 +417,9 @@ async fn chasquid_swallowing_commands_behind_the_dot_takes_a_batch_without_waiti
     );
     // Every session it saw (its log names each by the client's port; the one that did not
     // say EHLO is the harness's check that it listens) ended on our side: QUIT, or a close.
-    let sessions = |log: &str| -> HashMap<String, bool> {
+    // Only the one session that pipelined behind the dot before the address had proven it
+    // lost its group and was closed; every other one ended with QUIT.
+    let sessions = |log: &str| -> HashMap<String, &'static str> {
         let mut seen = HashMap::new();
         for line in log.lines() {
             let Some((peer, what)) = line
@@ -458,24 +429,29 @@ async fn chasquid_swallowing_commands_behind_the_dot_takes_a_batch_without_waiti
                 continue;
             };
             if what.starts_with("-> EHLO") {
-                seen.entry(peer.to_string()).or_insert(false);
-            } else if what == "-> QUIT " || what == "client closed the connection" {
+                seen.entry(peer.to_string()).or_insert("open");
+            } else if what == "-> QUIT " {
+                seen.entry(peer.to_string()).and_modify(|e| *e = "quit");
+            } else if what == "client closed the connection" {
                 seen.entry(peer.to_string())
-                    .and_modify(|ended| *ended = true);
+                    .and_modify(|e| *e = if *e == "quit" { "quit" } else { "closed" });
             }
         }
         seen
     };
-    let until = Instant::now() + Duration::from_secs(10);
-    while sessions(&cq.log()).values().any(|ended| !ended) && Instant::now() < until {
+    let until = Instant::now() + Duration::from_secs(120);
+    while sessions(&cq.log()).values().any(|e| *e == "open") && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let log = cq.log();
     let sessions = sessions(&log);
     assert_eq!(sessions.len(), seen.connections, "{sessions:?}");
-    assert!(
-        sessions.values().all(|ended| *ended),
-        "sessions not ended by mailmerge: {sessions:?}"
+    let closed = sessions.values().filter(|e| **e == "closed").count();
+    let quit = sessions.values().filter(|e| **e == "quit").count();
+    assert_eq!(
+        (closed, quit),
+        (1, seen.connections - 1),
+        "sessions closed after losing a group, and QUIT: {sessions:?}"
     );
     assert_eq!(log.matches("i/o timeout").count(), 0, "{}", cq.log_tail(20));
 
@@ -489,7 +465,7 @@ async fn chasquid_swallowing_commands_behind_the_dot_takes_a_batch_without_waiti
     cfg.state = Some(state.clone().into());
     cfg.delivery.connections_per_site = NonZeroUsize::new(3).unwrap();
     cfg.delivery.timeouts = Timeouts::uniform(Duration::from_secs(30));
-    cfg.delivery.deadline = Duration::from_secs(40);
+    cfg.delivery.deadline = Duration::from_secs(600);
     let report = run(cfg).await.expect("next campaign");
     assert_eq!(
         report.summary.count(mailmerge::outcome::Status::Delivered),

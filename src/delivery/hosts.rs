@@ -7,6 +7,11 @@
 //! (lowered a step each time it objects to our pipelining), and a lower messages-per-connection
 //! limit when it told us that a session takes no more messages.
 //!
+//! Commands pipelined behind the final dot are sent to an address by one session at a time
+//! (the one holding its [`Probe`]) until the address has answered some: a server that swallows
+//! them then stalls that one session, not every session to it at once (docs/delivery.md,
+//! "Silence behind the dot").
+//!
 //! What was learnt about dialects can outlive the run: each step down is a [`LearntDialect`],
 //! reported as it happens in [`super::Event::DialectFallback`], and a run can start from
 //! earlier ones ([`super::DeliveryConfig::dialects`]), so that it never meets the same
@@ -14,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -64,6 +69,37 @@ pub(super) struct Hosts {
     dialects: Mutex<HashMap<IpAddr, LearntDialect>>,
     /// Addresses whose sessions take fewer messages than `--messages-per-connection`.
     per_connection: Mutex<HashMap<IpAddr, usize>>,
+    /// What each address has shown of commands pipelined behind the final dot.
+    behind_dot: Arc<Mutex<HashMap<IpAddr, BehindDot>>>,
+}
+
+/// Commands pipelined behind the final dot, as far as one address has shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BehindDot {
+    /// Not answered yet: one session (holding the [`Probe`]) sends them.
+    Probing,
+    /// Answered at least once, in step: every session sends them.
+    Answered,
+}
+
+/// A session's leave to pipeline commands behind the final dot to an address that has not yet
+/// answered any. One session per address holds it at a time; it is given back when dropped
+/// (with its session), so another session may try.
+#[derive(Debug)]
+pub(super) struct Probe {
+    /// The map it is an entry of.
+    behind_dot: Arc<Mutex<HashMap<IpAddr, BehindDot>>>,
+    /// The address it is about.
+    ip: IpAddr,
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let mut behind_dot = lock(&self.behind_dot);
+        if behind_dot.get(&self.ip) == Some(&BehindDot::Probing) {
+            behind_dot.remove(&self.ip);
+        }
+    }
 }
 
 /// A poisoned lock means a worker panicked; the sets themselves are still consistent.
@@ -150,6 +186,37 @@ impl Hosts {
         };
         dialects.insert(ip, learnt.clone());
         Some(learnt)
+    }
+
+    /// Whether a session with `ip` may pipeline the next transaction behind the final dot: the
+    /// address's dialect allows it, and it has answered such commands before, or no other
+    /// session is trying (then this one takes the [`Probe`], kept in `probe`), or this one is.
+    pub(super) fn may_announce(&self, ip: IpAddr, probe: &mut Option<Probe>) -> bool {
+        if self.dialect(ip) != Dialect::Full {
+            return false;
+        }
+        if probe.is_some() {
+            return true;
+        }
+        let mut behind_dot = lock(&self.behind_dot);
+        match behind_dot.get(&ip) {
+            Some(BehindDot::Answered) => true,
+            Some(BehindDot::Probing) => false,
+            None => {
+                behind_dot.insert(ip, BehindDot::Probing);
+                *probe = Some(Probe {
+                    behind_dot: self.behind_dot.clone(),
+                    ip,
+                });
+                true
+            }
+        }
+    }
+
+    /// `ip` answered commands pipelined behind the final dot, in step: every session with it
+    /// may pipeline them from now on.
+    pub(super) fn answered_behind_dot(&self, ip: IpAddr) {
+        lock(&self.behind_dot).insert(ip, BehindDot::Answered);
     }
 
     /// `ip` takes at most `n` messages per session (at least one).
@@ -262,6 +329,31 @@ mod tests {
             "mx1.test [10.0.0.1]: does not answer commands pipelined behind the final dot; \
              sent one transaction per round trip from then on"
         );
+    }
+
+    #[test]
+    fn one_session_at_a_time_pipelines_behind_the_dot_until_the_address_has_answered() {
+        let h = Hosts::default();
+        let (ip, other) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let (mut a, mut b, mut c) = (None, None, None);
+        assert!(h.may_announce(ip, &mut a), "the first session tries");
+        assert!(a.is_some());
+        assert!(!h.may_announce(ip, &mut b), "the others wait");
+        assert!(b.is_none());
+        assert!(h.may_announce(ip, &mut a), "the one trying goes on");
+        assert!(h.may_announce(other, &mut c), "another address has its own");
+        // The session trying ends before an answer: another one may try.
+        drop(a.take());
+        assert!(h.may_announce(ip, &mut b));
+        h.answered_behind_dot(ip);
+        drop(b.take());
+        let mut d = None;
+        assert!(h.may_announce(ip, &mut d), "answered: every session");
+        assert!(h.may_announce(ip, &mut a));
+        assert!(d.is_none() && a.is_none(), "no probe needed any more");
+        // An address that fell back pipelines nothing behind the dot, answered or not.
+        h.fall_back(ip, "mx.test", Dialect::Full);
+        assert!(!h.may_announce(ip, &mut d));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::time::timeout;
 
 use super::connect::{Connect, ConnectError};
 use super::ctx::Ctx;
+use super::hosts::Probe;
 use super::source_ip::{Lease, SourceIp};
 use super::work::{Event, SiteWork};
 use crate::message::BuiltMessage;
@@ -43,6 +44,9 @@ pub(super) struct Session<S> {
     pub(super) policy: PolicyKind,
     /// Under an MTA-STS `testing` policy: what `enforce` would have refused.
     pub(super) tls_note: Option<String>,
+    /// This session's leave to pipeline behind the final dot before the address has answered
+    /// such commands (see [`Hosts::may_announce`](super::hosts::Hosts::may_announce)).
+    pub(super) probe: Option<Probe>,
     /// This session's share of `--max-connections`.
     _permit: OwnedSemaphorePermit,
 }
@@ -150,6 +154,7 @@ pub(super) async fn open_session<C: Connect>(
                     source,
                     policy,
                     tls_note,
+                    probe: None,
                     _permit: permit,
                 });
             }

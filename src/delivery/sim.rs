@@ -44,6 +44,8 @@ pub(crate) struct Accepted {
     pub(crate) rcpt: String,
     /// When (virtual time).
     pub(crate) at: Instant,
+    /// Its MAIL arrived together with the previous message's final dot (pipelined behind it).
+    pub(crate) behind_dot: bool,
 }
 
 /// The simulated MX; clones share it.
@@ -56,6 +58,8 @@ struct Inner {
     swallow: bool,
     refused: HashSet<IpAddr>,
     connections: AtomicUsize,
+    /// Final dots that had commands behind them which were dropped (when `swallow`).
+    swallowed: AtomicUsize,
     tries: Mutex<HashMap<(String, String), usize>>,
     accepted: Mutex<Vec<Accepted>>,
 }
@@ -75,6 +79,7 @@ impl Sim {
             swallow,
             refused: refused.iter().copied().collect(),
             connections: AtomicUsize::new(0),
+            swallowed: AtomicUsize::new(0),
             tries: Mutex::default(),
             accepted: Mutex::default(),
         }))
@@ -89,6 +94,11 @@ impl Sim {
     /// Connections opened so far.
     pub(crate) fn connections(&self) -> usize {
         self.0.connections.load(Ordering::SeqCst)
+    }
+
+    /// Sessions' worth of commands dropped behind a final dot so far (see [`Sim::swallowing`]).
+    pub(crate) fn swallowed(&self) -> usize {
+        self.0.swallowed.load(Ordering::SeqCst)
     }
 
     /// Messages accepted so far, in order.
@@ -136,6 +146,9 @@ async fn serve(sim: Arc<Inner>, conn: usize, stream: DuplexStream) -> io::Result
     let mut r = BufReader::new(r);
     w.write_all(b"220 mx.sim.test ESMTP\r\n").await?;
     let (mut rcpt, mut accepted) = (String::new(), false);
+    // Whether the bytes after the last final dot had arrived with it, and the transaction
+    // being read started with them.
+    let (mut after_dot, mut behind_dot) = (false, false);
     let mut line = String::new();
     loop {
         line.clear();
@@ -143,10 +156,11 @@ async fn serve(sim: Arc<Inner>, conn: usize, stream: DuplexStream) -> io::Result
             return Ok(());
         }
         let verb = line.split([' ', ':', '\r']).next().unwrap_or("");
+        let dot_was_last = std::mem::take(&mut after_dot);
         let reply = match verb.to_ascii_uppercase().as_str() {
             "EHLO" => "250-mx.sim.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n".into(),
             "MAIL" => {
-                (rcpt, accepted) = (String::new(), false);
+                (rcpt, accepted, behind_dot) = (String::new(), false, dot_was_last);
                 sim.answer(conn, "MAIL", "", "250 2.1.0 ok")
             }
             "RCPT" => {
@@ -169,9 +183,9 @@ async fn serve(sim: Arc<Inner>, conn: usize, stream: DuplexStream) -> io::Result
         };
         w.write_all(reply.as_bytes()).await?;
         let reply = if reply.starts_with("354") {
-            let end = message(&sim, conn, &rcpt, &mut r).await?;
+            let end = message(&sim, (conn, behind_dot), &rcpt, &mut r).await?;
             w.write_all(end.as_bytes()).await?;
-            accepted = false;
+            (accepted, after_dot) = (false, !r.buffer().is_empty());
             end
         } else {
             reply
@@ -185,7 +199,7 @@ async fn serve(sim: Arc<Inner>, conn: usize, stream: DuplexStream) -> io::Result
 /// Reads the message up to "." and returns the reply to it.
 async fn message(
     sim: &Inner,
-    conn: usize,
+    (conn, behind_dot): (usize, bool),
     rcpt: &str,
     r: &mut BufReader<tokio::io::ReadHalf<DuplexStream>>,
 ) -> io::Result<String> {
@@ -199,8 +213,9 @@ async fn message(
             break;
         }
     }
-    if sim.swallow {
-        let behind = r.buffer().len();
+    let behind = r.buffer().len();
+    if sim.swallow && behind > 0 {
+        sim.swallowed.fetch_add(1, Ordering::SeqCst);
         std::pin::Pin::new(&mut *r).consume(behind);
     }
     let end = sim.answer(conn, ".", rcpt, "250 2.0.0 queued");
@@ -209,6 +224,7 @@ async fn message(
             conn,
             rcpt: rcpt.to_string(),
             at: Instant::now(),
+            behind_dot,
         });
     }
     Ok(end)

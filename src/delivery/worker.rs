@@ -445,18 +445,22 @@ async fn pace<C>(ctx: &Ctx<C>, gate: &Gate) -> bool {
 }
 
 /// When the next message of the batch will surely go over this session, it is announced
-/// behind this one's content (one write and one read per message).
+/// behind this one's content (one write and one read per message), if the address allows it:
+/// until it has answered commands pipelined behind the dot, only one session does so (see
+/// [`super::hosts::Probe`]).
 fn announce<'m, C: Connect>(
     ctx: &Ctx<C>,
     gate: &Gate,
-    s: &Session<C::Stream>,
+    s: &mut Session<C::Stream>,
     next: Option<&'m Built>,
 ) -> Option<(&'m Envelope, &'m DataPayload)> {
     match next {
         Some(Ok(m))
             if !gate.paced()
+                && s.conn.announcing()
                 && s.conn.transactions() + 1 < session_cap(ctx, gate, s)
-                && local_refusal(s, m).is_none() =>
+                && local_refusal(s, m).is_none()
+                && ctx.hosts.may_announce(s.ip, &mut s.probe) =>
         {
             Some((&m.envelope, &m.payload))
         }
@@ -474,15 +478,26 @@ fn session_cap<C: Connect>(ctx: &Ctx<C>, gate: &Gate, s: &Session<C::Stream>) ->
         .map_or(max, |n| n.min(max))
 }
 
-/// What the run learns about the session's address from an attempt: it objected
-/// to our dialect (it gets a more conservative one, and the summary says so), or its sessions
-/// take fewer messages than we sent.
+/// What the run learns about the session's address from an attempt: it answered commands
+/// pipelined behind the dot (every session may send them now), it objected to our dialect (it
+/// gets a more conservative one, and the summary says so), or its sessions take fewer messages
+/// than we sent.
 fn learn<C: Connect>(
     ctx: &Ctx<C>,
-    s: &Session<C::Stream>,
+    s: &mut Session<C::Stream>,
     action: Action,
     result: &Result<Transaction, ClientError>,
 ) {
+    if s.conn.last_behind_dot()
+        && matches!(
+            action,
+            Action::Delivered | Action::DeliveredLast | Action::Bounce(_) | Action::Retry(_)
+        )
+    {
+        // Its commands rode behind the last dot and were answered in step.
+        ctx.hosts.answered_behind_dot(s.ip);
+        s.probe = None;
+    }
     match action {
         Action::Fallback | Action::DeliveredOutOfStep => {
             if let Some(learnt) = ctx.hosts.fall_back(s.ip, &s.host, s.conn.dialect()) {
@@ -690,13 +705,40 @@ mod tests {
             reason,
             "does not answer commands pipelined behind the final dot"
         );
-        // Both first sessions noticed the silence one wait after their first message, in
-        // parallel; nothing waited for the server's own timeout (the `mail` one, 5 min).
+        // One session at a time pipelines behind the dot until the address has answered such
+        // commands: only that one lost its group and was closed (one connection more), while
+        // the other went on in step. It noticed the silence one wait after its first message;
+        // nothing waited for the server's own timeout (the `mail` one, 5 min).
+        assert_eq!(sim.swallowed(), 1, "sessions that lost a group");
+        assert_eq!(sim.connections(), 3, "one session closed and replaced");
+        assert!(accepted.iter().all(|m| !m.behind_dot));
         let last = accepted.iter().map(|m| m.at).max().unwrap();
         assert!(last >= t0 + BEHIND_DOT_WAIT, "{:?}", last - t0);
         assert!(last < t0 + 2 * BEHIND_DOT_WAIT, "{:?}", last - t0);
-        let first_sessions = accepted.iter().filter(|m| m.conn < 2).count();
-        assert_eq!(first_sessions, 2, "one message each before the silence");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_one_session_has_been_answered_behind_the_dot_every_session_pipelines_there() {
+        let sim = Sim::new(|_| None, &[]);
+        let events = deliver_learnt(&sim, 60, 3, Vec::new()).await;
+        let delivered = events
+            .iter()
+            .filter(|e| matches!(e, Event::Final { outcome, .. } if outcome.status == Status::Delivered))
+            .count();
+        assert_eq!(delivered, 60);
+        assert_eq!(sim.connections(), 3, "no session given up");
+        let accepted = sim.accepted();
+        for conn in 0..3 {
+            let ours: Vec<_> = accepted.iter().filter(|m| m.conn == conn).collect();
+            let behind = ours.iter().filter(|m| m.behind_dot).count();
+            // Each session's first message goes alone; of the rest, all but the first of each
+            // batch after the one that proved it ride behind a dot.
+            assert!(
+                ours.len() > 1 && behind + 4 >= ours.len(),
+                "connection {conn}: {behind} of {} behind the dot",
+                ours.len()
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -195,6 +195,7 @@ pub fn open_list(
 }
 
 pub mod browser;
+pub mod campaign;
 pub mod dovecot;
 pub mod mta;
 pub mod postgres;

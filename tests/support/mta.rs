@@ -747,6 +747,19 @@ impl Chasquid {
     /// Starts chasquid as the MX for `domain` on 127.0.0.`octet`, asking only the DNS server
     /// at `dns` (port 53: resolv.conf names no port) for its SPF checks.
     pub fn start(octet: u8, domain: &str, dns: IpAddr, users: &[String]) -> Option<Self> {
+        Self::start_logging(octet, domain, dns, users, 1)
+    }
+
+    /// [`Chasquid::start`] with the debug log at `verbosity` (`-v`): 1 logs every command and
+    /// reply of every session (what [`Chasquid::log`] reads), 0 only what a deployed chasquid
+    /// logs by default.
+    pub fn start_logging(
+        octet: u8,
+        domain: &str,
+        dns: IpAddr,
+        users: &[String],
+        verbosity: u8,
+    ) -> Option<Self> {
         let bin = Self::binary()?;
         need_root_and_users("chasquid", &["nobody"])?;
         let unshare = find("unshare", &[PathBuf::from("/usr/bin/unshare")])?;
@@ -759,7 +772,7 @@ impl Chasquid {
         let script = "set -e\n\
                       mount --bind \"$1/resolv.conf\" /etc/resolv.conf\n\
                       exec \"$2\" --reuid=nobody --regid=nogroup --clear-groups \"$3\" \
-                      -config_dir=\"$1/conf\" -logfile=\"$1/log/chasquid.log\" -v=1";
+                      -config_dir=\"$1/conf\" -logfile=\"$1/log/chasquid.log\" -v=\"$4\"";
         let child = Command::new(unshare)
             .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
             .arg(script)
@@ -767,6 +780,7 @@ impl Chasquid {
             .arg(&d)
             .arg(setpriv)
             .arg(&bin)
+            .arg(verbosity.to_string())
             .stdin(Stdio::null())
             .stdout(File::create(d.join("stdout.log")).unwrap())
             .stderr(File::create(d.join("stderr.log")).unwrap())
@@ -827,6 +841,22 @@ impl Chasquid {
         );
         std::fs::write(d.join("conf/chasquid.conf"), conf).unwrap();
         std::fs::write(d.join("resolv.conf"), format!("nameserver {dns}\n")).unwrap();
+    }
+
+    /// CPU time chasquid has used so far: its own, and that of its delivery processes (one
+    /// per message) once it has waited for them (`/proc/PID/stat`: utime, stime, cutime,
+    /// cstime, in clock ticks of 1/100 s).
+    pub fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        let stat = stat.unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map_or(vec![], |(_, f)| f.split(' ').collect());
+        // Fields 14 to 17 of stat(5); `fields` starts at field 3.
+        let ticks: u64 = (14..=17)
+            .filter_map(|i| fields.get(i - 3).and_then(|t| t.parse::<u64>().ok()))
+            .sum();
+        Duration::from_millis(ticks * 10)
     }
 
     /// Its debug log (every command, reply and error of every session).

@@ -473,8 +473,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.behind_dot
     }
 
-    /// The dialect in which commands ride behind the end of data.
-    pub(super) fn announcing(&self) -> bool {
+    /// True when the session's dialect lets the next transaction's commands ride behind the
+    /// end of data (the server offers PIPELINING and the dialect is [`Dialect::Full`]).
+    pub fn announcing(&self) -> bool {
         self.pipelining() && self.dialect == Dialect::Full
     }
 }
