@@ -74,7 +74,7 @@ pub struct SqliteSenders {
 
 /// `$XDG_DATA_HOME/mailmerge/senders.sqlite` (beside the suppression list's default).
 pub fn default_path() -> Option<PathBuf> {
-    crate::suppress::default_path().map(|p| p.with_file_name("senders.sqlite"))
+    crate::store::data_dir().map(|d| d.join("senders.sqlite"))
 }
 
 impl SqliteSenders {

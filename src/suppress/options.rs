@@ -39,16 +39,7 @@ impl StoreOptions {
 /// `$HOME/.local/share/mailmerge/suppressions.sqlite` (XDG Base Directory spec: a relative
 /// `XDG_DATA_HOME` is ignored).
 pub fn default_path() -> Option<PathBuf> {
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-                .map(|h| h.join(".local/share"))
-        })?;
-    Some(data.join("mailmerge").join("suppressions.sqlite"))
+    crate::store::data_dir().map(|d| d.join("suppressions.sqlite"))
 }
 
 /// `--verp-key` / `--verp-key-file`: the secret that signs VERP tokens (`run`) and checks
