@@ -128,6 +128,22 @@ impl fmt::Display for Location {
     }
 }
 
+/// mailmerge's per-user data folder, where the default stores live:
+/// `$XDG_DATA_HOME/mailmerge`, else `~/.local/share/mailmerge` (`None`: neither is an
+/// absolute path).
+pub fn data_dir() -> Option<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|h| h.join(".local/share"))
+        })?;
+    Some(data.join("mailmerge"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,20 +183,4 @@ mod tests {
         }
         assert!(Location::parse(" ").is_err());
     }
-}
-
-/// mailmerge's per-user data folder, where the default stores live:
-/// `$XDG_DATA_HOME/mailmerge`, else `~/.local/share/mailmerge` (`None`: neither is an
-/// absolute path).
-pub fn data_dir() -> Option<PathBuf> {
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-                .map(|h| h.join(".local/share"))
-        })?;
-    Some(data.join("mailmerge"))
 }
