@@ -6,6 +6,25 @@ fn mailmerge() -> Command {
     crate::support::binary()
 }
 
+/// `mailmerge COMMAND` on the shipped example with `--sandbox --quiet`, its results and
+/// sandbox folder in `dir`: the caller adds its own flags.
+fn sandbox_example(command: &str, dir: &std::path::Path) -> Command {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut c = mailmerge();
+    c.args([
+        command,
+        &format!("{root}/examples/recipients.csv"),
+        &format!("{root}/templates/welcome.hbs"),
+        "--sandbox",
+        "--quiet",
+    ])
+    .arg("--results")
+    .arg(dir.join(format!("{command}.results.csv")))
+    .arg("--sandbox-dir")
+    .arg(dir.join("mail"));
+    c
+}
+
 #[test]
 fn sandbox_run_of_the_shipped_example_delivers_and_reports_every_row() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,21 +101,8 @@ fn sandbox_run_of_the_shipped_example_delivers_and_reports_every_row() {
 #[test]
 fn events_on_standard_output_are_json_lines_alone_and_the_summary_goes_to_standard_error() {
     let dir = tempfile::tempdir().unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = mailmerge()
-        .args([
-            "run",
-            &format!("{root}/examples/recipients.csv"),
-            &format!("{root}/templates/welcome.hbs"),
-            "--sandbox",
-            "--quiet",
-            "--events",
-            "-",
-        ])
-        .arg("--results")
-        .arg(dir.path().join("results.csv"))
-        .arg("--sandbox-dir")
-        .arg(dir.path().join("mail"))
+    let out = sandbox_example("run", dir.path())
+        .args(["--events", "-"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -267,21 +273,9 @@ fn checked_in_man_pages_and_completions_are_current() {
 #[test]
 fn timings_name_every_stage_in_order_and_the_first_session_only_when_sending() {
     let dir = tempfile::tempdir().unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
     let timings = |command: &str| {
-        let out = mailmerge()
-            .args([
-                command,
-                &format!("{root}/examples/recipients.csv"),
-                &format!("{root}/templates/welcome.hbs"),
-                "--sandbox",
-                "--quiet",
-                "--timings",
-            ])
-            .arg("--results")
-            .arg(dir.path().join(format!("{command}.csv")))
-            .arg("--sandbox-dir")
-            .arg(dir.path().join("mail"))
+        let out = sandbox_example(command, dir.path())
+            .arg("--timings")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -318,23 +312,11 @@ fn timings_name_every_stage_in_order_and_the_first_session_only_when_sending() {
 #[test]
 fn a_sandbox_run_keeps_its_own_stores_when_the_environment_names_the_fleets() {
     let dir = tempfile::tempdir().unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
     let (fleet_list, fleet_state) = (
         dir.path().join("fleet.sqlite"),
         dir.path().join("fleet-state.sqlite"),
     );
-    let out = mailmerge()
-        .args([
-            "run",
-            &format!("{root}/examples/recipients.csv"),
-            &format!("{root}/templates/welcome.hbs"),
-            "--sandbox",
-            "--quiet",
-        ])
-        .arg("--results")
-        .arg(dir.path().join("results.csv"))
-        .arg("--sandbox-dir")
-        .arg(dir.path().join("mail"))
+    let out = sandbox_example("run", dir.path())
         .env("MAILMERGE_SUPPRESSIONS", &fleet_list)
         .env("MAILMERGE_STATE", &fleet_state)
         .output()

@@ -25,7 +25,7 @@ use super::{
     CapRule, DIALECT_KEPT, DialectNote, Hold, HoldKind, Identity, Lesson, Memory, SenderStore,
     StateError, spread,
 };
-use crate::store::postgres::{self as pg, Access, PgUrl, SchemaError, lock_key, text};
+use crate::store::postgres::{self as pg, PgUrl, SchemaError, lock_key, text};
 
 /// The name of the memory's tables in `mailmerge_schema`.
 const COMPONENT: &str = "senders";
@@ -86,15 +86,9 @@ impl PgSenders {
     /// wrote.
     pub async fn open(url: &PgUrl) -> Result<Self, StateError> {
         let place = url.place().to_string();
-        let db = |message: String| StateError::Db {
-            place: place.clone(),
-            message,
-        };
-        let pool = pg::connect(url, Access::ReadWrite).await.map_err(db)?;
-        let mut client = pool.get().await.map_err(|e| db(pg::describe_pool(&e)))?;
-        match pg::migrate(&mut client, COMPONENT, STEPS).await {
-            Ok(_) => {}
-            Err(SchemaError::Db(m)) => return Err(db(m)),
+        let pool = match pg::open_migrated(url, COMPONENT, STEPS).await {
+            Ok(pool) => pool,
+            Err(SchemaError::Db(message)) => return Err(StateError::Db { place, message }),
             Err(SchemaError::Newer { found, known }) => {
                 return Err(StateError::Newer {
                     place,
@@ -102,7 +96,7 @@ impl PgSenders {
                     known: known.into(),
                 });
             }
-        }
+        };
         Ok(Self { pool, place })
     }
 

@@ -325,6 +325,24 @@ pub async fn migrate(
     Ok(found)
 }
 
+/// Connects for reading and writing and brings `component`'s tables to the last of `steps`
+/// ([`migrate`]): what a store does when it opens.
+pub async fn open_migrated(
+    url: &PgUrl,
+    component: &str,
+    steps: &[&str],
+) -> Result<Pool, SchemaError> {
+    let pool = connect(url, Access::ReadWrite)
+        .await
+        .map_err(SchemaError::Db)?;
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| SchemaError::Db(describe_pool(&e)))?;
+    migrate(&mut client, component, steps).await?;
+    Ok(pool)
+}
+
 /// The version of `component`'s tables without changing anything (`None`: never created),
 /// for a read-only opening.
 pub async fn version(

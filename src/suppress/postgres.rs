@@ -67,15 +67,12 @@ impl PgSuppressions {
     /// Connects, and creates or migrates the list's tables.
     pub async fn open(url: &PgUrl) -> Result<Self, StoreError> {
         let place = url.place().to_string();
-        let db = |message: String| StoreError::Db {
-            place: place.clone(),
-            message,
-        };
-        let pool = pg::connect(url, Access::ReadWrite).await.map_err(db)?;
-        let mut client = pool.get().await.map_err(|e| db(pg::describe_pool(&e)))?;
-        pg::migrate(&mut client, COMPONENT, STEPS)
+        let pool = pg::open_migrated(url, COMPONENT, STEPS)
             .await
-            .map_err(|e| db(schema_message(e)))?;
+            .map_err(|e| StoreError::Db {
+                place: place.clone(),
+                message: schema_message(e),
+            })?;
         Ok(Self { pool, place })
     }
 
