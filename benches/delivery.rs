@@ -108,9 +108,12 @@ fn write_inputs(w: &Workload, dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// The binary, with a home of its own in `dir` (so its defaults are the per-user files
-/// there) and no configuration from the caller's environment.
+/// there) and no configuration from the caller's environment. `MAILMERGE_BENCH_BIN` names
+/// another build (or a wrapper such as `strace`'s) to compare with.
 fn mailmerge(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mailmerge"));
+    let bin = std::env::var_os("MAILMERGE_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_mailmerge").into());
+    let mut c = Command::new(bin);
     c.current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -145,12 +148,12 @@ fn populate_suppressions(w: &Workload, dir: &Path) -> usize {
     in_list
 }
 
-/// Runs the child to its end; its wall time and peak RSS (MiB).
+/// Runs the child to its end; its wall time, peak RSS (MiB) and CPU time (user, system).
 #[expect(
     clippy::zombie_processes,
     reason = "reaped by wait4, which also gives its rusage"
 )]
-fn run_measured(mut cmd: Command) -> (std::process::ExitStatus, Instant, f64, f64) {
+fn run_measured(mut cmd: Command) -> (std::process::ExitStatus, Instant, f64, f64, (f64, f64)) {
     let start = Instant::now();
     let child = cmd.spawn().expect("spawn mailmerge");
     let pid = libc::pid_t::try_from(child.id()).expect("pid");
@@ -162,7 +165,14 @@ fn run_measured(mut cmd: Command) -> (std::process::ExitStatus, Instant, f64, f6
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
     let status = std::os::unix::process::ExitStatusExt::from_raw(status);
-    (status, start, secs, usage.ru_maxrss as f64 / 1024.0)
+    let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        status,
+        start,
+        secs,
+        usage.ru_maxrss as f64 / 1024.0,
+        (cpu(usage.ru_utime), cpu(usage.ru_stime)),
+    )
 }
 
 /// Delivered rows in the results CSV.
@@ -249,7 +259,7 @@ fn main() {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr"));
         // The process runs on its own threads; this runtime keeps serving DNS and SMTP.
-        let (status, start, secs, rss) = tokio::task::spawn_blocking(move || run_measured(cmd))
+        let (status, start, secs, rss, (user, sys)) = tokio::task::spawn_blocking(move || run_measured(cmd))
             .await
             .expect("join");
         let said = std::fs::read_to_string(&stderr).unwrap_or_default();
@@ -271,7 +281,7 @@ fn main() {
         println!(
             "delivery (the binary): {} recipients ({suppressed} suppressed of a {}-entry list), \
              {} domains, {} sites, {} sessions, ~{} B messages -> {}: {delivered} delivered in \
-             {secs:.2}s = {:.0} msg/s; peak RSS {rss:.1} MiB{}{first_connection}",
+             {secs:.2}s = {:.0} msg/s; CPU {user:.2}s user + {sys:.2}s system; peak RSS {rss:.1} MiB{}{first_connection}",
             w.n,
             w.suppressed,
             w.domains,

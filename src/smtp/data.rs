@@ -24,31 +24,27 @@ impl DataPayload {
         let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
         let mut at_line_start = true;
         let mut stuffed = 0;
-        let mut i = 0;
-        while i < message.len() {
-            let b = message[i];
-            match b {
-                b'\r' => {
+        let mut rest = message;
+        // A line at a time: the bytes up to the next CR or LF are copied whole.
+        while let Some(&first) = rest.first() {
+            if at_line_start && first == b'.' {
+                out.push(b'.');
+                stuffed += 1;
+            }
+            match memchr::memchr2(b'\r', b'\n', rest) {
+                Some(end) => {
+                    out.extend_from_slice(&rest[..end]);
                     out.extend_from_slice(b"\r\n");
-                    if message.get(i + 1) == Some(&b'\n') {
-                        i += 1;
-                    }
+                    let crlf = rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n');
+                    rest = &rest[end + 1 + usize::from(crlf)..];
                     at_line_start = true;
                 }
-                b'\n' => {
-                    out.extend_from_slice(b"\r\n");
-                    at_line_start = true;
-                }
-                _ => {
-                    if at_line_start && b == b'.' {
-                        out.push(b'.');
-                        stuffed += 1;
-                    }
-                    out.push(b);
+                None => {
+                    out.extend_from_slice(rest);
+                    rest = &[];
                     at_line_start = false;
                 }
             }
-            i += 1;
         }
         if !at_line_start {
             out.extend_from_slice(b"\r\n");
@@ -149,6 +145,43 @@ mod tests {
             let raw: Vec<u8> = p.raw_segments().flatten().copied().collect();
             assert_eq!(raw, DataPayload::unstuff(p.as_bytes()), "{msg:?}");
             assert_eq!(raw.len(), p.raw_len(), "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn every_line_ending_and_dot_position_normalizes_and_unstuffs_back() {
+        // Every message of up to 6 bytes over the alphabet that matters.
+        let alphabet = [b'.', b'\r', b'\n', b'a'];
+        for len in 0..=6u32 {
+            for n in 0..4usize.pow(len) {
+                let msg: Vec<u8> = (0..len).map(|k| alphabet[n / 4usize.pow(k) % 4]).collect();
+                let p = DataPayload::from_message(&msg);
+                let bytes = p.as_bytes();
+                assert!(
+                    bytes.ends_with(b"\r\n.\r\n") || bytes == b".\r\n",
+                    "{msg:?}"
+                );
+                // Every CR is followed by LF and every LF preceded by CR.
+                for (i, b) in bytes.iter().enumerate() {
+                    match b {
+                        b'\r' => assert_eq!(bytes.get(i + 1), Some(&b'\n'), "{msg:?}"),
+                        b'\n' => assert_eq!(bytes[i - 1], b'\r', "{msg:?}"),
+                        _ => {}
+                    }
+                }
+                // Unstuffed, the lines are the message's lines.
+                let raw: Vec<u8> = p.raw_segments().flatten().copied().collect();
+                assert_eq!(raw.len(), p.raw_len(), "{msg:?}");
+                let text = String::from_utf8(msg.clone()).expect("ascii");
+                let mut expected = text
+                    .replace("\r\n", "\n")
+                    .replace('\r', "\n")
+                    .replace('\n', "\r\n");
+                if !expected.is_empty() && !expected.ends_with("\r\n") {
+                    expected.push_str("\r\n");
+                }
+                assert_eq!(String::from_utf8(raw).expect("ascii"), expected, "{msg:?}");
+            }
         }
     }
 

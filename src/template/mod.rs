@@ -28,10 +28,12 @@
 //! `multipart/alternative`.
 
 mod bounds;
+mod flat;
 mod inline;
 mod markdown;
 mod plain;
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -247,6 +249,8 @@ pub struct MessageTemplate {
     path: PathBuf,
     /// The template text as read (for the journal's fingerprint of the message).
     source: String,
+    /// The parts that are only text and column values, by registry name ([`flat`]).
+    flat: HashMap<String, flat::Flat>,
 }
 
 /// A rendered message, ready for the message builder.
@@ -325,6 +329,7 @@ impl MessageTemplate {
             template.compile_section(section)?;
         }
         template.load_images()?;
+        template.flatten();
         Ok(template)
     }
 
@@ -379,7 +384,32 @@ impl MessageTemplate {
             base_dir: base_dir.to_path_buf(),
             path: path.to_path_buf(),
             source: src.to_string(),
+            flat: HashMap::new(),
         }
+    }
+
+    /// Finds the parts [`flat`] renders without the engine; run once every part is compiled.
+    fn flatten(&mut self) {
+        let parts = self
+            .headers
+            .iter()
+            .map(|h| (h.key.as_str(), self.registry_of(h)))
+            .chain(self.attachments.iter().map(|k| (k.as_str(), &self.plain)))
+            .chain([
+                (TEXT, &self.plain),
+                (HTML, &self.html),
+                (MARKDOWN, &self.md),
+            ]);
+        self.flat = parts
+            .filter_map(|(key, reg)| {
+                Some((key.to_string(), flat::Flat::of(reg.get_template(key)?)?))
+            })
+            .collect();
+    }
+
+    /// The registry a header is compiled in.
+    fn registry_of(&self, h: &HeaderTemplate) -> &Handlebars<'static> {
+        if h.address { &self.addr } else { &self.plain }
     }
 
     /// Compiles one (unfolded) header line of the template, `Name: value` at file line
@@ -533,6 +563,7 @@ impl MessageTemplate {
             key,
             address: false,
         });
+        self.flatten();
         Ok(())
     }
 
@@ -580,12 +611,15 @@ impl MessageTemplate {
     /// [`bounds::Budget`].
     fn render_row(&self, columns: &[String], fields: &[String]) -> Result<Rendered, RenderError> {
         self.check_values(columns, fields)?;
-        let ctx = Context::from(Self::data(columns, fields));
+        let row = RowData {
+            columns,
+            fields,
+            ctx: OnceCell::new(),
+        };
         let mut budget = bounds::Budget::new();
         let mut headers = Vec::with_capacity(self.headers.len());
         for h in &self.headers {
-            let reg = if h.address { &self.addr } else { &self.plain };
-            let value = budget.render(reg, &h.key, &ctx)?;
+            let value = self.part(self.registry_of(h), &h.key, &row, &mut budget)?;
             if value.chars().any(|c| c.is_control() && c != '\t') {
                 return Err(RenderError::HeaderInjection {
                     header: h.name.clone(),
@@ -595,7 +629,7 @@ impl MessageTemplate {
         }
         let mut attachments = Vec::with_capacity(self.attachments.len());
         for key in &self.attachments {
-            let value = budget.render(&self.plain, key, &ctx)?;
+            let value = self.part(&self.plain, key, &row, &mut budget)?;
             if value.chars().any(char::is_control) {
                 return Err(RenderError::HeaderInjection {
                     header: ATTACHMENT_HEADER.into(),
@@ -604,7 +638,7 @@ impl MessageTemplate {
             // Resolved inside the attachments folder when the message is built.
             attachments.push(PathBuf::from(value.trim()));
         }
-        let (text, html) = self.bodies(&ctx, &mut budget)?;
+        let (text, html) = self.bodies(&row, &mut budget)?;
         let inline = match &html {
             Some(html) => self
                 .images
@@ -645,19 +679,19 @@ impl MessageTemplate {
     /// derived from the HTML one when the template has none. Line ends are CRLF.
     fn bodies(
         &self,
-        ctx: &Context,
+        row: &RowData<'_>,
         budget: &mut bounds::Budget,
     ) -> Result<(Option<String>, Option<String>), RenderError> {
         let mut text = match self.has_text {
-            true => Some(budget.render(&self.plain, TEXT, ctx)?),
+            true => Some(self.part(&self.plain, TEXT, row, budget)?),
             false => None,
         };
         let mut html = match self.has_html {
-            true => Some(budget.render(&self.html, HTML, ctx)?),
+            true => Some(self.part(&self.html, HTML, row, budget)?),
             false => None,
         };
         if self.has_markdown {
-            let src = budget.render(&self.md, MARKDOWN, ctx)?;
+            let src = self.part(&self.md, MARKDOWN, row, budget)?;
             let (md_html, md_text) = markdown::render(&src)?;
             budget.charge(md_html.len() + md_text.len())?;
             html = Some(crlf(&md_html));
@@ -671,6 +705,28 @@ impl MessageTemplate {
         Ok((text, html))
     }
 
+    /// Renders part `key` of `reg` for one row: by substitution when it is [`flat`], else by
+    /// the engine (the row's data built once, on first need).
+    fn part(
+        &self,
+        reg: &Handlebars<'static>,
+        key: &str,
+        row: &RowData<'_>,
+        budget: &mut bounds::Budget,
+    ) -> Result<String, RenderError> {
+        if let Some(rendered) = self
+            .flat
+            .get(key)
+            .and_then(|f| f.render(row.columns, row.fields, reg.get_escape_fn(), budget))
+        {
+            return rendered;
+        }
+        let ctx = row
+            .ctx
+            .get_or_init(|| Context::from(Self::data(row.columns, row.fields)));
+        budget.render(reg, key, ctx)
+    }
+
     /// Variables the template uses, with the first line each appears on.
     pub fn variables(&self) -> BTreeMap<&str, usize> {
         let mut out = BTreeMap::new();
@@ -679,6 +735,16 @@ impl MessageTemplate {
         }
         out
     }
+}
+
+/// One row's values while its message renders.
+struct RowData<'a> {
+    /// The list's columns.
+    columns: &'a [String],
+    /// This row's fields.
+    fields: &'a [String],
+    /// The engine's data for the row, built only if a part needs the engine.
+    ctx: OnceCell<Context>,
 }
 
 /// A [`TemplateError::Format`]: the template's layout is wrong at `line`.
