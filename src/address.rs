@@ -145,7 +145,10 @@ pub fn normalize_domain(domain: &str) -> Result<String, &'static str> {
     if domain.is_empty() {
         return Err("empty");
     }
-    let ascii = idna::domain_to_ascii(domain).map_err(|_| "not a valid international domain")?;
+    let ascii = match ldh_ascii(domain) {
+        Some(lower) => lower,
+        None => idna::domain_to_ascii(domain).map_err(|_| "not a valid international domain")?,
+    };
     if ascii.len() > 253 {
         return Err("longer than 253 octets");
     }
@@ -179,9 +182,54 @@ pub fn normalize_domain(domain: &str) -> Result<String, &'static str> {
     Ok(ascii)
 }
 
+/// The common case without the IDNA machinery: a domain of ASCII letters, digits, hyphens and
+/// dots, none of its labels an A-label (`xn--`, which IDNA must decode to check), is its own
+/// ASCII form once lower-cased. `None` for anything else.
+fn ldh_ascii(domain: &str) -> Option<String> {
+    let ldh = domain
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let a_label = domain
+        .split('.')
+        .any(|l| l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--")));
+    (ldh && !a_label).then(|| domain.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_ascii_domains_skip_idna_and_come_out_as_idna_gives_them() {
+        for d in [
+            "Example.COM",
+            "d0.test",
+            "a-b.c-d.example",
+            "ab--cd.example",
+            "-lead.example",
+            "trail-.example",
+            "a..b",
+            ".a.b",
+            "123.456",
+            "x.y.z.w.example",
+        ] {
+            let fast = ldh_ascii(d).expect("plain ASCII");
+            assert_eq!(Ok(fast), idna::domain_to_ascii(d).map_err(|_| ()), "{d}");
+        }
+        for d in [
+            "xn--mnchen-3ya.de",
+            "XN--abc.example",
+            "bücher.example",
+            "a_b.example",
+            "a b.example",
+        ] {
+            assert!(ldh_ascii(d).is_none(), "{d} must go through IDNA");
+        }
+        assert_eq!(
+            normalize_domain("XN--MNCHEN-3YA.De").as_deref(),
+            Ok("xn--mnchen-3ya.de")
+        );
+    }
 
     #[test]
     fn accepts_and_normalises() {

@@ -11,7 +11,7 @@ use super::prepare::Campaign;
 use super::{RunConfig, RunError};
 use crate::address::Address;
 use crate::outcome::{Outcome, Status, Step};
-use crate::suppress::{self, Entry, SuppressionStore};
+use crate::suppress::{self, Entry, StoreError, SuppressionStore};
 
 /// The rows after triage: the ledger with every row settled that will not be sent, and the
 /// destination domains of the rest (still pending).
@@ -26,7 +26,8 @@ pub(super) struct Triaged {
 const SCREEN_CHUNK: usize = 2048;
 
 /// Settles what can be settled without the network, looking the addresses to send up in the
-/// suppression list in bulk.
+/// suppression list in bulk. Each chunk's lookup runs on another task while the next chunk is
+/// read, and chunks are settled in list order (so `--limit` takes the first rows).
 pub(super) async fn triage(
     cfg: &RunConfig,
     campaign: &Campaign,
@@ -43,6 +44,7 @@ pub(super) async fn triage(
         budget: cfg.limit.unwrap_or(usize::MAX),
     };
     let mut candidates: Vec<(usize, Address)> = Vec::with_capacity(SCREEN_CHUNK);
+    let mut pending: Option<Lookup> = None;
     for (i, row) in list.iter().enumerate() {
         let ledger = &mut out.triaged.ledger;
         let addr = match &row.status {
@@ -68,10 +70,16 @@ pub(super) async fn triage(
             None => candidates.push((i, addr)),
         }
         if candidates.len() == SCREEN_CHUNK {
-            out.screen(screen, &mut candidates).await?;
+            let chunk = std::mem::replace(&mut candidates, Vec::with_capacity(SCREEN_CHUNK));
+            if let Some(earlier) = pending.replace(screen.start(chunk)) {
+                out.screen(earlier).await?;
+            }
         }
     }
-    out.screen(screen, &mut candidates).await?;
+    if let Some(earlier) = pending.take() {
+        out.screen(earlier).await?;
+    }
+    out.screen(screen.start(candidates)).await?;
     Ok(out.triaged)
 }
 
@@ -84,15 +92,23 @@ struct Sorting<'a> {
 }
 
 impl Sorting<'_> {
-    /// Settles the suppressed `candidates` (one bulk lookup) and those beyond `--limit`, in
-    /// list order; the rest stay pending, their domains collected. Empties `candidates`.
-    async fn screen(
-        &mut self,
-        screen: &Screen,
-        candidates: &mut Vec<(usize, Address)>,
-    ) -> Result<(), RunError> {
-        let found = screen.find(candidates).await?;
-        for (i, addr) in candidates.drain(..) {
+    /// Settles the suppressed candidates of a lookup (once it is answered) and those beyond
+    /// `--limit`, in list order; the rest stay pending, their domains collected.
+    async fn screen(&mut self, lookup: Lookup) -> Result<(), RunError> {
+        let found = match lookup.found.await {
+            Ok(found) => found?,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => {
+                    return Err(StoreError::Db {
+                        place: "lookup".into(),
+                        message: "cancelled: the run is shutting down".into(),
+                    }
+                    .into());
+                }
+            },
+        };
+        for (i, addr) in lookup.candidates {
             let ledger = &mut self.triaged.ledger;
             let hit = found
                 .get(&suppress::key_of(&addr))
@@ -130,22 +146,35 @@ impl Screen {
         }
     }
 
-    /// The entries suppressing any of `candidates` (by address key or `@domain`).
-    async fn find(
-        &self,
-        candidates: &[(usize, Address)],
-    ) -> Result<HashMap<String, Entry>, RunError> {
-        let Some(store) = &self.store else {
-            return Ok(HashMap::new());
-        };
-        let mut keys: Vec<String> = Vec::with_capacity(candidates.len() * 2);
-        let mut domains = HashSet::new();
-        for (_, a) in candidates {
-            keys.push(suppress::key_of(a));
-            if domains.insert(a.domain()) {
-                keys.push(format!("@{}", a.domain()));
+    /// Starts looking up the entries suppressing any of `candidates` (by address key or
+    /// `@domain`) on a task of its own.
+    fn start(&self, candidates: Vec<(usize, Address)>) -> Lookup {
+        let store = self.store.clone().filter(|_| !candidates.is_empty());
+        let mut keys: Vec<String> = Vec::new();
+        if store.is_some() {
+            keys.reserve(candidates.len() * 2);
+            let mut domains = HashSet::new();
+            for (_, a) in &candidates {
+                keys.push(suppress::key_of(a));
+                if domains.insert(a.domain()) {
+                    keys.push(format!("@{}", a.domain()));
+                }
             }
         }
-        Ok(store.find(&keys).await?)
+        let found = tokio::spawn(async move {
+            match store {
+                Some(store) => store.find(&keys).await,
+                None => Ok(HashMap::new()),
+            }
+        });
+        Lookup { candidates, found }
     }
+}
+
+/// Rows whose suppression lookup is under way.
+struct Lookup {
+    /// The rows (index, address), in list order.
+    candidates: Vec<(usize, Address)>,
+    /// The entries found for them.
+    found: tokio::task::JoinHandle<Result<HashMap<String, Entry>, StoreError>>,
 }
