@@ -578,21 +578,29 @@ fn first_address(data: &[u8], rows: &[RowMeta], row: usize, email_column: usize)
 
 /// Parses the single record that starts at `start` (invalid UTF-8 replaced).
 ///
-/// Uses `csv_core` directly with one reader per thread: building a reader (its state machine)
-/// costs far more than parsing one short record.
+/// Uses `csv_core` directly with one reader and its buffers per thread: building a reader
+/// (its state machine) costs far more than parsing one short record, and a row is parsed
+/// again at every stage that needs it.
 fn parse_record(data: &[u8], start: u64) -> Vec<String> {
     use csv_core::ReadRecordResult;
+    /// A reader with its output and field-end buffers.
+    struct Core {
+        rdr: csv_core::Reader,
+        out: Vec<u8>,
+        ends: Vec<usize>,
+    }
     thread_local! {
-        static CORE: std::cell::RefCell<csv_core::Reader> =
-            std::cell::RefCell::new(csv_core::Reader::new());
+        static CORE: std::cell::RefCell<Core> = std::cell::RefCell::new(Core {
+            rdr: csv_core::Reader::new(),
+            out: vec![0u8; 256],
+            ends: vec![0usize; 16],
+        });
     }
     let Some(mut input) = usize::try_from(start).ok().and_then(|s| data.get(s..)) else {
         return Vec::new();
     };
-    CORE.with_borrow_mut(|rdr| {
+    CORE.with_borrow_mut(|Core { rdr, out, ends }| {
         rdr.reset();
-        let mut out = vec![0u8; 256];
-        let mut ends = vec![0usize; 16];
         let (mut outlen, mut endlen) = (0, 0);
         loop {
             let (res, nin, nout, nend) =
@@ -609,14 +617,22 @@ fn parse_record(data: &[u8], start: u64) -> Vec<String> {
             }
         }
         let mut prev = 0;
-        ends[..endlen]
+        let fields = ends[..endlen]
             .iter()
             .map(|&end| {
                 let field = String::from_utf8_lossy(&out[prev..end]).into_owned();
                 prev = end;
                 field
             })
-            .collect()
+            .collect();
+        // A huge row does not leave its buffer with the thread.
+        if out.len() > 1 << 16 {
+            *out = vec![0u8; 256];
+        }
+        if ends.len() > 1 << 12 {
+            *ends = vec![0usize; 16];
+        }
+        fields
     })
 }
 

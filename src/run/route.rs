@@ -113,10 +113,9 @@ pub(super) async fn route(
             }
         }
     }
-    for (i, row) in campaign.list.iter().enumerate() {
-        if !ledger.is_pending(i) {
-            continue;
-        }
+    // Only pending rows are read (with `--limit`, a few of a long list).
+    for i in (0..campaign.list.len()).filter(|&i| ledger.is_pending(i)) {
+        let row = campaign.list.row(i);
         let Ok(addr) = &row.status else { continue };
         let route = routes.get(addr.domain());
         let site = site_of.get(addr.domain());

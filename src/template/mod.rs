@@ -714,10 +714,15 @@ impl MessageTemplate {
         row: &RowData<'_>,
         budget: &mut bounds::Budget,
     ) -> Result<String, RenderError> {
+        // The text registry escapes nothing: its values are copied without a call.
+        let escape = match std::ptr::eq(reg, &self.plain) {
+            true => flat::Escape::None,
+            false => flat::Escape::With(reg.get_escape_fn()),
+        };
         if let Some(rendered) = self
             .flat
             .get(key)
-            .and_then(|f| f.render(row.columns, row.fields, reg.get_escape_fn(), budget))
+            .and_then(|f| f.render(row.columns, row.fields, &escape, budget))
         {
             return rendered;
         }

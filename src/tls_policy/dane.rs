@@ -255,6 +255,7 @@ impl DaneResolver {
         let resolver = builder
             .with_options(ropts)
             .with_trust_anchor(Arc::new(anchors))
+            .with_tls_config(crate::mx::plain_dns_only().map_err(DaneError::Resolver)?)
             .build()
             .map_err(|e| DaneError::Resolver(e.to_string()))?;
         Ok(Self {
