@@ -390,84 +390,42 @@ fn open_existing(path: &Path) -> Result<Option<File>, JournalError> {
 #[derive(Debug)]
 pub struct JournalReader {
     file: File,
-    /// The bytes last read and the offset they start at: outcomes are read back in list
-    /// order, which is close to the order they were recorded in, so one read serves many.
-    window: std::sync::Mutex<(u64, Vec<u8>)>,
 }
-
-/// How much of the journal one read brings in.
-const READ_WINDOW: usize = 256 * 1024;
-/// How much of it lies before the offset asked for.
-const READ_BEHIND: u64 = 16 * 1024;
 
 impl JournalReader {
     /// Opens `path` for reading.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
         let file = open_file(path, OpenOptions::new().read(true))?;
-        Ok(Self {
-            file,
-            window: std::sync::Mutex::new((0, Vec::new())),
-        })
+        Ok(Self { file })
     }
 
     fn record_at(&self, offset: u64) -> Option<Record> {
-        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(line) = line_in(&window, offset) {
-            return serde_json::from_slice(line).ok();
-        }
-        // A little before the offset too: neighbouring rows finish in nearly, not exactly,
-        // list order.
-        let start = offset.saturating_sub(READ_BEHIND);
-        *window = (start, self.read_from(start, offset)?);
-        serde_json::from_slice(line_in(&window, offset)?).ok()
-    }
-
-    /// The bytes from `offset` on: [`READ_WINDOW`] of them, more when they hold no whole line
-    /// from `line` on (up to [`MAX_RECORD_LEN`]), fewer at the end of the file.
-    fn read_from(&self, offset: u64, line: u64) -> Option<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; READ_WINDOW];
-        let mut len = 0;
+        let mut line = Vec::with_capacity(512);
+        let mut chunk = [0u8; 512];
+        let mut pos = offset;
         loop {
-            let n = self
-                .file
-                .read_at(&mut buf[len..], offset + len as u64)
-                .ok()?;
-            len += n;
+            let n = self.file.read_at(&mut chunk, pos).ok()?;
             if n == 0 {
                 break;
             }
-            if len == buf.len() {
-                let from = usize::try_from(line - offset)
-                    .unwrap_or(usize::MAX)
-                    .min(len);
-                let whole_line = memchr::memchr(b'\n', &buf[from..len]).is_some();
-                if whole_line {
-                    break;
-                }
-                if buf.len() > MAX_RECORD_LEN + READ_WINDOW {
-                    return None;
-                }
-                buf.resize(buf.len() * 2, 0);
+            if let Some(nl) = chunk[..n].iter().position(|&b| b == b'\n') {
+                line.extend_from_slice(&chunk[..nl]);
+                break;
+            }
+            line.extend_from_slice(&chunk[..n]);
+            pos += n as u64;
+            if line.len() > MAX_RECORD_LEN {
+                return None;
             }
         }
-        buf.truncate(len);
-        Some(buf)
+        serde_json::from_slice(&line).ok()
     }
 
     /// The outcome recorded at `offset` (as returned by [`Journal::append`]).
     pub fn outcome_at(&self, offset: u64) -> Option<Outcome> {
         self.record_at(offset)?.outcome()
     }
-}
-
-/// The line (without its newline) at `offset` in a window of the journal starting at
-/// `start`, when the window holds all of it.
-fn line_in(&(start, ref bytes): &(u64, Vec<u8>), offset: u64) -> Option<&[u8]> {
-    let from = usize::try_from(offset.checked_sub(start)?).ok()?;
-    let rest = bytes.get(from..)?;
-    let end = memchr::memchr(b'\n', rest)?;
-    Some(&rest[..end])
 }
 
 /// What an earlier run of the same job recorded: the rows that are done for good.
@@ -553,7 +511,6 @@ pub fn load(path: &Path, repair: bool) -> Result<Replay, JournalError> {
     let mut replay = Replay {
         reader: Some(JournalReader {
             file: file.try_clone().map_err(io)?,
-            window: std::sync::Mutex::new((0, Vec::new())),
         }),
         ..Replay::default()
     };
@@ -968,15 +925,15 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_read_back_by_offset_in_any_order_through_the_read_window() {
+    fn outcomes_read_back_by_offset_in_any_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.csv.journal");
         let keys = row_keys(&list("email,name\na@x.test,A\n"));
         let mut j = Journal::open(&path, Path::new("l.csv"), false).unwrap();
-        // Enough records for several windows, one of them longer than a window.
+        // Many records, one of them longer than a read.
         let texts: Vec<String> = (0..3000)
             .map(|i| match i {
-                1500 => "x".repeat(READ_WINDOW + 1000),
+                1500 => "x".repeat(3 * 512 + 100),
                 _ => format!("reply {i}"),
             })
             .collect();
