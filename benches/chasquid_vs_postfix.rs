@@ -43,7 +43,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mailmerge::sandbox::dns::{DnsServer, Zone, loopback};
-use mta::{Chasquid, Mta, Postfix, PostfixOptions};
+use mta::{Chasquid, HARDENED_MAIN_CF, Mta, Postfix, PostfixOptions};
 
 /// Loopback addresses of the two servers (not the interop tests' 81 and 85, so that the
 /// bench can run beside them).
@@ -86,28 +86,28 @@ struct Bench {
 }
 
 impl Bench {
+    /// `mailmerge <command> list.csv message.hbs --quiet --dns …` in folder `job`, which gets
+    /// the campaign's list (`n` rows to `domain`) and template, and a home of its own.
+    fn job(&self, job: &Path, command: &str, n: usize, domain: &str) -> Command {
+        std::fs::create_dir_all(job).unwrap();
+        std::fs::write(job.join("list.csv"), campaign::list(n, domain)).unwrap();
+        std::fs::write(job.join("message.hbs"), campaign::template()).unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.current_dir(job)
+            .env("XDG_DATA_HOME", job.join("home"))
+            .env("XDG_CACHE_HOME", job.join("cache"))
+            .args([command, "list.csv", "message.hbs", "--quiet", "--dns"])
+            .arg(self.dns.to_string());
+        cmd
+    }
+
     /// One `mailmerge run` of the campaign to `domain`'s MX at `port`, with the sender's
     /// memory `state`; its wall-clock seconds. Panics unless every row was delivered.
     fn mailmerge(&mut self, domain: &str, port: u16, state: &Path) -> f64 {
         self.runs += 1;
         let job = self.dir.path().join(format!("run{}", self.runs));
-        std::fs::create_dir_all(&job).unwrap();
-        std::fs::write(job.join("list.csv"), campaign::list(self.n, domain)).unwrap();
-        std::fs::write(job.join("message.hbs"), campaign::template()).unwrap();
-        let mut cmd = Command::new(binary());
-        cmd.current_dir(&job)
-            .env("XDG_DATA_HOME", job.join("home"))
-            .env("XDG_CACHE_HOME", job.join("cache"))
-            .args([
-                "run",
-                "list.csv",
-                "message.hbs",
-                "--quiet",
-                "--helo",
-                "sender.test",
-            ])
-            .arg("--dns")
-            .arg(self.dns.to_string())
+        let mut cmd = self.job(&job, "run", self.n, domain);
+        cmd.args(["--helo", "sender.test"])
             .arg("--smtp-port")
             .arg(port.to_string())
             .arg("--state")
@@ -166,23 +166,9 @@ impl Bench {
     /// ends (`smtp-source -F` adds CRLF), for `smtp-source`.
     fn rendered(&self) -> PathBuf {
         let d = self.dir.path().join("rendered");
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("list.csv"), campaign::list(1, "cq.test")).unwrap();
-        std::fs::write(d.join("message.hbs"), campaign::template()).unwrap();
-        let status = Command::new(binary())
-            .current_dir(&d)
-            .env("XDG_DATA_HOME", d.join("home"))
-            .env("XDG_CACHE_HOME", d.join("cache"))
-            .args([
-                "check",
-                "list.csv",
-                "message.hbs",
-                "--quiet",
-                "--out",
-                "eml",
-            ])
-            .arg("--dns")
-            .arg(self.dns.to_string())
+        let status = self
+            .job(&d, "check", 1, "cq.test")
+            .args(["--out", "eml"])
             .stdout(Stdio::null())
             .status()
             .expect("mailmerge check");
@@ -296,13 +282,7 @@ fn main() {
             domain: "pf.test",
             tls: Some((&id.cert_pem, &id.key_pem)),
             master_cf: "",
-            // As in tests/interop.rs.
-            main_cf: "smtpd_forbid_unauth_pipelining = yes\n\
-                      smtpd_forbid_bare_newline = yes\n\
-                      smtpd_forbid_bare_newline_exclusions =\n\
-                      smtpd_helo_required = yes\n\
-                      strict_rfc821_envelopes = yes\n\
-                      smtpd_data_restrictions = reject_unauth_pipelining\n",
+            main_cf: HARDENED_MAIN_CF,
         },
     ) else {
         return;

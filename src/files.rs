@@ -91,6 +91,21 @@ impl Write for NewFile {
     }
 }
 
+/// mailmerge's folder under an XDG base directory: `$<var>/mailmerge`, else
+/// `$HOME/<under_home>/mailmerge` (`None`: neither is an absolute path).
+pub fn user_dir(var: &str, under_home: &str) -> Option<PathBuf> {
+    let base = std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|h| h.join(under_home))
+        })?;
+    Some(base.join("mailmerge"))
+}
+
 /// Writes `bytes` as the whole content of `path` through a [`NewFile`].
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = NewFile::create(path)?;

@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
-use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 use rand::seq::SliceRandom;
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -177,18 +178,35 @@ fn classify<T>(
     }
 }
 
-/// The TLS configuration our resolvers get. hickory builds one for DNS over TLS whenever a
-/// resolver is built, by default from the system's root certificates (parsing every root: a
-/// tenth of the start-up of `--limit 1`, with three resolvers per run). We only speak plain
-/// DNS (UDP and TCP, to `--dns` or the system's servers), so the configuration trusts no root:
-/// nothing to load, and a DNS-over-TLS server would be refused, never trusted.
-pub(crate) fn plain_dns_only() -> Result<rustls::ClientConfig, String> {
+/// A resolver builder for every resolver of ours (MX, MTA-STS, DANE): the given server over
+/// UDP and TCP, or the system's configuration (`None`), options left to the caller.
+///
+/// hickory also builds a TLS configuration for DNS over TLS with every resolver, by default
+/// from the system's root certificates (parsing every root: a tenth of the start-up of
+/// `--limit 1`, with three resolvers per run). We only speak plain DNS, so ours trusts no
+/// root: nothing to load, and a DNS-over-TLS server would be refused, never trusted.
+pub(crate) fn resolver_builder(
+    server: Option<SocketAddr>,
+) -> Result<ResolverBuilder<TokioRuntimeProvider>, String> {
+    let builder = match server {
+        Some(addr) => {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+            let config = ResolverConfig::from_name_servers(vec![ns]);
+            TokioResolver::builder_with_config(config, Default::default())
+        }
+        None => TokioResolver::builder_tokio().map_err(|e| e.to_string())?,
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let no_roots = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth())
+        .with_no_client_auth();
+    Ok(builder.with_tls_config(no_roots))
 }
 
 impl MxResolver {
@@ -200,26 +218,11 @@ impl MxResolver {
         ropts.cache_size = 65_536;
         // Every name we ask is absolute; never append search domains.
         ropts.ndots = 0;
-        let resolver = match opts.server {
-            Some(addr) => {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = addr.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = addr.port();
-                let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
-                let config = ResolverConfig::from_name_servers(vec![ns]);
-                TokioResolver::builder_with_config(config, Default::default())
-                    .with_options(ropts)
-                    .with_tls_config(plain_dns_only().map_err(ResolverError::Setup)?)
-                    .build()
-            }
-            None => TokioResolver::builder_tokio()
-                .map_err(|e| ResolverError::Setup(e.to_string()))?
-                .with_options(ropts)
-                .with_tls_config(plain_dns_only().map_err(ResolverError::Setup)?)
-                .build(),
-        }
-        .map_err(|e| ResolverError::Setup(e.to_string()))?;
+        let resolver = resolver_builder(opts.server)
+            .map_err(ResolverError::Setup)?
+            .with_options(ropts)
+            .build()
+            .map_err(|e| ResolverError::Setup(e.to_string()))?;
         Ok(Self {
             resolver: Arc::new(resolver),
             concurrency: opts.concurrency.max(1),

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::campaign::{list, template};
 use crate::support::mta::{
-    Chasquid, Exim, Mta, OpenSmtpd, Postfix, PostfixOptions, is_root, maildir_messages,
+    Chasquid, Exim, HARDENED_MAIN_CF, Mta, OpenSmtpd, Postfix, PostfixOptions, is_root,
+    maildir_messages,
 };
 use crate::support::*;
 use mailmerge::delivery::RetryPolicy;
@@ -295,16 +296,8 @@ async fn postfix_with_smuggling_protection_takes_a_batch_over_reused_connections
         PostfixOptions {
             domain: "pf.test",
             tls: Some((&id.cert_pem, &id.key_pem)),
-            // Postfix ≥ 3.7.6/3.7.9 (3.9 defaults): disconnect on commands sent ahead where
-            // RFC 2920 forbids it, refuse bare LF (also from "trusted" networks), plus the
-            // classic strictness knobs.
             master_cf: "",
-            main_cf: "smtpd_forbid_unauth_pipelining = yes\n\
-                      smtpd_forbid_bare_newline = yes\n\
-                      smtpd_forbid_bare_newline_exclusions =\n\
-                      smtpd_helo_required = yes\n\
-                      strict_rfc821_envelopes = yes\n\
-                      smtpd_data_restrictions = reject_unauth_pipelining\n",
+            main_cf: HARDENED_MAIN_CF,
         },
     ) else {
         return;

@@ -132,16 +132,7 @@ impl fmt::Display for Location {
 /// `$XDG_DATA_HOME/mailmerge`, else `~/.local/share/mailmerge` (`None`: neither is an
 /// absolute path).
 pub fn data_dir() -> Option<PathBuf> {
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-                .map(|h| h.join(".local/share"))
-        })?;
-    Some(data.join("mailmerge"))
+    crate::files::user_dir("XDG_DATA_HOME", ".local/share")
 }
 
 #[cfg(test)]

@@ -14,14 +14,7 @@
 use handlebars::template::{Parameter, TemplateElement};
 use handlebars::{Path, PathSeg, Template};
 
-use super::{RenderError, bounds::Budget};
-
-/// Names Handlebars resolves as helpers before values (its built-ins and ours): a part using
-/// one of them as a value is left to the engine.
-const HELPER_NAMES: &[&str] = &[
-    "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte",
-    "and", "or", "not", "len", "inline", "this", "else",
-];
+use super::{HELPERS, RenderError, bounds::Budget};
 
 /// One piece of a flat part.
 #[derive(Debug)]
@@ -136,9 +129,9 @@ fn column_name(p: &Parameter) -> Option<&str> {
     let [PathSeg::Named(name)] = segs.as_slice() else {
         return None;
     };
-    let plain = !name.starts_with('@')
-        && !HELPER_NAMES.contains(&name.as_str())
-        && !HELPER_NAMES.contains(&raw.as_str());
+    // Names Handlebars resolves as helpers before values (ours, and its `raw`) are left to it.
+    let helper = |n: &str| HELPERS.contains(&n) || n == "raw";
+    let plain = !name.starts_with('@') && !helper(name) && !helper(raw);
     plain.then_some(name.as_str())
 }
 

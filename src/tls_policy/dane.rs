@@ -25,9 +25,7 @@ use std::sync::Arc;
 use hickory_proto::dnssec::{Proof, TrustAnchors};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{ResolveHosts, ResolverOpts};
 use hickory_resolver::net::{DnsError, NetError};
 use ring::digest;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -236,26 +234,10 @@ impl DaneResolver {
         ropts.cache_size = 4096;
         // /etc/hosts entries carry no DNSSEC status: never let them stand in for DNS here.
         ropts.use_hosts_file = ResolveHosts::Never;
-        let builder = match dns.server {
-            Some(addr) => {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = addr.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = addr.port();
-                let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
-                TokioResolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![ns]),
-                    Default::default(),
-                )
-            }
-            None => {
-                TokioResolver::builder_tokio().map_err(|e| DaneError::Resolver(e.to_string()))?
-            }
-        };
-        let resolver = builder
+        let resolver = crate::mx::resolver_builder(dns.server)
+            .map_err(DaneError::Resolver)?
             .with_options(ropts)
             .with_trust_anchor(Arc::new(anchors))
-            .with_tls_config(crate::mx::plain_dns_only().map_err(DaneError::Resolver)?)
             .build()
             .map_err(|e| DaneError::Resolver(e.to_string()))?;
         Ok(Self {

@@ -224,6 +224,16 @@ pub trait Mta {
     }
 }
 
+/// `main.cf` lines of a hardened Postfix (≥ 3.7.6/3.7.9; 3.9's defaults): disconnect on
+/// commands sent ahead where RFC 2920 forbids it, refuse bare LF (also from "trusted"
+/// networks), plus the classic strictness knobs.
+pub const HARDENED_MAIN_CF: &str = "smtpd_forbid_unauth_pipelining = yes\n\
+                                    smtpd_forbid_bare_newline = yes\n\
+                                    smtpd_forbid_bare_newline_exclusions =\n\
+                                    smtpd_helo_required = yes\n\
+                                    strict_rfc821_envelopes = yes\n\
+                                    smtpd_data_restrictions = reject_unauth_pipelining\n";
+
 /// Options of a private Postfix instance.
 #[derive(Default)]
 pub struct PostfixOptions<'a> {

@@ -184,16 +184,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The default cache file: `$XDG_CACHE_HOME/mailmerge/mta-sts.json`, else
 /// `$HOME/.cache/mailmerge/mta-sts.json`; `None` when neither variable is set (absolute).
 pub fn default_cache_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-                .map(|h| h.join(".cache"))
-        })?;
-    Some(base.join("mailmerge").join("mta-sts.json"))
+    Some(crate::files::user_dir("XDG_CACHE_HOME", ".cache")?.join("mta-sts.json"))
 }
 
 #[cfg(test)]
