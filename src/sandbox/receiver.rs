@@ -410,6 +410,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         behind_dot: 0,
         pipelined: false,
         bdat: Vec::new(),
+        out: Vec::new(),
     };
     if s.tls.is_none() && !s.greet().await {
         return None;
@@ -417,14 +418,13 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         let text = s.read_command().await?;
         match s.answer(&text).await {
-            Next::Reply(out) => {
-                if s.w.write_all(out.as_bytes()).await.is_err() {
-                    return None;
-                }
-            }
+            Next::Reply(out) => s.out.extend_from_slice(out.as_bytes()),
             Next::Close => return None,
             // Anything the client pipelined after STARTTLS is discarded (RFC 3207 §5).
-            Next::StartTls => return Some(s.r.into_inner().unsplit(s.w)),
+            Next::StartTls => {
+                // The 220 is already out (`on_starttls` sent it with anything pending).
+                return Some(s.r.into_inner().unsplit(s.w));
+            }
         }
     }
 }
@@ -466,6 +466,10 @@ struct Session<S> {
     pipelined: bool,
     /// The chunks of the message being received with `BDAT`.
     bdat: Vec<u8>,
+    /// Replies not yet sent: they go out together once every command received so far is
+    /// answered (RFC 2920 §3.2's advice to servers, and what Postfix's smtpd does), so a
+    /// pipelined group costs one write, not one per command.
+    out: Vec<u8>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -476,12 +480,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return false;
         }
         let greet = format!("220 {} ESMTP mailmerge-sandbox\r\n", self.config.hostname);
-        self.w.write_all(greet.as_bytes()).await.is_ok()
+        self.send_now(greet.as_bytes()).await
     }
 
-    /// Reads one line into `self.line`; false when the client is gone.
+    /// Sends the pending replies and then `last`, now; false when the client is gone.
+    async fn send_now(&mut self, last: &[u8]) -> bool {
+        self.out.extend_from_slice(last);
+        self.flush().await
+    }
+
+    /// Sends the pending replies; false when the client is gone.
+    async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let ok = self.w.write_all(&self.out).await.is_ok();
+        self.out.clear();
+        ok
+    }
+
+    /// Reads one line into `self.line`, first sending the pending replies when nothing
+    /// received is left to answer; false when the client is gone.
     async fn read_line(&mut self) -> bool {
         self.line.clear();
+        if self.r.buffer().is_empty() && !self.flush().await {
+            return false;
+        }
         matches!(self.r.read_until(b'\n', &mut self.line).await, Ok(n) if n > 0)
     }
 
@@ -559,7 +583,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.config.gauge.leave();
             }
             let bye = reply(&self.config, 221, "2.0.0", "bye");
-            let _ = self.w.write_all(bye.as_bytes()).await;
+            self.send_now(bye.as_bytes()).await;
             Next::Close
         } else {
             Next::Reply(reply(&self.config, 502, "5.5.2", "command not implemented"))
@@ -604,7 +628,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         {
             let text = "too many messages on this connection, closing";
             let bye = reply(&self.config, 421, "4.7.0", text);
-            let _ = self.w.write_all(bye.as_bytes()).await;
+            self.send_now(bye.as_bytes()).await;
             return Next::Close;
         }
         if let Some(max) = self.config.session_limit
@@ -667,10 +691,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Next::Reply(reply(&self.config, 554, "5.5.1", "no valid recipients"));
         };
         let from = from.clone();
-        let go_ahead = b"354 end data with <CR><LF>.<CR><LF>\r\n";
-        if self.w.write_all(go_ahead).await.is_err() {
-            return Next::Close;
-        }
+        // Queued like any reply: the client waits for it, so nothing more is buffered and
+        // the first read of the content sends it.
+        self.out
+            .extend_from_slice(b"354 end data with <CR><LF>.<CR><LF>\r\n");
         let Some(data) = self.read_message(&rule).await else {
             return Next::Close;
         };
@@ -681,25 +705,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Reads the message up to the final "." and dot-unstuffs it; `None` when the client is
     /// gone, or when the rule says to drop the connection ([`Rule::DropInData`]).
+    ///
+    /// The content is taken a buffer at a time ([`scan_content`] looks only at the lines that
+    /// start with a dot); a dot line cut by the end of the buffer is read as a line.
     async fn read_message(&mut self, rule: &Rule) -> Option<Vec<u8>> {
         let mut data = Vec::new();
+        // At the start of a line (the DATA command line was the last one read).
+        let mut line_start = true;
         loop {
-            if !self.read_line().await {
+            if self.r.buffer().is_empty() && !self.flush().await {
                 return None;
             }
-            if self.line == b".\r\n" || self.line == b".\n" {
-                self.behind_dot = self.r.buffer().len();
-                if !self.r.buffer().is_empty()
-                    && let Ok(mut s) = self.state.lock()
-                {
-                    s.commands_behind_content += 1;
+            let buf = self.r.fill_buf().await.ok().filter(|b| !b.is_empty())?;
+            match scan_content(buf, line_start) {
+                Scan::End { content, taken } => {
+                    data.extend_from_slice(&buf[..content]);
+                    self.r.consume(taken);
+                    if *rule == Rule::DropInData && data.len() > 100 {
+                        return None;
+                    }
+                    break;
                 }
-                break;
+                Scan::More(0) => {
+                    if !self.read_line().await {
+                        return None;
+                    }
+                    if self.line == b".\r\n" || self.line == b".\n" {
+                        break;
+                    }
+                    data.extend_from_slice(&self.line);
+                    line_start = self.line.ends_with(b"\n");
+                }
+                Scan::More(taken) => {
+                    line_start = buf[taken - 1] == b'\n';
+                    data.extend_from_slice(&buf[..taken]);
+                    self.r.consume(taken);
+                }
             }
             if *rule == Rule::DropInData && data.len() > 100 {
                 return None;
             }
-            data.extend_from_slice(&self.line);
+        }
+        self.behind_dot = self.r.buffer().len();
+        if !self.r.buffer().is_empty()
+            && let Ok(mut s) = self.state.lock()
+        {
+            s.commands_behind_content += 1;
         }
         data.extend_from_slice(b".\r\n");
         Some(DataPayload::unstuff(&data))
@@ -716,6 +767,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Next::Reply(reply(&self.config, 501, "5.5.4", "bad BDAT size"));
         };
         let mut chunk = vec![0; size];
+        if self.r.buffer().len() < size && !self.flush().await {
+            return Next::Close;
+        }
         if self.r.read_exact(&mut chunk).await.is_err() {
             return Next::Close;
         }
@@ -781,13 +835,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn on_starttls(&mut self) -> Next {
         if self.config.starttls.is_some() && self.tls.is_none() {
             let ready = reply(&self.config, 220, "2.0.0", "ready to start TLS");
-            if self.w.write_all(ready.as_bytes()).await.is_err() {
+            if !self.send_now(ready.as_bytes()).await {
                 return Next::Close;
             }
             return Next::StartTls;
         }
         Next::Reply(reply(&self.config, 502, "5.5.1", "STARTTLS not offered"))
     }
+}
+
+/// What [`scan_content`] found in a buffer of message content.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// The end-of-data line: the content is the first `content` bytes, and `taken` bytes
+    /// (with the dot line) are used up.
+    End { content: usize, taken: usize },
+    /// No end in the first `n` bytes, which are content; when `n` is short of the buffer, a
+    /// line starting with a dot begins there and its end is not buffered yet (with `n` = 0:
+    /// read that line whole).
+    More(usize),
+}
+
+/// Looks for the end of message content (RFC 5321 §4.1.1.4: a line of a single dot, here
+/// also with a bare LF) in `buf`; `line_start` says whether `buf` starts a line.
+fn scan_content(buf: &[u8], line_start: bool) -> Scan {
+    let dot_lines = (line_start && buf.first() == Some(&b'.'))
+        .then_some(0)
+        .into_iter()
+        .chain(memchr::memmem::find_iter(buf, b"\n.").map(|i| i + 1));
+    for at in dot_lines {
+        match &buf[at + 1..] {
+            [] | [b'\r'] => return Scan::More(at),
+            [b'\r', b'\n', ..] => {
+                return Scan::End {
+                    content: at,
+                    taken: at + 3,
+                };
+            }
+            [b'\n', ..] => {
+                return Scan::End {
+                    content: at,
+                    taken: at + 2,
+                };
+            }
+            _ => {}
+        }
+    }
+    Scan::More(buf.len())
 }
 
 /// A recipient address as a file name: anything but letters, digits and `@.-_+` becomes `_`.
@@ -802,4 +896,100 @@ fn file_name(address: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// The content as a line reader takes it: every line up to the first that is a single
+    /// dot, dot-unstuffed.
+    fn content_by_lines(wire: &[u8]) -> Vec<u8> {
+        let mut content = Vec::new();
+        for line in wire.split_inclusive(|&b| b == b'\n') {
+            if line == b".\r\n" || line == b".\n" {
+                break;
+            }
+            content.extend_from_slice(line);
+        }
+        content.extend_from_slice(b".\r\n");
+        DataPayload::unstuff(&content)
+    }
+
+    /// Runs one session over an in-memory stream that moves at most `chunk` bytes at a time,
+    /// sending `wire` whole; returns what the client read and the messages received.
+    async fn session_over(wire: Vec<u8>, chunk: usize) -> (Vec<u8>, Vec<Received>) {
+        let (client, server) = tokio::io::duplex(chunk);
+        let state: Arc<Mutex<State>> = Arc::default();
+        let config = Arc::new(ReceiverConfig::default());
+        let served = tokio::spawn(session(server, 1, config, state.clone(), None));
+        let (mut read, mut write) = tokio::io::split(client);
+        let writer = tokio::spawn(async move {
+            let _ = write.write_all(&wire).await;
+            let _ = write.shutdown().await;
+        });
+        let mut replies = Vec::new();
+        read.read_to_end(&mut replies).await.unwrap();
+        writer.await.unwrap();
+        let _ = served.await;
+        let received = state.lock().unwrap().received.clone();
+        (replies, received)
+    }
+
+    #[tokio::test]
+    async fn content_cut_anywhere_reads_as_a_line_reader_reads_it() {
+        // Every content of up to 5 bytes over the bytes that matter, followed by the end of
+        // data and QUIT, through buffers of 1, 2, 3 and 7 bytes: the message received is the
+        // one a line reader sees, and the session goes on to answer QUIT.
+        let alphabet = [b'.', b'\r', b'\n', b'a'];
+        let head = b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n";
+        for len in 0..=5u32 {
+            for n in 0..4usize.pow(len) {
+                let content: Vec<u8> = (0..len).map(|k| alphabet[n / 4usize.pow(k) % 4]).collect();
+                let mut tail = content.clone();
+                tail.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+                let want = content_by_lines(&tail);
+                for chunk in [1, 2, 3, 7] {
+                    let wire = [&head[..], &tail].concat();
+                    let (replies, received) = session_over(wire, chunk).await;
+                    let text = String::from_utf8_lossy(&replies);
+                    assert_eq!(received.len(), 1, "{content:?} by {chunk}: {text}");
+                    assert_eq!(received[0].data, want, "{content:?} by {chunk}");
+                    assert!(text.contains("354 "), "{content:?} by {chunk}: {text}");
+                    assert!(text.ends_with("221 2.0.0 bye\r\n"), "{content:?}: {text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_end_of_data_is_found_only_at_a_line_start() {
+        assert_eq!(
+            scan_content(b"a\r\n.\r\nQUIT", true),
+            Scan::End {
+                content: 3,
+                taken: 6
+            }
+        );
+        assert_eq!(
+            scan_content(b".\r\n", true),
+            Scan::End {
+                content: 0,
+                taken: 3
+            }
+        );
+        assert_eq!(scan_content(b".\r\n", false), Scan::More(3));
+        assert_eq!(
+            scan_content(b"a\n.\nb", true),
+            Scan::End {
+                content: 2,
+                taken: 4
+            }
+        );
+        assert_eq!(scan_content(b"a\r\n..\r\n", true), Scan::More(7));
+        // A dot line whose end is not buffered yet: the bytes before it are content.
+        assert_eq!(scan_content(b"ab\r\n.\r", true), Scan::More(4));
+        assert_eq!(scan_content(b".", true), Scan::More(0));
+    }
 }
