@@ -74,6 +74,9 @@ impl Recorder {
             };
             let Some(first) = first else { break };
             batch.push(first);
+            // Group commit: let the other tasks that are ready (sessions whose replies came
+            // in together) report theirs first, so one write records them all.
+            tokio::task::yield_now().await;
             while batch.len() < SYNC_RECORDS {
                 match events.try_recv() {
                     Ok(ev) => batch.push(ev),

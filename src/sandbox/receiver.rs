@@ -656,6 +656,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 reply(&self.config, *code, e, t)
             }
             Rule::SlowRcpt(d) => {
+                // What is answered goes out before a stall, as Postfix's smtpd flushes its
+                // replies before it sleeps.
+                self.flush().await;
                 tokio::time::sleep(*d).await;
                 self.rcpt = Some((to, Rule::Accept));
                 reply(&self.config, 250, "2.1.5", "recipient ok")
@@ -804,6 +807,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let id = format!("{}.{}", self.conn, self.messages);
         self.keep(from, to, data).await;
         if let Rule::SlowDataEnd(d) = rule {
+            self.flush().await;
             tokio::time::sleep(d).await;
         }
         reply(&self.config, 250, "2.0.0", &format!("ok queued as {id}"))
