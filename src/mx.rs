@@ -352,9 +352,29 @@ impl MxResolver {
         &self,
         domains: impl IntoIterator<Item = String>,
     ) -> HashMap<String, Route> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for domain in domains {
+            let _ = tx.send(domain);
+        }
+        drop(tx);
+        self.routes_as_named(rx).await
+    }
+
+    /// [`MxResolver::routes`] for domains named one by one while other work goes on (the
+    /// run's triage names each as it finds it): each lookup starts when its domain arrives,
+    /// and the answers are returned once the sender is dropped. A domain named twice is
+    /// looked up once.
+    pub async fn routes_as_named(
+        &self,
+        mut domains: tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) -> HashMap<String, Route> {
         let sem = Arc::new(Semaphore::new(self.concurrency));
         let mut set = JoinSet::new();
-        for domain in domains {
+        let mut named = std::collections::HashSet::new();
+        while let Some(domain) = domains.recv().await {
+            if !named.insert(domain.clone()) {
+                continue;
+            }
             let me = self.clone();
             let sem = sem.clone();
             set.spawn(async move {

@@ -63,15 +63,22 @@ impl Routed {
     }
 }
 
-/// Resolves every domain once and routes the rows the ledger still has pending.
+/// Routes the rows the ledger still has pending, given their domains and the MX answers for
+/// them (a domain left without an answer is looked up now).
 pub(super) async fn route(
     cfg: &RunConfig,
     campaign: &Campaign,
     ledger: &Ledger,
-    domains: BTreeSet<String>,
+    (domains, mut routes): (BTreeSet<String>, HashMap<String, Route>),
 ) -> Result<Routed, RunError> {
-    let resolver = MxResolver::new(&cfg.dns)?;
-    let routes = resolver.routes(domains).await;
+    routes.retain(|d, _| domains.contains(d));
+    let missing: Vec<String> = domains
+        .into_iter()
+        .filter(|d| !routes.contains_key(d))
+        .collect();
+    if !missing.is_empty() {
+        routes.extend(MxResolver::new(&cfg.dns)?.routes(missing).await);
+    }
     let policies = secure::lookup(cfg, &routes).await?;
     let sites = mx::group_sites_by(&routes, |d| policies.site_key(d));
     let site_of: HashMap<&str, usize> = sites

@@ -6,6 +6,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use tokio::sync::mpsc::UnboundedSender;
+
 use super::ledger::Ledger;
 use super::prepare::Campaign;
 use super::{RunConfig, RunError};
@@ -27,11 +29,14 @@ const SCREEN_CHUNK: usize = 2048;
 
 /// Settles what can be settled without the network, looking the addresses to send up in the
 /// suppression list in bulk. Each chunk's lookup runs on another task while the next chunk is
-/// read, and chunks are settled in list order (so `--limit` takes the first rows).
+/// read, and chunks are settled in list order (so `--limit` takes the first rows). Each
+/// destination domain is also named to `found` as soon as a row of it is known to be sent, so
+/// that its DNS lookups can start while triage goes on.
 pub(super) async fn triage(
     cfg: &RunConfig,
     campaign: &Campaign,
     screen: &Screen,
+    found: UnboundedSender<String>,
 ) -> Result<Triaged, RunError> {
     let list = &campaign.list;
     let per_address = !cfg.list.allow_duplicates;
@@ -42,6 +47,7 @@ pub(super) async fn triage(
             domains: BTreeSet::new(),
         },
         budget: cfg.limit.unwrap_or(usize::MAX),
+        found,
     };
     let mut candidates: Vec<(usize, Address)> = Vec::with_capacity(SCREEN_CHUNK);
     let mut pending: Option<Lookup> = None;
@@ -89,6 +95,8 @@ struct Sorting<'a> {
     triaged: Triaged,
     /// Rows `--limit` still lets through.
     budget: usize,
+    /// Told each destination domain once, when it is first collected.
+    found: UnboundedSender<String>,
 }
 
 impl Sorting<'_> {
@@ -125,6 +133,8 @@ impl Sorting<'_> {
                 let domains = &mut self.triaged.domains;
                 if !domains.contains(addr.domain()) {
                     domains.insert(addr.domain().to_string());
+                    // The receiver only goes away when the run is failing anyway.
+                    let _ = self.found.send(addr.domain().to_string());
                 }
             }
         }
