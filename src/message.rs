@@ -322,13 +322,18 @@ const ID_TAG_HEX: usize = 20;
 /// retries), and unguessable from any other row's Message-ID: a late report that quotes it
 /// proves it was made from this row's copy (`mailmerge bounces`, docs/list-hygiene.md).
 pub fn row_message_id(prefix: &str, row: usize, key: &ring::hmac::Key, domain: &str) -> String {
-    let body = format!("{prefix}.r{row}");
-    let tag = ring::hmac::sign(key, body.as_bytes());
-    let hex: String = tag.as_ref()[..ID_TAG_HEX / 2]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{body}.{hex}@{domain}")
+    use std::fmt::Write as _;
+    let mut id = format!("{prefix}.r{row}");
+    let tag = ring::hmac::sign(key, id.as_bytes());
+    id.reserve(ID_TAG_HEX + 2 + domain.len());
+    id.push('.');
+    for b in &tag.as_ref()[..ID_TAG_HEX / 2] {
+        // Writing to a String cannot fail.
+        let _ = write!(id, "{b:02x}");
+    }
+    id.push('@');
+    id.push_str(domain);
+    id
 }
 
 /// True when `id` has the shape of [`row_message_id`]: it carries a per-row tag. Message-IDs
@@ -356,6 +361,25 @@ pub struct Mailbox {
     pub name: Option<String>,
     /// The address.
     pub address: Address,
+}
+
+/// [`parse_mailboxes`] for the From header, which is nearly always the same on every row of a
+/// run: the last value parsed on this thread is kept with its mailboxes.
+fn from_mailboxes(value: &str) -> Result<Vec<Mailbox>, String> {
+    thread_local! {
+        static LAST_FROM: std::cell::RefCell<Option<(String, Vec<Mailbox>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST_FROM.with_borrow_mut(|last| {
+        if let Some((v, boxes)) = last.as_ref()
+            && v == value
+        {
+            return Ok(boxes.clone());
+        }
+        let boxes = parse_mailboxes(value)?;
+        *last = Some((value.to_string(), boxes.clone()));
+        Ok(boxes)
+    })
 }
 
 /// Parses an address-list header value: `Name <a@b>, "Last, First" <c@d>, e@f`.
@@ -502,20 +526,23 @@ pub fn build_row(
         n => n,
     };
     let files = attachments(rendered.attachments, opts, limit)?;
-    let mut bytes = builder
+    // The trace header is first in the header block, as an MTA prepends its own; DKIM (below)
+    // adds its signature above it and does not sign it.
+    let mut bytes = match opts.received_header {
+        true => trace_header(opts).into_bytes(),
+        false => Vec::new(),
+    };
+    let trace_len = bytes.len();
+    bytes.reserve(2048);
+    builder
         .body(body(rendered.text, rendered.html, &rendered.inline, files))
-        .write_to_vec()
+        .write_to(&mut bytes)
         .map_err(|e| BuildError::Sender(e.to_string()))?;
-    if bytes.len() > limit {
+    if bytes.len() - trace_len > limit {
         return Err(BuildError::TooLarge {
-            size: bytes.len(),
+            size: bytes.len() - trace_len,
             limit,
         });
-    }
-    if opts.received_header {
-        // First in the header block, as an MTA prepends its trace header; DKIM (below) adds
-        // its signature above it and does not sign it.
-        bytes.splice(0..0, trace_header(opts).into_bytes());
     }
     if let Some(signer) = &opts.dkim {
         let header = signer
@@ -565,7 +592,12 @@ fn headers(
                 builder.header("List-Unsubscribe-Post", Raw::new(ONE_CLICK))
             }
             "from" | "to" | "cc" | "reply-to" | "sender" => {
-                let boxes = parse_mailboxes(&value).map_err(|r| addr_err(&name, r))?;
+                let boxes = if lower == "from" {
+                    from_mailboxes(&value)
+                } else {
+                    parse_mailboxes(&value)
+                }
+                .map_err(|r| addr_err(&name, r))?;
                 if lower == "from" {
                     from_addr = Some(boxes[0].address.clone());
                 }
@@ -750,6 +782,33 @@ mod tests {
         assert!(text.contains("Date: "));
         assert!(text.is_ascii(), "7-bit output expected");
         assert_eq!(text.matches("Message-ID").count(), 1);
+    }
+
+    #[test]
+    fn each_row_gets_its_own_from_even_when_rows_alternate() {
+        let rcpt = Address::parse("ann@example.com").unwrap();
+        let opts = MessageOptions::default();
+        for from in [
+            "News <a@one.example>",
+            "b@two.example",
+            "News <a@one.example>",
+        ] {
+            let r = rendered(&[("From", from)], "Hi\r\n");
+            let built = build_row(r, &rcpt, &opts, Some(1)).unwrap();
+            let want = from
+                .rsplit_once('@')
+                .map(|(_, d)| d.trim_end_matches('>'))
+                .unwrap();
+            assert_eq!(built.from_domain, want, "{from}");
+            let text = String::from_utf8_lossy(built.payload.as_bytes()).into_owned();
+            let line = text.lines().find(|l| l.starts_with("From:")).unwrap();
+            assert!(
+                line.contains(from.trim_start_matches("News ")),
+                "{from}: {line}"
+            );
+        }
+        let bad = rendered(&[("From", "not an address")], "Hi\r\n");
+        assert!(build_row(bad, &rcpt, &opts, Some(1)).is_err());
     }
 
     #[test]
