@@ -12,6 +12,7 @@
 //! [`crate::sender::open`].
 
 pub mod postgres;
+pub mod sqlite;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -62,10 +62,7 @@ impl SqliteSuppressions {
         let db = |e: rusqlite::Error| db_error(path, e);
         let mut conn = Connection::open(path).map_err(db)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
-        // WAL: one writer and any number of readers at once; survives a crash mid-write.
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(db)?;
+        crate::store::sqlite::wal_mode(&conn, BUSY_TIMEOUT).map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
         let tx = conn
