@@ -34,11 +34,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match parsed.cli.command {
-        // On a worker thread, not this one: the journal's recorder then runs where the
-        // engine's events are sent from, instead of being woken across threads for each.
-        Command::Run(args) => rt
-            .block_on(rt.spawn(cli::commands::run(args, false)))
-            .unwrap_or_else(|e| Err(anyhow::anyhow!("the run stopped: {e}"))),
+        Command::Run(args) => rt.block_on(cli::commands::run(args, false)),
         Command::Check(args) => rt.block_on(cli::commands::run(args, true)),
         Command::CheckSender(args) => rt.block_on(cli::commands::check_sender_command(args)),
         Command::Suppress(args) => rt.block_on(cli::hygiene::suppress(args)),

@@ -40,7 +40,7 @@ pub async fn run(args: RunArgs, plan_only: bool) -> Result<ExitCode> {
         None => sandbox.then(|| campaign_report::default_path(&cfg.results)),
     };
     // With `--events -` standard output is the event stream's alone.
-    let mut out: Box<dyn Write + Send> = if cfg.events == Some(Target::Stdout) {
+    let mut out: Box<dyn Write> = if cfg.events == Some(Target::Stdout) {
         Box::new(std::io::stderr())
     } else {
         Box::new(std::io::stdout())
