@@ -15,7 +15,8 @@
 //!
 //! Each connection is a `Session`: it greets, then reads one command at a time and answers it
 //! (`Session::answer` dispatches on the verb); after STARTTLS a second `Session` runs over the
-//! encrypted stream.
+//! encrypted stream. Like Postfix's smtpd, it sends its replies once every command received so
+//! far is answered, so a pipelined group gets its replies in one write.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
