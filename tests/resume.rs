@@ -466,6 +466,34 @@ async fn limit_sends_a_canary_and_the_next_run_continues_and_fresh_starts_over()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_looks_up_only_the_domains_of_the_rows_it_sends() {
+    // The MX lookups start while triage reads the list: only for the rows that will be sent,
+    // each domain once.
+    use hickory_proto::rr::RecordType;
+    let dns = dns(one_site_zone(&["a.test", "b.test", "c.test"])).await;
+    let mxs = Mxs::start(vec![(2, ReceiverConfig::default())]).await;
+    let csv = "email,name\nu0@a.test,A\nu1@a.test,B\nu2@b.test,C\nu3@c.test,D\n";
+    let job = Job::new(csv, TEMPLATE);
+    let mut cfg = job.config(&dns, mxs.port);
+    cfg.limit = Some(2);
+    run(cfg.clone()).await.expect("canary");
+    assert_eq!(mxs.get(2).received().len(), 2);
+    assert_eq!(dns.query_count("a.test", RecordType::MX), 1);
+    assert_eq!(dns.query_count("b.test", RecordType::MX), 0);
+    assert_eq!(dns.query_count("c.test", RecordType::MX), 0);
+    cfg.limit = None;
+    run(cfg).await.expect("the rest");
+    assert_eq!(mxs.get(2).received().len(), 4);
+    assert_eq!(
+        dns.query_count("a.test", RecordType::MX),
+        1,
+        "a.test: no row left"
+    );
+    assert_eq!(dns.query_count("b.test", RecordType::MX), 1);
+    assert_eq!(dns.query_count("c.test", RecordType::MX), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_journal_stops_the_run_before_anything_is_sent() {
     let dns = dns(one_site_zone(&["a.test"])).await;
     let mxs = Mxs::start(vec![(2, ReceiverConfig::default())]).await;

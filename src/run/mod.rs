@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::delivery::DeliveryOptions;
 use crate::message::MessageOptions;
-use crate::mx::{DnsOptions, MxResolver};
+use crate::mx::DnsOptions;
 use crate::recipients::ListOptions;
 use crate::report::{Plan, Summary};
 use crate::{journal, mx, progress, recipients, smtp, template};
@@ -228,22 +228,13 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     let senders = sender::open(&cfg).await?;
     timings.lap("open stores");
     // MX lookups start as triage names each domain to send to.
-    let resolver = MxResolver::new(&cfg.dns)?;
-    let (found, named) = tokio::sync::mpsc::unbounded_channel();
-    let resolving = tokio::spawn(async move { resolver.routes_as_named(named).await });
+    let (found, lookups) = route::Lookups::start(&cfg)?;
     let triage::Triaged {
         mut ledger,
         domains,
     } = triage::triage(&cfg, &campaign, &screen, found).await?;
     timings.lap("triage");
-    // Cancelled only as the runtime shuts down: route then looks up what is missing.
-    let routes = resolving
-        .await
-        .unwrap_or_else(|e| match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => std::collections::HashMap::new(),
-        });
-    let mut routed = route::route(&cfg, &campaign, &ledger, (domains, routes)).await?;
+    let mut routed = route::route(&cfg, &campaign, &ledger, (domains, lookups)).await?;
     timings.lap("route (DNS)");
     if let Some(s) = cfg.shard {
         routed = shard::select(s, &campaign, &mut ledger, routed);

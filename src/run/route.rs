@@ -8,6 +8,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use tokio::sync::mpsc::UnboundedSender;
+
 use super::ledger::Ledger;
 use super::prepare::Campaign;
 use super::secure;
@@ -63,14 +65,38 @@ impl Routed {
     }
 }
 
-/// Routes the rows the ledger still has pending, given their domains and the MX answers for
-/// them (a domain left without an answer is looked up now).
+/// MX lookups under way for the domains named so far: they start before routing, as triage
+/// finds each domain to send to.
+pub(super) struct Lookups(tokio::task::JoinHandle<HashMap<String, Route>>);
+
+impl Lookups {
+    /// Starts a resolver that looks up each domain named on the returned sender.
+    pub(super) fn start(cfg: &RunConfig) -> Result<(UnboundedSender<String>, Self), RunError> {
+        let resolver = MxResolver::new(&cfg.dns)?;
+        let (found, named) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move { resolver.routes_as_named(named).await });
+        Ok((found, Self(task)))
+    }
+
+    /// The answers, once the sender is dropped (none if the runtime is shutting down: route
+    /// then looks up what is missing).
+    async fn answers(self) -> HashMap<String, Route> {
+        self.0.await.unwrap_or_else(|e| match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => HashMap::new(),
+        })
+    }
+}
+
+/// Routes the rows the ledger still has pending, given their domains and the MX lookups
+/// started for them (a domain left without an answer is looked up now).
 pub(super) async fn route(
     cfg: &RunConfig,
     campaign: &Campaign,
     ledger: &Ledger,
-    (domains, mut routes): (BTreeSet<String>, HashMap<String, Route>),
+    (domains, lookups): (BTreeSet<String>, Lookups),
 ) -> Result<Routed, RunError> {
+    let mut routes = lookups.answers().await;
     routes.retain(|d, _| domains.contains(d));
     let missing: Vec<String> = domains
         .into_iter()
