@@ -420,6 +420,11 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         let text = s.read_command().await?;
         match s.answer(&text).await {
             Next::Reply(out) => s.out.extend_from_slice(out.as_bytes()),
+            Next::ReplyNow(out) => {
+                if !s.send_now(out.as_bytes()).await {
+                    return None;
+                }
+            }
             Next::Close => return None,
             // Anything the client pipelined after STARTTLS is discarded (RFC 3207 §5).
             Next::StartTls => {
@@ -432,8 +437,12 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// What the dialogue does after a command.
 enum Next {
-    /// Send this reply, then read the next command.
+    /// Send this reply (with the next ones, once every command received is answered), then
+    /// read the next command.
     Reply(String),
+    /// Send this reply and any before it now (RFC 2920 §3.2: never held back for EHLO, DATA,
+    /// NOOP and QUIT), then read the next command.
+    ReplyNow(String),
     /// End the session (any last words are already sent).
     Close,
     /// The client was told to start TLS: hand the stream back.
@@ -468,8 +477,8 @@ struct Session<S> {
     /// The chunks of the message being received with `BDAT`.
     bdat: Vec<u8>,
     /// Replies not yet sent: they go out together once every command received so far is
-    /// answered (RFC 2920 §3.2's advice to servers, and what Postfix's smtpd does), so a
-    /// pipelined group costs one write, not one per command.
+    /// answered, or with the reply to EHLO, DATA, NOOP or QUIT (RFC 2920 §3.2, and what
+    /// Postfix's smtpd does), so a pipelined group costs one write, not one per command.
     out: Vec<u8>,
 }
 
@@ -556,9 +565,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             {
                 peer.1 = Some(text[4..].trim().to_string());
             }
-            Next::Reply(self.on_ehlo())
+            Next::ReplyNow(self.on_ehlo())
         } else if upper.starts_with("HELO") {
-            Next::Reply(format!("250 {}\r\n", self.config.hostname))
+            Next::ReplyNow(format!("250 {}\r\n", self.config.hostname))
         } else if upper.starts_with("MAIL FROM:") {
             self.on_mail(&text[10..]).await
         } else if upper.starts_with("RCPT TO:") {
@@ -572,7 +581,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         } else if upper == "STARTTLS" {
             self.on_starttls().await
         } else if upper == "NOOP" {
-            Next::Reply(reply(&self.config, 250, "2.0.0", "ok"))
+            Next::ReplyNow(reply(&self.config, 250, "2.0.0", "ok"))
         } else if upper == "QUIT" {
             // The connection is over for the client as soon as it reads 221: leave the gauge
             // first, so that a connection it opens right after is never counted with this one.
@@ -695,10 +704,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Next::Reply(reply(&self.config, 554, "5.5.1", "no valid recipients"));
         };
         let from = from.clone();
-        // Queued like any reply: the client waits for it, so nothing more is buffered and
-        // the first read of the content sends it.
-        self.out
-            .extend_from_slice(b"354 end data with <CR><LF>.<CR><LF>\r\n");
+        // Sent at once, with the replies held before it (the dot's, MAIL's, RCPT's): one
+        // write for the group.
+        if !self
+            .send_now(b"354 end data with <CR><LF>.<CR><LF>\r\n")
+            .await
+        {
+            return Next::Close;
+        }
         let Some(data) = self.read_message(&rule).await else {
             return Next::Close;
         };
