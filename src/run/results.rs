@@ -74,7 +74,8 @@ pub(super) fn write(
             }
             Some(o)
         };
-        let summary = report::write_results(
+        // Returning drops the receiver, so a reader left behind (the writer failed) stops.
+        report::write_results(
             sending.then_some(cfg.results.as_path()),
             cfg.raw_csv,
             &campaign.list,
@@ -82,9 +83,7 @@ pub(super) fn write(
             inputs.started.elapsed(),
             inputs.connections,
             inputs.provider_of,
-        );
-        drop(ahead);
-        summary
+        )
     })
     .map_err(|source| RunError::Results {
         path: cfg.results.clone(),

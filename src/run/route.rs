@@ -97,7 +97,6 @@ pub(super) async fn route(
     (domains, lookups): (BTreeSet<String>, Lookups),
 ) -> Result<Routed, RunError> {
     let mut routes = lookups.answers().await;
-    routes.retain(|d, _| domains.contains(d));
     let missing: Vec<String> = domains
         .into_iter()
         .filter(|d| !routes.contains_key(d))
