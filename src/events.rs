@@ -562,7 +562,7 @@ impl<'a> EventStream<'a> {
     pub fn event(&mut self, ev: &Event) {
         match ev {
             Event::Retrying { row, outcome } => self.attempt(*row, outcome, false),
-            Event::Final { row, outcome } => self.attempt(*row, outcome, true),
+            Event::Final { row, outcome, .. } => self.attempt(*row, outcome, true),
             Event::Gate {
                 gate,
                 provider,
@@ -751,6 +751,7 @@ mod tests {
         stream.event(&Event::Final {
             row: 0,
             outcome: delivered,
+            at: None,
         });
         let mut summary = Summary::default();
         summary.counts.insert(Status::Delivered, 1);
@@ -842,6 +843,7 @@ mod tests {
             stream.event(&Event::Final {
                 row: 0,
                 outcome: throttle(SystemTime::UNIX_EPOCH),
+                at: None,
             });
         }
         let (timeline, error) = stream.finish(&Summary::default(), false);

@@ -1,8 +1,8 @@
 //! What every worker of a run shares and reports through ([`Ctx`]): the configuration, the
 //! message source, the event channel, the global connection limit, per-address state, and the
-//! numbering of final outcomes that the journal's durability bound relies on.
+//! log where the worker that settles a row records its outcome.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -27,8 +27,6 @@ pub(super) struct Ctx<C> {
     pub(super) hosts: Hosts,
     /// Cancelled on SIGINT/SIGTERM: workers take no new job, in-flight ones finish.
     pub(super) cancel: CancellationToken,
-    /// Final outcomes sent so far (see [`super::Recorded`]).
-    finals: Mutex<u64>,
     /// Opens connections.
     pub(super) connector: C,
 }
@@ -49,7 +47,6 @@ impl<C> Ctx<C> {
             cfg,
             source,
             events,
-            finals: Mutex::new(0),
             connector,
         }
     }
@@ -60,25 +57,22 @@ impl<C> Ctx<C> {
         let _ = self.events.send(e);
     }
 
-    /// The row is settled (now: its `finished_at`).
+    /// The row is settled (now: its `finished_at`). Its outcome is recorded before this
+    /// returns, so the caller's session sends nothing more until it is: the bound on
+    /// duplicates after a crash.
     pub(super) fn final_outcome(&self, queue: &SiteQueue, job: QueuedRow, mut outcome: Outcome) {
         outcome.finished_at = Some(crate::outcome::now());
+        let at = self
+            .cfg
+            .recorded
+            .as_ref()
+            .and_then(|log| log.record(job.row, &outcome));
         queue.complete();
-        // Numbered and sent under one lock, so event order is number order.
-        let mut finals = self.finals.lock().unwrap_or_else(|e| e.into_inner());
-        *finals += 1;
         self.emit(Event::Final {
             row: job.row,
             outcome,
+            at,
         });
-    }
-
-    /// Waits until every final outcome sent so far is recorded (no-op without a recorder).
-    pub(super) async fn wait_recorded(&self) {
-        if let Some(r) = &self.cfg.recorded {
-            let sent = *self.finals.lock().unwrap_or_else(|e| e.into_inner());
-            r.wait_for(sent).await;
-        }
     }
 
     /// A transient failure: retry later, or give up as deferred when the deadline is near.

@@ -226,7 +226,7 @@ mod tests {
         fn finals(&self) -> HashMap<usize, &Outcome> {
             let mut out = HashMap::new();
             for e in &self.events {
-                if let Event::Final { row, outcome } = e {
+                if let Event::Final { row, outcome, .. } = e {
                     assert!(
                         out.insert(*row, outcome).is_none(),
                         "row {row} settled twice"

@@ -47,12 +47,11 @@ mod worker;
 mod sim;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::outcome::Outcome;
 use crate::smtp::TlsPolicy;
 pub use action::{Action, Attempt, Scope, SessionFacts, decide};
 pub use connect::{Connect, TcpConnector};
@@ -78,10 +77,10 @@ pub struct DeliveryConfig {
     pub batch: usize,
     /// STARTTLS policy: `options.tls` with the trusted roots, built once.
     pub tls: TlsPolicy,
-    /// Set by whoever records outcomes durably (the journal): a worker does not send the
-    /// next message's content until every final outcome reported so far is recorded, so a
-    /// crash can cost at most one accepted-but-unrecorded message per connection.
-    pub recorded: Option<Arc<Recorded>>,
+    /// Set by whoever records outcomes durably (the journal): the worker that settles a row
+    /// records its outcome there before it does anything else, so a crash can cost at most
+    /// one accepted-but-unrecorded message per connection.
+    pub recorded: Option<Arc<dyn OutcomeLog>>,
     /// The `--source-ip` pool new connections leave from, shared by all workers.
     pub sources: Arc<SourcePool>,
     /// Where the engine registers each provider's (and unknown site's) gate, so that
@@ -126,38 +125,15 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// How many of the engine's [`Event::Final`]s have been recorded durably.
+/// Where final outcomes are made durable (the run's journal).
 ///
-/// The engine numbers final outcomes in the order it sends them; the recorder calls
-/// [`Recorded::advance`] after writing each batch.
-#[derive(Debug, Default)]
-pub struct Recorded {
-    count: AtomicU64,
-    notify: Notify,
-}
-
-impl Recorded {
-    /// `n` more final outcomes (in event order) are recorded.
-    pub fn advance(&self, n: u64) {
-        self.count.fetch_add(n, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    /// Final outcomes recorded so far.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::SeqCst)
-    }
-
-    /// Waits until at least `n` final outcomes are recorded.
-    async fn wait_for(&self, n: u64) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.count() >= n {
-                return;
-            }
-            notified.await;
-        }
-    }
+/// The worker that settles a row calls [`OutcomeLog::record`] itself, before its session
+/// sends anything more, so that the bound on duplicates after a crash (one accepted but
+/// unrecorded message per connection) needs no other thread to wake up for each message.
+pub trait OutcomeLog: Send + Sync + std::fmt::Debug {
+    /// Records `row`'s final outcome, at least as far as the OS (it survives the process
+    /// being killed); returns where it was recorded, for [`Event::Final`]. `None` when it
+    /// could not be recorded: the log then cancels the run itself, since without the record
+    /// a re-run could send the row again.
+    fn record(&self, row: usize, outcome: &Outcome) -> Option<u64>;
 }

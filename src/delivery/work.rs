@@ -31,6 +31,9 @@ pub enum Event {
         row: usize,
         /// Outcome.
         outcome: Outcome,
+        /// Where the [`super::OutcomeLog`] recorded it (`None` without one, or when it
+        /// failed).
+        at: Option<u64>,
     },
     /// A new SMTP session was opened.
     Connected {

@@ -3,11 +3,12 @@
 //! anyone a second copy and without forgetting anyone.
 //!
 //! The file (`<results>.journal`) is JSON lines: a header line, then one record per final
-//! outcome. Records are appended by the pipeline's event collector (not by the delivery engine)
-//! and written to the OS after every batch of events, before the rows are counted as done;
-//! `fsync` is requested at most [`SYNC_INTERVAL`] later (or every [`SYNC_RECORDS`] records), done
-//! on a thread of its own so a slow disk never stalls delivery, and done once more, waited for,
-//! before the results CSV is written.
+//! outcome. Each record is written to the OS by the delivery worker that settled the row
+//! (through the [`Recorder`], the engine's outcome log), before that worker's session sends
+//! anything more and before the row is counted as done; `fsync` is requested at most
+//! [`SYNC_INTERVAL`] later (or every [`SYNC_RECORDS`] records), done on a thread of its own so a
+//! slow disk never stalls delivery, and done once more, waited for, before the results CSV is
+//! written.
 //!
 //! Row identity is by content, never by position, so a re-sorted or edited list maps to the right
 //! records (docs/results.md, "Re-running safely"):

@@ -1,131 +1,235 @@
-//! The recorder: the one loop that takes the delivery engine's events as they arrive and makes
-//! every final outcome durable before anything else happens with it.
+//! The recorder: where final outcomes become durable, and the loop that hands the delivery
+//! engine's events on.
 //!
-//! It takes everything ready, journals the final outcomes in one write, tells the engine how
-//! many are recorded (the engine sends no more content until then: the bound on duplicates
-//! after a crash, see [`Recorded`]) and only then hands each event on, with its journal
-//! offset, to whoever counts and reports. A journal that cannot be written cancels the run:
-//! without it a re-run could send twice.
+//! The worker that settles a row records its outcome itself: the [`Recorder`] is the engine's
+//! [`OutcomeLog`], and a record is one `write` to the journal, under a lock, before that
+//! worker's session sends anything more. That is the bound on duplicates after a crash (one
+//! accepted but unrecorded message per connection), and it costs no thread hop per message:
+//! before, every outcome woke the pipeline's thread to write it, and the session waited for
+//! that thread's answer. [`Recorder::run`] hands every event on, a batch at a time, with the
+//! journal offset its worker got, to whoever counts and reports, and sees that records do not
+//! wait long for `fsync`. A journal that cannot be written cancels the run: without it a
+//! re-run could send twice.
 
-use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::{Journal, JournalError, RowKey, SYNC_INTERVAL, SYNC_RECORDS};
-use crate::delivery::{Event, Recorded};
+use super::{Journal, JournalError, RowKey, SYNC_INTERVAL};
+use crate::delivery::{Event, OutcomeLog};
 use crate::outcome::Outcome;
 
-/// Writes the engine's final outcomes to a [`Journal`] as they arrive.
+/// How long [`Recorder::run`] lets events gather after the first one of a batch: under load
+/// the pipeline's thread wakes once per batch, not once per message. Nothing waits for it:
+/// the records are already written.
+const GATHER: Duration = Duration::from_millis(1);
+
+/// A row's journal key and its 1-based row number, from its index.
+pub type KeyOf = Box<dyn Fn(usize) -> (RowKey, usize) + Send + Sync>;
+
+/// Records final outcomes in a [`Journal`], from any thread.
 pub struct Recorder {
+    state: Mutex<State>,
+    key_of: KeyOf,
+    cancel: CancellationToken,
+}
+
+struct State {
     journal: Journal,
-    recorded: Arc<Recorded>,
-    /// The first write error; later outcomes are still handed on, without an offset.
+    /// The first write error; nothing is recorded after it.
     error: Option<JournalError>,
 }
 
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
 impl Recorder {
-    /// Records into `journal`, advancing `recorded` as outcomes reach the OS.
-    pub fn new(journal: Journal, recorded: Arc<Recorded>) -> Self {
+    /// Records into `journal`; `key_of(row)` gives a row's journal key and row number. A
+    /// write error cancels `cancel`.
+    pub fn new(journal: Journal, key_of: KeyOf, cancel: CancellationToken) -> Self {
         Self {
-            journal,
-            recorded,
-            error: None,
+            state: Mutex::new(State {
+                journal,
+                error: None,
+            }),
+            key_of,
+            cancel,
         }
     }
 
-    /// Records outcomes decided before delivery (DNS); returns their offsets, in order.
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the journal as consistent as a crash would.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records outcomes decided before delivery (DNS), in one write; their offsets, in order.
     pub fn record_decided<'a>(
-        &mut self,
-        outcomes: impl IntoIterator<Item = (RowKey, usize, &'a Outcome)>,
+        &self,
+        outcomes: impl IntoIterator<Item = (usize, &'a Outcome)>,
     ) -> Result<Vec<u64>, JournalError> {
-        let offsets = outcomes
+        let keyed: Vec<_> = outcomes
             .into_iter()
-            .map(|(key, row, o)| self.journal.append(&key, row, o))
+            .map(|(i, o)| ((self.key_of)(i), o))
             .collect();
-        self.journal.flush()?;
+        let mut state = self.state();
+        let offsets = keyed
+            .iter()
+            .map(|((key, number), o)| state.journal.append(key, *number, o))
+            .collect();
+        state.journal.flush()?;
         Ok(offsets)
     }
 
-    /// Runs until the engine drops its sender. `key_of(row)` gives a row's journal key and
-    /// its 1-based row number; `on_event` gets every event in order, with the journal offset
-    /// of a final outcome (`None` once the journal has failed). Returns the first journal
-    /// error, after the final `fsync`.
+    /// Hands on every event the engine sends, until it drops its sender; a final outcome's
+    /// carries its journal offset (`None` once the journal has failed). Returns the first
+    /// journal error, after the final, waited-for `fsync`.
     pub async fn run(
-        mut self,
+        &self,
         mut events: UnboundedReceiver<Event>,
-        key_of: impl Fn(usize) -> (RowKey, usize),
-        cancel: &CancellationToken,
-        mut on_event: impl FnMut(Event, Option<u64>),
+        mut on_event: impl FnMut(Event),
     ) -> Option<JournalError> {
         let mut tick = tokio::time::interval(SYNC_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut batch: Vec<Event> = Vec::new();
-        loop {
+        'events: loop {
             let first = tokio::select! {
                 ev = events.recv() => ev,
                 _ = tick.tick() => {
-                    if self.journal.sync_pending() {
-                        let result = self.journal.flush();
-                        self.fail_on(result, cancel);
-                    }
+                    self.flush_pending();
                     continue;
                 }
             };
             let Some(first) = first else { break };
-            batch.push(first);
-            // Group commit: let the other tasks that are ready (sessions whose replies came
-            // in together) report theirs first, so one write records them all.
-            tokio::task::yield_now().await;
-            while batch.len() < SYNC_RECORDS {
+            on_event(first);
+            tokio::time::sleep(GATHER).await;
+            loop {
                 match events.try_recv() {
-                    Ok(ev) => batch.push(ev),
-                    Err(_) => break,
+                    Ok(ev) => on_event(ev),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => break 'events,
                 }
-            }
-            let mut offsets = self.write(&batch, &key_of, cancel).into_iter();
-            for ev in batch.drain(..) {
-                let offset = match ev {
-                    Event::Final { .. } => offsets.next().filter(|_| self.error.is_none()),
-                    _ => None,
-                };
-                on_event(ev, offset);
             }
         }
         // Every row gets its result row even when the journal failed: the error is the
         // caller's to report after the results are written.
-        let result = self.journal.sync();
-        self.fail_on(result, cancel);
-        self.error
-    }
-
-    /// Journals a batch's final outcomes in one write; returns their offsets.
-    fn write(
-        &mut self,
-        batch: &[Event],
-        key_of: &impl Fn(usize) -> (RowKey, usize),
-        cancel: &CancellationToken,
-    ) -> Vec<u64> {
-        let mut offsets = Vec::with_capacity(batch.len());
-        for ev in batch {
-            if let Event::Final { row, outcome } = ev {
-                let (key, number) = key_of(*row);
-                offsets.push(self.journal.append(&key, number, outcome));
-            }
+        let mut state = self.state();
+        if state.error.is_none()
+            && let Err(e) = state.journal.sync()
+        {
+            state.error = Some(e);
         }
-        let result = self.journal.flush();
-        self.fail_on(result, cancel);
-        // Written to the OS: workers may now have the next messages accepted (on failure the
-        // run is being cancelled; let the workers wind down).
-        self.recorded.advance(offsets.len() as u64);
-        offsets
+        state.error.take()
     }
 
-    fn fail_on(&mut self, result: Result<(), JournalError>, cancel: &CancellationToken) {
+    /// Asks for the `fsync` of records written a while ago (when no new record asked).
+    fn flush_pending(&self) {
+        let mut state = self.state();
+        if state.error.is_none() && state.journal.sync_pending() {
+            let result = state.journal.flush();
+            self.fail_on(&mut state, result);
+        }
+    }
+
+    fn fail_on(&self, state: &mut State, result: Result<(), JournalError>) {
         if let Err(e) = result {
             // Without a journal a re-run could send twice: stop taking new work.
-            self.error.get_or_insert(e);
-            cancel.cancel();
+            state.error.get_or_insert(e);
+            self.cancel.cancel();
+        }
+    }
+}
+
+impl OutcomeLog for Recorder {
+    fn record(&self, row: usize, outcome: &Outcome) -> Option<u64> {
+        // The key is made before the lock: it parses the row.
+        let (key, number) = (self.key_of)(row);
+        let mut state = self.state();
+        if state.error.is_some() {
+            return None;
+        }
+        let at = state.journal.append(&key, number, outcome);
+        let result = state.journal.flush();
+        self.fail_on(&mut state, result);
+        state.error.is_none().then_some(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::journal::JournalReader;
+    use crate::outcome::{Status, Step};
+
+    fn key(i: usize) -> (RowKey, usize) {
+        let key = RowKey {
+            addr: format!("u{i}@x.test"),
+            hash: 0,
+            occurrence: 0,
+        };
+        (key, i + 1)
+    }
+
+    /// Workers on several threads record at once (as the engine's do): every record is
+    /// whole, at the offset its worker was given, and events are handed on with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workers_record_concurrently_and_each_offset_reads_back_its_own_outcome() {
+        const THREADS: usize = 4;
+        const EACH: usize = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.csv.journal");
+        let journal = Journal::open(&path, Path::new("l.csv"), false).unwrap();
+        let cancel = CancellationToken::new();
+        let recorder = Arc::new(Recorder::new(journal, Box::new(key), cancel.clone()));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (recorder, tx) = (recorder.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    for k in 0..EACH {
+                        let row = t * EACH + k;
+                        let outcome =
+                            Outcome::local(Status::Deferred, Step::Deadline, format!("row {row}"));
+                        let at = recorder.record(row, &outcome);
+                        tx.send(Event::Final { row, outcome, at }).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut handed_on = Vec::new();
+        let error = recorder
+            .run(rx, |ev| {
+                if let Event::Final { row, at, .. } = ev {
+                    handed_on.push((row, at.expect("recorded")));
+                }
+            })
+            .await;
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert!(error.is_none(), "{error:?}");
+        assert!(!cancel.is_cancelled());
+        assert_eq!(
+            handed_on.len(),
+            THREADS * EACH,
+            "every event handed on once"
+        );
+        let reader = JournalReader::open(&path).unwrap();
+        let mut offsets = std::collections::HashSet::new();
+        for (row, at) in handed_on {
+            assert!(offsets.insert(at), "offset {at} given twice");
+            let o = reader.outcome_at(at).expect("a whole record at its offset");
+            assert_eq!(o.response, format!("row {row}"));
         }
     }
 }

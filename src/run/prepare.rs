@@ -18,7 +18,7 @@ pub(super) struct Campaign {
     /// The template, with the header options added.
     pub template: Arc<MessageTemplate>,
     /// Row identities for the journal.
-    pub keys: RowKeys,
+    pub keys: Arc<RowKeys>,
     /// Outcomes recorded by earlier runs.
     pub replay: Replay,
     /// Which message this run sends (template and header options).
@@ -81,7 +81,7 @@ pub(super) fn prepare(cfg: &RunConfig, warnings: &Warnings) -> Result<Campaign, 
         return Err(journal::JournalError::OtherTemplate { path: journal_path }.into());
     }
     Ok(Campaign {
-        keys: RowKeys::new(&list, cfg.list.allow_duplicates),
+        keys: Arc::new(RowKeys::new(&list, cfg.list.allow_duplicates)),
         list,
         template: Arc::new(template),
         replay,

@@ -1,5 +1,6 @@
-//! Send: hand the routed rows to the delivery engine and record every outcome as it arrives
-//! (the journal's [`Recorder`]), with progress alongside. Rows the deadline or an interruption
+//! Send: hand the routed rows to the delivery engine, whose workers record every final outcome
+//! in the journal as they get it (the journal's [`Recorder`]), and count the events, with
+//! progress alongside. Rows the deadline or an interruption
 //! cut off end `deferred`: not journaled as done, so a re-run sends them.
 
 use std::collections::{HashMap, HashSet};
@@ -66,16 +67,15 @@ pub(super) async fn send(
         Some(&job.fingerprint),
         cfg.fresh,
     )?;
-    let recorded = Arc::new(delivery::Recorded::default());
-    let mut recorder = Recorder::new(journal, recorded.clone());
-    let key_of = |i: usize| {
-        let row = job.list.row(i);
-        (job.keys.key(&job.list, i, &row), row.row)
-    };
-    let offsets = recorder.record_decided(routes.decided.iter().map(|(i, o)| {
-        let (key, number) = key_of(*i);
-        (key, number, o)
-    }))?;
+    let cancel = cancel.child_token();
+    let (list, keys) = (job.list.clone(), job.keys.clone());
+    let key_of = Box::new(move |i: usize| {
+        let row = list.row(i);
+        (keys.key(&list, i, &row), row.row)
+    });
+    let recorder = Arc::new(Recorder::new(journal, key_of, cancel.clone()));
+    let decided = routes.decided.iter().map(|(i, o)| (*i, o));
+    let offsets = recorder.record_decided(decided)?;
     for ((i, o), at) in routes.decided.iter().zip(offsets) {
         ledger.settle_recorded(*i, at, o.clone());
     }
@@ -83,14 +83,13 @@ pub(super) async fn send(
         cfg.delivery.clone(),
         TlsPolicy::new(cfg.delivery.tls, &cfg.tls_extra_roots)?,
     );
-    dcfg.recorded = Some(recorded);
+    dcfg.recorded = Some(recorder.clone());
     dcfg.memory = Arc::new(remembered.memory.clone());
     dcfg.dialects.clone_from(&remembered.dialects);
     dcfg.clock = cfg.clock;
     let book = dcfg.book.clone();
     let progress = progress(cfg, ledger, &routes, &book);
     let (tx, rx) = mpsc::unbounded_channel();
-    let cancel = cancel.child_token();
     let engine = tokio::spawn(delivery::deliver_until(
         routes.work.clone(),
         source,
@@ -111,9 +110,7 @@ pub(super) async fn send(
         remembered,
         events,
     };
-    let journal_error = recorder
-        .run(rx, key_of, &cancel, |ev, offset| tally.event(ev, offset))
-        .await;
+    let journal_error = recorder.run(rx, |ev| tally.event(ev)).await;
     let _ = engine.await;
     tally.progress.finish();
     let mut sent = tally.sent;
@@ -170,11 +167,11 @@ struct Tally<'a> {
 }
 
 impl Tally<'_> {
-    /// One event; `offset` is where a final outcome sits in the journal.
-    fn event(&mut self, ev: Event, offset: Option<u64>) {
+    /// One event (a final outcome's says where it sits in the journal).
+    fn event(&mut self, ev: Event) {
         (self.events)(&ev);
         match ev {
-            Event::Final { row, outcome } => {
+            Event::Final { row, outcome, at } => {
                 if outcome.status == Status::Delivered {
                     self.sent.delivered_now += 1;
                 }
@@ -187,7 +184,7 @@ impl Tally<'_> {
                 let site = site.map(|s| s as usize);
                 self.progress.finished(outcome.status, was_retrying, site);
                 self.count_final(site, &outcome);
-                match offset {
+                match at {
                     Some(at) => self.ledger.settle_recorded(row, at, outcome),
                     None => self.ledger.settle(row, outcome),
                 }
