@@ -57,9 +57,8 @@ impl<C> Ctx<C> {
         let _ = self.events.send(e);
     }
 
-    /// The row is settled (now: its `finished_at`). Its outcome is recorded before this
-    /// returns, so the caller's session sends nothing more until it is: the bound on
-    /// duplicates after a crash.
+    /// The row is settled (now: its `finished_at`), its outcome recorded (written out by
+    /// [`Ctx::written_out`]).
     pub(super) fn final_outcome(&self, queue: &SiteQueue, job: QueuedRow, mut outcome: Outcome) {
         outcome.finished_at = Some(crate::outcome::now());
         let at = self
@@ -73,6 +72,19 @@ impl<C> Ctx<C> {
             outcome,
             at,
         });
+    }
+
+    /// Every outcome recorded so far is written out (no-op without a log): a session calls
+    /// this before it sends more content, the bound on duplicates after a crash.
+    pub(super) async fn written_out(&self) {
+        if let Some(log) = &self.cfg.recorded
+            && log.pending()
+        {
+            // Group commit: the other sessions whose replies came in together record theirs
+            // first, and one write covers them all.
+            tokio::task::yield_now().await;
+            log.write_out();
+        }
     }
 
     /// A transient failure: retry later, or give up as deferred when the deadline is near.

@@ -78,8 +78,9 @@ pub struct DeliveryConfig {
     /// STARTTLS policy: `options.tls` with the trusted roots, built once.
     pub tls: TlsPolicy,
     /// Set by whoever records outcomes durably (the journal): the worker that settles a row
-    /// records its outcome there before it does anything else, so a crash can cost at most
-    /// one accepted-but-unrecorded message per connection.
+    /// records its outcome there, and has it written out before its session sends more
+    /// content, so a crash can cost at most one accepted-but-unrecorded message per
+    /// connection.
     pub recorded: Option<Arc<dyn OutcomeLog>>,
     /// The `--source-ip` pool new connections leave from, shared by all workers.
     pub sources: Arc<SourcePool>,
@@ -127,13 +128,21 @@ impl Default for DeliveryConfig {
 
 /// Where final outcomes are made durable (the run's journal).
 ///
-/// The worker that settles a row calls [`OutcomeLog::record`] itself, before its session
-/// sends anything more, so that the bound on duplicates after a crash (one accepted but
-/// unrecorded message per connection) needs no other thread to wake up for each message.
+/// The worker that settles a row records its outcome itself, and before its session sends
+/// another message's content it has every record made so far written out: the bound on
+/// duplicates after a crash (one accepted but unrecorded message per connection), without a
+/// thread to wake up for each message. Records that sessions make together go out in one
+/// write (group commit).
 pub trait OutcomeLog: Send + Sync + std::fmt::Debug {
-    /// Records `row`'s final outcome, at least as far as the OS (it survives the process
-    /// being killed); returns where it was recorded, for [`Event::Final`]. `None` when it
-    /// could not be recorded: the log then cancels the run itself, since without the record
-    /// a re-run could send the row again.
+    /// Adds `row`'s final outcome; returns where it will be, for [`Event::Final`]. `None`
+    /// when it cannot be recorded: the log then cancels the run itself, since without the
+    /// record a re-run could send the row again.
     fn record(&self, row: usize, outcome: &Outcome) -> Option<u64>;
+
+    /// True when records wait to be written out.
+    fn pending(&self) -> bool;
+
+    /// Writes out every record added so far, at least as far as the OS (they survive the
+    /// process being killed).
+    fn write_out(&self);
 }

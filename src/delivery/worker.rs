@@ -337,9 +337,10 @@ impl<C: Connect> Worker<C> {
             return Flow::Requeue(Some(job));
         }
         let started = Instant::now();
-        // The last message accepted on this session is already recorded (`final_outcome`
-        // records before it returns): the bound on duplicates after a crash.
         let next = announce(ctx, &gate, s, next);
+        // The bound on duplicates after a crash: the last message accepted on this session
+        // is written out before another one can be.
+        ctx.written_out().await;
         let result = s.conn.send_then(&msg.envelope, &msg.payload, next).await;
         let outcome = transaction_outcome(s, job, msg, &result);
         let facts = SessionFacts {

@@ -868,6 +868,17 @@ impl Journal {
         Ok(())
     }
 
+    /// Where the records written to the OS end: a record at an offset below it is in the
+    /// file.
+    pub fn written_end(&self) -> u64 {
+        self.end
+    }
+
+    /// True when records wait to be written to the OS ([`Journal::flush`]).
+    pub fn unwritten(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     /// True when written records wait for `fsync`.
     pub fn sync_pending(&self) -> bool {
         self.unsynced > 0 || !self.buf.is_empty()

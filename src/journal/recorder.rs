@@ -2,14 +2,16 @@
 //! engine's events on.
 //!
 //! The worker that settles a row records its outcome itself: the [`Recorder`] is the engine's
-//! [`OutcomeLog`], and a record is one `write` to the journal, under a lock, before that
-//! worker's session sends anything more. That is the bound on duplicates after a crash (one
-//! accepted but unrecorded message per connection), and it costs no thread hop per message:
-//! before, every outcome woke the pipeline's thread to write it, and the session waited for
-//! that thread's answer. [`Recorder::run`] hands every event on, a batch at a time, with the
-//! journal offset its worker got, to whoever counts and reports, and sees that records do not
-//! wait long for `fsync`. A journal that cannot be written cancels the run: without it a
-//! re-run could send twice.
+//! [`OutcomeLog`]. A record is added under a lock, and before that worker's session sends
+//! another message's content, every record added so far is written out, in one `write`
+//! (whichever session needs it first writes the others' too: group commit). That is the bound
+//! on duplicates after a crash (one accepted but unrecorded message per connection), and it
+//! costs no thread hop per message: before, every outcome woke the pipeline's thread to write
+//! it, and the session waited for that thread's answer. [`Recorder::run`] hands every event
+//! on, a batch at a time, with the journal offset its worker got, to whoever counts and
+//! reports, writes out what idle sessions left, and sees that records do not wait long for
+//! `fsync`. A journal that cannot be written cancels the run: without it a re-run could send
+//! twice.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -98,7 +100,9 @@ impl Recorder {
     ) -> Option<JournalError> {
         let mut tick = tokio::time::interval(SYNC_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        'events: loop {
+        let mut batch = Vec::new();
+        let mut open = true;
+        while open {
             let first = tokio::select! {
                 ev = events.recv() => ev,
                 _ = tick.tick() => {
@@ -107,14 +111,29 @@ impl Recorder {
                 }
             };
             let Some(first) = first else { break };
-            on_event(first);
+            batch.push(first);
             tokio::time::sleep(GATHER).await;
             loop {
                 match events.try_recv() {
-                    Ok(ev) => on_event(ev),
+                    Ok(ev) => batch.push(ev),
                     Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => break 'events,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
                 }
+            }
+            // The batch's records are in the file before it is handed on (the last record of
+            // a session that sends nothing more waits for no one else); an offset past what
+            // was written (the journal failed) is dropped, so the row keeps its outcome by
+            // value.
+            self.write_out();
+            let written = self.state().journal.written_end();
+            for mut ev in batch.drain(..) {
+                if let Event::Final { at, .. } = &mut ev {
+                    *at = at.filter(|&a| a < written);
+                }
+                on_event(ev);
             }
         }
         // Every row gets its result row even when the journal failed: the error is the
@@ -128,7 +147,8 @@ impl Recorder {
         state.error.take()
     }
 
-    /// Asks for the `fsync` of records written a while ago (when no new record asked).
+    /// Writes out what waits, and asks for the `fsync` of records written a while ago (when
+    /// no new record asked).
     fn flush_pending(&self) {
         let mut state = self.state();
         if state.error.is_none() && state.journal.sync_pending() {
@@ -154,10 +174,20 @@ impl OutcomeLog for Recorder {
         if state.error.is_some() {
             return None;
         }
-        let at = state.journal.append(&key, number, outcome);
-        let result = state.journal.flush();
-        self.fail_on(&mut state, result);
-        state.error.is_none().then_some(at)
+        Some(state.journal.append(&key, number, outcome))
+    }
+
+    fn pending(&self) -> bool {
+        let state = self.state();
+        state.error.is_none() && state.journal.unwritten()
+    }
+
+    fn write_out(&self) {
+        let mut state = self.state();
+        if state.error.is_none() && state.journal.unwritten() {
+            let result = state.journal.flush();
+            self.fail_on(&mut state, result);
+        }
     }
 }
 
