@@ -262,4 +262,44 @@ mod tests {
             assert_eq!(o.response, format!("row {row}"));
         }
     }
+
+    /// A write that fails (a full disk) cancels the run, and the outcomes whose records it
+    /// lost are handed on without an offset: their rows keep the outcome by value.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_cancels_and_hands_the_lost_outcomes_on_without_an_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.csv.journal");
+        let mut journal = Journal::open(&path, Path::new("l.csv"), false).unwrap();
+        // /dev/full: every write fails with ENOSPC.
+        journal.file = std::fs::OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .unwrap();
+        journal.syncer = None;
+        let cancel = CancellationToken::new();
+        let recorder = Recorder::new(journal, Box::new(key), cancel.clone());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let outcome = Outcome::local(Status::Deferred, Step::Deadline, "lost");
+        let at = recorder.record(0, &outcome);
+        assert!(at.is_some(), "added, not yet written");
+        assert!(recorder.pending());
+        tx.send(Event::Final {
+            row: 0,
+            outcome,
+            at,
+        })
+        .unwrap();
+        drop(tx);
+        let mut handed_on = Vec::new();
+        let error = recorder
+            .run(rx, |ev| {
+                if let Event::Final { row, at, .. } = ev {
+                    handed_on.push((row, at));
+                }
+            })
+            .await;
+        assert!(matches!(error, Some(JournalError::Io { .. })), "{error:?}");
+        assert!(cancel.is_cancelled(), "the run stops taking new work");
+        assert_eq!(handed_on, vec![(0, None)]);
+    }
 }
