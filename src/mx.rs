@@ -366,31 +366,51 @@ impl MxResolver {
     /// looked up once.
     pub async fn routes_as_named(
         &self,
-        mut domains: tokio::sync::mpsc::UnboundedReceiver<String>,
+        domains: tokio::sync::mpsc::UnboundedReceiver<String>,
     ) -> HashMap<String, Route> {
-        let sem = Arc::new(Semaphore::new(self.concurrency));
-        let mut set = JoinSet::new();
-        let mut named = std::collections::HashSet::new();
-        while let Some(domain) = domains.recv().await {
-            if !named.insert(domain.clone()) {
-                continue;
-            }
-            let me = self.clone();
-            let sem = sem.clone();
-            set.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                let route = me.route(&domain).await;
-                (domain, route)
-            });
-        }
-        let mut out = HashMap::new();
-        while let Some(res) = set.join_next().await {
-            if let Ok((d, r)) = res {
-                out.insert(d, r);
-            }
-        }
-        out
+        let me = self.clone();
+        each_named(domains, self.concurrency, move |domain| {
+            let me = me.clone();
+            async move { me.route(&domain).await }
+        })
+        .await
     }
+}
+
+/// Runs `lookup` once for each distinct name received, at most `concurrency` at a time, each
+/// as soon as its name arrives; the answers, by name, once the sender is dropped. A lookup
+/// that panics has no answer.
+pub async fn each_named<T, F, Fut>(
+    mut names: tokio::sync::mpsc::UnboundedReceiver<String>,
+    concurrency: usize,
+    lookup: F,
+) -> HashMap<String, T>
+where
+    T: Send + 'static,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut set = JoinSet::new();
+    let mut named = std::collections::HashSet::new();
+    while let Some(name) = names.recv().await {
+        if !named.insert(name.clone()) {
+            continue;
+        }
+        let sem = sem.clone();
+        let found = lookup(name.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            (name, found.await)
+        });
+    }
+    let mut out = HashMap::new();
+    while let Some(res) = set.join_next().await {
+        if let Ok((name, answer)) = res {
+            out.insert(name, answer);
+        }
+    }
+    out
 }
 
 /// `hosts` without the addresses no connection is made to (see [`unusable`]; `private_too`:

@@ -494,6 +494,28 @@ async fn a_canary_looks_up_only_the_domains_of_the_rows_it_sends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mta_sts_is_looked_up_once_per_domain_with_mx_hosts_and_never_for_one_without() {
+    // Each domain's MTA-STS lookup follows its MX answer while triage reads the list: a domain
+    // with MX hosts is asked for its `_mta-sts` record once, however many rows it has; a
+    // domain that takes no mail (null MX, NXDOMAIN) is not asked at all.
+    use hickory_proto::rr::RecordType;
+    let mut zone = one_site_zone(&["a.test", "b.test"]);
+    zone.null_mx("gone.test").nxdomain("nowhere.test");
+    let dns = dns(zone).await;
+    let mxs = Mxs::start(vec![(2, ReceiverConfig::default())]).await;
+    let csv =
+        "email,name\nu0@a.test,A\nu1@a.test,B\nu2@b.test,C\nu3@gone.test,D\nu4@nowhere.test,E\n";
+    let job = Job::new(csv, TEMPLATE);
+    let report = run(job.config(&dns, mxs.port)).await.expect("run");
+    assert_eq!(mxs.get(2).received().len(), 3, "{:?}", report.summary);
+    let sts = |d: &str| dns.query_count(&format!("_mta-sts.{d}"), RecordType::TXT);
+    assert_eq!((sts("a.test"), sts("b.test")), (1, 1));
+    assert_eq!((sts("gone.test"), sts("nowhere.test")), (0, 0));
+    assert_eq!(dns.query_count("gone.test", RecordType::MX), 1);
+    assert_eq!(dns.query_count("nowhere.test", RecordType::MX), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_journal_stops_the_run_before_anything_is_sent() {
     let dns = dns(one_site_zone(&["a.test"])).await;
     let mxs = Mxs::start(vec![(2, ReceiverConfig::default())]).await;

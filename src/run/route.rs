@@ -20,6 +20,7 @@ use crate::outcome::{Outcome, Status, Step};
 use crate::provider::Providers;
 use crate::report::PlanSite;
 use crate::smtp::{EnhancedCode, Reply};
+use crate::tls_policy::mta_sts::Lookup;
 
 /// The rows still to send, by site, and the rows DNS decided.
 pub(super) struct Routed {
@@ -65,26 +66,63 @@ impl Routed {
     }
 }
 
-/// MX lookups under way for the domains named so far: they start before routing, as triage
-/// finds each domain to send to.
-pub(super) struct Lookups(tokio::task::JoinHandle<HashMap<String, Route>>);
+/// What DNS says of one domain: its route, and its MTA-STS answer when it has MX hosts (and
+/// policies are looked up).
+type Answer = (Route, Option<Lookup>);
+
+/// Lookups under way for the domains named so far: they start before routing, as triage finds
+/// each domain to send to. A domain's MTA-STS lookup follows its MX answer.
+pub(super) struct Lookups {
+    task: tokio::task::JoinHandle<HashMap<String, Answer>>,
+    sts: Option<secure::Sts>,
+}
 
 impl Lookups {
     /// Starts a resolver that looks up each domain named on the returned sender.
     pub(super) fn start(cfg: &RunConfig) -> Result<(UnboundedSender<String>, Self), RunError> {
         let resolver = MxResolver::new(&cfg.dns)?;
+        let sts = secure::Sts::new(cfg)?;
         let (found, named) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(async move { resolver.routes_as_named(named).await });
-        Ok((found, Self(task)))
+        let (concurrency, policies) = (cfg.dns.concurrency, sts.clone());
+        let task = tokio::spawn(mx::each_named(named, concurrency, move |domain| {
+            let (resolver, policies) = (resolver.clone(), policies.clone());
+            async move {
+                let route = resolver.route(&domain).await;
+                let sts = match (&route, policies) {
+                    (Route::Hosts(_), Some(p)) => Some(p.lookup(&domain).await),
+                    _ => None,
+                };
+                (route, sts)
+            }
+        }));
+        Ok((found, Self { task, sts }))
     }
 
     /// The answers, once the sender is dropped (none if the runtime is shutting down: route
-    /// then looks up what is missing).
-    async fn answers(self) -> HashMap<String, Route> {
-        self.0.await.unwrap_or_else(|e| match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => HashMap::new(),
-        })
+    /// then looks up what is missing): the routes, and the MTA-STS resolver with what it
+    /// found.
+    async fn answers(
+        self,
+    ) -> (
+        HashMap<String, Route>,
+        (Option<secure::Sts>, HashMap<String, Lookup>),
+    ) {
+        let answers = self
+            .task
+            .await
+            .unwrap_or_else(|e| match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => HashMap::new(),
+            });
+        let mut routes = HashMap::with_capacity(answers.len());
+        let mut sts = HashMap::new();
+        for (domain, (route, found)) in answers {
+            if let Some(found) = found {
+                sts.insert(domain.clone(), found);
+            }
+            routes.insert(domain, route);
+        }
+        (routes, (self.sts, sts))
     }
 }
 
@@ -96,7 +134,7 @@ pub(super) async fn route(
     ledger: &Ledger,
     (domains, lookups): (BTreeSet<String>, Lookups),
 ) -> Result<Routed, RunError> {
-    let mut routes = lookups.answers().await;
+    let (mut routes, sts) = lookups.answers().await;
     let missing: Vec<String> = domains
         .into_iter()
         .filter(|d| !routes.contains_key(d))
@@ -104,7 +142,7 @@ pub(super) async fn route(
     if !missing.is_empty() {
         routes.extend(MxResolver::new(&cfg.dns)?.routes(missing).await);
     }
-    let policies = secure::lookup(cfg, &routes).await?;
+    let policies = secure::lookup(cfg, &routes, sts).await?;
     let sites = mx::group_sites_by(&routes, |d| policies.site_key(d));
     let site_of: HashMap<&str, usize> = sites
         .iter()

@@ -1,6 +1,7 @@
-//! Secure: the TLS policies receivers publish, looked up once per run between the
-//! MX lookups and the grouping into sites: each routed domain's MTA-STS policy (RFC 8461) and
-//! each MX host's DANE TLSA records (RFC 7672), so that the delivery engine only has to ask
+//! Secure: the TLS policies receivers publish, looked up once per run before the grouping into
+//! sites: each routed domain's MTA-STS policy (RFC 8461), looked up as soon as its MX answer
+//! comes in ([`Sts`], during triage), and each MX host's DANE TLSA records (RFC 7672), so that
+//! the delivery engine only has to ask
 //! [`SiteTls::rule`](crate::tls_policy::SiteTls::rule) before each connection.
 //!
 //! DANE needs DNSSEC answers validated here, from the root trust anchor (or
@@ -17,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{RunConfig, RunError};
-use crate::mx::Route;
+use crate::mx::{self, Route};
 use crate::tls_policy::dane::{self, DaneResolver, TlsaLookup};
 use crate::tls_policy::mta_sts::{Lookup, Mode, Policy, StsOptions, StsResolver};
 use crate::tls_policy::{DaneHost, DaneHosts, PolicyMode, SiteTls};
@@ -55,19 +56,47 @@ impl Policies {
     }
 }
 
-/// Looks up the policies of every routed domain and MX host (nothing with `--tls-policy
-/// opportunistic`).
+/// A run's MTA-STS lookups: one resolver (and its cache) for every domain.
+#[derive(Clone)]
+pub(super) struct Sts(Arc<StsResolver>);
+
+impl Sts {
+    /// The resolver; `None` with `--tls-policy opportunistic` (no policy is looked up).
+    pub fn new(cfg: &RunConfig) -> Result<Option<Self>, RunError> {
+        if cfg.transport.tls_policy == PolicyMode::Opportunistic {
+            return Ok(None);
+        }
+        let resolver = StsResolver::new(StsOptions {
+            dns: cfg.dns.clone(),
+            https_port: cfg.transport.mta_sts_port,
+            timeout: FETCH_TIMEOUT,
+            extra_roots: cfg.tls_extra_roots.clone(),
+            cache: cfg.transport.mta_sts_cache.clone(),
+        })
+        .map_err(|e| RunError::TlsPolicy(format!("MTA-STS: {e}")))?;
+        Ok(Some(Self(Arc::new(resolver))))
+    }
+
+    /// `domain`'s policy.
+    pub async fn lookup(&self, domain: &str) -> Lookup {
+        self.0.lookup(domain).await
+    }
+}
+
+/// The policies of every routed domain and MX host (nothing with `--tls-policy
+/// opportunistic`). `sts` holds the MTA-STS answers found already; a routed domain without
+/// one is looked up now.
 pub(super) async fn lookup(
     cfg: &RunConfig,
     routes: &HashMap<String, Route>,
+    (resolver, mut sts): (Option<Sts>, HashMap<String, Lookup>),
 ) -> Result<Policies, RunError> {
-    let opts = &cfg.transport;
-    if opts.tls_policy == PolicyMode::Opportunistic {
+    let Some(resolver) = resolver else {
         return Ok(Policies::default());
-    }
-    let domains: Vec<String> = routes
+    };
+    let missing: Vec<String> = routes
         .iter()
-        .filter(|(_, r)| matches!(r, Route::Hosts(_)))
+        .filter(|(d, r)| matches!(r, Route::Hosts(_)) && !sts.contains_key(*d))
         .map(|(d, _)| d.clone())
         .collect();
     let hosts: BTreeSet<String> = routes
@@ -79,7 +108,8 @@ pub(super) async fn lookup(
         .flatten()
         .collect();
     let mut notes = Vec::new();
-    let sts = mta_sts(cfg, domains, &mut notes).await?;
+    sts.extend(mta_sts(cfg, &resolver, missing).await);
+    let sts = policies_in_force(&resolver, routes, sts, &mut notes);
     let dane = dane_hosts(cfg, hosts, &mut notes).await?;
     Ok(Policies {
         sts,
@@ -88,37 +118,34 @@ pub(super) async fn lookup(
     })
 }
 
-/// Each domain's MTA-STS policy, at most `--dns` concurrency lookups at once; the cache is
-/// saved afterwards.
-async fn mta_sts(
-    cfg: &RunConfig,
-    domains: Vec<String>,
-    notes: &mut Vec<String>,
-) -> Result<HashMap<String, Arc<Policy>>, RunError> {
-    let resolver = Arc::new(
-        StsResolver::new(StsOptions {
-            dns: cfg.dns.clone(),
-            https_port: cfg.transport.mta_sts_port,
-            timeout: FETCH_TIMEOUT,
-            extra_roots: cfg.tls_extra_roots.clone(),
-            cache: cfg.transport.mta_sts_cache.clone(),
-        })
-        .map_err(|e| RunError::TlsPolicy(format!("MTA-STS: {e}")))?,
-    );
-    let limit = Arc::new(Semaphore::new(cfg.dns.concurrency.max(1)));
-    let mut tasks = JoinSet::new();
+/// Each domain's MTA-STS answer, at most `--dns` concurrency lookups at once.
+async fn mta_sts(cfg: &RunConfig, resolver: &Sts, domains: Vec<String>) -> HashMap<String, Lookup> {
+    let (named, names) = tokio::sync::mpsc::unbounded_channel();
     for domain in domains {
-        let (resolver, limit) = (resolver.clone(), limit.clone());
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let found = resolver.lookup(&domain).await;
-            (domain, found)
-        });
+        let _ = named.send(domain);
     }
+    drop(named);
+    mx::each_named(names, cfg.dns.concurrency, |domain| {
+        let resolver = resolver.clone();
+        async move { resolver.lookup(&domain).await }
+    })
+    .await
+}
+
+/// The policies in force of the routed domains (a domain without MX hosts has none), with
+/// the policies that could not be fetched named in `notes`; the cache is saved.
+fn policies_in_force(
+    resolver: &Sts,
+    routes: &HashMap<String, Route>,
+    found: HashMap<String, Lookup>,
+    notes: &mut Vec<String>,
+) -> HashMap<String, Arc<Policy>> {
     let mut out = HashMap::new();
     let mut unavailable = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        let Ok((domain, found)) = done else { continue };
+    for (domain, found) in found {
+        if !matches!(routes.get(&domain), Some(Route::Hosts(_))) {
+            continue;
+        }
         match found {
             Lookup::Policy { policy, .. } if policy.mode != Mode::None => {
                 out.insert(domain, policy);
@@ -134,10 +161,10 @@ async fn mta_sts(
             unavailable.join(", ")
         ));
     }
-    if let Err(e) = resolver.save() {
+    if let Err(e) = resolver.0.save() {
         notes.push(format!("MTA-STS cache not saved: {e}"));
     }
-    Ok(out)
+    out
 }
 
 /// The DANE state of each MX host that has TLSA records; none when DNSSEC cannot be validated
