@@ -5,7 +5,7 @@
 //!
 //! Each site is matched to its mailbox provider by its MX host names ([`crate::provider`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -13,6 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::ledger::Ledger;
 use super::prepare::Campaign;
 use super::secure;
+use super::triage::Domains;
 use super::{RunConfig, RunError};
 use crate::delivery::{DeliveryOptions, SiteWork};
 use crate::mx::{self, MxResolver, Route};
@@ -132,12 +133,14 @@ pub(super) async fn route(
     cfg: &RunConfig,
     campaign: &Campaign,
     ledger: &Ledger,
-    (domains, lookups): (BTreeSet<String>, Lookups),
+    (domains, lookups): (Domains, Lookups),
 ) -> Result<Routed, RunError> {
     let (mut routes, sts) = lookups.answers().await;
     let missing: Vec<String> = domains
-        .into_iter()
-        .filter(|d| !routes.contains_key(d))
+        .names
+        .iter()
+        .filter(|d| !routes.contains_key(*d))
+        .cloned()
         .collect();
     if !missing.is_empty() {
         routes.extend(MxResolver::new(&cfg.dns)?.routes(missing).await);
@@ -183,12 +186,13 @@ pub(super) async fn route(
             }
         }
     }
-    // Only pending rows are read (with `--limit`, a few of a long list).
+    // Each pending row's domain is triage's: no row is read again.
     for i in (0..campaign.list.len()).filter(|&i| ledger.is_pending(i)) {
-        let row = campaign.list.row(i);
-        let Ok(addr) = &row.status else { continue };
-        let route = routes.get(addr.domain());
-        let site = site_of.get(addr.domain());
+        let Some(domain) = domains.of_row(i) else {
+            continue;
+        };
+        let route = routes.get(domain);
+        let site = site_of.get(domain);
         match (route.and_then(dns_outcome), site) {
             (None, Some(&s)) => {
                 out.work[s].rows.push(i);

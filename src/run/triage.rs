@@ -3,7 +3,7 @@
 //! `--limit`) and collects the destination domains of the rest. It knows nothing of shards:
 //! the shard stage places every row afterwards.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -20,8 +20,51 @@ use crate::suppress::{self, Entry, StoreError, SuppressionStore};
 pub(super) struct Triaged {
     /// Every row; the ones to send still pending.
     pub ledger: Ledger,
-    /// Destination domains of the pending rows.
-    pub domains: BTreeSet<String>,
+    /// Destination domains of the pending rows, each once.
+    pub domains: Domains,
+}
+
+/// The destination domains of the rows to send, and each such row's, so that routing places
+/// the rows without reading them again (4 bytes a row).
+#[derive(Default)]
+pub(super) struct Domains {
+    /// Each domain once, in the order found.
+    pub names: Vec<String>,
+    index: HashMap<String, u32>,
+    /// Each row's domain (an index into `names`), `u32::MAX` for a row not to send.
+    of_row: Vec<u32>,
+}
+
+impl Domains {
+    fn new(rows: usize) -> Self {
+        Self {
+            of_row: vec![u32::MAX; rows],
+            ..Self::default()
+        }
+    }
+
+    /// Row `i` goes to `domain`; true when the domain is new.
+    fn add(&mut self, i: usize, domain: &str) -> bool {
+        let (d, new) = match self.index.get(domain) {
+            Some(&d) => (d, false),
+            None => {
+                let d = u32::try_from(self.names.len()).unwrap_or(u32::MAX - 1);
+                self.names.push(domain.to_string());
+                self.index.insert(domain.to_string(), d);
+                (d, true)
+            }
+        };
+        if let Some(slot) = self.of_row.get_mut(i) {
+            *slot = d;
+        }
+        new
+    }
+
+    /// Row `i`'s destination domain, if triage left it to send.
+    pub fn of_row(&self, i: usize) -> Option<&str> {
+        let d = *self.of_row.get(i)?;
+        self.names.get(d as usize).map(String::as_str)
+    }
 }
 
 /// Rows screened against the suppression list at once: one bulk lookup per this many rows.
@@ -44,7 +87,7 @@ pub(super) async fn triage(
         cfg,
         triaged: Triaged {
             ledger: Ledger::new(list.len()),
-            domains: BTreeSet::new(),
+            domains: Domains::new(list.len()),
         },
         budget: cfg.limit.unwrap_or(usize::MAX),
         found,
@@ -130,9 +173,7 @@ impl Sorting<'_> {
                 ledger.settle(i, Outcome::local(Status::Deferred, Step::Limit, text));
             } else {
                 self.budget -= 1;
-                let domains = &mut self.triaged.domains;
-                if !domains.contains(addr.domain()) {
-                    domains.insert(addr.domain().to_string());
+                if self.triaged.domains.add(i, addr.domain()) {
                     // The receiver only goes away when the run is failing anyway.
                     let _ = self.found.send(addr.domain().to_string());
                 }
