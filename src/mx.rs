@@ -352,12 +352,7 @@ impl MxResolver {
         &self,
         domains: impl IntoIterator<Item = String>,
     ) -> HashMap<String, Route> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        for domain in domains {
-            let _ = tx.send(domain);
-        }
-        drop(tx);
-        self.routes_as_named(rx).await
+        self.routes_as_named(names_of(domains)).await
     }
 
     /// [`MxResolver::routes`] for domains named one by one while other work goes on (the
@@ -375,6 +370,17 @@ impl MxResolver {
         })
         .await
     }
+}
+
+/// `names`, all named at once, for [`each_named`].
+pub fn names_of(
+    names: impl IntoIterator<Item = String>,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for name in names {
+        let _ = tx.send(name);
+    }
+    rx
 }
 
 /// Runs `lookup` once for each distinct name received, at most `concurrency` at a time, each

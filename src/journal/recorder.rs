@@ -106,7 +106,8 @@ impl Recorder {
             let first = tokio::select! {
                 ev = events.recv() => ev,
                 _ = tick.tick() => {
-                    self.flush_pending();
+                    // Asks for the `fsync` of records written a while ago.
+                    self.flush_if(Journal::sync_pending);
                     continue;
                 }
             };
@@ -147,20 +148,15 @@ impl Recorder {
         state.error.take()
     }
 
-    /// Writes out what waits, and asks for the `fsync` of records written a while ago (when
-    /// no new record asked).
-    fn flush_pending(&self) {
+    /// [`Journal::flush`] when `due` says the journal has something to do and it has not
+    /// failed: a write error cancels the run (without a journal a re-run could send twice).
+    fn flush_if(&self, due: fn(&Journal) -> bool) {
         let mut state = self.state();
-        if state.error.is_none() && state.journal.sync_pending() {
-            let result = state.journal.flush();
-            self.fail_on(&mut state, result);
-        }
-    }
-
-    fn fail_on(&self, state: &mut State, result: Result<(), JournalError>) {
-        if let Err(e) = result {
-            // Without a journal a re-run could send twice: stop taking new work.
-            state.error.get_or_insert(e);
+        if state.error.is_none()
+            && due(&state.journal)
+            && let Err(e) = state.journal.flush()
+        {
+            state.error = Some(e);
             self.cancel.cancel();
         }
     }
@@ -183,11 +179,7 @@ impl OutcomeLog for Recorder {
     }
 
     fn write_out(&self) {
-        let mut state = self.state();
-        if state.error.is_none() && state.journal.unwritten() {
-            let result = state.journal.flush();
-            self.fail_on(&mut state, result);
-        }
+        self.flush_if(Journal::unwritten);
     }
 }
 

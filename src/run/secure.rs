@@ -14,9 +14,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-
 use super::{RunConfig, RunError};
 use crate::mx::{self, Route};
 use crate::tls_policy::dane::{self, DaneResolver, TlsaLookup};
@@ -108,7 +105,11 @@ pub(super) async fn lookup(
         .flatten()
         .collect();
     let mut notes = Vec::new();
-    sts.extend(mta_sts(cfg, &resolver, missing).await);
+    let looked_up = mx::each_named(mx::names_of(missing), cfg.dns.concurrency, |domain| {
+        let resolver = resolver.clone();
+        async move { resolver.lookup(&domain).await }
+    });
+    sts.extend(looked_up.await);
     let sts = policies_in_force(&resolver, routes, sts, &mut notes);
     let dane = dane_hosts(cfg, hosts, &mut notes).await?;
     Ok(Policies {
@@ -116,20 +117,6 @@ pub(super) async fn lookup(
         dane: Arc::new(dane),
         notes,
     })
-}
-
-/// Each domain's MTA-STS answer, at most `--dns` concurrency lookups at once.
-async fn mta_sts(cfg: &RunConfig, resolver: &Sts, domains: Vec<String>) -> HashMap<String, Lookup> {
-    let (named, names) = tokio::sync::mpsc::unbounded_channel();
-    for domain in domains {
-        let _ = named.send(domain);
-    }
-    drop(named);
-    mx::each_named(names, cfg.dns.concurrency, |domain| {
-        let resolver = resolver.clone();
-        async move { resolver.lookup(&domain).await }
-    })
-    .await
 }
 
 /// The policies in force of the routed domains (a domain without MX hosts has none), with
@@ -188,19 +175,12 @@ async fn dane_hosts(
         ));
         return Ok(DaneHosts::new());
     }
-    let limit = Arc::new(Semaphore::new(cfg.dns.concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    for host in hosts {
-        let (resolver, limit) = (resolver.clone(), limit.clone());
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let found = resolver.tlsa(&host, SMTP_PORT).await;
-            (host, found)
-        });
-    }
+    let found = mx::each_named(mx::names_of(hosts), cfg.dns.concurrency, |host| {
+        let resolver = resolver.clone();
+        async move { resolver.tlsa(&host, SMTP_PORT).await }
+    });
     let mut out = DaneHosts::new();
-    while let Some(done) = tasks.join_next().await {
-        let Ok((host, found)) = done else { continue };
+    for (host, found) in found.await {
         if let Some(state) = dane_state(&host, found) {
             out.insert(host, state);
         }

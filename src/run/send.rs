@@ -1,7 +1,7 @@
 //! Send: hand the routed rows to the delivery engine, whose workers record every final outcome
 //! in the journal as they get it (the journal's [`Recorder`]), and count the events, with
-//! progress alongside. Rows the deadline or an interruption
-//! cut off end `deferred`: not journaled as done, so a re-run sends them.
+//! progress alongside. Rows the deadline or an interruption cut off end `deferred`: not
+//! journaled as done, so a re-run sends them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
