@@ -720,12 +720,25 @@ fn trace_header(opts: &MessageOptions) -> String {
             &fallback
         }
     };
-    let run_id = match &opts.message_id_prefix {
-        Some(prefix) => prefix.clone(),
-        None => new_run_id(),
+    let now = opts.date.unwrap_or_else(|| Date::now().date);
+    let Some(run_id) = &opts.message_id_prefix else {
+        return received_header(trace, &new_run_id(), &Date::new(now));
     };
-    let now = opts.date.map_or_else(Date::now, Date::new);
-    received_header(trace, &run_id, &now)
+    // Within a second every message of a run has the same trace header: it is made once.
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(i64, Trace, String, String)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((at, t, id, header)) = last.as_ref()
+            && (*at, t, id) == (now, trace, run_id)
+        {
+            return header.clone();
+        }
+        let header = received_header(trace, run_id, &Date::new(now));
+        *last = Some((now, trace.clone(), run_id.clone(), header.clone()));
+        header
+    })
 }
 
 #[cfg(test)]

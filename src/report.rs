@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,36 +42,73 @@ pub const COLUMNS: &[&str] = &[
     "finished_at",
 ];
 
-/// Writes the results CSV to `path` (when given) and tallies the summary, in one pass over the
-/// rows in input order; `outcome(i)` gives row `i`'s final outcome, `None` for a row another
-/// shard reports (`--shard`: left out of this file and this summary). Unless `raw`, every cell is
-/// [`defuse`]d: list values and server replies are untrusted, and the file is opened in
-/// spreadsheets.
+/// Writes the results CSV to `path` (when given) and tallies the summary, from `blocks`: the
+/// rows in input order, a block at a time, as [`result_rows`] formats them (on any thread).
+/// Unless `raw`, every cell is [`defuse`]d: list values and server replies are untrusted, and
+/// the file is opened in spreadsheets.
 pub fn write_results(
     path: Option<&Path>,
     raw: bool,
     list: &RecipientList,
-    outcome: &dyn Fn(usize) -> Option<Outcome>,
+    blocks: impl Iterator<Item = ResultRows>,
     elapsed: Duration,
     connections: usize,
-    provider_of: &HashMap<String, Arc<str>>,
 ) -> std::io::Result<Summary> {
     let mut summary = Summary {
         elapsed,
         connections,
         ..Default::default()
     };
-    let mut w = match path {
-        Some(p) => Some(csv::Writer::from_writer(NewFile::create(p)?)),
+    let mut file = match path {
+        Some(p) => Some(NewFile::create(p)?),
         None => None,
     };
-    if let Some(w) = w.as_mut() {
-        let header = header(&list.columns);
-        write_row(w, header.iter().map(String::as_str), raw)?;
+    if let Some(f) = file.as_mut() {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        write_row(
+            &mut w,
+            header(&list.columns).iter().map(String::as_str),
+            raw,
+        )?;
+        f.write_all(&w.into_inner().map_err(|e| e.into_error())?)?;
     }
-    for (i, row) in list.iter().enumerate() {
+    for block in blocks {
+        summary.absorb(block.tally);
+        if let Some(f) = file.as_mut() {
+            f.write_all(&block.bytes)?;
+        }
+    }
+    if let Some(f) = file {
+        f.commit()?;
+    }
+    Ok(summary)
+}
+
+/// Some rows of the results CSV, formatted, and what they add to the summary.
+#[derive(Debug, Default)]
+pub struct ResultRows {
+    /// The rows' CSV lines (nothing when no file is written).
+    pub bytes: Vec<u8>,
+    /// Their counts.
+    pub tally: Summary,
+}
+
+/// The results rows of `rows` (in input order); `outcome(i)` gives row `i`'s final outcome,
+/// `None` for a row another shard reports (`--shard`: left out of the file and the summary).
+/// With `csv: false`, only the counts.
+pub fn result_rows(
+    list: &RecipientList,
+    rows: std::ops::Range<usize>,
+    outcome: &mut dyn FnMut(usize) -> Option<Outcome>,
+    (csv, raw): (bool, bool),
+    provider_of: &HashMap<String, Arc<str>>,
+) -> std::io::Result<ResultRows> {
+    let mut tally = Summary::default();
+    let mut w = csv.then(|| csv::Writer::from_writer(Vec::with_capacity(rows.len() * 512)));
+    for i in rows {
         let Some(o) = outcome(i) else { continue };
-        summary.add(&row, &o);
+        let row = list.row(i);
+        tally.add(&row, &o);
         let Some(w) = w.as_mut() else { continue };
         let domain = row_domain(&row);
         let code = o.code.map(|c| c.to_string()).unwrap_or_default();
@@ -108,10 +146,11 @@ pub fn write_results(
         ];
         write_row(w, fixed.into_iter().chain(input_cells(list, &row)), raw)?;
     }
-    if let Some(w) = w {
-        crate::files::commit_csv(w)?;
-    }
-    Ok(summary)
+    let bytes = match w {
+        Some(w) => w.into_inner().map_err(|e| e.into_error())?,
+        None => Vec::new(),
+    };
+    Ok(ResultRows { bytes, tally })
 }
 
 /// The results CSV's header for a list with these columns: ours, then the list's (a name that
@@ -264,11 +303,32 @@ impl Summary {
             self.tls_would_fail += 1;
         }
         if let Ok(a) = &row.status {
-            let e = self.domains.entry(a.domain().to_string()).or_default();
-            e.0 += 1;
-            if o.status == Status::Delivered {
-                e.1 += 1;
-            }
+            let delivered = usize::from(o.status == Status::Delivered);
+            self.add_domain(a.domain(), (1, delivered));
+        }
+    }
+
+    fn add_domain(&mut self, domain: &str, (total, delivered): (usize, usize)) {
+        let e = match self.domains.get_mut(domain) {
+            Some(e) => e,
+            None => self.domains.entry(domain.to_string()).or_default(),
+        };
+        e.0 += total;
+        e.1 += delivered;
+    }
+
+    /// Adds the row counts of `part` (rows [`result_rows`] counted): by status, by domain, by
+    /// TLS policy.
+    fn absorb(&mut self, part: Summary) {
+        for (status, n) in part.counts {
+            *self.counts.entry(status).or_default() += n;
+        }
+        for (policy, n) in part.tls_policies {
+            *self.tls_policies.entry(policy).or_default() += n;
+        }
+        self.tls_would_fail += part.tls_would_fail;
+        for (domain, counts) in part.domains {
+            self.add_domain(&domain, counts);
         }
     }
 

@@ -32,6 +32,7 @@
 mod recorder;
 pub use recorder::Recorder;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, Write};
@@ -238,41 +239,47 @@ fn addr_hash(addr: &str) -> u64 {
     fnv1a(addr.bytes(), 0xcbf2_9ce4_8422_2325)
 }
 
-/// One line of the journal.
+/// One line of the journal. Its text borrows: from the outcome when written, from the line
+/// read when read back without escapes.
 #[derive(Debug, Serialize, Deserialize)]
-struct Record {
-    addr: String,
-    hash: String,
+struct Record<'a> {
+    #[serde(borrow)]
+    addr: Cow<'a, str>,
+    #[serde(borrow)]
+    hash: Cow<'a, str>,
     n: u32,
     /// Row number when written (informational: rows may move between runs).
     row: usize,
-    status: String,
-    step: String,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    step: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     code: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    enhanced: Option<String>,
-    response: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    mx_host: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    mx_ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    source_ip: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    enhanced: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    response: Cow<'a, str>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    mx_host: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    mx_ip: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    source_ip: Option<Cow<'a, str>>,
     attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    message_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tls: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tls_policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tls_note: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    message_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    tls: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    tls_policy: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    tls_note: Option<Cow<'a, str>>,
     /// When the outcome was decided (RFC 3339, UTC, milliseconds). Added without a format
     /// change: journals written before it have none (their rows report an empty
     /// `finished_at`), and older versions of mailmerge ignore it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    finished_at: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    finished_at: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -295,39 +302,43 @@ fn parse_enhanced(s: &str) -> Option<EnhancedCode> {
     p.next().is_none().then_some(e)
 }
 
-impl Record {
-    fn new(key: &RowKey, row: usize, o: &Outcome) -> Self {
+impl<'a> Record<'a> {
+    fn new(key: &'a RowKey, row: usize, o: &'a Outcome) -> Self {
+        let text = |s: &'a Option<String>| s.as_deref().map(Cow::Borrowed);
         Self {
-            addr: key.addr.clone(),
-            hash: format!("{:016x}", key.hash),
+            addr: Cow::Borrowed(&key.addr),
+            hash: Cow::Owned(format!("{:016x}", key.hash)),
             n: key.occurrence,
             row,
-            status: o.status.as_str().into(),
-            step: o.step.as_str().into(),
+            status: Cow::Borrowed(o.status.as_str()),
+            step: Cow::Borrowed(o.step.as_str()),
             code: o.code,
-            enhanced: o.enhanced.map(|e| e.to_string()),
-            response: o.response.clone(),
-            mx_host: o.mx_host.clone(),
-            mx_ip: o.mx_ip.map(|i| i.to_string()),
-            source_ip: o.source_ip.map(|i| i.to_string()),
+            enhanced: o.enhanced.map(|e| Cow::Owned(e.to_string())),
+            response: Cow::Borrowed(&o.response),
+            mx_host: text(&o.mx_host),
+            mx_ip: o.mx_ip.map(|i| Cow::Owned(i.to_string())),
+            source_ip: o.source_ip.map(|i| Cow::Owned(i.to_string())),
             attempts: o.attempts,
-            message_id: o.message_id.clone(),
-            tls: o.tls.clone(),
-            tls_policy: (o.tls_policy != PolicyKind::None).then(|| o.tls_policy.as_str().into()),
-            tls_note: o.tls_note.clone(),
-            finished_at: o.finished_at.map(crate::outcome::format_time),
+            message_id: text(&o.message_id),
+            tls: text(&o.tls),
+            tls_policy: (o.tls_policy != PolicyKind::None)
+                .then(|| Cow::Borrowed(o.tls_policy.as_str())),
+            tls_note: text(&o.tls_note),
+            finished_at: o
+                .finished_at
+                .map(|t| Cow::Owned(crate::outcome::format_time(t))),
         }
     }
 
     fn key(&self) -> Option<RowKey> {
         Some(RowKey {
-            addr: self.addr.clone(),
+            addr: self.addr.to_string(),
             hash: u64::from_str_radix(&self.hash, 16).ok()?,
             occurrence: self.n,
         })
     }
 
-    fn outcome(&self) -> Option<Outcome> {
+    fn outcome(self) -> Option<Outcome> {
         Some(Outcome {
             status: Status::parse(&self.status)?,
             step: Step::parse(&self.step)?,
@@ -336,8 +347,8 @@ impl Record {
                 Some(e) => Some(parse_enhanced(e)?),
                 None => None,
             },
-            response: self.response.clone(),
-            mx_host: self.mx_host.clone(),
+            response: self.response.into_owned(),
+            mx_host: self.mx_host.map(Cow::into_owned),
             mx_ip: match &self.mx_ip {
                 Some(ip) => Some(ip.parse().ok()?),
                 None => None,
@@ -347,18 +358,30 @@ impl Record {
                 None => None,
             },
             attempts: self.attempts,
-            message_id: self.message_id.clone(),
-            tls: self.tls.clone(),
+            message_id: self.message_id.map(Cow::into_owned),
+            tls: self.tls.map(Cow::into_owned),
             tls_policy: match &self.tls_policy {
                 Some(p) => PolicyKind::parse(p)?,
                 None => PolicyKind::None,
             },
-            tls_note: self.tls_note.clone(),
+            tls_note: self.tls_note.map(Cow::into_owned),
             finished_at: match &self.finished_at {
                 Some(t) => Some(crate::outcome::parse_time(t)?),
                 None => None,
             },
         })
+    }
+}
+
+/// Writes row `row`'s journal line (with its newline) into `line`, which is cleared first.
+/// Serializing plain strings and numbers into a `Vec` cannot fail; if it did, `line` is left
+/// empty and nothing is recorded.
+pub fn encode(key: &RowKey, row: usize, outcome: &Outcome, line: &mut Vec<u8>) {
+    line.clear();
+    if serde_json::to_writer(&mut *line, &Record::new(key, row, outcome)).is_ok() {
+        line.push(b'\n');
+    } else {
+        line.clear();
     }
 }
 
@@ -400,7 +423,8 @@ impl JournalReader {
         Ok(Self { file })
     }
 
-    fn record_at(&self, offset: u64) -> Option<Record> {
+    /// The record line at `offset`, without its newline.
+    fn line_at(&self, offset: u64) -> Option<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         let mut line = Vec::with_capacity(512);
         let mut chunk = [0u8; 512];
@@ -420,12 +444,13 @@ impl JournalReader {
                 return None;
             }
         }
-        serde_json::from_slice(&line).ok()
+        Some(line)
     }
 
     /// The outcome recorded at `offset` (as returned by [`Journal::append`]).
     pub fn outcome_at(&self, offset: u64) -> Option<Outcome> {
-        self.record_at(offset)?.outcome()
+        let line = self.line_at(offset)?;
+        serde_json::from_slice::<Record>(&line).ok()?.outcome()
     }
 }
 
@@ -460,8 +485,8 @@ impl Replay {
         } else {
             *self.by_key.get(&key_hash(key))?
         };
-        let rec = reader.record_at(offset)?;
-        let stored = rec.key()?;
+        let line = reader.line_at(offset)?;
+        let stored = serde_json::from_slice::<Record>(&line).ok()?.key()?;
         let same = if per_address {
             stored.addr == key.addr
         } else {
@@ -676,13 +701,10 @@ pub fn record_late_bounce(
             continue;
         };
         if rec.message_id.as_deref() == Some(message_id) {
-            found = Some(rec);
+            found = Some((rec.key(), rec.row, rec.outcome()));
         }
     }
-    let Some(sent) = found else {
-        return Ok(false);
-    };
-    let (Some(key), Some(delivery)) = (sent.key(), sent.outcome()) else {
+    let Some((Some(key), row, Some(delivery))) = found else {
         return Ok(false);
     };
     let outcome = Outcome {
@@ -694,7 +716,7 @@ pub fn record_late_bounce(
         ..delivery
     };
     let mut bytes =
-        serde_json::to_vec(&Record::new(&key, sent.row, &outcome)).map_err(|e| io(e.into()))?;
+        serde_json::to_vec(&Record::new(&key, row, &outcome)).map_err(|e| io(e.into()))?;
     bytes.push(b'\n');
     let mut file = open_file(path, OpenOptions::new().append(true).read(true))?;
     let len = file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
@@ -824,15 +846,18 @@ impl Journal {
     /// Adds a record to the pending batch (written by [`Journal::flush`]); returns the offset
     /// it will have in the file, for [`JournalReader::outcome_at`].
     pub fn append(&mut self, key: &RowKey, row: usize, outcome: &Outcome) -> u64 {
-        let rec = Record::new(key, row, outcome);
-        let before = self.buf.len();
-        let offset = self.end + before as u64;
-        // Serializing plain strings and numbers into a Vec cannot fail.
-        if serde_json::to_writer(&mut self.buf, &rec).is_ok() {
-            self.buf.push(b'\n');
+        let mut line = Vec::new();
+        encode(key, row, outcome, &mut line);
+        self.append_encoded(&line)
+    }
+
+    /// Adds a record [`encode`] made (so that the encoding can happen before a lock is taken);
+    /// returns its offset, as [`Journal::append`] does. An empty `line` adds nothing.
+    pub fn append_encoded(&mut self, line: &[u8]) -> u64 {
+        let offset = self.end + self.buf.len() as u64;
+        if !line.is_empty() {
+            self.buf.extend_from_slice(line);
             self.unsynced += 1;
-        } else {
-            self.buf.truncate(before);
         }
         offset
     }
@@ -845,11 +870,7 @@ impl Journal {
     /// Writes the pending batch to the OS (one `write`; it survives SIGKILL from here on) and
     /// `fsync`s when the last sync is older than [`SYNC_INTERVAL`] or enough records wait.
     pub fn flush(&mut self) -> Result<(), JournalError> {
-        if !self.buf.is_empty() {
-            let buf = std::mem::take(&mut self.buf);
-            self.file.write_all(&buf).map_err(|e| self.io(e))?;
-            self.end += buf.len() as u64;
-        }
+        self.write_buf()?;
         if let Some(e) = self.syncer.as_ref().and_then(Syncer::take_error) {
             return Err(self.io(e));
         }
@@ -865,6 +886,20 @@ impl Journal {
                 None => self.sync()?,
             }
         }
+        Ok(())
+    }
+
+    /// Writes the pending batch to the OS, in one `write`. The batch is gone either way (a
+    /// failed write is not retried: the run stops); its buffer is kept for the next one.
+    fn write_buf(&mut self) -> Result<(), JournalError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(&self.buf);
+        let len = self.buf.len();
+        self.buf.clear();
+        written.map_err(|e| self.io(e))?;
+        self.end += len as u64;
         Ok(())
     }
 
@@ -886,11 +921,7 @@ impl Journal {
 
     /// Writes everything pending and `fsync`s.
     pub fn sync(&mut self) -> Result<(), JournalError> {
-        if !self.buf.is_empty() {
-            let buf = std::mem::take(&mut self.buf);
-            self.file.write_all(&buf).map_err(|e| self.io(e))?;
-            self.end += buf.len() as u64;
-        }
+        self.write_buf()?;
         self.file.sync_data().map_err(|e| self.io(e))?;
         self.unsynced = 0;
         self.last_sync = Instant::now();

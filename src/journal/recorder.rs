@@ -164,13 +164,19 @@ impl Recorder {
 
 impl OutcomeLog for Recorder {
     fn record(&self, row: usize, outcome: &Outcome) -> Option<u64> {
-        // The key is made before the lock: it parses the row.
-        let (key, number) = (self.key_of)(row);
-        let mut state = self.state();
-        if state.error.is_some() {
-            return None;
+        thread_local! {
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        Some(state.journal.append(&key, number, outcome))
+        // The key and the line are made before the lock: the other workers record meanwhile.
+        let (key, number) = (self.key_of)(row);
+        LINE.with_borrow_mut(|line| {
+            super::encode(&key, number, outcome, line);
+            let mut state = self.state();
+            if state.error.is_some() {
+                return None;
+            }
+            Some(state.journal.append_encoded(line))
+        })
     }
 
     fn pending(&self) -> bool {

@@ -243,7 +243,8 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
     timings.lap("recall");
     let provider_of = std::mem::take(&mut routed.provider_of);
     let tls_notes = std::mem::take(&mut routed.tls_notes);
-    let source = source::message_source(&cfg, &campaign, &warnings);
+    let built_keys = (cfg.mode == RunMode::Send).then(Arc::default);
+    let source = source::message_source(&cfg, &campaign, &warnings, built_keys.clone());
     let target = cfg.events.as_ref().filter(|_| cfg.mode == RunMode::Send);
     let mut events = crate::events::EventStream::open(target, &campaign.list, &provider_of)?;
     let mut sent = match &cfg.mode {
@@ -253,7 +254,11 @@ pub async fn run_until(cfg: RunConfig, cancel: CancellationToken) -> Result<RunR
         }
         RunMode::Send => {
             let on_event = &mut |ev: &_| events.event(ev);
-            let run = (routed, source, &remembered);
+            let run = (
+                routed,
+                (source, built_keys.unwrap_or_default()),
+                &remembered,
+            );
             send::send(&cfg, &campaign, &mut ledger, run, cancel, on_event).await?
         }
     };

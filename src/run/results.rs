@@ -5,7 +5,6 @@
 //! Recorded outcomes are read back from the journal as the report is written, so a list of
 //! millions of rows never holds its outcomes in memory.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -40,94 +39,102 @@ pub(super) fn write(
 ) -> Result<(Summary, Vec<Entry>), RunError> {
     let reader = journal::JournalReader::open(&campaign.journal_path).ok();
     let sending = cfg.mode == RunMode::Send;
-    let bounced = RefCell::new(Vec::new());
     let rows = campaign.list.len();
-    std::thread::scope(|scope| {
-        // Outcomes are read back (a `pread` and a parse each) on a thread of their own, in
-        // list order and a block ahead, while this one writes the rows.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Option<Outcome>>>(2);
-        let reader = reader.as_ref();
-        scope.spawn(move || {
-            for start in (0..rows).step_by(READ_AHEAD) {
-                let block = (start..rows.min(start + READ_AHEAD))
-                    .map(|i| read_back(ledger, reader, i))
-                    .collect();
-                if tx.send(block).is_err() {
-                    return;
+    let blocks = rows.div_ceil(BLOCK);
+    let mut bounced = Vec::new();
+    let written = std::thread::scope(|scope| {
+        // Blocks of rows are read back (a `pread` and a parse each, for big lists) and
+        // formatted on threads of their own, taking turns, while this one writes them out in
+        // list order.
+        let threads = FORMATTERS.min(blocks.max(1));
+        let mut queues = Vec::with_capacity(threads);
+        for first in 0..threads {
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            queues.push(rx);
+            let reader = reader.as_ref();
+            let provider_of = inputs.provider_of;
+            scope.spawn(move || {
+                for b in (first..blocks).step_by(threads) {
+                    let range = b * BLOCK..rows.min((b + 1) * BLOCK);
+                    let block = format_block(cfg, campaign, ledger, reader, range, provider_of);
+                    // The writer stopped (it failed): so does this thread.
+                    if tx.send(block).is_err() {
+                        return;
+                    }
                 }
+            });
+        }
+        // Returning drops the receivers, so a thread left behind (the writer failed) stops.
+        let bounced = &mut bounced;
+        let mut failed = None;
+        let ordered = (0..blocks).map_while(|b| match queues[b % threads].recv() {
+            Ok(Ok((rows, bounces))) => {
+                bounced.extend(bounces);
+                Some(rows)
+            }
+            Ok(Err(e)) => {
+                failed = Some(e);
+                None
+            }
+            Err(_) => {
+                failed = Some(std::io::Error::other("a results thread stopped"));
+                None
             }
         });
-        let ahead = RefCell::new(ReadAhead {
-            rx,
-            next: 0,
-            block: Vec::new().into_iter(),
-        });
-        // `None`: another shard's row, left out of the results.
-        let outcome = |i: usize| {
-            let read = ahead
-                .borrow_mut()
-                .take(i)
-                .unwrap_or_else(|| read_back(ledger, reader, i));
-            let o = read?;
-            if suppress::is_recipient_failure(&o) {
-                bounced.borrow_mut().push((i, cause_of(&o)));
-            }
-            Some(o)
-        };
-        // Returning drops the receiver, so a reader left behind (the writer failed) stops.
-        report::write_results(
+        let summary = report::write_results(
             sending.then_some(cfg.results.as_path()),
             cfg.raw_csv,
             &campaign.list,
-            &outcome,
+            ordered,
             inputs.started.elapsed(),
             inputs.connections,
-            inputs.provider_of,
-        )
-    })
-    .map_err(|source| RunError::Results {
+        );
+        match failed {
+            Some(e) => Err(e),
+            None => summary,
+        }
+    });
+    let summary = written.map_err(|source| RunError::Results {
         path: cfg.results.clone(),
         source,
-    })
-    .map(|summary| {
-        let entries = match sending && inputs.record {
-            true => entries(cfg, campaign, bounced.into_inner()),
-            false => Vec::new(),
-        };
-        (summary, entries)
-    })
+    })?;
+    let entries = match sending && inputs.record {
+        true => entries(cfg, campaign, bounced),
+        false => Vec::new(),
+    };
+    Ok((summary, entries))
 }
 
-/// Rows whose outcomes are read back at a time, ahead of the writer.
-const READ_AHEAD: usize = 1024;
+/// Rows formatted at a time.
+const BLOCK: usize = 1024;
 
-/// The outcomes the reading thread sent, in list order.
-struct ReadAhead {
-    rx: std::sync::mpsc::Receiver<Vec<Option<Outcome>>>,
-    /// The row of the next outcome in `block`.
-    next: usize,
-    block: std::vec::IntoIter<Option<Outcome>>,
-}
+/// Threads that read back and format blocks of results rows.
+const FORMATTERS: usize = 2;
 
-impl ReadAhead {
-    /// Row `i`'s outcome as read ahead; `None` when it was not (asked for out of list order,
-    /// or the reading thread stopped): the caller reads it itself.
-    fn take(&mut self, i: usize) -> Option<Option<Outcome>> {
-        while self.next <= i {
-            let o = match self.block.next() {
-                Some(o) => o,
-                None => {
-                    self.block = self.rx.recv().ok()?.into_iter();
-                    self.block.next()?
-                }
-            };
-            self.next += 1;
-            if self.next == i + 1 {
-                return Some(o);
-            }
+/// One block of results rows, formatted, with the hard bounces among them (row, cause).
+type Block = std::io::Result<(report::ResultRows, Vec<(usize, String)>)>;
+
+/// Reads back and formats the results rows of `range`.
+fn format_block(
+    cfg: &RunConfig,
+    campaign: &Campaign,
+    ledger: &Ledger,
+    reader: Option<&journal::JournalReader>,
+    range: std::ops::Range<usize>,
+    provider_of: &HashMap<String, Arc<str>>,
+) -> Block {
+    let mut bounced = Vec::new();
+    // `None`: another shard's row, left out of the results.
+    let mut outcome = |i: usize| {
+        let o = read_back(ledger, reader, i)?;
+        if suppress::is_recipient_failure(&o) {
+            bounced.push((i, cause_of(&o)));
         }
-        None
-    }
+        Some(o)
+    };
+    let csv = (cfg.mode == RunMode::Send, cfg.raw_csv);
+    let rows = report::result_rows(&campaign.list, range, &mut outcome, csv, provider_of)?;
+    Ok((rows, bounced))
 }
 
 /// Row `i`'s outcome (`None`: another shard's row).
@@ -183,41 +190,4 @@ pub(super) async fn record(
     let results = std::path::absolute(&cfg.results).unwrap_or_else(|_| cfg.results.clone());
     store.register_campaign(&campaign.id(cfg), &results).await?;
     Ok(store.add(entries).await?)
-}
-
-#[cfg(test)]
-mod read_ahead_tests {
-    use super::*;
-    use crate::outcome::{Status, Step};
-
-    fn numbered(n: usize) -> Option<Outcome> {
-        Some(Outcome::local(
-            Status::Deferred,
-            Step::Deadline,
-            n.to_string(),
-        ))
-    }
-
-    #[test]
-    fn outcomes_come_back_for_their_own_rows_whatever_is_asked() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
-        tx.send((0..3).map(numbered).collect()).unwrap();
-        tx.send(vec![numbered(3), None, numbered(5)]).unwrap();
-        drop(tx);
-        let mut ahead = ReadAhead {
-            rx,
-            next: 0,
-            block: Vec::new().into_iter(),
-        };
-        let text = |o: Option<Option<Outcome>>| o.map(|o| o.map(|o| o.response));
-        assert_eq!(text(ahead.take(0)), Some(Some("0".into())));
-        // Row 1 is skipped; row 3 comes from the next block.
-        assert_eq!(text(ahead.take(3)), Some(Some("3".into())));
-        // Asked out of order: not read ahead, the caller reads it.
-        assert_eq!(text(ahead.take(2)), None);
-        assert_eq!(text(ahead.take(4)), Some(None));
-        assert_eq!(text(ahead.take(5)), Some(Some("5".into())));
-        // Past the end: nothing more comes.
-        assert_eq!(text(ahead.take(6)), None);
-    }
 }

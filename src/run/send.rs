@@ -13,6 +13,7 @@ use super::ledger::Ledger;
 use super::prepare::Campaign;
 use super::route::Routed;
 use super::sender::Remembered;
+use super::source::BuiltKeys;
 use super::{RunConfig, RunError};
 use crate::delivery::{self, DeliveryConfig, Event, MessageSource};
 use crate::delivery::{LearntDialect, ProviderBook};
@@ -57,7 +58,7 @@ pub(super) async fn send(
     cfg: &RunConfig,
     job: &Campaign,
     ledger: &mut Ledger,
-    (routes, source, remembered): (Routed, MessageSource, &Remembered),
+    (routes, (source, built), remembered): (Routed, (MessageSource, Arc<BuiltKeys>), &Remembered),
     cancel: CancellationToken,
     events: &mut (dyn FnMut(&Event) + Send),
 ) -> Result<Sent, RunError> {
@@ -69,9 +70,12 @@ pub(super) async fn send(
     )?;
     let cancel = cancel.child_token();
     let (list, keys) = (job.list.clone(), job.keys.clone());
+    // The message source left the key of each row it built; others are read again.
     let key_of = Box::new(move |i: usize| {
-        let row = list.row(i);
-        (keys.key(&list, i, &row), row.row)
+        built.take(i).unwrap_or_else(|| {
+            let row = list.row(i);
+            (keys.key(&list, i, &row), row.row)
+        })
     });
     let recorder = Arc::new(Recorder::new(journal, key_of, cancel.clone()));
     let decided = routes.decided.iter().map(|(i, o)| (*i, o));

@@ -1,21 +1,47 @@
 //! The message source: how the delivery engine (and the plan) turn a row number into a
-//! message, on demand, so that only the messages in flight are ever in memory.
+//! message, on demand, so that only the messages in flight are ever in memory. When sending,
+//! it also leaves each row's journal key behind for the journal's recorder ([`BuiltKeys`]),
+//! so that the row is read once per message, not twice.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::prepare::Campaign;
 use super::{RunConfig, Warnings};
 use crate::delivery::MessageSource;
 use crate::identity;
+use crate::journal::RowKey;
 use crate::message::{self, AttachmentDir, BuiltMessage, MessageOptions};
 use crate::outcome::{Outcome, Status, Step};
 
-/// Renders and builds row `i`'s message; a row that cannot be rendered is `invalid`.
+/// The journal keys (and row numbers) of the rows whose messages were built and whose
+/// outcomes are not recorded yet: the message source puts, the recorder takes. A row built
+/// but never recorded (the run was cut off) stays until the run ends.
+#[derive(Default)]
+pub(super) struct BuiltKeys(Mutex<HashMap<usize, (RowKey, usize)>>);
+
+impl BuiltKeys {
+    fn put(&self, i: usize, key: (RowKey, usize)) {
+        if let Ok(mut keys) = self.0.lock() {
+            keys.insert(i, key);
+        }
+    }
+
+    /// Row `i`'s key and row number, if its message was built.
+    pub(super) fn take(&self, i: usize) -> Option<(RowKey, usize)> {
+        self.0.lock().ok()?.remove(&i)
+    }
+}
+
+/// Renders and builds row `i`'s message; a row that cannot be rendered is `invalid`. With
+/// `keys`, each built row's journal key is left there.
 pub(super) fn message_source(
     cfg: &RunConfig,
     job: &Campaign,
     warnings: &Warnings,
+    keys: Option<Arc<BuiltKeys>>,
 ) -> MessageSource {
+    let row_keys = job.keys.clone();
     let list = job.list.clone();
     let template = job.template.clone();
     let mut opts = cfg.message.clone();
@@ -42,6 +68,9 @@ pub(super) fn message_source(
         let built = message::build_row(rendered, addr, &opts, Some(row.row))
             .map_err(|e| invalid(Step::Render, format!("line {}: {e}", row.line)))?;
         check_identity(&built, &opts, &warnings);
+        if let Some(keys) = &keys {
+            keys.put(i, (row_keys.key(&list, i, &row), row.row));
+        }
         Ok(built)
     })
 }

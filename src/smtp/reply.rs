@@ -167,6 +167,10 @@ pub enum ReplyError {
 /// (`\xNN`) and control characters (C0, DEL, C1: a NUL, an escape sequence, a CR that would
 /// break a CSV cell) become `\xNN` / `\u{NN}` too. Printable text, any script, is kept.
 pub fn printable(bytes: &[u8]) -> String {
+    // Nearly every reply is printable ASCII: taken as it is.
+    if bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
