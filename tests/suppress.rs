@@ -214,6 +214,76 @@ async fn two_runs_at_once_sharing_one_store_lose_no_entry() {
     assert_eq!(store.campaigns().await.unwrap().len(), 2);
 }
 
+/// The results stage reads back and formats blocks of 1,024 rows on two threads and writes
+/// them in list order: a list of three blocks comes back whole, in order, each row with its own
+/// outcome, and every hard bounce of every block reaches the suppression list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_several_result_blocks_comes_back_in_order_with_every_bounce() {
+    let (dns, mxs) = servers().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let store_path = scratch.path().join("s.sqlite");
+    const ROWS: usize = 2_600;
+    let mut csv = String::from("email,name\n");
+    let mut gone = Vec::new();
+    for i in 0..ROWS {
+        match i % 97 {
+            13 => csv.push_str(&format!("not-an-address-{i},N{i}\n")),
+            50 => {
+                gone.push(format!("gone{i}@a.test"));
+                csv.push_str(&format!("gone{i}@a.test,G{i}\n"));
+            }
+            _ => csv.push_str(&format!("u{i}@a.test,U{i}\n")),
+        }
+    }
+    let job = Job::new(&csv, TEMPLATE);
+    let mut cfg = config(&job, &dns, mxs.port, &store_path);
+    cfg.delivery.deadline = std::time::Duration::from_secs(60);
+    let report = run(cfg).await.expect("run");
+
+    let rows = read_results(&job.results);
+    assert_eq!(rows.len(), ROWS, "one result row per input row");
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["row"], (i + 1).to_string(), "input order");
+        assert_eq!(
+            r["name"][1..],
+            i.to_string(),
+            "row {i} carries its own cells"
+        );
+        let want = match i % 97 {
+            13 => "invalid",
+            50 => "bounced",
+            _ => "delivered",
+        };
+        assert_eq!(r["status"], want, "row {i}: {r:?}");
+    }
+    let invalid = (0..ROWS).filter(|i| i % 97 == 13).count();
+    assert_eq!(
+        report.summary.count(mailmerge::outcome::Status::Bounced),
+        gone.len()
+    );
+    assert_eq!(
+        report.summary.count(mailmerge::outcome::Status::Invalid),
+        invalid
+    );
+    assert_eq!(
+        report.summary.count(mailmerge::outcome::Status::Delivered),
+        ROWS - gone.len() - invalid
+    );
+    assert_eq!(report.summary.domains["a.test"].0, ROWS - invalid);
+    assert_eq!(report.newly_suppressed, gone.len());
+    let store = open_list(&store_path).unwrap();
+    let mut keys: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    keys.sort();
+    gone.sort();
+    assert_eq!(keys, gone);
+}
+
 // `suppress import` and `export` treat their files as hostile (issue 21, case 7): a domain
 // entry only when the file says so, dates checked, formulas defused on the way out, and a bad
 // line skipped with its number instead of failing the import.
