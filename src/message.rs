@@ -384,6 +384,48 @@ fn from_mailboxes(value: &str) -> Result<Vec<Mailbox>, String> {
 
 /// Parses an address-list header value: `Name <a@b>, "Last, First" <c@d>, e@f`.
 pub fn parse_mailboxes(value: &str) -> Result<Vec<Mailbox>, String> {
+    if value.contains([',', '"']) {
+        return mailboxes(&split_mailboxes(value)?);
+    }
+    // One mailbox and nothing quoted (`Name <a@b>`, nearly every To): nothing to split.
+    if value
+        .rfind(['<', '>'])
+        .is_some_and(|i| value.as_bytes()[i] == b'<')
+    {
+        return Err(format!("unbalanced quotes or angle brackets in {value:?}"));
+    }
+    mailboxes(&[value])
+}
+
+/// The mailboxes of the pieces [`split_mailboxes`] gave (blank pieces skipped).
+fn mailboxes(items: &[impl AsRef<str>]) -> Result<Vec<Mailbox>, String> {
+    let mut out = Vec::new();
+    for item in items
+        .iter()
+        .map(|s| s.as_ref().trim())
+        .filter(|s| !s.is_empty())
+    {
+        let (name, addr) = match (item.rfind('<'), item.ends_with('>')) {
+            (Some(open), true) => {
+                let name = item[..open].trim().trim_matches('"').replace("\\\"", "\"");
+                (
+                    (!name.is_empty()).then_some(name),
+                    &item[open + 1..item.len() - 1],
+                )
+            }
+            _ => (None, item),
+        };
+        let address = Address::parse(addr).map_err(|e| e.to_string())?;
+        out.push(Mailbox { name, address });
+    }
+    if out.is_empty() {
+        return Err("no address".into());
+    }
+    Ok(out)
+}
+
+/// The mailboxes of an address-list header, split at the commas that separate them.
+fn split_mailboxes(value: &str) -> Result<Vec<String>, String> {
     let mut items = Vec::new();
     let (mut cur, mut in_quotes, mut in_angle, mut escaped) = (String::new(), false, false, false);
     for c in value.chars() {
@@ -420,26 +462,7 @@ pub fn parse_mailboxes(value: &str) -> Result<Vec<Mailbox>, String> {
     if !carry.trim_matches([',', ' ']).is_empty() {
         merged.push(carry.trim_end_matches(',').to_string());
     }
-    let items = merged;
-    let mut out = Vec::new();
-    for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let (name, addr) = match (item.rfind('<'), item.ends_with('>')) {
-            (Some(open), true) => {
-                let name = item[..open].trim().trim_matches('"').replace("\\\"", "\"");
-                (
-                    (!name.is_empty()).then_some(name),
-                    &item[open + 1..item.len() - 1],
-                )
-            }
-            _ => (None, item),
-        };
-        let address = Address::parse(addr).map_err(|e| e.to_string())?;
-        out.push(Mailbox { name, address });
-    }
-    if out.is_empty() {
-        return Err("no address".into());
-    }
-    Ok(out)
+    Ok(merged)
 }
 
 fn mb_list(boxes: Vec<Mailbox>) -> MbAddress<'static> {
@@ -557,7 +580,7 @@ pub fn build_row(
         },
         message_id,
         from_domain: from_addr.domain().to_string(),
-        payload: DataPayload::from_message(&bytes),
+        payload: DataPayload::from_vec(bytes),
     })
 }
 
@@ -755,6 +778,32 @@ mod tests {
             html: None,
             attachments: vec![],
             inline: vec![],
+        }
+    }
+
+    #[test]
+    fn one_unquoted_mailbox_parses_as_the_general_splitter_would() {
+        for v in [
+            "Ann <ann@example.com>",
+            "ann@example.com",
+            "  Ann   Lee  <ann@example.com>  ",
+            "Ann <ann@example.com",
+            "Ann ann@example.com>",
+            "Ann <ann@example.com> <",
+            "<>",
+            "",
+            " ",
+            "nobody",
+            "Ann <ann@example.com> trailing",
+            "A\\B <a@example.com>",
+            "Ann <ann@example>",
+        ] {
+            let general = split_mailboxes(v).and_then(|items| mailboxes(&items));
+            assert_eq!(
+                format!("{:?}", parse_mailboxes(v)),
+                format!("{general:?}"),
+                "{v:?}"
+            );
         }
     }
 

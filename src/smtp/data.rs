@@ -58,6 +58,22 @@ impl DataPayload {
         }
     }
 
+    /// [`DataPayload::from_message`], taking the message: one already in CRLF with no line
+    /// starting with a dot (what the message builder writes, nearly always) only gets its
+    /// terminator, without a copy.
+    pub fn from_vec(mut message: Vec<u8>) -> Self {
+        if !is_wire_ready(&message) {
+            return Self::from_message(&message);
+        }
+        let len = message.len();
+        message.extend_from_slice(b".\r\n");
+        Self {
+            bytes: message,
+            message_len: len,
+            raw_len: len,
+        }
+    }
+
     /// Size of the message as `BDAT` sends it: CRLF-normalized, not stuffed, no terminator.
     pub fn raw_len(&self) -> usize {
         self.raw_len
@@ -108,6 +124,23 @@ impl DataPayload {
     }
 }
 
+/// True when `m` needs neither line-ending fixes nor stuffing: every CR is followed by LF,
+/// every LF follows a CR, no line starts with a dot, and it is empty or ends in CRLF.
+fn is_wire_ready(m: &[u8]) -> bool {
+    if m.first() == Some(&b'.') || !(m.is_empty() || m.ends_with(b"\r\n")) {
+        return false;
+    }
+    let mut at = 0;
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', &m[at..]) {
+        let i = at + i;
+        if m[i] == b'\n' || m.get(i + 1) != Some(&b'\n') || m.get(i + 2) == Some(&b'.') {
+            return false;
+        }
+        at = i + 2;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +189,7 @@ mod tests {
             for n in 0..4usize.pow(len) {
                 let msg: Vec<u8> = (0..len).map(|k| alphabet[n / 4usize.pow(k) % 4]).collect();
                 let p = DataPayload::from_message(&msg);
+                assert_eq!(DataPayload::from_vec(msg.clone()), p, "{msg:?}");
                 let bytes = p.as_bytes();
                 assert!(
                     bytes.ends_with(b"\r\n.\r\n") || bytes == b".\r\n",
