@@ -433,19 +433,18 @@ impl<'a> RowIndex<'a> {
         after: &csv::Position,
     ) -> Result<(), RowError> {
         // Blank lines are skipped by the reader; a row of one empty field is a stray blank.
-        let (fields, bad_utf8) = decode_fields(record);
-        let email = fields
-            .get(self.email_column)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
+        // Only the address is decoded here; the row's cells are decoded when it is read.
+        let bad_utf8 = record.iter().position(|f| std::str::from_utf8(f).is_err());
+        let email = String::from_utf8_lossy(record.get(self.email_column).unwrap_or_default());
+        let email = email.trim();
         if let Some(e) = unclosed_quote(self.data, record, start, line, after) {
             return Err(e);
         }
-        if fields.len() != self.columns.len() {
+        if record.len() != self.columns.len() {
             return Err(RowError::FieldCount {
                 line,
                 expected: self.columns.len(),
-                found: fields.len(),
+                found: record.len(),
             });
         }
         if let Some((i, field)) = record
@@ -466,7 +465,7 @@ impl<'a> RowIndex<'a> {
                 column: self.columns[i].clone(),
             });
         }
-        let addr = Address::parse(&email).map_err(|source| RowError::Address { line, source })?;
+        let addr = Address::parse(email).map_err(|source| RowError::Address { line, source })?;
         match self.first_row_with(normalized(&addr), row) {
             Some(first_row) if !self.allow_duplicates => {
                 Err(RowError::Duplicate { line, first_row })
@@ -510,24 +509,6 @@ impl<'a> RowIndex<'a> {
     }
 }
 
-/// The record's fields as text (invalid UTF-8 replaced), and the first field that was not
-/// UTF-8.
-fn decode_fields(record: &csv::ByteRecord) -> (Vec<String>, Option<usize>) {
-    let mut bad_utf8 = None;
-    let fields = record
-        .iter()
-        .enumerate()
-        .map(|(i, f)| match std::str::from_utf8(f) {
-            Ok(s) => s.to_string(),
-            Err(_) => {
-                bad_utf8.get_or_insert(i);
-                String::from_utf8_lossy(f).into_owned()
-            }
-        })
-        .collect();
-    (fields, bad_utf8)
-}
-
 /// The CSV reader ends an unclosed quoted field at the end of the file, silently swallowing
 /// every following line: this is the error for the last record (one that spans lines) when
 /// an odd number of quotes is left in the file from its `start`.
@@ -554,7 +535,14 @@ fn unclosed_quote(
 
 /// `local@domain` with the local part lower-cased: the address identity used for duplicates.
 pub fn normalized(addr: &Address) -> String {
-    format!("{}@{}", addr.local().to_lowercase(), addr.domain())
+    let mut key = String::with_capacity(addr.local().len() + 1 + addr.domain().len());
+    match addr.local().is_ascii() {
+        true => key.extend(addr.local().chars().map(|c| c.to_ascii_lowercase())),
+        false => key.push_str(&addr.local().to_lowercase()),
+    }
+    key.push('@');
+    key.push_str(addr.domain());
+    key
 }
 
 /// FNV-1a 64: stable across runs and platforms.

@@ -42,11 +42,14 @@ impl Ledger {
 
     /// A ledger of `rows` pending rows.
     pub(super) fn new(rows: usize) -> Self {
+        let in_memory = rows <= Self::IN_MEMORY_ROWS;
         Self {
             slots: vec![Self::PENDING; rows],
             counted: vec![Self::NOT_COUNTED; rows],
-            locals: Vec::new(),
-            in_memory: rows <= Self::IN_MEMORY_ROWS,
+            // Room for every row's outcome up front, so that the vector is never moved as it
+            // grows (its pages are only touched as outcomes arrive).
+            locals: Vec::with_capacity(if in_memory { rows } else { 0 }),
+            in_memory,
             counts: [0; PlanCount::ALL.len()],
             problems: Vec::new(),
         }
