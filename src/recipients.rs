@@ -260,19 +260,12 @@ impl RecipientList {
     /// Row `i` (0-based), parsed from the kept bytes.
     pub fn row(&self, i: usize) -> Row {
         let meta = self.rows[i];
-        let error = self.errors.get(&i).cloned();
         let fields = parse_record(&self.data, meta.start);
         let email = fields
             .get(self.email_column)
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
-        let status = match error {
-            Some(e) => Err(e),
-            None => Address::parse(&email).map_err(|source| RowError::Address {
-                line: meta.line,
-                source,
-            }),
-        };
+        let status = self.status(i, &email);
         Row {
             row: i + 1,
             line: meta.line,
@@ -282,7 +275,24 @@ impl RecipientList {
         }
     }
 
-    /// Every row, in file order.
+    /// Row `i`'s address, or why it cannot be sent: [`RecipientList::row`]'s `status`,
+    /// without decoding the row's other cells.
+    pub fn address(&self, i: usize) -> Result<Address, RowError> {
+        let email = parse_field(&self.data, self.rows[i].start, self.email_column);
+        self.status(i, email.trim())
+    }
+
+    fn status(&self, i: usize, email: &str) -> Result<Address, RowError> {
+        if let Some(e) = self.errors.get(&i) {
+            return Err(e.clone());
+        }
+        Address::parse(email).map_err(|source| RowError::Address {
+            line: self.rows[i].line,
+            source,
+        })
+    }
+
+    /// Iterates over the rows, parsing each.
     pub fn iter(&self) -> impl Iterator<Item = Row> + '_ {
         (0..self.rows.len()).map(|i| self.row(i))
     }
@@ -570,6 +580,35 @@ fn first_address(data: &[u8], rows: &[RowMeta], row: usize, email_column: usize)
 /// (its state machine) costs far more than parsing one short record, and a row is parsed
 /// again at every stage that needs it.
 fn parse_record(data: &[u8], start: u64) -> Vec<String> {
+    read_record(data, start, |out, ends| {
+        let mut prev = 0;
+        ends.iter()
+            .map(|&end| {
+                let field = String::from_utf8_lossy(&out[prev..end]).into_owned();
+                prev = end;
+                field
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Field `column` of the record at byte `start` (empty when the row is shorter).
+fn parse_field(data: &[u8], start: u64, column: usize) -> String {
+    read_record(data, start, |out, ends| {
+        let from = match column {
+            0 => 0,
+            c => ends.get(c - 1).copied().unwrap_or(out.len()),
+        };
+        let to = ends.get(column).copied().unwrap_or(from);
+        String::from_utf8_lossy(&out[from..to]).into_owned()
+    })
+    .unwrap_or_default()
+}
+
+/// Reads the record at byte `start` and gives `cells` its unescaped bytes and the end of each
+/// field in them; `None` past the end of the data.
+fn read_record<T>(data: &[u8], start: u64, cells: impl FnOnce(&[u8], &[usize]) -> T) -> Option<T> {
     use csv_core::ReadRecordResult;
     /// A reader with its output and field-end buffers.
     struct Core {
@@ -584,9 +623,7 @@ fn parse_record(data: &[u8], start: u64) -> Vec<String> {
             ends: vec![0usize; 16],
         });
     }
-    let Some(mut input) = usize::try_from(start).ok().and_then(|s| data.get(s..)) else {
-        return Vec::new();
-    };
+    let mut input = usize::try_from(start).ok().and_then(|s| data.get(s..))?;
     CORE.with_borrow_mut(|Core { rdr, out, ends }| {
         rdr.reset();
         let (mut outlen, mut endlen) = (0, 0);
@@ -601,18 +638,10 @@ fn parse_record(data: &[u8], start: u64) -> Vec<String> {
                 ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
                 ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
                 ReadRecordResult::Record => break,
-                ReadRecordResult::End => return Vec::new(),
+                ReadRecordResult::End => return None,
             }
         }
-        let mut prev = 0;
-        let fields = ends[..endlen]
-            .iter()
-            .map(|&end| {
-                let field = String::from_utf8_lossy(&out[prev..end]).into_owned();
-                prev = end;
-                field
-            })
-            .collect();
+        let cells = cells(&out[..outlen], &ends[..endlen]);
         // A huge row does not leave its buffer with the thread.
         if out.len() > 1 << 16 {
             *out = vec![0u8; 256];
@@ -620,7 +649,7 @@ fn parse_record(data: &[u8], start: u64) -> Vec<String> {
         if ends.len() > 1 << 12 {
             *ends = vec![0usize; 16];
         }
-        fields
+        Some(cells)
     })
 }
 
@@ -630,6 +659,33 @@ mod tests {
 
     fn read(csv: &[u8]) -> Result<RecipientList, ListError> {
         RecipientList::from_reader(csv, Path::new("list.csv"), &ListOptions::default())
+    }
+
+    #[test]
+    fn the_address_alone_is_what_the_whole_row_says() {
+        let csv = "name,email,note\n\
+                   Ann,ann@example.com,x\n\
+                   \"Lee, Bo\",\" bo@example.com \",\"two\nlines\"\n\
+                   Short\n\
+                   Cy,not-an-address,z\n\
+                   Ann again,ANN@example.com,dup\n\
+                   Di,,empty\n\
+                   Ed,\"ed\"\"q@example.com\",quoted quote\n\
+                   Fa,fa@example.com,";
+        let mut bytes = csv.as_bytes().to_vec();
+        bytes.extend_from_slice(b"\xff\n");
+        let list = read(&bytes).unwrap();
+        assert_eq!(list.len(), 8);
+        for i in 0..list.len() {
+            let row = list.row(i);
+            assert_eq!(
+                format!("{:?}", list.address(i)),
+                format!("{:?}", row.status),
+                "row {i}: {row:?}"
+            );
+        }
+        assert!(list.address(0).is_ok() && list.address(1).is_ok());
+        assert!(list.address(2).is_err() && list.address(4).is_err());
     }
 
     #[test]

@@ -94,10 +94,11 @@ pub(super) async fn triage(
     };
     let mut candidates: Vec<(usize, Address)> = Vec::with_capacity(SCREEN_CHUNK);
     let mut pending: Option<Lookup> = None;
-    for (i, row) in list.iter().enumerate() {
+    for i in 0..list.len() {
         let ledger = &mut out.triaged.ledger;
-        let addr = match &row.status {
-            Ok(addr) => addr.clone(),
+        // Only the address cell is decoded, unless the journal of earlier runs needs the key.
+        let addr = match list.address(i) {
+            Ok(addr) => addr,
             Err(e) => {
                 let status = if e.status() == "duplicate" {
                     Status::Duplicate
@@ -110,7 +111,7 @@ pub(super) async fn triage(
         };
         let done = (!campaign.replay.is_empty())
             .then(|| {
-                let key = campaign.keys.key(list, i, &row);
+                let key = campaign.keys.key(list, i, &list.row(i));
                 campaign.replay.done_at(&key, per_address)
             })
             .flatten();
