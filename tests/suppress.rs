@@ -46,6 +46,21 @@ async fn servers() -> (mailmerge::sandbox::dns::DnsServer, Mxs) {
     (dns, mxs)
 }
 
+/// The keys on the list, sorted.
+async fn suppressed_keys(
+    store: &std::sync::Arc<dyn mailmerge::suppress::SuppressionStore>,
+) -> Vec<String> {
+    let mut keys: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    keys.sort();
+    keys
+}
+
 fn config(
     job: &Job,
     dns: &mailmerge::sandbox::dns::DnsServer,
@@ -74,14 +89,7 @@ async fn second_campaign_skips_the_first_ones_hard_bounces_and_nothing_else() {
         "gone, GONE2 and the NXDOMAIN address"
     );
     let store = open_list(&store_path).unwrap();
-    let mut keys: Vec<String> = store
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
-    keys.sort();
+    let keys = suppressed_keys(&store).await;
     assert_eq!(keys, ["gone2@a.test", "gone@a.test", "hana@nxdomain.test"]);
     let e = store.list().await.unwrap().remove(0);
     assert_eq!(e.reason, Reason::HardBounce);
@@ -272,14 +280,7 @@ async fn a_list_of_several_result_blocks_comes_back_in_order_with_every_bounce()
     assert_eq!(report.summary.domains["a.test"].0, ROWS - invalid);
     assert_eq!(report.newly_suppressed, gone.len());
     let store = open_list(&store_path).unwrap();
-    let mut keys: Vec<String> = store
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
-    keys.sort();
+    let keys = suppressed_keys(&store).await;
     gone.sort();
     assert_eq!(keys, gone);
 }

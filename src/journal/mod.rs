@@ -378,11 +378,19 @@ impl<'a> Record<'a> {
 /// empty and nothing is recorded.
 pub fn encode(key: &RowKey, row: usize, outcome: &Outcome, line: &mut Vec<u8>) {
     line.clear();
-    if serde_json::to_writer(&mut *line, &Record::new(key, row, outcome)).is_ok() {
-        line.push(b'\n');
-    } else {
-        line.clear();
+    encode_onto(key, row, outcome, line);
+}
+
+/// Appends row `row`'s journal line to `buf`; false (and `buf` as it was) if it could not be
+/// serialized.
+fn encode_onto(key: &RowKey, row: usize, outcome: &Outcome, buf: &mut Vec<u8>) -> bool {
+    let before = buf.len();
+    let written = serde_json::to_writer(&mut *buf, &Record::new(key, row, outcome)).is_ok();
+    match written {
+        true => buf.push(b'\n'),
+        false => buf.truncate(before),
     }
+    written
 }
 
 /// Opens the journal at `path` with `opts`, never through a link ([`files::open_no_link`]).
@@ -715,9 +723,13 @@ pub fn record_late_bounce(
         response: bounce.response.clone(),
         ..delivery
     };
-    let mut bytes =
-        serde_json::to_vec(&Record::new(&key, row, &outcome)).map_err(|e| io(e.into()))?;
-    bytes.push(b'\n');
+    let mut bytes = Vec::new();
+    encode(&key, row, &outcome, &mut bytes);
+    if bytes.is_empty() {
+        return Err(io(std::io::Error::other(
+            "the record could not be serialized",
+        )));
+    }
     let mut file = open_file(path, OpenOptions::new().append(true).read(true))?;
     let len = file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
     let keep = complete_len(&file, len).map_err(io)?;
@@ -846,9 +858,11 @@ impl Journal {
     /// Adds a record to the pending batch (written by [`Journal::flush`]); returns the offset
     /// it will have in the file, for [`JournalReader::outcome_at`].
     pub fn append(&mut self, key: &RowKey, row: usize, outcome: &Outcome) -> u64 {
-        let mut line = Vec::new();
-        encode(key, row, outcome, &mut line);
-        self.append_encoded(&line)
+        let offset = self.end + self.buf.len() as u64;
+        if encode_onto(key, row, outcome, &mut self.buf) {
+            self.unsynced += 1;
+        }
+        offset
     }
 
     /// Adds a record [`encode`] made (so that the encoding can happen before a lock is taken);

@@ -207,6 +207,23 @@ mod tests {
         (key, i + 1)
     }
 
+    /// Runs `recorder` over `events` until they end: the first journal error, and each final
+    /// outcome's row and offset as handed on.
+    async fn hand_on(
+        recorder: &Recorder,
+        events: UnboundedReceiver<Event>,
+    ) -> (Option<JournalError>, Vec<(usize, Option<u64>)>) {
+        let mut handed_on = Vec::new();
+        let error = recorder
+            .run(events, |ev| {
+                if let Event::Final { row, at, .. } = ev {
+                    handed_on.push((row, at));
+                }
+            })
+            .await;
+        (error, handed_on)
+    }
+
     /// Workers on several threads record at once (as the engine's do): every record is
     /// whole, at the offset its worker was given, and events are handed on with it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,14 +251,7 @@ mod tests {
             })
             .collect();
         drop(tx);
-        let mut handed_on = Vec::new();
-        let error = recorder
-            .run(rx, |ev| {
-                if let Event::Final { row, at, .. } = ev {
-                    handed_on.push((row, at.expect("recorded")));
-                }
-            })
-            .await;
+        let (error, handed_on) = hand_on(&recorder, rx).await;
         for w in workers {
             w.join().unwrap();
         }
@@ -255,6 +265,7 @@ mod tests {
         let reader = JournalReader::open(&path).unwrap();
         let mut offsets = std::collections::HashSet::new();
         for (row, at) in handed_on {
+            let at = at.expect("recorded");
             assert!(offsets.insert(at), "offset {at} given twice");
             let o = reader.outcome_at(at).expect("a whole record at its offset");
             assert_eq!(o.response, format!("row {row}"));
@@ -288,14 +299,7 @@ mod tests {
         })
         .unwrap();
         drop(tx);
-        let mut handed_on = Vec::new();
-        let error = recorder
-            .run(rx, |ev| {
-                if let Event::Final { row, at, .. } = ev {
-                    handed_on.push((row, at));
-                }
-            })
-            .await;
+        let (error, handed_on) = hand_on(&recorder, rx).await;
         assert!(matches!(error, Some(JournalError::Io { .. })), "{error:?}");
         assert!(cancel.is_cancelled(), "the run stops taking new work");
         assert_eq!(handed_on, vec![(0, None)]);
